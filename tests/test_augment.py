@@ -1,0 +1,149 @@
+"""The paper's augmentation: exact flips, windows of the zero-padded image, draw statistics."""
+
+import numpy as np
+import pytest
+
+from tlres import augment as aug
+from tlres.config import QUICK
+
+
+def images(n=4, h=32, w=32, seed=0):
+    return np.random.default_rng(seed).integers(1, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_flip_mirrors_exactly_eq4():
+    x = images()
+    z = np.zeros(4, int)
+    out = aug.flip_crop(np, x, np.ones(4, bool), z + 4, z + 4, padding=4)  # centre crop
+    h, w = x.shape[1:3]
+    for i in range(h):
+        for j in range(w):
+            np.testing.assert_array_equal(out[:, i, j], x[:, i, w - j - 1])
+
+
+def test_no_flip_centre_crop_is_identity():
+    x = images()
+    z = np.zeros(4, int)
+    np.testing.assert_array_equal(aug.flip_crop(np, x, np.zeros(4, bool), z + 4, z + 4, 4), x)
+
+
+@pytest.mark.parametrize("dy,dx", [(0, 0), (8, 8), (0, 8), (3, 5), (7, 1)])
+def test_crop_is_window_of_zero_padded_image_eq5(dy, dx):
+    x = images(2)
+    padded = np.zeros((2, 40, 40, 3), np.uint8)
+    padded[:, 4:36, 4:36] = x
+    out = aug.flip_crop(np, x, np.zeros(2, bool), np.full(2, dy), np.full(2, dx), 4)
+    np.testing.assert_array_equal(out, padded[:, dy:dy + 32, dx:dx + 32])
+    flipped = aug.flip_crop(np, x, np.ones(2, bool), np.full(2, dy), np.full(2, dx), 4)
+    np.testing.assert_array_equal(flipped, padded[:, :, ::-1][:, dy:dy + 32, dx:dx + 32])
+
+
+def test_tf_and_jax_run_the_same_definition_pixel_for_pixel():
+    import jax.numpy as jnp
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    x = images(6)
+    rng = np.random.default_rng(3)
+    flip = rng.random(6) < 0.5
+    dy, dx = rng.integers(0, 9, 6).astype(np.int32), rng.integers(0, 9, 6).astype(np.int32)
+    ref = aug.flip_crop(np, x, flip, dy, dx, 4)
+    got_tf = tf.function(lambda *a: aug.flip_crop(tnp, *a, 4))(
+        tf.constant(x), tf.constant(flip), tf.constant(dy), tf.constant(dx)).numpy()
+    got_jax = np.asarray(aug.flip_crop(jnp, jnp.asarray(x), jnp.asarray(flip), jnp.asarray(dy),
+                                       jnp.asarray(dx), 4))
+    np.testing.assert_array_equal(got_tf, ref)
+    np.testing.assert_array_equal(got_jax, ref)
+
+
+def test_draws_flip_rate_and_all_81_offsets():
+    import tensorflow as tf
+
+    flips, offsets = [], set()
+    for i in range(200):
+        f, dy, dx = aug.draw_tf(64, 4, tf.constant([7, i], tf.int64))
+        flips.append(f.numpy())
+        offsets.update(zip(dy.numpy().tolist(), dx.numpy().tolist()))
+    rate = np.concatenate(flips).mean()  # n = 12800: sd 0.0044
+    assert abs(rate - 0.5) < 0.02
+    assert offsets == {(a, b) for a in range(9) for b in range(9)}
+
+
+def test_jax_draws_same_distribution():
+    import jax
+
+    f, dy, dx = aug.draw_jax(12800, 4, jax.random.key(0))
+    assert abs(float(np.mean(f)) - 0.5) < 0.02
+    assert set(zip(np.asarray(dy).tolist(), np.asarray(dx).tolist())) == {
+        (a, b) for a in range(9) for b in range(9)}
+
+
+def test_normalize_paper_maps_0_to_minus1_and_255_to_1():
+    x = np.array([[[[0, 255, 127.5]]]])
+    out = aug.normalize(np, x, "paper")
+    np.testing.assert_allclose(out[0, 0, 0], [-1.0, 1.0, 0.0], atol=1e-7)
+    assert out.dtype == np.float32
+
+
+def test_normalize_caffe_is_bgr_minus_imagenet_mean():
+    x = np.array([[[[10.0, 20.0, 30.0]]]])
+    np.testing.assert_allclose(aug.normalize(np, x, "caffe")[0, 0, 0],
+                               [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-6)
+
+
+def _one_epoch(cfg, x, y):
+    from tlres import pipeline
+
+    xs, ys = [], []
+    for bx, by in pipeline.train_dataset(x, y, cfg):
+        xs.append(bx.numpy())
+        ys.append(by.numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_pipeline_without_augmentation_is_the_normalized_input():
+    x = images(20)
+    y = np.arange(20, dtype=np.int32)
+    cfg = QUICK.replace(batch_size=8, augment=False)
+    bx, by = _one_epoch(cfg, x, y)
+    assert bx.shape == (16, 32, 32, 3)  # 20 // 8 whole batches: the ragged rest is dropped
+    np.testing.assert_array_equal(bx, aug.normalize(np, x[by], "paper"))
+
+
+def test_pipeline_augments_with_windows_and_reshuffles_each_epoch():
+    x = images(16)
+    y = np.arange(16, dtype=np.int32)
+    cfg = QUICK.replace(batch_size=8, augment=True, flip=True, crop_padding=4, seed=5)
+    from tlres import pipeline
+
+    ds = pipeline.train_dataset(x, y, cfg)
+    orders = []
+    for _ in range(2):
+        bxs, bys = zip(*[(bx.numpy(), by.numpy()) for bx, by in ds])
+        bx, by = np.concatenate(bxs), np.concatenate(bys)
+        orders.append(by.tolist())
+        for img, label in zip(bx, by):  # each output is some flip/window of its own input
+            padded = np.zeros((40, 40, 3), np.float32) - 1.0
+            padded[4:36, 4:36] = aug.normalize(np, x[label], "paper")
+            candidates = [src[dy:dy + 32, dx:dx + 32] for src in (padded, padded[:, ::-1])
+                          for dy in range(9) for dx in range(9)]
+            assert any(np.array_equal(img, c) for c in candidates)
+    assert orders[0] != orders[1]
+    assert sorted(orders[0]) == list(range(16))
+
+
+def test_pipeline_is_seeded():
+    x, y = images(16), np.arange(16, dtype=np.int32)
+    cfg = QUICK.replace(batch_size=8, augment=True, flip=True, seed=11)
+    a, b = _one_epoch(cfg, x, y), _one_epoch(cfg, x, y)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_test_split_is_never_augmented():
+    from tlres import pipeline
+
+    x = images(10)
+    xe, n = pipeline.eval_arrays(x, 4, "paper")
+    assert n == 10 and xe.shape == (12, 32, 32, 3)  # padded to whole batches
+    np.testing.assert_array_equal(xe[:10], aug.normalize(np, x, "paper"))

@@ -1,0 +1,73 @@
+"""The command line: help, one-line errors with exit 2, presets and overrides."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tlres import cli
+from tlres.config import IMPROVED, QUICK
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "tlres.experiments.improved", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_documents_every_flag_with_default():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for flag in ("--data", "--data-dir", "--weights", "--epochs", "--batch-size", "--lr", "--seed",
+                 "--out", "--label-smoothing", "--smoothing-form", "--schedule", "--lr-min",
+                 "--bn-momentum", "--bn-epsilon", "--input-norm", "--optimizer", "--weight-decay"):
+        assert flag in r.stdout
+    text = " ".join(r.stdout.split())
+    assert "--epochs EPOCHS training epochs (default: 50)" in text
+    assert "(default: imagenet)" in text
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--epochs", "-1"], "--epochs"),
+    (["--epochs", "abc"], "--epochs"),
+    (["--lr", "0"], "--lr"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--schedule", "linear"], "--schedule"),
+    (["--preset", "nope"], "--preset"),
+    (["--no-such-flag"], "unrecognized"),
+])
+def test_bad_flag_value_is_one_line_exit_2(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path):
+    r = run_cli("--preset", "quick", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].count("no such file") == 1
+
+
+def test_other_keras_backend_is_a_clear_error(tmp_path):
+    r = run_cli("--preset", "quick", "--out", str(tmp_path / "o"), env={"KERAS_BACKEND": "torch"})
+    assert r.returncode == 2 and "KERAS_BACKEND='torch'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_preset_then_overrides():
+    cfg, _ = cli.parse(["--preset", "quick", "--epochs", "7"], "improved", "prog")
+    assert cfg == QUICK.replace(epochs=7)
+    cfg, _ = cli.parse(["--epochs", "7", "--preset", "quick"], "improved", "prog")
+    assert cfg == QUICK.replace(epochs=7)
+    cfg, _ = cli.parse(["--no-augment", "--weights", "None"], "improved", "prog")
+    assert cfg == IMPROVED.replace(augment=False, weights="none")
+
+
+def test_paper_preset_values():
+    assert (IMPROVED.data, IMPROVED.weights, IMPROVED.batch_size, IMPROVED.epochs) == (
+        "cifar10", "imagenet", 64, 50)
+    assert (IMPROVED.flip, IMPROVED.crop_padding, IMPROVED.input_norm) == (True, 4, "paper")
+    assert (IMPROVED.smoothing_form, IMPROVED.schedule) == ("paper", "cosine-epoch")

@@ -1,0 +1,41 @@
+"""Metrics against hand-computed values and published interval examples."""
+
+import numpy as np
+import pytest
+
+from tlres.evaluate import confusion_matrix, metrics, wilson_interval
+
+
+def test_wilson_interval_matches_newcombe_1998_example():
+    # Newcombe (1998), Stat. Med. 17:857, example 81/263: Wilson 95% CI 0.2553 to 0.3662
+    lo, hi = wilson_interval(81, 263)
+    assert lo == pytest.approx(0.2553, abs=5e-5) and hi == pytest.approx(0.3662, abs=5e-5)
+
+
+def test_wilson_interval_for_the_papers_one_batch():
+    # 60/64 (the paper's 93.75%): wide, because n = 64.
+    lo, hi = wilson_interval(60, 64)
+    assert lo == pytest.approx(0.8499, abs=5e-4) and hi == pytest.approx(0.9754, abs=5e-4)
+
+
+def test_confusion_and_accuracies_by_hand():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    preds = np.array([0, 0, 0, 1, 1, 0, 2, 2, 2, 2])
+    logits = np.eye(3)[preds] * 5.0
+    m = metrics(logits, labels, 3)
+    assert m["confusion_matrix"] == [[3, 1, 0], [1, 1, 0], [0, 0, 4]]
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["per_class_accuracy"] == pytest.approx([0.75, 0.5, 1.0])
+    assert m["mean_class_accuracy"] == pytest.approx(0.75)  # differs from accuracy: imbalance
+    assert m["num_test"] == 10 and m["correct"] == 8
+    # plain cross-entropy: -log softmax of (5,0,0) at the right or wrong class
+    right = -np.log(np.exp(5) / (np.exp(5) + 2))
+    wrong = -np.log(1 / (np.exp(5) + 2))
+    assert m["cross_entropy"] == pytest.approx((8 * right + 2 * wrong) / 10)
+    lo, hi = m["accuracy_ci95"]
+    assert lo < 0.8 < hi
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    cm = confusion_matrix(np.array([2, 2, 1]), np.array([0, 2, 1]), 3)
+    assert cm.tolist() == [[0, 0, 0], [0, 1, 0], [1, 0, 1]]

@@ -1,0 +1,12 @@
+"""tlres: the paper's transfer-learning ResNet50 recipe in Keras 3 on JAX.
+
+Importing tlres selects the JAX backend for Keras unless the user already chose
+one; `tlres.backend.require_jax()` turns any other choice into a clear error.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tf.data only: keep its C++ logs quiet
+
+__version__ = "0.1.0"

@@ -1,0 +1,226 @@
+"""Datasets as uint8 NHWC numpy arrays, validated on load.
+
+`load(spec)` is the one entry point. `spec` is:
+
+* ``cifar10``: CIFAR-10 through tensorflow-datasets (``data_dir`` passed on);
+* a path to the official ``cifar-10-python.tar.gz`` or its extracted
+  ``cifar-10-batches-py/`` folder, read with no network at all;
+* ``digits``: scikit-learn's 1,797 real 8x8 digits, upsampled to 32x32 RGB
+  with a fixed, seeded, stratified 80/20 split (the embedded offline data);
+* a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (and optionally
+  ``class_names``): uint8 0-255 or float 0-1 images, HxW or HxWxC, any size,
+  any number of classes.
+
+Every dataset comes back at ``image_size`` with 3 channels, uint8 pixels and
+int32 labels in ``[0, num_classes)``. Each problem found is one `TlresError`
+line naming the source and what is wrong.
+"""
+
+import os
+import pickle
+import socket
+import tarfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from tlres.errors import TlresError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+DIGITS_SPLIT_SEED = 0  # fixed: the digits split never depends on --seed
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def load(spec, data_dir=None, image_size=32):
+    if spec == "cifar10":
+        return _cifar10_tfds(data_dir, image_size)
+    if spec == "digits":
+        return _digits(image_size)
+    if not os.path.exists(spec):
+        raise TlresError(
+            f"--data {spec}: no such file or folder (expected cifar10, digits, "
+            "a cifar-10-python.tar.gz / cifar-10-batches-py path, or a .npz file)"
+        )
+    if spec.endswith(".npz"):
+        return _npz(spec, image_size)
+    if os.path.isdir(spec) or spec.endswith((".tar.gz", ".tgz", ".tar")):
+        return _cifar10_archive(spec, image_size)
+    raise TlresError(f"--data {spec}: unknown format (expected a .npz file or a CIFAR-10 python archive)")
+
+
+# ----------------------------------------------------------------- validation
+def _validate(source, x_train, y_train, x_test, y_test, class_names, image_size):
+    """Check and convert arrays to the canonical form; one line per problem."""
+    splits = {}
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+            raise TlresError(f"{source}: x_{split} has shape {x.shape}; expected (N, H, W) or (N, H, W, 1 or 3)")
+        if len(x) == 0:
+            raise TlresError(f"{source}: the {split} split is empty")
+        if y.ndim != 1 or len(y) != len(x):
+            raise TlresError(f"{source}: y_{split} has shape {y.shape}; expected ({len(x)},), one label per image")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise TlresError(f"{source}: y_{split} has dtype {y.dtype}; expected integer class labels")
+        if np.issubdtype(x.dtype, np.floating):
+            lo, hi = float(np.min(x)), float(np.max(x))
+            if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 1:
+                raise TlresError(f"{source}: float x_{split} must lie in [0, 1]; found [{lo:g}, {hi:g}] "
+                                 "(store 0-255 images as uint8)")
+            x = np.round(x * 255).astype(np.uint8)
+        elif x.dtype != np.uint8:
+            raise TlresError(f"{source}: x_{split} has dtype {x.dtype}; expected uint8 (0-255) or float (0-1)")
+        splits[split] = (x, y)
+    num_classes = len(class_names) if class_names is not None else int(
+        max(splits["train"][1].max(), splits["test"][1].max())) + 1
+    for split, (x, y) in splits.items():
+        if y.min() < 0 or y.max() >= num_classes:
+            raise TlresError(f"{source}: y_{split} has labels in [{y.min()}, {y.max()}]; "
+                             f"expected 0..{num_classes - 1}")
+    if num_classes < 2 or len(np.unique(splits["train"][1])) < 2:
+        raise TlresError(f"{source}: the training split has a single class; need at least 2")
+    if class_names is None:
+        class_names = tuple(str(i) for i in range(num_classes))
+    (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
+    return (_to_rgb(xtr, image_size), ytr.astype(np.int32),
+            _to_rgb(xte, image_size), yte.astype(np.int32), tuple(class_names))
+
+
+def _to_rgb(x, size):
+    """uint8 (N,H,W[,C]) -> uint8 (N,size,size,3): gray to RGB, bilinear resize."""
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.shape[1:3] != (size, size):
+        x = resize(x, size)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(x)
+
+
+def resize(x, size, chunk=2048):
+    """Bilinear (antialiased when shrinking) resize of uint8 NHWC images."""
+    import jax
+    import jax.numpy as jnp
+
+    out = np.empty((len(x), size, size, x.shape[-1]), np.uint8)
+    fn = jax.jit(lambda b: jnp.clip(jnp.round(jax.image.resize(
+        b.astype(jnp.float32), (b.shape[0], size, size, b.shape[-1]), "linear", antialias=True)), 0, 255))
+    for i in range(0, len(x), chunk):
+        out[i:i + chunk] = np.asarray(fn(x[i:i + chunk])).astype(np.uint8)
+    return out
+
+
+# ----------------------------------------------------------------- sources
+def _digits(image_size):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, digits.target, test_size=0.2, stratify=digits.target, random_state=DIGITS_SPLIT_SEED)
+    return Dataset("digits", *_validate("digits", x_train, y_train, x_test, y_test,
+                                        tuple(str(i) for i in range(10)), image_size))
+
+
+def _npz(path, image_size):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+            if missing:
+                raise TlresError(f"{path}: missing array(s) {', '.join(missing)}; "
+                                 "expected x_train, y_train, x_test, y_test")
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            names = tuple(str(n) for n in f["class_names"]) if "class_names" in f.files else None
+    except TlresError:
+        raise
+    except Exception as e:  # zipfile / pickle / format errors
+        raise TlresError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
+    return Dataset(os.path.basename(path), *_validate(path, *arrays.values(), names, image_size))
+
+
+def _cifar10_archive(path, image_size):
+    """Read the official CIFAR-10 python version (tar.gz or extracted folder)."""
+    files = ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    try:
+        if os.path.isdir(path):
+            base = path if os.path.exists(os.path.join(path, "test_batch")) else os.path.join(
+                path, "cifar-10-batches-py")
+            blobs = {}
+            for name in files:
+                p = os.path.join(base, name)
+                if not os.path.exists(p):
+                    raise TlresError(f"{path}: missing {name} (expected the extracted cifar-10-batches-py/ folder)")
+                with open(p, "rb") as f:
+                    blobs[name] = pickle.load(f, encoding="bytes")
+        else:
+            with tarfile.open(path, "r:*") as tar:
+                members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+                missing = [n for n in files if n not in members]
+                if missing:
+                    raise TlresError(f"{path}: archive lacks {', '.join(missing)}; "
+                                     "expected the official cifar-10-python.tar.gz")
+                blobs = {n: pickle.load(tar.extractfile(members[n]), encoding="bytes") for n in files}
+    except TlresError:
+        raise
+    except Exception as e:  # truncated gzip, bad pickle, ...
+        raise TlresError(f"{path}: corrupt or truncated CIFAR-10 archive ({type(e).__name__}: {e})") from e
+
+    def arrays(names):
+        try:
+            x = np.concatenate([np.asarray(blobs[n][b"data"], np.uint8) for n in names])
+            y = np.concatenate([np.asarray(blobs[n][b"labels"], np.int64) for n in names])
+            return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y  # CHW rows -> NHWC
+        except (KeyError, ValueError) as e:
+            raise TlresError(f"{path}: batch files are not in the CIFAR-10 format ({e})") from e
+
+    x_train, y_train = arrays(files[:5])
+    x_test, y_test = arrays(["test_batch"])
+    names = tuple(n.decode() for n in blobs["batches.meta"].get(b"label_names", CIFAR10_CLASSES))
+    return Dataset("cifar10", *_validate(path, x_train, y_train, x_test, y_test, names, image_size))
+
+
+def _reachable(host, port=443, timeout=3.0):
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _cifar10_tfds(data_dir, image_size):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("cifar10", data_dir=data_dir)
+    if not builder.is_prepared():
+        # tensorflow-datasets alone retries for minutes when offline: look first.
+        if not _reachable("www.cs.toronto.edu"):
+            raise TlresError(
+                f"CIFAR-10 is not in the tensorflow-datasets cache ({builder.data_dir}) and its "
+                f"download host is unreachable. Get {CIFAR10_URL} on a machine with internet and "
+                "run with --data /path/to/cifar-10-python.tar.gz (or the extracted cifar-10-batches-py/)")
+        builder.download_and_prepare()
+    def split(name):  # whole-split batch_size=-1 aborts under tfds' mock in TF 2.21: chunk it
+        parts = list(tfds.as_numpy(builder.as_dataset(split=name, batch_size=8192)))
+        return {k: np.concatenate([p[k] for p in parts]) for k in ("image", "label")}
+
+    train, test = split("train"), split("test")
+    names = tuple(builder.info.features["label"].names)
+    return Dataset("cifar10", *_validate(
+        f"tfds cifar10 ({builder.data_dir})", train["image"], train["label"],
+        test["image"], test["label"], names, image_size))

@@ -1,0 +1,11 @@
+"""The one exception type users see.
+
+Anything a user can fix (a missing file, a bad flag value, an unreachable
+download) is raised as `TlresError`; the command line prints its message as a
+single line and exits with status 2. Everything else is a bug and keeps its
+traceback.
+"""
+
+
+class TlresError(Exception):
+    """A problem with the user's input or environment, explained in one line."""

@@ -1,0 +1,1 @@
+"""Entry points: `python -m tlres.experiments.<preset>` runs that preset."""

@@ -1,0 +1,105 @@
+"""ResNet50 backbone + global average pooling + a new Dense head.
+
+As in the paper (eq. 2, ``model.fc = nn.Linear(2048, 10)``): the ImageNet
+classifier is dropped and replaced by one Dense layer with as many outputs as
+the data has classes; every layer is trained.
+
+Keras' ResNet50 is ResNet v1 (stride 2 on the first 1x1 convolution of a
+downsampling block); torchvision's is v1.5 (stride on the 3x3). Their ImageNet
+weights belong to different networks and are not interchangeable.
+"""
+
+import os
+
+from tlres.errors import TlresError
+
+IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP
+
+
+def imagenet_weights_path():
+    """Where Keras' `get_file` caches the ResNet50 ImageNet (no-top) weights."""
+    from keras.src.backend import config
+
+    return os.path.join(config.keras_home(), "models", IMAGENET_NOTOP)
+
+
+def _resolve_weights(weights):
+    """'imagenet' | 'none' | PATH -> what keras.applications.ResNet50 takes."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        path = imagenet_weights_path()
+        if os.path.exists(path):
+            return path
+        from tlres.data import _reachable
+
+        if not _reachable("storage.googleapis.com"):
+            raise TlresError(
+                f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
+                f"host is unreachable. Copy {IMAGENET_URL} to that path, or run with --weights none")
+        return "imagenet"  # Keras downloads, verifies the hash and caches it
+    if not os.path.exists(weights):
+        raise TlresError(f"--weights {weights}: no such file (expected imagenet, none or a .weights.h5 path)")
+    return weights
+
+
+def build(num_classes, cfg):
+    """The classifier for `cfg`: weights, BatchNorm settings and input size applied."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.arch == "tiny" and cfg.weights == "imagenet":
+        raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
+    weights = _resolve_weights(cfg.weights)
+    shape = (cfg.image_size, cfg.image_size, 3)
+    if cfg.arch == "tiny":
+        backbone = tiny_backbone(shape)
+    else:
+        backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape)
+    for layer in backbone.layers:  # PyTorch fidelity: read at call time, so set before tracing
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum, layer.epsilon = cfg.bn_momentum, cfg.bn_epsilon
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
+    logits = keras.layers.Dense(num_classes, name="head", dtype="float32")(features)
+    model = keras.Model(inputs, logits, name="tlres_resnet50")
+    if weights == "imagenet":
+        # Let Keras fetch and verify the file into its cache, then load it.
+        keras.applications.ResNet50(include_top=False, weights="imagenet",
+                                    input_shape=(cfg.image_size, cfg.image_size, 3))
+        weights = imagenet_weights_path()
+    if weights is not None:
+        _load(model, backbone, weights, cfg.weights)
+    return model
+
+
+def tiny_backbone(shape):
+    """Three conv-BN-ReLU blocks: the same plumbing as ResNet50 in a fraction of the time."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape)
+    x = inputs
+    for i, width in enumerate((8, 16, 32)):
+        x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU()(x)
+    return keras.Model(inputs, x, name="tiny")
+
+
+def _load(model, backbone, path, flag):
+    """Load a backbone file (e.g. the ImageNet no-top .h5) or a whole-model file."""
+    import warnings
+
+    errors = []
+    for target in (backbone, model):
+        try:
+            with warnings.catch_warnings():  # Keras warns, then keeps fresh weights, on a partial match
+                warnings.simplefilter("error")
+                target.load_weights(path)
+            return
+        except Exception as e:  # shape or layer-count mismatch, unreadable file
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise TlresError(f"--weights {flag}: does not fit ResNet50 (neither its backbone nor the "
+                     f"whole tlres model): {errors[-1][:200]}")
