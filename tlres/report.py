@@ -35,31 +35,30 @@ def plot_confusion(ax, cm, class_names, title):
                         color="white" if cm[i, j] > thresh else "black")
 
 
+def _curves(plt, path, epochs, history, series, ylabel, title):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, style, label in series:
+        ax.plot(epochs, [r[key] for r in history], style, label=label)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def run_figures(out, history, metrics, class_names, title=""):
     """accuracy.png, loss.png and confusion.png in `out`."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [r["accuracy"] for r in history], label="train accuracy")
-    ax.plot(epochs, [r["val_accuracy"] for r in history], label="validation accuracy")
-    ax.plot(epochs, [r["val_mean_class_accuracy"] for r in history], "--", label="validation mean per-class")
-    ax.set(xlabel="epoch", ylabel="accuracy", title=f"Accuracy per epoch: {title}")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "accuracy.png"), dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [r["loss"] for r in history], label="train loss")
-    ax.plot(epochs, [r["val_loss"] for r in history], label="validation loss")
-    ax.set(xlabel="epoch", ylabel="loss (training criterion)", title=f"Loss per epoch: {title}")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "loss.png"), dpi=120)
-    plt.close(fig)
+    _curves(plt, os.path.join(out, "accuracy.png"), epochs, history,
+            [("accuracy", "-", "train accuracy"), ("val_accuracy", "-", "validation accuracy"),
+             ("val_mean_class_accuracy", "--", "validation mean per-class")],
+            "accuracy", f"Accuracy per epoch: {title}")
+    _curves(plt, os.path.join(out, "loss.png"), epochs, history,
+            [("loss", "-", "train loss"), ("val_loss", "-", "validation loss")],
+            "loss (training criterion)", f"Loss per epoch: {title}")
 
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     plot_confusion(ax, metrics["confusion_matrix"], class_names,

@@ -163,7 +163,8 @@ def _run(cfg, out, verbose):
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t_fit = time.perf_counter()
-    net.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    net.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
+            shuffle=False)  # the pipeline shuffles, seeded
     fit_seconds = time.perf_counter() - t_fit
 
     m = state["metrics"]  # the last epoch's validation is the final evaluation
