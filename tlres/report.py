@@ -40,6 +40,7 @@ def _curves(plt, path, epochs, history, series, ylabel, title):
     for key, style, label in series:
         ax.plot(epochs, [r[key] for r in history], style, label=label)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
