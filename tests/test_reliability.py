@@ -146,11 +146,12 @@ def test_resume_refuses_a_finished_run_and_other_flags(runs, capsys):
 
 
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_checkpoint(runs, capsys):
-    """--lr-min 1e30: epoch 1 trains at 1e-3, epoch 2 at ~5e29, so the loss blows up in epoch 2."""
+    """An absurd --lr-min 1e38: by eq. 14 epoch 1 trains at 0.005 + (1e38 - 0.005) ... = 0 (float
+    cancellation) and epoch 2 at 5e37, so the loss overflows early in epoch 2, after a checkpoint."""
     from tlres import cli as cli_lib
 
     out = str(runs["tmp"] / "nan")
-    code = cli_lib.main("improved", FLAGS[:-2] + ["--epochs", "2", "--lr-min", "1e30", "--data",
+    code = cli_lib.main("improved", FLAGS[:-2] + ["--epochs", "2", "--lr-min", "1e38", "--data",
                                                   runs["data"], "--out", out], "prog")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3

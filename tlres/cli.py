@@ -16,6 +16,9 @@ from tlres.errors import TlresError
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):  # no prefixes: a typo like --epoch must not pass as --epochs
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message):  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
