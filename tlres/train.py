@@ -10,6 +10,7 @@ Run directory (see README "Results"):
     config.json       every resolved setting, versions, device
     status.json       {"state": "running" | "finished" | "failed", ...}
     history.csv       one row per epoch, written as each epoch ends
+    ckpt/checkpoint.npz  the last finished epoch (tlres.checkpoint), for --resume
     metrics.json      final whole-test-split metrics (only once finished)
     predictions.csv   index,label,prediction,confidence per test image
     accuracy.png, loss.png, confusion.png
@@ -338,6 +339,7 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     t_fit = time.perf_counter()
     if start_epoch < cfg.epochs:
         net.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+                shuffle=False,  # the pipeline shuffles, by (seed, epoch)
                 callbacks=callbacks, verbose=verbose)
     fit_seconds = time.perf_counter() - t_fit
     if "metrics" not in state:  # resumed after the last epoch's checkpoint: evaluate it again
