@@ -68,7 +68,7 @@ def test_wrong_architecture_weights_are_one_line(tmp_path):
     net = model_lib.build(4, CFG.replace(arch="tiny"))
     path = str(tmp_path / "tiny.weights.h5")
     net.save_weights(path)
-    with pytest.raises(TlresError, match="does not fit ResNet50") as e:
+    with pytest.raises(TlresError, match="does not fit --arch resnet50") as e:
         model_lib.build(4, CFG.replace(weights=path))
     assert "\n" not in str(e.value)
 

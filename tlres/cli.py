@@ -16,6 +16,9 @@ from tlres.errors import TlresError
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):  # no prefixes: a typo like --epoch must not pass as --epochs
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message):  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
@@ -55,6 +58,11 @@ def build_parser(prog, defaults, presets):
     p.add_argument("--preset", choices=sorted(presets), default=defaults.preset,
                    help="start from this preset; any other flag overrides it")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory at --out (only one tlres wrote)")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue a killed or failed run from its last epoch checkpoint, with the "
+                        "settings in RUN_DIR/config.json (no other flags)")
     for f in dataclasses.fields(defaults):
         if f.name == "preset":
             continue
@@ -69,7 +77,16 @@ def build_parser(prog, defaults, presets):
     return p
 
 
+RUN_FLAGS = {"--debug", "--resume"}  # the only flags allowed with --resume
+
+
 def parse(argv, default_preset, prog):
+    """(Config, debug) for `argv`; see `parse_all` for --overwrite and --resume."""
+    cfg, args = parse_all(argv, default_preset, prog)
+    return cfg, args.debug
+
+
+def parse_all(argv, default_preset, prog):
     pre = _Parser(add_help=False)
     pre.add_argument("--preset", default=default_preset)
     known, _ = pre.parse_known_args(argv)
@@ -78,26 +95,36 @@ def parse(argv, default_preset, prog):
         pre.error(f"argument --preset: invalid choice: {known.preset!r} "
                   f"(choose from {', '.join(sorted(config_lib.PRESETS))})")
     base = config_lib.PRESETS[known.preset]
-    args = build_parser(prog, base, config_lib.PRESETS).parse_args(argv)
+    parser = build_parser(prog, base, config_lib.PRESETS)
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        extra = sorted({a.split("=")[0] for a in argv if a.startswith("--")} - RUN_FLAGS)
+        if extra:
+            parser.error(f"--resume takes every setting from RUN_DIR/config.json, so a resumed run "
+                         f"cannot change; drop {', '.join(extra)}")
+        return None, args
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
     if values["weights"].lower() == "none":
         values["weights"] = "none"
-    return base.replace(preset=args.preset, **values), args.debug
+    return base.replace(preset=args.preset, **values), args
 
 
 def main(default_preset, argv=None, prog=None):
     argv = sys.argv[1:] if argv is None else argv
     prog = prog or f"python -m tlres.experiments.{default_preset}"
-    cfg, debug = parse(argv, default_preset, prog)
+    cfg, args = parse_all(argv, default_preset, prog)
     try:
         from tlres import train
 
-        train.run(cfg)
+        if args.resume is not None:
+            train.run(train.resumed_config(args.resume), resume=True)
+        else:
+            train.run(cfg, overwrite=args.overwrite)
     except TlresError as e:
-        if debug:
+        if args.debug:
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -109,4 +136,4 @@ def entry(default_preset):
     sys.exit(main(default_preset))
 
 
-__all__ = ["main", "parse", "build_parser", "entry"]
+__all__ = ["main", "parse", "parse_all", "build_parser", "entry"]

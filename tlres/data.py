@@ -82,7 +82,10 @@ def _validate(source, x_train, y_train, x_test, y_test, class_names, image_size)
             if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 1:
                 raise TlresError(f"{source}: float x_{split} must lie in [0, 1]; found [{lo:g}, {hi:g}] "
                                  "(store 0-255 images as uint8)")
-            x = np.round(x * 255).astype(np.uint8)
+            out = np.empty(x.shape, np.uint8)  # in chunks: no full-size float temporaries
+            for i in range(0, len(x), 4096):
+                out[i:i + 4096] = np.round(x[i:i + 4096] * 255)
+            x = out
         elif x.dtype != np.uint8:
             raise TlresError(f"{source}: x_{split} has dtype {x.dtype}; expected uint8 (0-255) or float (0-1)")
         splits[split] = (x, y)

@@ -9,3 +9,12 @@ traceback.
 
 class TlresError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+class TrainingFailed(TlresError):
+    """Training itself went wrong (e.g. a non-finite loss); the run is marked failed."""
+
+    exit_code = 3
+
+
+TlresError.exit_code = 2

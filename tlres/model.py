@@ -70,7 +70,7 @@ def build(num_classes, cfg):
                                     input_shape=(cfg.image_size, cfg.image_size, 3))
         weights = imagenet_weights_path()
     if weights is not None:
-        _load(model, backbone, weights, cfg.weights)
+        _load(model, backbone, weights, cfg.weights, cfg.arch)
     return model
 
 
@@ -88,7 +88,7 @@ def tiny_backbone(shape):
     return keras.Model(inputs, x, name="tiny")
 
 
-def _load(model, backbone, path, flag):
+def _load(model, backbone, path, flag, arch="resnet50"):
     """Load a backbone file (e.g. the ImageNet no-top .h5) or a whole-model file."""
     import warnings
 
@@ -101,5 +101,5 @@ def _load(model, backbone, path, flag):
             return
         except Exception as e:  # shape or layer-count mismatch, unreadable file
             errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    raise TlresError(f"--weights {flag}: does not fit ResNet50 (neither its backbone nor the "
+    raise TlresError(f"--weights {flag}: does not fit --arch {arch} (neither its backbone nor the "
                      f"whole tlres model): {errors[-1][:200]}")

@@ -1,10 +1,17 @@
 """Input pipelines: tf.data for training, plain numpy for evaluation.
 
-Training: shuffle (seeded, reshuffled every epoch) -> batch with the remainder
-dropped (one static shape, one compiled step) -> augment and normalize on the
-whole batch (`tlres.augment`, traced by tf.data) -> prefetch. Each batch's
-random draws come from a seeded `tf.data.Dataset.random` stream, so a run is
-reproducible from its seed.
+Training, epoch e: a permutation of the training split drawn from the
+stateless key (seed, e) -> batches of it with the remainder dropped (one static
+shape, one compiled step) -> gather, augment and normalize on the whole batch
+(`tlres.augment`, traced by tf.data) -> prefetch. Batch b of epoch e draws its
+augmentation from the stateless key (seed, e, b).
+
+So every epoch's data order and augmentation are a pure function of
+(seed, epoch): a different order each epoch, yet the same order for epoch e
+whether the process trained epochs 0..e-1 itself or resumed from a checkpoint
+(`train_dataset(..., start_epoch=e)`). tf.data's `reshuffle_each_iteration`
+would not give that: its order for an epoch depends on how many times this
+process already iterated the dataset.
 
 Evaluation never augments: it normalizes the test split in numpy, and pads it
 to whole batches so inference compiles once; padded rows are dropped again.
@@ -14,9 +21,16 @@ import numpy as np
 
 from tlres import augment as aug
 
+_SHUFFLE, _AUGMENT = 0, 1  # stream ids folded into the seed: independent draws
 
-def train_dataset(x, y, cfg):
-    """A tf.data.Dataset of (normalized float32 batch, int32 labels)."""
+
+def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None):
+    """(normalized float32 batch, int32 labels) for epochs start_epoch..end_epoch-1.
+
+    `end_epoch` defaults to start_epoch + 1 (one epoch). Each epoch is exactly
+    len(x) // batch_size batches, so `model.fit(steps_per_epoch=...)` consumes
+    one epoch of this stream per Keras epoch.
+    """
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
 
@@ -25,19 +39,30 @@ def train_dataset(x, y, cfg):
 
         raise TlresError(f"the training split has {len(x)} images, fewer than one batch "
                          f"of {cfg.batch_size}; lower --batch-size")
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size, drop_remainder=True)
-    seeds = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
+    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+    n, bs = len(x), cfg.batch_size
+    steps = n // bs
+    images, labels = tf.constant(x), tf.constant(y)
+    base = tf.constant([cfg.seed, 0], tf.int64)
+    fold = tf.random.experimental.stateless_fold_in
 
-    def transform(batch, seed):
-        images, labels = batch
+    def epoch(e):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=fold(fold(base, _SHUFFLE), e))
+        index = tf.reshape(order[:steps * bs], (steps, bs))
+        return tf.data.Dataset.from_tensor_slices(
+            (index, tf.fill([steps], e), tf.range(steps, dtype=tf.int64)))
+
+    def transform(index, e, step):
+        batch_x, batch_y = tf.gather(images, index), tf.gather(labels, index)
         if cfg.augment:
-            flip, dy, dx = aug.draw_tf(cfg.batch_size, cfg.crop_padding, seed)
-            images = aug.augment(tnp, images, flip, dy, dx, cfg.crop_padding, cfg.flip)
-        return aug.normalize(tnp, images, cfg.input_norm), labels
+            seed = fold(fold(fold(base, _AUGMENT), e), step)
+            flip, dy, dx = aug.draw_tf(bs, cfg.crop_padding, seed)
+            batch_x = aug.augment(tnp, batch_x, flip, dy, dx, cfg.crop_padding, cfg.flip)
+        return aug.normalize(tnp, batch_x, cfg.input_norm), batch_y
 
-    ds = tf.data.Dataset.zip((ds, seeds)).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch)
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -10,6 +10,7 @@ Run directory (see README "Results"):
     config.json       every resolved setting, versions, device
     status.json       {"state": "running" | "finished" | "failed", ...}
     history.csv       one row per epoch, written as each epoch ends
+    ckpt/checkpoint.npz  the last finished epoch (tlres.checkpoint), for --resume
     metrics.json      final whole-test-split metrics (only once finished)
     predictions.csv   index,label,prediction,confidence per test image
     accuracy.png, loss.png, confusion.png
@@ -56,18 +57,63 @@ def device():
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs)}
 
 
-def prepare_out(cfg):
-    """Create the run directory; refuse to mix results into an existing one."""
-    out = cfg.out or os.path.join("runs", f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.exists(out) and os.listdir(out):
-        raise TlresError(f"--out {out}: exists and is not empty; choose another directory")
+def default_out(cfg):
+    return cfg.out or os.path.join("runs", f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def looks_like_run(path):
+    return any(os.path.exists(os.path.join(path, f)) for f in ("status.json", "config.json"))
+
+
+def check_out(out, overwrite=False):
+    """Refuse an --out we must not or cannot write, before anything is created."""
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise TlresError(f"--out {out}: exists and is not a directory; choose another path")
+        if os.listdir(out):
+            if not overwrite:
+                raise TlresError(f"--out {out}: exists and is not empty; choose another directory, "
+                                 "pass --overwrite to replace a previous run, or --resume it")
+            if not looks_like_run(out):
+                raise TlresError(f"--out {out}: not a tlres run directory (no status.json or "
+                                 "config.json), so --overwrite will not delete it; choose another path")
+        if not os.access(out, os.W_OK):
+            raise TlresError(f"--out {out}: not writable; choose another directory")
+        return
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise TlresError(f"--out {out}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK):
+        raise TlresError(f"--out {out}: cannot create it, {parent} is not writable; choose another path")
+
+
+def create_out(out):
+    """Create (or, after `check_out(overwrite=True)`, empty) the run directory; True if new."""
+    import shutil
+
+    existed = os.path.exists(out)
     try:
+        if existed and os.listdir(out):
+            shutil.rmtree(out)
+            existed = False
         os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".tlres-write-test")
+        open(probe, "w").close()
+        os.remove(probe)
     except OSError as e:
-        raise TlresError(f"--out {out}: cannot create it ({e.strerror})") from e
-    if not os.access(out, os.W_OK):
-        raise TlresError(f"--out {out}: not writable")
-    return out
+        if not existed and os.path.isdir(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise TlresError(f"--out {out}: cannot write there ({e.strerror}); choose another path") from e
+    return not existed
+
+
+def validate(cfg):
+    """Values the command line checks too, for configs built in Python."""
+    for name in ("epochs", "batch_size", "lr", "image_size"):
+        if not getattr(cfg, name) > 0:
+            raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
 
 
 def make_optimizer(cfg, learning_rate):
@@ -105,81 +151,224 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
                    **{k: logs.get(k) for k in HISTORY_FIELDS if k not in ("epoch", "seconds")}}
             state["history"].append(row)
             path = os.path.join(out, "history.csv")
-            with open(path, "a", newline="") as f:
-                w = csv.DictWriter(f, HISTORY_FIELDS)
-                if epoch == 0:
-                    w.writeheader()
-                w.writerow(row)
+            with open(path, "a", newline="") as f:  # header written by _write_history
+                csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
 
     return EpochEnd()
 
 
-def run(cfg, verbose=None):
-    """Train and evaluate `cfg`; returns the run directory."""
-    from tlres import backend
+def _nan_callback(out):
+    """Stop at the first batch whose loss is not finite, naming epoch and step."""
+    import math
+
+    import keras
+
+    from tlres.errors import TrainingFailed
+
+    class StopOnNonFinite(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = float((logs or {}).get("loss", 0.0))  # the epoch's running mean: non-finite
+            if not math.isfinite(loss):                 # from the first bad batch on
+                self.model.stop_training = True
+                kept = "no checkpoint yet (it failed in its first epoch)"
+                if self.epoch > 0:
+                    kept = (f"the last good checkpoint (end of epoch {self.epoch}) is kept in "
+                            f"{os.path.join(out, 'ckpt')}")
+                raise TrainingFailed(
+                    f"non-finite training loss ({loss}) at epoch {self.epoch + 1}, step {batch + 1}; "
+                    f"training stopped, {kept}; lower --lr (or --lr-min) or check the data")
+
+    return StopOnNonFinite()
+
+
+def _checkpoint_callback(out, state):
+    import keras
+
+    from tlres import checkpoint
+
+    class EpochCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # after EpochEnd has added the history row
+            checkpoint.save(out, self.model, epoch + 1, state["history"])
+
+    return EpochCheckpoint()
+
+
+def resumed_config(run_dir):
+    """The Config of the run in `run_dir`, checked to be resumable."""
+    from tlres.config import Config
+
+    if not os.path.isdir(run_dir):
+        raise TlresError(f"--resume {run_dir}: no such run directory")
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            saved = json.load(f)["config"]
+        with open(os.path.join(run_dir, "status.json")) as f:
+            status = json.load(f)
+        names = {f.name for f in dataclasses.fields(Config)}
+        cfg = Config(**{k: v for k, v in saved.items() if k in names})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TlresError(f"--resume {run_dir}: not a tlres run directory with a readable "
+                         f"config.json and status.json ({type(e).__name__})") from e
+    if status.get("state") == "finished":
+        raise TlresError(f"--resume {run_dir}: that run already finished; nothing to resume")
+    if status.get("state") == "running" and _alive(status):
+        raise TlresError(f"--resume {run_dir}: process {status['pid']} on this machine is still "
+                         "running it; stop it first")
+    return cfg.replace(out=run_dir)
+
+
+def _alive(status):
+    import socket
+
+    if status.get("host") != socket.gethostname() or not status.get("pid"):
+        return False
+    if status["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(status["pid"], 0)
+    except OSError:
+        return False
+    try:  # a killed child its parent has not reaped yet is not running it
+        with open(f"/proc/{status['pid']}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def run(cfg, verbose=None, overwrite=False, resume=False):
+    """Train and evaluate `cfg`; returns the run directory.
+
+    Everything a user can get wrong (flags, --out, data, weights) is checked
+    before the run directory is created; a TlresError before training leaves
+    no directory behind. `resume=True` continues the run in `cfg.out` (see
+    `resumed_config`) from its last checkpoint.
+    """
+    import socket
+
+    from tlres import backend, checkpoint, data, model as model_lib
 
     backend.require_jax()
+    validate(cfg)
+    out = cfg.out if resume else default_out(cfg)
+    if not resume:
+        check_out(out, overwrite)
     if cfg.compile_cache:
         backend.enable_compile_cache()
-    out = prepare_out(cfg)
+    t0 = time.perf_counter()
+    ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
+    if len(ds.x_train) < cfg.batch_size:
+        raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
+                         f"than one batch of {cfg.batch_size}; lower --batch-size")
+    net = model_lib.build(ds.num_classes, cfg)  # checks --weights
+    ckpt = None
+    if resume:
+        ckpt = checkpoint.load(out)
+        with open(os.path.join(out, "config.json")) as f:
+            saved = json.load(f)["dataset"]
+        if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
+                len(ds.x_train), len(ds.x_test), ds.num_classes):
+            raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
+                             f"{saved['num_train']}/{saved['num_test']} images and "
+                             f"{saved['num_classes']} classes")
+    created = False if resume else create_out(out)
     status = os.path.join(out, "status.json")
-    _write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
+    _write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "pid": os.getpid(), "host": socket.gethostname(),
+                         "start_epoch": start_epoch})
     try:
-        return _run(cfg, out, verbose)
+        if not resume:
+            _write_json(os.path.join(out, "config.json"), {
+                "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
+                    "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
+                    "num_classes": ds.num_classes, "class_names": list(ds.class_names)},
+                "versions": versions(), "device": device()})
+        return _run(cfg, out, ds, net, ckpt, t0, verbose)
     except BaseException as e:
-        _write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}"})
+        if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
+                and not getattr(e, "exit_code", 2) == 3:
+            import shutil  # an input problem found late: leave nothing that looks like a run
+
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            _write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}",
+                                 "epochs_done": _epochs_done(out)})
         raise
 
 
-def _run(cfg, out, verbose):
+def _epochs_done(out):
+    from tlres import checkpoint
+
+    c = checkpoint.load(out) if os.path.exists(checkpoint.path(out)) else None
+    return c[0]["epochs_done"] if c else 0
+
+
+def _run(cfg, out, ds, net, ckpt, t0, verbose):
     import keras
 
-    from tlres import data, evaluate, losses, model as model_lib, pipeline, report, schedules
+    from tlres import checkpoint, evaluate, losses, pipeline, report, schedules
 
-    t0 = time.perf_counter()
-    ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
-    _write_json(os.path.join(out, "config.json"), {
-        "config": dataclasses.asdict(cfg), "dataset": {
-            "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
-            "num_classes": ds.num_classes, "class_names": list(ds.class_names)},
-        "versions": versions(), "device": device()})
+    start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
+    history = list(ckpt[0]["history"]) if ckpt else []
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"{ds.num_classes} classes), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-          f"weights={cfg.weights}, device={device()['kind']} -> {out}", flush=True)
+          f"weights={cfg.weights}, device={device()['kind']} -> {out}"
+          + (f" (resuming after epoch {start_epoch})" if ckpt else ""), flush=True)
 
-    train_ds = pipeline.train_dataset(ds.x_train, ds.y_train, cfg)
+    train_ds = pipeline.train_dataset(ds.x_train, ds.y_train, cfg, start_epoch, cfg.epochs)
     steps = len(ds.x_train) // cfg.batch_size
     x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
-    net = model_lib.build(ds.num_classes, cfg)
     lr, callbacks = schedules.learning_rate(cfg, steps)
     loss_fn = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing, cfg.smoothing_form)
     net.compile(optimizer=make_optimizer(cfg, lr), loss=loss_fn,
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    if ckpt:
+        checkpoint.restore(net, ckpt)
+    _write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
     eval_loss = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing,
                                             cfg.smoothing_form, reduction=None)
-    state = {"history": []}
-    callbacks.append(_epoch_callback(cfg, out, x_eval, n_eval, ds.y_test, ds.num_classes,
-                                     eval_loss, state))
+    state = {"history": history}
+    callbacks += [_nan_callback(out),
+                  _epoch_callback(cfg, out, x_eval, n_eval, ds.y_test, ds.num_classes, eval_loss, state),
+                  _checkpoint_callback(out, state)]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t_fit = time.perf_counter()
-    net.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose,
-            shuffle=False)  # the pipeline shuffles, seeded
+    if start_epoch < cfg.epochs:
+        net.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+                shuffle=False,  # the pipeline shuffles, by (seed, epoch)
+                callbacks=callbacks, verbose=verbose)
     fit_seconds = time.perf_counter() - t_fit
+    if "metrics" not in state:  # resumed after the last epoch's checkpoint: evaluate it again
+        logits = evaluate.predict_logits(net, x_eval, n_eval, cfg.batch_size)
+        state["logits"], state["metrics"] = logits, evaluate.metrics(
+            logits, ds.y_test, ds.num_classes, eval_loss)
 
     m = state["metrics"]  # the last epoch's validation is the final evaluation
-    m.update(epochs=cfg.epochs, train_seconds=round(fit_seconds, 2),
-             total_seconds=round(time.perf_counter() - t0, 2),
-             class_names=list(ds.class_names))
+    m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
     _write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
     report.run_figures(out, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})")
     _write_json(os.path.join(out, "metrics.json"), m)
-    _write_json(os.path.join(out, "status.json"), {"state": "finished"})
+    _write_json(os.path.join(out, "status.json"), {
+        "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": start_epoch,
+        "train_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2)})
     lo, hi = m["accuracy_ci95"]
     print(f"tlres: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['num_test']}), "
           f"mean per-class accuracy {m['mean_class_accuracy']:.4f}, loss {m['loss']:.4f}; "
           f"{fit_seconds:.0f} s training -> {out}", flush=True)
     return out
+
+
+def _write_history(path, rows):
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, HISTORY_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _write_predictions(path, logits, labels):

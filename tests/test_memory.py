@@ -1,0 +1,45 @@
+"""Issue #7, item 6: loading a CIFAR-10-sized npz keeps no needless copies."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = r"""
+import json, sys
+def kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1])
+import numpy as np
+from tlres import data
+before = kib("VmRSS:")
+ds = data.load(sys.argv[1])
+arrays = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+print(json.dumps({"before": before * 1024, "peak": kib("VmHWM:") * 1024, "arrays": arrays,
+                  "shape": list(ds.x_train.shape)}))
+"""
+
+
+def test_loader_peak_rss_on_cifar_sized_npz_is_under_3x_the_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cifar_sized.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 50000), x_test=rng.integers(0, 256, (10000, 32, 32, 3),
+                                                                   dtype=np.uint8),
+             y_test=rng.integers(0, 10, 10000))
+    r = subprocess.run([sys.executable, "-c", PROBE, str(path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    assert m["shape"] == [50000, 32, 32, 3]
+    ratio = m["peak"] / m["arrays"]  # the whole process: interpreter and numpy included
+    growth = (m["peak"] - m["before"]) / m["arrays"]
+    print(f"peak RSS {m['peak'] / 2**20:.0f} MiB for {m['arrays'] / 2**20:.0f} MiB of arrays: "
+          f"{ratio:.2f}x (loader's own growth {growth:.2f}x)")
+    assert ratio < 3.0
+    assert growth < 1.5  # one copy of the data, plus small change
