@@ -36,3 +36,21 @@ def test_paper_json_has_the_papers_numbers():
     assert p["improved"]["correct"] / p["n_test"] * 100 == p["improved"]["accuracy"] == 93.75
     assert p["baseline"]["correct"] / p["n_test"] * 100 == p["baseline"]["accuracy"] == 87.50
     assert p["improved"]["accuracy"] - p["baseline"]["accuracy"] == p["difference"]
+
+
+def test_augment_switch_off_gives_exactly_the_normalized_input_and_on_changes_it():
+    import numpy as np
+
+    from tlres import pipeline
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8)
+    y = np.arange(16, dtype=np.int32)  # label = row index, to find each image again
+    expected = (x.astype(np.float32) / 255.0 - 0.5) / 0.5  # the paper's normalization, by hand
+    off = BASELINE.replace(batch_size=4, crop_padding=2)
+    changed = 0
+    for images, labels in pipeline.train_dataset(x, y, off):
+        np.testing.assert_allclose(images.numpy(), expected[labels.numpy()], atol=1e-6)
+    for images, labels in pipeline.train_dataset(x, y, off.replace(augment=True)):
+        changed += int(not np.allclose(images.numpy(), expected[labels.numpy()], atol=1e-6))
+    assert changed > 0
