@@ -7,9 +7,18 @@ cell after the switch; an override of a switch field (e.g. --weights none)
 wins, and cells that then equal another cell are dropped, so with
 `--weights none` the transfer cells collapse into baseline/improved.
 
-NOT YET DONE: running the grid (`<out>/<cell>/seed<k>/` via tlres.train.run,
-with reuse of finished runs) and its command line.
+`run_grid` runs `<out>/<cell>/seed<k>/` through `tlres.train.run` (the one
+runner), seed k = base seed + k. A run dir whose status.json says finished and
+whose config.json holds the same config is reused; any other existing run dir
+(running, failed, other config) is cleared and rerun.
+
+NOT YET DONE: a `python -m tlres.ablation` command line.
 """
+
+import dataclasses
+import json
+import os
+import shutil
 
 from tlres.config import BASELINE, IMPROVED
 
@@ -37,3 +46,36 @@ def cells(**overrides):
         seen.append(key)
         out[name] = cfg.replace(preset=name.split("+")[0].split("-")[0])
     return out
+
+
+def _finished_with(run_dir, cfg):
+    try:
+        with open(os.path.join(run_dir, "status.json")) as fh:
+            if json.load(fh).get("state") != "finished":
+                return False
+        with open(os.path.join(run_dir, "config.json")) as fh:
+            return json.load(fh)["config"] == json.loads(json.dumps(dataclasses.asdict(cfg)))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def run_grid(out, seeds=1, names=None, verbose=0, **overrides):
+    """Run (or reuse) every cell x seed; returns {cell: [run dirs]} and the list of dirs trained."""
+    from tlres import train
+
+    grid = cells(**overrides)
+    if names is not None:
+        grid = {n: grid[n] for n in names if n in grid}
+    base_seed = overrides.get("seed", 0)
+    dirs, trained = {}, []
+    for name, cfg in grid.items():
+        for k in range(seeds):
+            run_dir = os.path.join(out, name, f"seed{k}")
+            c = cfg.replace(seed=base_seed + k, out=run_dir)
+            if not _finished_with(run_dir, c):
+                if os.path.exists(run_dir):
+                    shutil.rmtree(run_dir)
+                train.run(c, verbose=verbose)
+                trained.append(run_dir)
+            dirs.setdefault(name, []).append(run_dir)
+    return dirs, trained
