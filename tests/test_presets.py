@@ -1,0 +1,56 @@
+"""Baseline vs improved presets: they differ in exactly the paper's four switches."""
+
+import dataclasses
+import json
+import os
+
+from tlres import cli
+from tlres.config import BASELINE, IMPROVED, PRESETS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_baseline_and_improved_differ_in_exactly_four_switches():
+    differ = {f.name for f in dataclasses.fields(IMPROVED)
+              if getattr(IMPROVED, f.name) != getattr(BASELINE, f.name)}
+    assert differ == {"weights", "augment", "label_smoothing", "schedule", "preset"}
+    assert (BASELINE.weights, BASELINE.augment, BASELINE.label_smoothing, BASELINE.schedule) == \
+        ("none", False, 0.0, "constant")
+    assert (IMPROVED.weights, IMPROVED.augment, IMPROVED.label_smoothing, IMPROVED.schedule) == \
+        ("imagenet", True, 0.1, "cosine-epoch")
+    assert PRESETS["baseline"] is BASELINE
+
+
+def test_baseline_entry_point_defaults_to_baseline_and_switches_are_independent():
+    cfg, _ = cli.parse([], "baseline", "prog")
+    assert cfg == BASELINE
+    cfg, _ = cli.parse(["--augment"], "baseline", "prog")
+    assert cfg == BASELINE.replace(augment=True)
+    cfg, _ = cli.parse(["--label-smoothing", "0.1"], "baseline", "prog")
+    assert cfg == BASELINE.replace(label_smoothing=0.1)
+
+
+def test_paper_json_has_the_papers_numbers():
+    with open(os.path.join(ROOT, "experiments", "paper.json")) as fh:
+        p = json.load(fh)
+    assert p["improved"]["correct"] / p["n_test"] * 100 == p["improved"]["accuracy"] == 93.75
+    assert p["baseline"]["correct"] / p["n_test"] * 100 == p["baseline"]["accuracy"] == 87.50
+    assert p["improved"]["accuracy"] - p["baseline"]["accuracy"] == p["difference"]
+
+
+def test_augment_switch_off_gives_exactly_the_normalized_input_and_on_changes_it():
+    import numpy as np
+
+    from tlres import pipeline
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8)
+    y = np.arange(16, dtype=np.int32)  # label = row index, to find each image again
+    expected = (x.astype(np.float32) / 255.0 - 0.5) / 0.5  # the paper's normalization, by hand
+    off = BASELINE.replace(batch_size=4, crop_padding=2)
+    changed = 0
+    for images, labels in pipeline.train_dataset(x, y, off):
+        np.testing.assert_allclose(images.numpy(), expected[labels.numpy()], atol=1e-6)
+    for images, labels in pipeline.train_dataset(x, y, off.replace(augment=True)):
+        changed += int(not np.allclose(images.numpy(), expected[labels.numpy()], atol=1e-6))
+    assert changed > 0

@@ -1,0 +1,12 @@
+"""The paper's original ResNet50: `python -m tlres.experiments.baseline [flags]`.
+
+Defined by tlres (the paper does not say exactly) as the improved preset with
+its four changes switched off: random init instead of ImageNet weights, no
+flip/crop (normalization only), plain cross-entropy, constant learning rate;
+everything else the same. See `tlres.config.BASELINE`.
+"""
+
+from tlres.cli import entry
+
+if __name__ == "__main__":
+    entry("baseline")
