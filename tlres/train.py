@@ -83,6 +83,27 @@ def make_optimizer(cfg, learning_rate):
     raise TlresError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def setup_engine(cfg):
+    """Global Keras state a run needs before its model is built: dtype policy, distribution.
+
+    Both are set on every run (also back to the defaults), so runs in one process
+    do not leak settings into each other.
+    """
+    import keras
+
+    keras.mixed_precision.set_dtype_policy(cfg.precision)
+    dist = None
+    if cfg.data_parallel:
+        import jax
+
+        devices = jax.devices()
+        if cfg.batch_size % len(devices):
+            raise TlresError(f"--data-parallel: --batch-size {cfg.batch_size} does not divide "
+                             f"evenly across {len(devices)} devices; use a multiple of {len(devices)}")
+        dist = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(dist)
+
+
 def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, state):
     """Per-epoch validation on the whole test split, the lr, and history.csv."""
     import keras
@@ -142,12 +163,14 @@ def _run(cfg, out, verbose):
         "config": dataclasses.asdict(cfg), "dataset": {
             "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
             "num_classes": ds.num_classes, "class_names": list(ds.class_names)},
-        "versions": versions(), "device": device()})
+        "versions": versions(), "device": device(), "pipeline": pipeline.resolve(cfg.pipeline)})
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"{ds.num_classes} classes), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-          f"weights={cfg.weights}, device={device()['kind']} -> {out}", flush=True)
+          f"weights={cfg.weights}, device={device()['kind']}, "
+          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}", flush=True)
 
-    train_ds = pipeline.train_dataset(ds.x_train, ds.y_train, cfg)
+    setup_engine(cfg)
+    train_ds = pipeline.train_data(ds.x_train, ds.y_train, cfg)
     steps = len(ds.x_train) // cfg.batch_size
     x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
     net = model_lib.build(ds.num_classes, cfg)
