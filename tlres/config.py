@@ -60,6 +60,13 @@ class Config:
     seed: int = _f(0, "seed for weights, data order and augmentation")
     # -- run
     out: str | None = _f(None, "run directory (default: runs/<preset>-<time>)")
+    pipeline: str = _f("auto", "training input pipeline: tf (tf.data, augmentation on the host), "
+                       "jax (numpy batches, augmentation jitted on the device; no tensorflow "
+                       "import), auto (tf if tensorflow is installed, else jax)", ("auto", "tf", "jax"))
+    precision: str = _f("float32", "Keras dtype policy: float32, or mixed_bfloat16 (bf16 compute, "
+                        "float32 weights, head and loss)", ("float32", "mixed_bfloat16"))
+    data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
+                             "(--batch-size is the global batch, split evenly across them)")
     compile_cache: bool = _f(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
     preset: str = _f("improved", "the preset these settings started from")
 

@@ -1,4 +1,14 @@
-"""Input pipelines: tf.data for training, plain numpy for evaluation.
+"""Input pipelines: tf.data or JAX for training, plain numpy for evaluation.
+
+`train_data(x, y, cfg)` picks one of two training pipelines (``--pipeline``):
+
+* ``tf`` (`train_dataset`): tf.data, described below.
+* ``jax`` (`jax_batches`): a seeded numpy permutation per epoch (remainder
+  dropped) gathers uint8 batches, and one jitted JAX function runs the same
+  `tlres.augment.augment` / `normalize` on the device with `draw_jax` draws.
+  Nothing on this path imports tensorflow, so it runs where tensorflow is not
+  installed (``auto`` picks it then). Both paths draw flips and offsets from
+  the same distribution; they are not the same random streams.
 
 Training, epoch e: a permutation of the training split drawn from the
 stateless key (seed, e) -> batches of it with the remainder dropped (one static
@@ -23,6 +33,75 @@ from tlres import augment as aug
 
 _SHUFFLE, _AUGMENT = 0, 1  # stream ids folded into the seed: independent draws
 
+def resolve(name):
+    """``auto`` -> ``tf`` when tensorflow is importable, else ``jax`` (without importing it)."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    return "tf" if found else "jax"
+
+
+def train_data(x, y, cfg, start_epoch=0, end_epoch=None):
+    """The training input for `model.fit`, from the pipeline `cfg.pipeline` names."""
+    _check_size(x, cfg.batch_size)
+    if resolve(cfg.pipeline) == "jax":
+        return jax_batches(x, y, cfg, start_epoch, end_epoch)
+    return train_dataset(x, y, cfg, start_epoch, end_epoch)
+
+
+def _check_size(x, batch_size):
+    if len(x) < batch_size:
+        from tlres.errors import TlresError
+
+        raise TlresError(f"the training split has {len(x)} images, fewer than one batch "
+                         f"of {batch_size}; lower --batch-size")
+
+
+def device_transform(cfg):
+    """jitted (uint8 batch, key) -> normalized float32 batch: augmentation on the device."""
+    import jax
+    import jax.numpy as jnp
+
+    def transform(images, key):
+        if cfg.augment:
+            flip, dy, dx = aug.draw_jax(images.shape[0], cfg.crop_padding, key)
+            images = aug.augment(jnp, images, flip, dy, dx, cfg.crop_padding, cfg.flip)
+        return aug.normalize(jnp, images, cfg.input_norm)
+
+    return jax.jit(transform)
+
+
+def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None):
+    """(normalized batch on the device, int32 labels) for epochs start_epoch..end_epoch-1, tensorflow-free.
+
+    As with `train_dataset`, epoch e is a pure function of (seed, e): its order is
+    a numpy permutation seeded with (seed, e) (remainder dropped), and batch b's
+    augmentation key is fold_in(fold_in(PRNGKey(seed), e), b).
+    """
+    import jax
+
+    _check_size(x, cfg.batch_size)
+    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+    transform = device_transform(cfg)
+    bs, steps = cfg.batch_size, len(x) // cfg.batch_size
+    y = np.asarray(y, np.int32)
+    base = jax.random.PRNGKey(cfg.seed)
+
+    def batches():
+        for e in range(start_epoch, end_epoch):
+            order = np.random.default_rng([cfg.seed, e]).permutation(len(x))
+            key = jax.random.fold_in(base, e)
+            for b in range(steps):
+                idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted: a faster gather, same set
+                yield transform(x[idx], jax.random.fold_in(key, b)), y[idx]
+
+    return batches()
+
 
 def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None):
     """(normalized float32 batch, int32 labels) for epochs start_epoch..end_epoch-1.
@@ -34,11 +113,7 @@ def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None):
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
 
-    if len(x) < cfg.batch_size:
-        from tlres.errors import TlresError
-
-        raise TlresError(f"the training split has {len(x)} images, fewer than one batch "
-                         f"of {cfg.batch_size}; lower --batch-size")
+    _check_size(x, cfg.batch_size)
     end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
     n, bs = len(x), cfg.batch_size
     steps = n // bs

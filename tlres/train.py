@@ -129,6 +129,27 @@ def make_optimizer(cfg, learning_rate):
     raise TlresError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def setup_engine(cfg):
+    """Global Keras state a run needs before its model is built: dtype policy, distribution.
+
+    Both are set on every run (also back to the defaults), so runs in one process
+    do not leak settings into each other.
+    """
+    import keras
+
+    keras.mixed_precision.set_dtype_policy(cfg.precision)
+    dist = None
+    if cfg.data_parallel:
+        import jax
+
+        devices = jax.devices()
+        if cfg.batch_size % len(devices):
+            raise TlresError(f"--data-parallel: --batch-size {cfg.batch_size} does not divide "
+                             f"evenly across {len(devices)} devices; use a multiple of {len(devices)}")
+        dist = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(dist)
+
+
 def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, state):
     """Per-epoch validation on the whole test split, the lr, and history.csv."""
     import keras
@@ -248,7 +269,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     """
     import socket
 
-    from tlres import backend, checkpoint, data, model as model_lib
+    from tlres import backend, checkpoint, data, model as model_lib, pipeline
 
     backend.require_jax()
     validate(cfg)
@@ -262,6 +283,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     if len(ds.x_train) < cfg.batch_size:
         raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
                          f"than one batch of {cfg.batch_size}; lower --batch-size")
+    setup_engine(cfg)  # dtype policy and distribution, before the model is built
     net = model_lib.build(ds.num_classes, cfg)  # checks --weights
     ckpt = None
     if resume:
@@ -285,7 +307,8 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
                 "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
                     "num_classes": ds.num_classes, "class_names": list(ds.class_names)},
-                "versions": versions(), "device": device()})
+                "versions": versions(), "device": device(),
+                "pipeline": pipeline.resolve(cfg.pipeline)})
         return _run(cfg, out, ds, net, ckpt, t0, verbose)
     except BaseException as e:
         if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
@@ -315,10 +338,11 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     history = list(ckpt[0]["history"]) if ckpt else []
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"{ds.num_classes} classes), {cfg.epochs} epochs, batch {cfg.batch_size}, "
-          f"weights={cfg.weights}, device={device()['kind']} -> {out}"
+          f"weights={cfg.weights}, device={device()['kind']}, "
+          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}"
           + (f" (resuming after epoch {start_epoch})" if ckpt else ""), flush=True)
 
-    train_ds = pipeline.train_dataset(ds.x_train, ds.y_train, cfg, start_epoch, cfg.epochs)
+    train_ds = pipeline.train_data(ds.x_train, ds.y_train, cfg, start_epoch, cfg.epochs)
     steps = len(ds.x_train) // cfg.batch_size
     x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
     lr, callbacks = schedules.learning_rate(cfg, steps)
