@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_device_transform_matches_numpy_reference():
     import jax
 
-    cfg = QUICK.replace(flip=True, crop_padding=4)
+    cfg = QUICK.replace(augment=True, flip=True, crop_padding=4)
     x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     key = jax.random.PRNGKey(3)
     got = np.asarray(pipeline.device_transform(cfg)(x, key))
@@ -37,15 +37,16 @@ def test_device_transform_matches_numpy_reference():
 
 
 def test_indivisible_batch_is_a_clear_error():
-    from tlres import train
-    from tlres.errors import TlresError
-
-    import jax
-    n = len(jax.devices())
-    if n == 1:
-        pytest.skip("needs >1 device (XLA_FLAGS=--xla_force_host_platform_device_count=2)")
-    with pytest.raises(TlresError, match="does not divide"):
-        train.setup_engine(QUICK.replace(data_parallel=True, batch_size=n * 8 + 1))
+    """With 2 forced CPU devices, a global batch of 17 cannot be split: one clear error."""
+    code = ("from tlres import train; from tlres.config import QUICK\n"
+            "from tlres.errors import TlresError\n"
+            "try:\n    train.setup_engine(QUICK.replace(data_parallel=True, batch_size=17))\n"
+            "except TlresError as e:\n    print('ERR', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": ROOT,
+                                         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ERR --data-parallel: --batch-size 17 does not divide evenly across 2 devices" in r.stdout
 
 
 def test_quick_preset_runs_with_tensorflow_blocked(tmp_path):
