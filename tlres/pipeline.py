@@ -48,7 +48,6 @@ def resolve(name):
 
 def train_data(x, y, cfg, start_epoch=0, end_epoch=None):
     """The training input for `model.fit`, from the pipeline `cfg.pipeline` names."""
-    _check_size(x, cfg.batch_size)
     if resolve(cfg.pipeline) == "jax":
         return jax_batches(x, y, cfg, start_epoch, end_epoch)
     return train_dataset(x, y, cfg, start_epoch, end_epoch)
