@@ -39,3 +39,31 @@ def test_confusion_and_accuracies_by_hand():
 def test_confusion_matrix_rows_are_true_classes():
     cm = confusion_matrix(np.array([2, 2, 1]), np.array([0, 2, 1]), 3)
     assert cm.tolist() == [[0, 0, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_newcombe_difference_matches_newcombe_1998_example():
+    # Newcombe (1998), Stat. Med. 17:873, table II, example (a) 56/70 vs 48/80: method 10
+    # (score interval) gives 0.2000 with 95% CI 0.0524 to 0.3339.
+    from tlres.evaluate import newcombe_interval
+
+    d, (lo, hi) = newcombe_interval(56, 70, 48, 80)
+    assert d == pytest.approx(0.2, abs=1e-12)
+    assert lo == pytest.approx(0.0524, abs=5e-4) and hi == pytest.approx(0.3339, abs=5e-4)
+
+
+def test_welch_interval_matches_scipy_and_a_hand_computation():
+    from scipy import stats
+
+    from tlres.evaluate import welch_interval
+
+    a, b = [0.91, 0.93, 0.92, 0.95], [0.88, 0.90, 0.86]
+    d, (lo, hi), df = welch_interval(a, b)
+    # by hand: means 0.9275 and 0.88; s^2/n = 0.000291667/4 and 0.0004/3
+    va, vb = 0.000291666667 / 4, 0.0004 / 3
+    assert d == pytest.approx(0.0475, abs=1e-12)
+    assert df == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2), rel=1e-6)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    # one seed per side: no interval; identical constant seeds: zero width
+    assert np.isnan(welch_interval([0.9], [0.8])[1][0])
+    assert welch_interval([0.9, 0.9], [0.8, 0.8])[1] == pytest.approx((0.1, 0.1))

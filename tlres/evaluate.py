@@ -24,6 +24,42 @@ def wilson_interval(correct, n, z=Z95):
     return (centre - half, centre + half)
 
 
+def newcombe_interval(correct_a, n_a, correct_b, n_b, z=Z95):
+    """p_a - p_b and its 95% interval for two independent proportions.
+
+    Newcombe (1998), method 10: the hybrid score interval built from the two
+    Wilson intervals. Used for two single runs scored on independent samples
+    (e.g. tlres' whole test split against the paper's one batch of 64).
+    """
+    pa, pb = correct_a / n_a, correct_b / n_b
+    la, ua = wilson_interval(correct_a, n_a, z)
+    lb, ub = wilson_interval(correct_b, n_b, z)
+    d = pa - pb
+    return d, (d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2),
+               d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2))
+
+
+def welch_interval(a, b, level=0.95):
+    """mean(a) - mean(b) over seeds, its Welch t interval and degrees of freedom.
+
+    Unequal variances, Welch-Satterthwaite degrees of freedom. Needs two or
+    more values on each side (else the interval is (nan, nan)); zero spread on
+    both sides gives a zero-width interval.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return d, (float("nan"), float("nan")), float("nan")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return d, (d, d), float("inf")
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(va + vb)
+    return d, (d - half, d + half), float(df)
+
+
 def confusion_matrix(labels, predictions, num_classes):
     """counts[i, j] = images of true class i predicted as class j."""
     return np.bincount(labels * num_classes + predictions,
