@@ -1,4 +1,4 @@
-"""The ablation grid of issue #4 (cell definitions only, so far).
+"""The ablation grid: `python -m tlres.ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
 
 Cells: baseline, improved, each of the four changes alone added to the
 baseline (`baseline+<change>`) and alone removed from the improved preset
@@ -12,13 +12,18 @@ runner), seed k = base seed + k. A run dir whose status.json says finished and
 whose config.json holds the same config is reused; any other existing run dir
 (running, failed, other config) is cleared and rerun.
 
-NOT YET DONE: a `python -m tlres.ablation` command line.
+The command runs the grid, then `tlres.report` over it (DIR/report/). Runner
+flags pass through to every cell; only the flags given on the command line
+override the cells, so `--epochs 1` shortens every run but leaves each cell's
+switches alone.
 """
 
+import argparse
 import dataclasses
 import json
 import os
 import shutil
+import sys
 
 from tlres.config import BASELINE, IMPROVED
 
@@ -65,7 +70,10 @@ def _finished_with(run_dir, cfg):
             if json.load(fh).get("state") != "finished":
                 return False
         with open(os.path.join(run_dir, "config.json")) as fh:
-            return json.load(fh)["config"] == json.loads(json.dumps(dataclasses.asdict(cfg)))
+            saved = json.load(fh)["config"]
+        want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        saved.pop("out", None), want.pop("out", None)  # a moved grid is still the same grid
+        return saved == want
     except (OSError, ValueError, KeyError):
         return False
 
@@ -90,3 +98,89 @@ def run_grid(out, seeds=1, names=None, verbose=0, **overrides):
                 trained.append(run_dir)
             dirs.setdefault(name, []).append(run_dir)
     return dirs, trained
+
+
+def check_weights(grid):
+    """Fail before training anything when a cell needs ImageNet weights that cannot be had."""
+    from tlres import model
+    from tlres.errors import TlresError
+
+    need = [n for n, c in grid.items() if c.weights == "imagenet"]
+    if need:
+        try:
+            model._resolve_weights("imagenet")
+        except TlresError as e:
+            raise TlresError(f"cells {', '.join(need)} need them: {e} (the transfer cells then "
+                             f"collapse into the others)") from None
+
+
+def parse(argv, prog="python -m tlres.ablation"):
+    """(out, seeds, cell names or None, overrides given on the command line, no-report flag)."""
+    from tlres import cli, config
+
+    p = cli.build_parser(prog, config.IMPROVED, config.PRESETS)
+    p.description = ("Run the ablation grid (baseline, improved, each change added to the baseline "
+                     "and removed from the improved preset) over seeds, reusing finished runs, then "
+                     "report it. Runner flags given here apply to every cell.")
+    for a in p._actions:  # only flags actually given become overrides
+        if a.dest not in ("help",):
+            a.default = argparse.SUPPRESS
+    for a in list(p._actions):
+        if a.dest in ("preset", "resume", "overwrite"):
+            p._remove_action(a)
+            for opt in a.option_strings:
+                p._option_string_actions.pop(opt, None)
+    p.add_argument("--seeds", type=cli._checked(int, lambda v: v > 0, "must be positive"), default=1,
+                   help="runs per cell, seeds --seed, --seed+1, ... (default 1)")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated cells to run (default all): " + ", ".join(cells()))
+    p.add_argument("--no-report", action="store_true", help="skip the report after the grid")
+    args = vars(p.parse_args(argv))
+    out = args.pop("out", None)
+    if not out:
+        p.error("--out DIR is required: the grid's directory (DIR/<cell>/seed<k>/)")
+    seeds, names, no_report = args.pop("seeds"), args.pop("cells"), args.pop("no_report")
+    debug = args.pop("debug", False)
+    if names is not None:
+        names = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in names if n not in cells()]
+        if unknown:
+            p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(cells())})")
+    if isinstance(args.get("weights"), str) and args["weights"].lower() == "none":
+        args["weights"] = "none"
+    return out, seeds, names, args, no_report, debug
+
+
+def main(argv=None, prog="python -m tlres.ablation"):
+    from tlres.errors import TlresError
+
+    argv = sys.argv[1:] if argv is None else argv
+    out, seeds, names, overrides, no_report, debug = parse(argv, prog)
+    try:
+        grid = cells(**overrides)
+        if names is not None:
+            dropped = [n for n in names if n not in grid]
+            if dropped:
+                print(f"{prog}: {', '.join(dropped)} equal other cells under these flags; skipped")
+        chosen = {n: c for n, c in grid.items() if names is None or n in names}
+        check_weights(chosen)
+        print(f"{prog}: {len(chosen)} cells x {seeds} seeds -> {out}: {', '.join(chosen)}", flush=True)
+        dirs, trained = run_grid(out, seeds, list(chosen), **overrides)
+        print(f"{prog}: trained {len(trained)} runs, reused {sum(map(len, dirs.values())) - len(trained)}")
+        if not no_report:
+            from tlres import report
+
+            report.main([out, "--out", os.path.join(out, "report")])
+    except TlresError as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished runs are kept and reused on the next call", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

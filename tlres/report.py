@@ -1,12 +1,42 @@
-"""Figures: the paper's Figs. 2-4 for one run.
+"""The paper's comparison, over run directories: `python -m tlres.report SOURCE...`.
 
-Fig. 2: validation accuracy per epoch; Fig. 3: train and validation loss per
-epoch; Fig. 4: the confusion matrix on the whole test split.
+    python -m tlres.report runs/grid [--out DIR] [--readme README.md]
+
+SOURCE: a run directory, a directory of runs (a grid: <grid>/<cell>/seed<k>),
+or a results file (see tlres.results). Runs are grouped by cell (or preset).
+Writes to --out (default: the first source's report/ folder):
+
+    summary.md, summary.csv   per group: runs, mean +- sd and min/median/max of
+                              accuracy and mean per-class accuracy, final val
+                              loss; the difference from its reference group
+                              (improved vs baseline, baseline+X vs baseline,
+                              improved-X vs improved) with a 95% interval:
+                              Welch's t over seeds when both sides have >= 2
+                              runs, Newcombe's score interval on one run each;
+                              the paper's numbers (n = 64 test images) beside.
+    fig2_accuracy.png         validation accuracy per epoch (mean, band = min..max
+                              over seeds) and final accuracies beside the paper's
+    fig3_loss.png             train and validation loss per epoch
+    fig4_confusion.png        confusion matrices side by side (summed over seeds)
+
+`--readme FILE` replaces the text between `<!-- tlres.report:begin -->` and
+`<!-- tlres.report:end -->` in FILE with the generated section, so README
+results are never typed by hand. Per-run figures (`run_figures`) are written
+by the runner itself.
 """
 
+import argparse
+import csv
+import math
 import os
+import sys
+import time
 
 import numpy as np
+
+from tlres.errors import TlresError
+
+BEGIN, END = "<!-- tlres.report:begin -->", "<!-- tlres.report:end -->"
 
 
 def _plt():
@@ -67,3 +97,314 @@ def run_figures(out, history, metrics, class_names, title=""):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "confusion.png"), dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- summary table
+
+def reference_of(name, names):
+    """The group a group is compared with: improved and baseline+X vs baseline, improved-X vs improved."""
+    if name.startswith("improved-") and "improved" in names:
+        return "improved"
+    if name != "baseline" and "baseline" in names and (name == "improved" or name.startswith("baseline+")):
+        return "baseline"
+    return None
+
+
+def _stats(values):
+    v = np.asarray(values, np.float64)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+            "min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+
+
+def _final(r, key):
+    m = r["metrics"]
+    if key == "val_loss":
+        return m.get("loss")
+    return m.get(key)
+
+
+def difference(runs, ref_runs, key="accuracy"):
+    """(mean difference, (lo, hi), method) for `key` between two groups of runs."""
+    from tlres import evaluate
+
+    a = [_final(r, key) for r in runs]
+    b = [_final(r, key) for r in ref_runs]
+    if len(a) >= 2 and len(b) >= 2:
+        d, ci, df = evaluate.welch_interval(a, b)
+        return d, ci, f"Welch t over seeds, df={df:.1f}"
+    if len(a) == 1 and len(b) == 1 and key == "accuracy":
+        ma, mb = runs[0]["metrics"], ref_runs[0]["metrics"]
+        ca = ma.get("correct", round(ma["accuracy"] * ma["num_test"]))
+        cb = mb.get("correct", round(mb["accuracy"] * mb["num_test"]))
+        d, ci = evaluate.newcombe_interval(ca, ma["num_test"], cb, mb["num_test"])
+        return d, ci, "Newcombe score interval, one run each"
+    return float(np.mean(a) - np.mean(b)), (float("nan"), float("nan")), "n/a"
+
+
+def summarize(groups):
+    """One row per group: counts, accuracy / mean per-class accuracy / loss statistics, difference."""
+    rows = []
+    names = list(groups)
+    for name, runs in groups.items():
+        row = {"group": name, "runs": len(runs), "num_test": runs[0]["metrics"]["num_test"],
+               "framework": runs[0]["framework"]["name"]}
+        for key in ("accuracy", "mean_class_accuracy", "val_loss", "cross_entropy"):
+            vals = [_final(r, key) for r in runs]
+            if all(v is not None for v in vals):
+                row.update({f"{key}_{k}": v for k, v in _stats(vals).items()})
+        ref = reference_of(name, names)
+        if name == "paper improved" and "paper baseline" in groups:
+            ref = "paper baseline"
+        if ref:
+            for key in ("accuracy", "mean_class_accuracy"):
+                if f"{key}_mean" in row and all(_final(r, key) is not None for r in groups[ref]):
+                    d, (lo, hi), how = difference(runs, groups[ref], key)
+                    row.update({f"{key}_diff": d, f"{key}_diff_lo": lo, f"{key}_diff_hi": hi,
+                                f"{key}_diff_method": how})
+            row["reference"] = ref
+        rows.append(row)
+    return rows
+
+
+def _pct(v, signed=False):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v * 100:+.2f}" if signed else f"{v * 100:.2f}"
+
+
+def _num(v):
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def markdown_table(rows):
+    head = ("| group | runs | test images | accuracy % (mean ± sd) | min / median / max | "
+            "mean per-class acc. % (mean ± sd) | final val loss (own criterion) | plain CE | "
+            "Δ accuracy vs reference, pts [95% CI] |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        acc = f"{_pct(r.get('accuracy_mean'))} ± {_pct(r.get('accuracy_sd'))}"
+        spread = (f"{_pct(r.get('accuracy_min'))} / {_pct(r.get('accuracy_median'))} / "
+                  f"{_pct(r.get('accuracy_max'))}")
+        mca = (f"{_pct(r.get('mean_class_accuracy_mean'))} ± {_pct(r.get('mean_class_accuracy_sd'))}"
+               if "mean_class_accuracy_mean" in r else "–")
+        diff = "–"
+        if "accuracy_diff" in r:
+            diff = (f"{_pct(r['accuracy_diff'], True)} [{_pct(r['accuracy_diff_lo'], True)}, "
+                    f"{_pct(r['accuracy_diff_hi'], True)}] vs {r['reference']} "
+                    f"({r['accuracy_diff_method']})")
+        lines.append(f"| {r['group']} | {r['runs']} | {r['num_test']} | {acc} | {spread} | {mca} | "
+                     f"{_num(r.get('val_loss_mean'))} | {_num(r.get('cross_entropy_mean'))} | {diff} |")
+    return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS = ["group", "runs", "num_test", "framework", "reference"] + [
+    f"{k}_{s}" for k in ("accuracy", "mean_class_accuracy", "val_loss", "cross_entropy")
+    for s in ("mean", "sd", "min", "median", "max")] + [
+    f"{k}_diff{s}" for k in ("accuracy", "mean_class_accuracy") for s in ("", "_lo", "_hi", "_method")]
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+
+
+# ---------------------------------------------------------------- figures
+
+def _plotted(groups):
+    """Baseline and improved when both are there, else every group (at most 6)."""
+    ours = {n: g for n, g in groups.items() if not n.startswith("paper")}
+    if "baseline" in ours and "improved" in ours:
+        return {"baseline": ours["baseline"], "improved": ours["improved"]}
+    return dict(list(ours.items())[:6])
+
+
+def _band(ax, runs, key, label, style="-", color=None):
+    rows = [r["history"] for r in runs if r["history"] and all(h.get(key) is not None for h in r["history"])]
+    if not rows:
+        return None
+    n = min(len(h) for h in rows)
+    ep = [h["epoch"] for h in rows[0][:n]]
+    v = np.array([[h[key] for h in hist[:n]] for hist in rows], np.float64)
+    (line,) = ax.plot(ep, v.mean(0), style, color=color, label=f"{label} (n={len(rows)})")
+    if len(rows) > 1:
+        ax.fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
+    return line.get_color()
+
+
+def figures(out, groups, paper_groups, data_label=""):
+    """fig2/3/4 PNGs in `out`; returns {file: [panel titles]} (what tests check)."""
+    from tlres import evaluate
+
+    plt = _plt()
+    plotted = _plotted(groups)
+    panels = {}
+
+    # Fig. 2: validation accuracy per epoch, and final accuracy beside the paper's
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    for name, runs in plotted.items():
+        _band(ax, runs, "val_accuracy", name)
+    ax.set(xlabel="epoch", ylabel="validation accuracy",
+           title=f"Fig. 2: validation accuracy per epoch{data_label} (band: min-max over seeds)")
+    ax.grid(alpha=0.3), ax.legend()
+    labels, ys, errs, colors = [], [], [], []
+    for name, runs in list(paper_groups.items()) + list(plotted.items()):
+        m = runs[0]["metrics"]
+        acc = [r["metrics"]["accuracy"] for r in runs]
+        mean = float(np.mean(acc))
+        if len(runs) == 1:
+            lo, hi = evaluate.wilson_interval(m.get("correct", round(mean * m["num_test"])), m["num_test"])
+            how = "Wilson"
+        else:
+            from scipy import stats
+
+            half = stats.t.ppf(0.975, len(acc) - 1) * np.std(acc, ddof=1) / math.sqrt(len(acc))
+            lo, hi, how = mean - half, mean + half, "t over seeds"
+        labels.append(f"{name}\nn={m['num_test']} images" + (f" x {len(runs)} seeds" if len(runs) > 1 else "")
+                      + f"\n({how})")
+        ys.append(mean), errs.append((mean - lo, hi - mean))
+        colors.append("0.5" if name.startswith("paper") else "C0")
+    bx.errorbar(range(len(ys)), ys, yerr=np.array(errs).T, fmt="o", capsize=4, ecolor="k")
+    for i, (y, c) in enumerate(zip(ys, colors)):
+        bx.plot(i, y, "o", color=c)
+        bx.annotate(f"{y * 100:.2f}%", (i, y), textcoords="offset points", xytext=(8, 0), fontsize=8)
+    bx.set_xticks(range(len(labels)), labels, fontsize=7)
+    bx.set(ylabel="final test accuracy (95% interval)",
+           title="final accuracy: the paper's (grey, one batch) and ours")
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "fig2_accuracy.png"), dpi=110)
+    panels["fig2_accuracy.png"] = [ax.get_title(), bx.get_title()]
+    plt.close(fig)
+
+    # Fig. 3: train (solid) and validation (dashed) loss per epoch
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, runs in plotted.items():
+        color = _band(ax, runs, "loss", f"{name} train")
+        _band(ax, runs, "val_loss", f"{name} validation", "--", color)
+    ax.set(xlabel="epoch", ylabel="loss (each run's own training criterion)",
+           title=f"Fig. 3: train and validation loss per epoch{data_label}")
+    ax.grid(alpha=0.3), ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "fig3_loss.png"), dpi=110)
+    panels["fig3_loss.png"] = [ax.get_title()]
+    plt.close(fig)
+
+    # Fig. 4: confusion matrices side by side, summed over each group's runs
+    shown = list(plotted.items())[:4]
+    fig, axes = plt.subplots(1, len(shown), figsize=(6 * len(shown), 5.5), squeeze=False)
+    titles = []
+    for ax, (name, runs) in zip(axes[0], shown):
+        cm = np.sum([np.asarray(r["metrics"]["confusion_matrix"]) for r in runs], axis=0)
+        classes = runs[0]["metrics"].get("class_names") or [str(i) for i in range(len(cm))]
+        acc = np.trace(cm) / cm.sum()
+        seeds = f", summed over {len(runs)} seeds" if len(runs) > 1 else ""
+        plot_confusion(ax, cm, classes, f"Fig. 4: {name}{seeds}\naccuracy {acc * 100:.2f}% of {cm.sum()}")
+        titles.append(ax.get_title())
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "fig4_confusion.png"), dpi=110)
+    panels["fig4_confusion.png"] = titles
+    plt.close(fig)
+    return panels
+
+
+# ---------------------------------------------------------------- the command
+
+def describe(groups):
+    """One line: data, network and shared settings; the settings that differ between groups."""
+    runs = [r for g in groups.values() for r in g]
+    cfgs = [r.get("config") or {} for r in runs]
+    keys = sorted(set().union(*cfgs) - {"out", "seed", "preset"})
+    differ = [k for k in keys if len({repr(c.get(k)) for c in cfgs}) > 1]
+    shared = {k: cfgs[0].get(k) for k in ("arch", "epochs", "batch_size", "optimizer", "lr",
+                                          "weight_decay", "flip", "crop_padding", "precision") if k in cfgs[0]}
+    ds = runs[0].get("dataset") or {}
+    data = ds.get("name", "?")
+    if ds.get("num_train"):
+        data += f" ({ds['num_train']} train / {ds['num_test']} test images)"
+    fw = runs[0]["framework"]
+    vers = ", ".join(f"{k} {v}" for k, v in (fw.get("versions") or {}).items() if k in ("keras", "jax", "torch"))
+    dev = runs[0].get("device")
+    dev = dev.get("kind") if isinstance(dev, dict) else dev
+    return (f"Data: **{data}**. Shared settings: "
+            + ", ".join(f"{k}={v}" for k, v in shared.items())
+            + f". Settings that differ between groups: {', '.join(differ) or 'none'}. "
+            f"Framework: {fw['name']}" + (f" ({vers})" if vers else "") + f", device: {dev}.")
+
+
+def build_markdown(groups, paper_groups, rows, fig_dir, command):
+    paper_rows = summarize(paper_groups) if paper_groups else []
+    seeds = sorted({len(g) for g in groups.values()})
+    text = [f"_Generated by `{command}` on {time.strftime('%Y-%m-%d')}; do not edit by hand._", "",
+            describe(groups), "",
+            f"Each tlres number is over the whole test split, {'/'.join(map(str, seeds))} seed(s) "
+            "per group; sd is the sample standard deviation over seeds. The paper's rows are one "
+            "batch of 64 test images (60/64 and 56/64), shown for scale, not as a like-for-like "
+            "comparison: other data, other length.", "",
+            markdown_table(rows + paper_rows)]
+    if fig_dir is not None:
+        text += ["", f"![Fig. 2: validation accuracy]({fig_dir}/fig2_accuracy.png)",
+                 f"![Fig. 3: loss]({fig_dir}/fig3_loss.png)",
+                 f"![Fig. 4: confusion matrices]({fig_dir}/fig4_confusion.png)"]
+    return "\n".join(text) + "\n"
+
+
+def update_readme(path, section):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise TlresError(f"--readme {path}: cannot read it ({e.strerror})") from None
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise TlresError(f"--readme {path}: needs one {BEGIN} line and one {END} line after it, "
+                         "where the generated section goes")
+    head, rest = text.split(BEGIN)
+    _, tail = rest.split(END)
+    with open(path, "w") as f:
+        f.write(f"{head}{BEGIN}\n{section}{END}{tail}")
+
+
+def main(argv=None, prog="python -m tlres.report"):
+    from tlres import results
+
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog=prog, allow_abbrev=False,
+                                description=__doc__.split("\n")[0].split(": ")[0])
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="run directory, directory of runs (a grid), or results file")
+    p.add_argument("--out", help="where the table and figures go (default: FIRST_SOURCE/report)")
+    p.add_argument("--readme", help="also write the generated section into this file, between "
+                                    f"{BEGIN} and {END}")
+    p.add_argument("--no-paper", action="store_true", help="leave the paper's numbers out")
+    a = p.parse_args(argv)
+    try:
+        runs = [r for s in a.sources for r in results.load(s)]
+        groups = results.group(runs)
+        paper_groups = {} if a.no_paper else results.group(results.paper())
+        out = a.out or os.path.join(a.sources[0] if os.path.isdir(a.sources[0]) else ".", "report")
+        os.makedirs(out, exist_ok=True)
+        rows = summarize(groups)
+        write_csv(os.path.join(out, "summary.csv"), rows + summarize(paper_groups))
+        ds = runs[0].get("dataset") or {}
+        figures(out, groups, paper_groups, f" ({ds.get('name')})" if ds.get("name") else "")
+        command = " ".join(["python -m tlres.report"] + argv)
+        fig_rel = os.path.relpath(out, os.path.dirname(os.path.abspath(a.readme))) if a.readme else out
+        md = build_markdown(groups, paper_groups, rows, fig_rel, command)
+        with open(os.path.join(out, "summary.md"), "w") as f:
+            f.write(md)
+        if a.readme:
+            update_readme(a.readme, md)
+    except TlresError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_table(rows + summarize(paper_groups)), end="")
+    print(f"{prog}: {len(runs)} runs in {len(groups)} groups -> {out}/summary.md, summary.csv, "
+          "fig2_accuracy.png, fig3_loss.png, fig4_confusion.png"
+          + (f"; README section in {a.readme}" if a.readme else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
