@@ -29,27 +29,55 @@ def test_weights_none_override_collapses_transfer_cells():
     assert len(c) == 8 and all(cfg.epochs == 1 and cfg.weights == "none" for cfg in c.values())
 
 
-@pytest.mark.slow  # 5 tiny-arch runs: ~230 s on this shared 2-core machine (JAX compile per run)
-def test_grid_runs_and_reuses_finished_cells(tmp_path):
+@pytest.mark.slow  # 4 tiny-arch runs on digits + report: a few minutes on a shared 2-core machine
+def test_grid_command_runs_reuses_finished_cells_and_reports(tmp_path, capsys):
+    """`python -m tlres.ablation` on digits, 1 epoch, 2 seeds: end to end, reuse, report."""
+    import csv
     import json
 
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    npz = tmp_path / "d.npz"
-    np.savez(npz, x_train=rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8),
-             y_train=np.arange(32) % 2, x_test=rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8),
-             y_test=np.arange(8) % 2)
-    kw = dict(data=str(npz), arch="tiny", image_size=8, weights="none", epochs=1, batch_size=8)
     out = tmp_path / "grid"
-    dirs, trained = ablation.run_grid(str(out), seeds=2, names=["baseline", "improved"], **kw)
-    assert len(trained) == 4 and sorted(dirs) == ["baseline", "improved"]
-    for d in trained:
-        assert json.loads(open(f"{d}/status.json").read())["state"] == "finished"
-    assert json.loads(open(f"{out}/improved/seed1/config.json").read())["config"]["seed"] == 1
-    stamp = (out / "baseline" / "seed0" / "metrics.json").stat().st_mtime_ns
-    # a failed run is cleared and rerun; finished ones are reused
+    argv = ["--out", str(out), "--seeds", "2", "--cells", "baseline,improved", "--data", "digits",
+            "--arch", "tiny", "--weights", "none", "--epochs", "1"]
+    assert ablation.main(argv) == 0
+    for cell in ("baseline", "improved"):
+        for k in (0, 1):
+            run = out / cell / f"seed{k}"
+            assert json.loads((run / "status.json").read_text())["state"] == "finished"
+            cfg = json.loads((run / "config.json").read_text())["config"]
+            assert cfg["seed"] == k and cfg["epochs"] == 1 and cfg["arch"] == "tiny"
+            # only the given flags override: the cells keep their own switches
+            assert cfg["augment"] == (cell == "improved") and cfg["label_smoothing"] == (
+                0.1 if cell == "improved" else 0.0)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/metrics.json")}
+    # a failed run is cleared and rerun; finished ones are reused, not retrained
     (out / "improved" / "seed1" / "status.json").write_text('{"state": "failed"}')
-    _, trained2 = ablation.run_grid(str(out), seeds=2, names=["baseline", "improved"], **kw)
-    assert trained2 == [str(out / "improved" / "seed1")]
-    assert (out / "baseline" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    assert ablation.main(argv) == 0
+    assert "trained 1 runs, reused 3" in capsys.readouterr().out
+    for p, t in stamps.items():
+        assert (p.stat().st_mtime_ns == t) == ("improved/seed1" not in str(p))
+    # ...and the grid feeds the report: two groups of two runs, means of the runs' own metrics
+    rows = {r["group"]: r for r in csv.DictReader(open(out / "report" / "summary.csv"))}
+    accs = [json.loads((out / "improved" / f"seed{k}" / "metrics.json").read_text())["accuracy"]
+            for k in (0, 1)]
+    assert int(rows["improved"]["runs"]) == 2
+    assert float(rows["improved"]["accuracy_mean"]) == pytest.approx(sum(accs) / 2)
+    assert (out / "report" / "fig2_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_grid_command_errors_are_one_line(tmp_path, capsys):
+    assert ablation.main(["--out", str(tmp_path / "g"), "--epochs", "1", "--data", "digits"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "need them" in err[0] and "--weights none" in err[0]
+    assert not (tmp_path / "g").exists()  # nothing trained, nothing written
+    with pytest.raises(SystemExit) as e:
+        ablation.main(["--out", str(tmp_path / "g"), "--cells", "nope"])
+    assert e.value.code == 2 and "unknown nope" in capsys.readouterr().err
+
+
+def test_only_given_flags_override_the_cells():
+    out, seeds, names, overrides, _, _ = ablation.parse(
+        ["--out", "g", "--seeds", "3", "--epochs", "2", "--augment", "--cells", "baseline"])
+    assert (out, seeds, names) == ("g", 3, ["baseline"])
+    assert overrides == {"epochs": 2, "augment": True}
+    assert ablation.cells(**overrides)["baseline"].augment  # given explicitly: applies to baseline too
