@@ -129,6 +129,23 @@ def make_optimizer(cfg, learning_rate):
     raise TlresError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def compile_model(net, cfg, num_classes, steps_per_epoch, steps_per_execution=1):
+    """Compile `net` with the run's loss, optimizer, schedule and metric; returns the schedule's callbacks.
+
+    The runner and `tlres.bench` both go through here, so the bench times the step the runner trains.
+    """
+    import keras
+
+    from tlres import losses, schedules
+
+    lr, callbacks = schedules.learning_rate(cfg, steps_per_epoch)
+    loss_fn = losses.SmoothedCrossEntropy(num_classes, cfg.label_smoothing, cfg.smoothing_form)
+    net.compile(optimizer=make_optimizer(cfg, lr), loss=loss_fn,
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=steps_per_execution)
+    return callbacks
+
+
 def setup_engine(cfg):
     """Global Keras state a run needs before its model is built: dtype policy, distribution.
 
@@ -330,9 +347,7 @@ def _epochs_done(out):
 
 
 def _run(cfg, out, ds, net, ckpt, t0, verbose):
-    import keras
-
-    from tlres import checkpoint, evaluate, losses, pipeline, report, schedules
+    from tlres import checkpoint, evaluate, losses, pipeline, report
 
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
     history = list(ckpt[0]["history"]) if ckpt else []
@@ -345,10 +360,7 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     train_ds = pipeline.train_data(ds.x_train, ds.y_train, cfg, start_epoch, cfg.epochs)
     steps = len(ds.x_train) // cfg.batch_size
     x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
-    lr, callbacks = schedules.learning_rate(cfg, steps)
-    loss_fn = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing, cfg.smoothing_form)
-    net.compile(optimizer=make_optimizer(cfg, lr), loss=loss_fn,
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    callbacks = compile_model(net, cfg, ds.num_classes, steps)
     if ckpt:
         checkpoint.restore(net, ckpt)
     _write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint

@@ -1,0 +1,82 @@
+"""`python -m tlres.bench` (issue 6): the CI smoke run on the tiny net, and its flag errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench(*args, timeout=900):  # generous: the CI machine may be shared
+    return subprocess.run([sys.executable, "-m", "tlres.bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def _positive(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_a_table_and_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    r = bench("--arch", "tiny", "--batch-sizes", "8", "--steps", "2", "--warmup", "1", "--json", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["batch"])
+    assert "train img/s" in lines[header] and "pipe/train" in lines[header]
+    row = lines[header + 1].split()
+    assert row[0] == "8"
+    figures = [float(c.rstrip("x")) for c in row[1:]]
+    assert len(figures) == 8 and all(f > 0 for f in figures), row
+
+    rep = json.loads(path.read_text())
+    assert rep["device"]["count"] >= 1 and rep["device"]["kind"] and rep["device"]["platform"]
+    assert {"keras", "jax", "jaxlib", "numpy"} <= set(rep["versions"])
+    assert rep["arch"] == "tiny" and rep["data"].startswith("synthetic")
+    assert rep["memory_kind"] in ("device peak_bytes_in_use", "process peak RSS (host)")
+    (res,) = rep["results"]
+    assert res["batch_size"] == 8
+    for part in ("train", "infer"):
+        assert _positive(res[part]["img_per_s"]) and _positive(res[part]["compile_s"]), res[part]
+    assert res["train"]["timed_steps"] == 2
+    for v in (res["jit_step"]["img_per_s"], res["peak_memory_bytes"], res["pipeline"]["img_per_s"],
+              res["pipeline_over_train"]):
+        assert _positive(v), res
+    assert res["pipeline"]["name"] in ("tf", "jax")
+
+
+@pytest.mark.slow
+def test_steps_per_execution_times_whole_executions(tmp_path):
+    """K=2 with 3 requested steps times 2 executions (4 steps), on the tensorflow-free pipeline."""
+    path = tmp_path / "bench.json"
+    r = bench("--arch", "tiny", "--batch-sizes", "4", "--steps", "3", "--warmup", "0",
+              "--steps-per-execution", "2", "--pipeline", "jax", "--json", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(path.read_text())
+    assert rep["steps_per_execution"] == 2 and rep["pipeline"] == "jax"
+    assert rep["results"][0]["train"]["timed_steps"] == 4
+    assert _positive(rep["results"][0]["train"]["img_per_s"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "64,0"], "--batch-sizes: expected comma-separated positive integers"),
+    (["--steps", "0"], "--steps: must be positive"),
+    (["--precision", "fp8"], "--precision: invalid choice"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_flag_is_one_line_and_exit_2(args, message):
+    r = bench(*args, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert r.stdout == ""
+
+
+def test_unwritable_json_path_is_one_line_and_exit_2(tmp_path):
+    r = bench("--arch", "tiny", "--json", str(tmp_path / "missing" / "b.json"), timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m tlres.bench: error: --json"), err

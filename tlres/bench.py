@@ -1,0 +1,421 @@
+"""Throughput benchmark (issue 6): tlres training and inference, the input pipeline, PyTorch.
+
+    python -m tlres.bench [--arch resnet50|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
+                          [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
+                          [--steps-per-execution K] [--json PATH]
+
+A benchmark, not a test: figures depend on the machine (and on whatever else
+runs on it). Per batch size it measures, on synthetic data (random uint8
+images normalized as the runner does, random labels; random-init weights):
+
+* train: the model the runner builds (`tlres.model.build`), compiled by the
+  runner's `tlres.train.compile_model` (its loss, optimizer, schedule, metric),
+  trained with `model.fit` as the runner does, on one device-resident batch
+  fed again and again. The first execution (tracing + XLA compile + one step)
+  is reported as compile s; img/s is timed over `--steps` steps after
+  `--warmup` steps, each execution synced on its loss.
+* jit step: the same compiled Keras train step called directly in a loop,
+  without fit's per-step Python work (callbacks, logs): the ceiling for fit.
+* infer: `predict_on_batch`, first call reported as compile s.
+* peak memory: the device's peak_bytes_in_use where JAX reports it (GPU), else
+  the process' peak RSS so far (CPU; includes everything before it, torch too).
+* pipeline: `tlres.pipeline.train_data` (the runner's pipeline, augmentation
+  on) alone, in img/s, and its ratio to what training consumes (target >= 5x).
+* --torch: torchvision's resnet50 (fc -> Linear(2048, 10)) in PyTorch on the
+  same device class and batch, NCHW, SGD momentum 0.9, cross-entropy: eager,
+  and torch.compile (its one-line error is recorded if it fails).
+
+Bad flags print one line and exit 2. The persistent compile cache is not used,
+so compile s is a cold compile.
+"""
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+from tlres.cli import _checked, _Parser
+from tlres.errors import TlresError
+
+PROG = "python -m tlres.bench"
+NUM_CLASSES = 10
+
+
+def _batch_sizes(text):
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b <= 0 for b in sizes):
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+_batch_sizes.__name__ = "batch sizes"
+
+
+def parser():
+    p = _Parser(prog=PROG, description=__doc__.split("\n")[0])
+    pos = _checked(int, lambda v: v > 0, "must be positive")
+    p.add_argument("--arch", choices=("resnet50", "tiny"), default="resnet50")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 256],
+                   help="comma-separated; the paper's 64 and a larger one")
+    p.add_argument("--image-size", type=pos, default=32)
+    p.add_argument("--steps", type=pos, default=20, help="timed steps")
+    p.add_argument("--warmup", type=_checked(int, lambda v: v >= 0, "must be >= 0"), default=3,
+                   help="untimed steps after the first (compile) execution")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
+    p.add_argument("--steps-per-execution", type=pos, default=1,
+                   help="Keras compile(steps_per_execution=K): K train steps per fit iteration")
+    p.add_argument("--pipeline", choices=("auto", "tf", "jax"), default="auto",
+                   help="the input pipeline to time (auto: the one the runner would use)")
+    p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
+    p.add_argument("--torch", action="store_true", help="also time torchvision's model in PyTorch")
+    p.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
+                   help="with --torch: eager only (torch.compile can take minutes on a CPU)")
+    p.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def _config(a, batch_size):
+    from tlres.config import IMPROVED
+
+    return IMPROVED.replace(arch=a.arch, weights="none", image_size=a.image_size,
+                            batch_size=batch_size, precision=a.precision, pipeline=a.pipeline,
+                            data_parallel=False, compile_cache=False, preset="bench")
+
+
+def synthetic(n, image_size, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, image_size, image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+    return x, y
+
+
+def peak_memory():
+    """(bytes, kind): the device's peak where JAX reports it, else this process' peak RSS."""
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:
+        stats = None
+    if stats and stats.get("peak_bytes_in_use"):
+        return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (host)"
+
+
+def time_train(net, x, y, warmup, steps, k):
+    """model.fit on one device-resident batch: (compile s, img/s, timed steps)."""
+    import keras
+
+    bs = len(x)
+    warm_exec = max(1, math.ceil(warmup / k)) if warmup else 0
+    timed_exec = math.ceil(steps / k)
+    total = (1 + warm_exec + timed_exec) * k
+    stamps = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            stamps.append(time.perf_counter())
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # sync: the step has finished on the device
+            stamps.append(time.perf_counter())
+
+    def batches():
+        while True:
+            yield x, y
+
+    net.fit(batches(), epochs=1, steps_per_epoch=total, callbacks=[Clock()], verbose=0)
+    assert len(stamps) == 2 + warm_exec + timed_exec, len(stamps)
+    compile_s = stamps[1] - stamps[0]
+    t = stamps[-1] - stamps[1 + warm_exec]
+    return compile_s, timed_exec * k * bs / t, timed_exec * k
+
+
+def time_jit_step(net, x, y, warmup, steps):
+    """The compiled Keras train step called directly, state kept on the device: img/s.
+
+    Uses Keras' JAX trainer internals (`_get_jax_state`, `train_function`); the
+    state is donated, so the model's variables are stale afterwards: call last.
+    """
+    import jax
+
+    state = net._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                               optimizer_variables=True, metrics_variables=True,
+                               purge_model_variables=False)
+    for i in range(warmup + steps):
+        if i == warmup:
+            jax.block_until_ready(state)
+            t0 = time.perf_counter()
+        logs, state = net.train_function(state, iter([(x, y)]))
+    jax.block_until_ready((logs, state))
+    return steps * len(x) / (time.perf_counter() - t0)
+
+
+def time_infer(net, x, warmup, steps):
+    t0 = time.perf_counter()
+    net.predict_on_batch(x)  # returns numpy: synced
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        net.predict_on_batch(x)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        net.predict_on_batch(x)
+    return compile_s, steps * len(x) / (time.perf_counter() - t0)
+
+
+def time_pipeline(cfg, warmup, steps):
+    """`pipeline.train_data` alone, augmentation on: (name, img/s)."""
+    import jax
+
+    from tlres import pipeline
+
+    n_batches = 1 + warmup + max(steps, 10)
+    x, y = synthetic(n_batches * cfg.batch_size, cfg.image_size, seed=1)
+    c = cfg.replace(augment=True, flip=True, crop_padding=4)
+    it = iter(pipeline.train_data(x, y, c))
+
+    def take():
+        bx, by = next(it)
+        if isinstance(bx, jax.Array):
+            jax.block_until_ready(bx)
+        else:
+            np.asarray(bx), np.asarray(by)
+
+    for _ in range(1 + warmup):
+        take()
+    timed = n_batches - 1 - warmup
+    t0 = time.perf_counter()
+    for _ in range(timed):
+        take()
+    return pipeline.resolve(c.pipeline), timed * cfg.batch_size / (time.perf_counter() - t0)
+
+
+def measure_tlres(cfg, a):
+    import jax.numpy as jnp
+
+    from tlres import augment, model, train
+
+    train.setup_engine(cfg)
+    net = model.build(NUM_CLASSES, cfg)
+    train.compile_model(net, cfg, NUM_CLASSES, steps_per_epoch=1000,
+                        steps_per_execution=a.steps_per_execution)
+    xu, y = synthetic(cfg.batch_size, cfg.image_size)
+    x = jnp.asarray(augment.normalize(np, xu, cfg.input_norm))
+    y = jnp.asarray(y)
+    out = {}
+    c, ips, n = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution)
+    out["train"] = {"compile_s": c, "img_per_s": ips, "timed_steps": n}
+    c, ips = time_infer(net, x, a.warmup, a.steps)
+    out["infer"] = {"compile_s": c, "img_per_s": ips, "timed_steps": a.steps}
+    out["jit_step"] = {"img_per_s": time_jit_step(net, x, y, a.warmup, a.steps),
+                       "timed_steps": a.steps}
+    return out
+
+
+def _one_line(e):
+    text = f"{type(e).__name__}: {e}".strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def measure_torch(a, batch_size, device):
+    """torchvision's model in PyTorch: eager train/infer, torch.compile train."""
+    import torch
+
+    from tlres.reference.torch import build
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    xu, y = synthetic(batch_size, a.image_size)
+    x = torch.from_numpy((xu.astype(np.float32) / 255.0 - 0.5) / 0.5).permute(0, 3, 1, 2)
+    x = x.contiguous().to(dev)
+    y = torch.from_numpy(y.astype(np.int64)).to(dev)
+    bf16 = a.precision == "mixed_bfloat16"
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_rate(model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        model.train()
+
+        def step():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss
+
+        t0 = time.perf_counter()
+        step().item()
+        first = time.perf_counter() - t0
+        for _ in range(a.warmup):
+            step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            loss = step()
+        loss.item()
+        sync()
+        return first, a.steps * batch_size / (time.perf_counter() - t0)
+
+    def infer_rate(model):
+        model.eval()
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            model(x).float().cpu()
+            for _ in range(a.warmup):
+                model(x)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                out = model(x)
+            out.float().cpu()
+            return a.steps * batch_size / (time.perf_counter() - t0)
+
+    res = {"device": str(dev), "threads": torch.get_num_threads()}
+    model = build(a.arch, "none", NUM_CLASSES).to(dev)
+    first, ips = train_rate(model)
+    res["eager"] = {"first_step_s": first, "train_img_per_s": ips, "infer_img_per_s": infer_rate(model)}
+    if a.torch_compile:
+        try:
+            compiled = torch.compile(build(a.arch, "none", NUM_CLASSES).to(dev))
+            first, ips = train_rate(compiled)
+            res["compile"] = {"compile_s": first, "train_img_per_s": ips}
+        except Exception as e:  # no C++ compiler, unsupported op, ...: record, go on
+            res["compile"] = {"error": _one_line(e)}
+    else:
+        res["compile"] = {"error": "skipped (--no-torch-compile)"}
+    return res
+
+
+def _fmt(v, digits=1):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    return f"{v:.{digits}f}" if abs(v) < 1e5 else f"{v:.3g}"
+
+
+def table(report):
+    cols = [("batch", lambda r: str(r["batch_size"]))]
+    if not report["pipeline_only"]:
+        cols += [("train img/s", lambda r: _fmt(r["train"]["img_per_s"])),
+                 ("compile s", lambda r: _fmt(r["train"]["compile_s"])),
+                 ("jit step img/s", lambda r: _fmt(r["jit_step"]["img_per_s"])),
+                 ("infer img/s", lambda r: _fmt(r["infer"]["img_per_s"])),
+                 ("infer compile s", lambda r: _fmt(r["infer"]["compile_s"])),
+                 ("peak mem MiB", lambda r: _fmt(r["peak_memory_bytes"] / 2**20, 0))]
+    cols += [(f"pipeline({report['pipeline']}) img/s", lambda r: _fmt(r["pipeline"]["img_per_s"]))]
+    if not report["pipeline_only"]:
+        cols += [("pipe/train", lambda r: _fmt(r["pipeline_over_train"], 2) + "x")]
+    if report["torch"]:
+        def tc(r):
+            c = r["torch"]["compile"]
+            return _fmt(c["train_img_per_s"]) if "train_img_per_s" in c else "failed"
+
+        def ratio(key):
+            return lambda r: (_fmt(r["ratios"][key], 2) + "x") if r["ratios"].get(key) else "-"
+
+        cols += [("torch eager img/s", lambda r: _fmt(r["torch"]["eager"]["train_img_per_s"])),
+                 ("torch compile img/s", tc),
+                 ("torch infer img/s", lambda r: _fmt(r["torch"]["eager"]["infer_img_per_s"])),
+                 ("tlres/eager", ratio("train_vs_torch_eager")),
+                 ("tlres/compile", ratio("train_vs_torch_compile")),
+                 ("infer tlres/eager", ratio("infer_vs_torch_eager"))]
+    rows = [[name for name, _ in cols]] + [[f(r) for _, f in cols] for r in report["results"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    d = report["device"]
+    head = (f"tlres.bench: {report['arch']} {report['image_size']}px, {report['precision']}, "
+            f"steps_per_execution={report['steps_per_execution']}, synthetic data, "
+            f"{report['steps']} timed steps after {report['warmup']} warm-up; "
+            f"device {d['kind']} ({d['platform']} x{d['count']})")
+    notes = []
+    if not report["pipeline_only"]:
+        notes.append(f"peak mem = {report['memory_kind']}")
+    for r in report["results"]:
+        c = (r.get("torch") or {}).get("compile", {})
+        if "error" in c:
+            notes.append(f"batch {r['batch_size']}: torch.compile: {c['error']}")
+    return "\n".join([head, *lines, *notes])
+
+
+def main(argv=None):
+    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(a)
+    except TlresError as e:
+        if a.debug:
+            raise
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def _main(a):
+    from tlres import backend, train
+
+    if a.json:
+        parent = os.path.dirname(os.path.abspath(a.json))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            raise TlresError(f"--json {a.json}: {parent} is not a writable directory")
+    if a.arch == "resnet50" and a.image_size < 32:
+        raise TlresError(f"--image-size {a.image_size}: ResNet50 needs at least 32")
+    backend.require_jax()
+    dev = train.device()
+    report = {"benchmark": "tlres.bench", "data": "synthetic (random uint8 images, normalized; random labels)",
+              "weights": "random init", "arch": a.arch, "image_size": a.image_size,
+              "precision": a.precision, "steps_per_execution": a.steps_per_execution,
+              "steps": a.steps, "warmup": a.warmup, "pipeline_only": a.pipeline_only,
+              "torch": a.torch and not a.pipeline_only, "device": dev,
+              "versions": train.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "results": []}
+    from tlres import pipeline
+
+    report["pipeline"] = pipeline.resolve(a.pipeline)
+    if report["torch"]:
+        import torch
+        import torchvision
+
+        report["versions"].update(torch=torch.__version__, torchvision=torchvision.__version__)
+    for bs in a.batch_sizes:
+        cfg = _config(a, bs)
+        r = {"batch_size": bs}
+        if not a.pipeline_only:
+            r.update(measure_tlres(cfg, a))
+            r["peak_memory_bytes"], report["memory_kind"] = peak_memory()
+        name, ips = time_pipeline(cfg, a.warmup, a.steps)
+        r["pipeline"] = {"name": name, "img_per_s": ips}
+        if not a.pipeline_only:
+            r["pipeline_over_train"] = ips / r["train"]["img_per_s"]
+        if report["torch"]:
+            device = "cuda" if dev["platform"] == "gpu" else "cpu"
+            r["torch"] = t = measure_torch(a, bs, device)
+            comp = t["compile"].get("train_img_per_s")
+            r["ratios"] = {"train_vs_torch_eager": r["train"]["img_per_s"] / t["eager"]["train_img_per_s"],
+                           "train_vs_torch_compile": r["train"]["img_per_s"] / comp if comp else None,
+                           "infer_vs_torch_eager": r["infer"]["img_per_s"] / t["eager"]["infer_img_per_s"]}
+        report["results"].append(r)
+        print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
+    print(table(report), flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        print(f"JSON -> {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
