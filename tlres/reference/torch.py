@@ -172,6 +172,18 @@ def make_optimizer(cfg, params):
     raise TlresError(f"unknown optimizer {cfg.optimizer!r}")
 
 
+def optimizer_step(opt, decay):
+    """One update; `decay` > 0 applies Keras' decoupled weight decay first (w <- w - lr*wd*w)."""
+    import torch
+
+    if decay:
+        with torch.no_grad():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.mul_(1.0 - group["lr"] * decay)
+    opt.step()
+
+
 def make_scheduler(cfg, opt, steps_per_epoch):
     """(scheduler or None, 'epoch' | 'step' | None): when to call scheduler.step()."""
     import torch
@@ -315,12 +327,7 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
             loss = loss_of(logits, y).mean()
             opt.zero_grad()
             loss.backward()
-            if decay:  # Keras' decoupled weight decay: w <- w - lr * wd * w, before the update
-                step_lr = opt.param_groups[0]["lr"]
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p.mul_(1.0 - step_lr * decay)
-            opt.step()
+            optimizer_step(opt, decay)
             if every == "step":
                 sched.step()
             tot += loss.item() * len(idx)
