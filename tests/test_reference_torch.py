@@ -60,7 +60,10 @@ def test_optimizer_and_weight_decay_match_keras(optimizer):
     cfg = IMPROVED.replace(optimizer=optimizer, lr=0.1, weight_decay=0.05)
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(4, 3)).astype(np.float32)
-    grads = [rng.normal(size=(4, 3)).astype(np.float32) for _ in range(3)]
+    # |g| in [0.5, 1.5]: far from 0, where Keras' epsilon (added before bias correction) and
+    # torch's (after) would differ by more than float32 round-off
+    grads = [(rng.uniform(0.5, 1.5, (4, 3)) * rng.choice([-1, 1], (4, 3))).astype(np.float32)
+             for _ in range(3)]
 
     kw = keras.Variable(w0)
     kopt = train.make_optimizer(cfg, cfg.lr)
