@@ -1,6 +1,7 @@
-"""End-to-end plumbing of the PyTorch reference runner on a few dozen digits images."""
+"""The PyTorch reference runner: tlres' flags, tlres' run directory, Keras' optimizer semantics."""
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -10,19 +11,107 @@ pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
 
-def test_tiny_reference_run_writes_tlres_files(tmp_path):
-    from tlres import data
-    from tlres.reference.torch import main
+def test_flags_resolve_to_the_same_config_as_tlres():
+    from tlres import cli
+    from tlres.reference import torch as ref
 
-    out = main(["--data", "digits", "--arch", "tiny", "--weights", "none", "--epochs", "2",
-                "--limit-train", "64", "--limit-test", "30", "--device", "cpu", "--out", str(tmp_path)])
-    m = json.loads((tmp_path / "metrics.json").read_text())
-    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
-    hist = list(csv.DictReader(open(tmp_path / "history.csv")))
+    argv = ["--preset", "quick", "--epochs", "2", "--no-flip", "--smoothing-form", "keras",
+            "--bn-momentum", "0.99", "--seed", "3", "--out", "/tmp/x"]
+    cfg, extra = ref.parse(argv + ["--limit-train", "64", "--device", "cpu"])
+    assert cfg == cli.parse_all(argv, "improved", "p")[0]
+    assert (extra.limit_train, extra.limit_test, extra.device) == (64, None, "cpu")
+
+
+@pytest.mark.parametrize("flag", [["--input-norm", "caffe"], ["--precision", "mixed_bfloat16"],
+                                  ["--data-parallel"], ["--weights", "some.weights.h5"],
+                                  ["--arch", "tiny", "--weights", "imagenet"], ["--resume", "x"]])
+def test_unsupported_settings_are_one_line_exit_2(tmp_path, capsys, flag):
+    from tlres.reference import torch as ref
+
+    out = tmp_path / "run"
+    try:
+        rc = ref.main(flag + ["--out", str(out)])
+    except SystemExit as e:  # argparse-level refusal (--resume)
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "error" in err
+    assert not out.exists()
+
+
+def test_bn_momentum_is_one_minus_keras_momentum():
+    from tlres.config import IMPROVED
+    from tlres.reference import torch as ref
+
+    model = ref.build(IMPROVED.replace(arch="tiny", weights="none", bn_momentum=0.99, bn_epsilon=1e-3), 10)
+    bns = [m for m in model.modules() if type(m).__name__ == "BatchNorm2d"]
+    assert len(bns) == 3 and all(m.momentum == pytest.approx(0.01) and m.eps == 1e-3 for m in bns)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_optimizer_and_weight_decay_match_keras(optimizer):
+    """Three updates of the same weights with the same gradients: torch reference vs tlres' Keras optimizer."""
+    import keras
+    import torch
+
+    from tlres import train
+    from tlres.config import IMPROVED
+    from tlres.reference import torch as ref
+
+    cfg = IMPROVED.replace(optimizer=optimizer, lr=0.1, weight_decay=0.05)
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    # |g| in [0.5, 1.5]: far from 0, where Keras' epsilon (added before bias correction) and
+    # torch's (after) would differ by more than float32 round-off
+    grads = [(rng.uniform(0.5, 1.5, (4, 3)) * rng.choice([-1, 1], (4, 3))).astype(np.float32)
+             for _ in range(3)]
+
+    kw = keras.Variable(w0)
+    kopt = train.make_optimizer(cfg, cfg.lr)
+    for g in grads:
+        kopt.apply_gradients([(keras.ops.convert_to_tensor(g), kw)])
+
+    tw = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    topt, decay = ref.make_optimizer(cfg, [tw])
+    for g in grads:
+        tw.grad = torch.from_numpy(g.copy())
+        ref.optimizer_step(topt, decay)
+    np.testing.assert_allclose(tw.detach().numpy(), keras.ops.convert_to_numpy(kw), rtol=1e-5, atol=1e-5)
+    # and torch's own SGD weight_decay (an L2 gradient term) would not match for SGD
+    if optimizer == "sgd":
+        lw = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+        l2 = torch.optim.SGD([lw], lr=0.1, momentum=0.9, weight_decay=0.05)
+        for g in grads:
+            lw.grad = torch.from_numpy(g.copy())
+            l2.step()
+        assert np.abs(lw.detach().numpy() - keras.ops.convert_to_numpy(kw)).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_tiny_reference_run_writes_tlres_run_dir(tmp_path):
+    from tlres import data
+    from tlres.config import Config
+    from tlres.reference import torch as ref
+    from tlres.results import load
+
+    out = tmp_path / "run"
+    argv = ["--data", "digits", "--arch", "tiny", "--weights", "none", "--epochs", "2",
+            "--limit-train", "64", "--limit-test", "30", "--device", "cpu", "--out", str(out)]
+    assert ref.main(argv) == 0
+    cfg_json = json.loads((out / "config.json").read_text())
+    m = json.loads((out / "metrics.json").read_text())
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    hist = list(csv.DictReader(open(out / "history.csv")))
+    assert cfg_json["framework"] == "pytorch"
+    assert cfg_json["config"] == json.loads(json.dumps(dataclasses.asdict(ref.parse(argv)[0].replace(out=str(out)))))
+    assert Config(**cfg_json["config"]).arch == "tiny"
+    assert cfg_json["dataset"]["num_train"] == 64 and cfg_json["dataset"]["num_test"] == 30
+    assert json.loads((out / "status.json").read_text())["state"] == "finished"
     labels = data.load("digits", None, 32).y_test[:30]
-    assert out == str(tmp_path) and m["num_test"] == 30 and len(rows) == 30
-    # same test split as tlres: labels in predictions.csv are tlres.data's, index by index
-    np.testing.assert_array_equal([int(r["label"]) for r in rows], labels)
+    assert m["num_test"] == 30 and len(rows) == 30 and m["epochs"] == 2 and len(m["class_names"]) == 10
+    np.testing.assert_array_equal([int(r["label"]) for r in rows], labels)  # tlres' split, index by index
     assert m["correct"] == sum(r["label"] == r["prediction"] for r in rows)
-    # CosineAnnealingLR(T_max=2) stepped per epoch: 0.01 then 0.005
-    assert [float(h["lr"]) for h in hist] == pytest.approx([0.01, 0.005])
+    assert [int(h["epoch"]) for h in hist] == [1, 2]
+    assert [float(h["lr"]) for h in hist] == pytest.approx([0.01, 0.005])  # CosineAnnealingLR(T_max=2)
+    assert float(hist[-1]["val_accuracy"]) == pytest.approx(m["accuracy"])
+    (r,) = load(str(out))
+    assert r["framework"]["name"] == "pytorch" and r["predictions"]["label"] == labels.tolist()

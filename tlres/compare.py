@@ -1,14 +1,26 @@
-"""Statistics for comparing two runs on the same test set (issue #5, partial).
+"""Compare results across runs and frameworks (issue #5).
 
-Only the paired tests are here so far: McNemar's exact test on per-example
-correctness, the agreement rate and the confusion-matrix difference. The CLI
-(`python -m tlres.compare SOURCE...`), the results schema and the plots are not
-written yet.
+    python -m tlres.compare SOURCE... [--markdown PATH] [--plot PATH]
+
+Each SOURCE is one side (`tlres.results.load`): a run directory, a directory
+of seed runs (e.g. `<grid>/improved`, aggregated over its runs; one side per
+cell name it holds), a results JSON file, or `paper` (two sides: the paper's
+baseline and improved, n = 64). Per metric (accuracy, mean per-class
+accuracy, final validation loss, n test, n runs): each side's value (mean ±
+sd over runs when it has more than one) and its difference from the first
+side with a 95% interval, named: Welch's t over runs when both sides have two
+or more runs; Newcombe's score interval for accuracy when both are single
+runs; n/a otherwise. When two sides hold per-example predictions on the same
+test set (same indices and labels): McNemar's exact test (b, c, p), the
+agreement rate and the confusion-matrix difference, per seed-matched pair of
+runs. A bad source is one line on stderr and exit status 2.
 """
 
 import math
 
 import numpy as np
+
+from tlres.errors import TlresError
 
 
 def binom_cdf_half(k, n):
@@ -52,3 +64,311 @@ def paired(labels, pred_a, pred_b, num_classes):
         "confusion_difference": (confusion_matrix(labels, pred_a, num_classes)
                                  - confusion_matrix(labels, pred_b, num_classes)).tolist(),
     }
+
+
+# -- sides, the table and the command line --------------------------------------------------------
+
+PROG = "python -m tlres.compare"
+METRICS = (("accuracy", "accuracy"), ("mean_class_accuracy", "mean per-class accuracy"),
+           ("loss", "final val loss"))
+
+
+def sides_of(source):
+    """[(label, [results])] for one SOURCE: one side, or one per name it holds (`paper`: two)."""
+    from tlres import results as results_lib
+
+    groups = results_lib.group(results_lib.load(source))
+    out = []
+    for name, runs in groups.items():
+        fw = (runs[0].get("framework") or {}).get("name") or "?"
+        out.append((name if name.startswith("paper") else f"{name} [{fw}]", runs))
+    return out
+
+
+def _values(runs, key):
+    vals = [(r.get("metrics") or {}).get(key) for r in runs]
+    return None if any(v is None for v in vals) else [float(v) for v in vals]
+
+
+def _summary(vals):
+    if vals is None:
+        return None
+    a = np.asarray(vals, np.float64)
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else None, "n": int(a.size)}
+
+
+def _difference(key, side, first):
+    """side - first for one metric, with its 95% interval and the interval's name."""
+    from tlres.evaluate import newcombe_interval, welch_interval
+
+    a, b = _values(side, key), _values(first, key)
+    if a is None or b is None:
+        return None
+    if len(a) >= 2 and len(b) >= 2:
+        d, (lo, hi), df = welch_interval(a, b)
+        return {"difference": d, "ci95": [lo, hi], "interval": f"Welch t over runs (df {df:.1f})"}
+    d = float(np.mean(a) - np.mean(b))
+    if key == "accuracy" and len(a) == 1 and len(b) == 1:
+        ma, mb = side[0]["metrics"], first[0]["metrics"]
+        ca = ma.get("correct", round(ma["accuracy"] * ma["num_test"]))
+        cb = mb.get("correct", round(mb["accuracy"] * mb["num_test"]))
+        d, (lo, hi) = newcombe_interval(ca, ma["num_test"], cb, mb["num_test"])
+        return {"difference": d, "ci95": [lo, hi], "interval": "Newcombe score (independent samples)"}
+    return {"difference": d, "ci95": None, "interval": "n/a"}
+
+
+def _test_set(r):
+    p = r.get("predictions")
+    if not p:
+        return None
+    return (tuple(p["index"]), tuple(p["label"]))
+
+
+def _seed(r):
+    return (r.get("config") or {}).get("seed")
+
+
+def _num_classes(*runs):
+    for r in runs:
+        ds = r.get("dataset") or {}
+        if ds.get("num_classes"):
+            return int(ds["num_classes"])
+        if (r.get("metrics") or {}).get("confusion_matrix"):
+            return len(r["metrics"]["confusion_matrix"])
+    p = runs[0]["predictions"]
+    return int(max(max(p["label"]), max(p["prediction"]))) + 1
+
+
+def _pairs(side, first):
+    """Seed-matched (side run, first run) pairs; two single runs pair whatever their seeds."""
+    if len(side) == 1 and len(first) == 1:
+        return [(side[0], first[0])]
+    by_seed = {_seed(r): r for r in first}
+    return [(r, by_seed[_seed(r)]) for r in side if _seed(r) in by_seed]
+
+
+def paired_section(side, first):
+    """McNemar, agreement and confusion difference per pair, or why they are skipped."""
+    runs = side + first
+    if any(r.get("predictions") is None for r in runs):
+        return {"skipped": "no per-example predictions on both sides"}
+    sets = {_test_set(r) for r in runs}
+    if len(sets) != 1:
+        return {"skipped": "the sides' test sets differ (indices or labels); paired statistics skipped"}
+    pairs = _pairs(side, first)
+    if not pairs:
+        return {"skipped": "no seed-matched pairs of runs"}
+    C = _num_classes(*runs)
+    out = []
+    for a, b in pairs:
+        p = paired(a["predictions"]["label"], a["predictions"]["prediction"],
+                   b["predictions"]["prediction"], C)
+        p.update(seed_a=_seed(a), seed_b=_seed(b))
+        out.append(p)
+    return {"pairs": out}
+
+
+def compare(sides):
+    """The comparison of [(label, [results])]: per-side summaries, differences from the first
+    side, and paired statistics where both hold predictions on the same test set."""
+    if not sides:
+        raise TlresError("nothing to compare")
+    first = sides[0][1]
+    report = {"sides": [], "first": sides[0][0]}
+    for i, (label, runs) in enumerate(sides):
+        s = {"label": label, "runs": len(runs),
+             "num_test": sorted({int(r["metrics"]["num_test"]) for r in runs}),
+             "framework": (runs[0].get("framework") or {}).get("name"),
+             "metrics": {k: _summary(_values(runs, k)) for k, _ in METRICS}}
+        if i:
+            s["difference"] = {k: _difference(k, runs, first) for k, _ in METRICS}
+            s["paired"] = paired_section(runs, first)
+        report["sides"].append(s)
+    return report
+
+
+def _fmt(summary, pct):
+    if summary is None:
+        return "n/a"
+    f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
+    return f(summary["mean"]) + (f" ± {f(summary['sd'])}" if summary["sd"] is not None else "")
+
+
+def _fmt_diff(d, pct):
+    if d is None:
+        return "n/a"
+    f = (lambda v: f"{100 * v:+.2f} pp") if pct else (lambda v: f"{v:+.4f}")
+    g = (lambda v: f"{100 * v:+.2f}") if pct else (lambda v: f"{v:+.4f}")
+    if d["ci95"] is None:
+        return f"{f(d['difference'])} (95% CI n/a)"
+    return f"{f(d['difference'])} [{g(d['ci95'][0])}, {g(d['ci95'][1])}] {d['interval']}"
+
+
+def rows(report):
+    """The table as rows of strings: header, then one row per metric."""
+    sides = report["sides"]
+    head = ["metric"] + [s["label"] for s in sides] + [f"{s['label']} - {report['first']} (95% CI)"
+                                                       for s in sides[1:]]
+    out = [head]
+    for key, title in METRICS:
+        pct = key != "loss"
+        out.append([title] + [_fmt(s["metrics"][key], pct) for s in sides]
+                   + [_fmt_diff(s["difference"][key], pct) for s in sides[1:]])
+    out.append(["n test"] + [", ".join(map(str, s["num_test"])) for s in sides] + [""] * (len(sides) - 1))
+    out.append(["n runs"] + [str(s["runs"]) for s in sides] + [""] * (len(sides) - 1))
+    return out
+
+
+def _paired_lines(report, md):
+    lines = []
+    for s in report["sides"][1:]:
+        title = f"{s['label']} vs {report['first']}"
+        lines.append(f"{'### ' if md else ''}Paired: {title}")
+        if md:
+            lines.append("")
+        p = s["paired"]
+        if "skipped" in p:
+            lines.append(f"paired statistics skipped: {p['skipped']}")
+            lines.append("")
+            continue
+        for q in p["pairs"]:
+            seeds = f"seed {q['seed_a']}" if q["seed_a"] == q["seed_b"] else f"seeds {q['seed_a']}/{q['seed_b']}"
+            cd = np.asarray(q["confusion_difference"])
+            lines.append(
+                f"{'* ' if md else '  '}{seeds}: n {q['n']}, only {s['label']} right b = {q['only_a_correct']}, "
+                f"only {report['first']} right c = {q['only_b_correct']}, McNemar exact p = {q['mcnemar_p']:.4g}, "
+                f"agreement {100 * q['agreement']:.2f}%, accuracy difference {100 * q['accuracy_difference']:+.2f} pp, "
+                f"confusion difference: sum |diff| {int(np.abs(cd).sum())}, largest cell {int(np.abs(cd).max())}")
+        for q in p["pairs"]:
+            cd = q["confusion_difference"]
+            lines.append("")
+            if not np.any(cd):
+                lines.append(f"Confusion difference, seed {q['seed_a']}: every cell 0")
+                continue
+            lines.append(f"Confusion difference ({s['label']} - {report['first']}, rows true, columns predicted), "
+                         f"seed {q['seed_a']}:")
+            lines.append("")
+            if md:
+                lines.append("| true \\ pred | " + " | ".join(str(j) for j in range(len(cd))) + " |")
+                lines.append("|---" * (len(cd) + 1) + "|")
+                lines += [f"| {i} | " + " | ".join(f"{v:+d}" if v else "0" for v in row) + " |"
+                          for i, row in enumerate(cd)]
+            else:
+                lines += ["    " + " ".join(f"{v:+4d}" if v else "   0" for v in row) for row in cd]
+        lines.append("")
+    return lines
+
+
+def text(report):
+    table = rows(report)
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines + [""] + _paired_lines(report, md=False)).rstrip() + "\n"
+
+
+def markdown(report):
+    table = rows(report)
+    esc = lambda c: c.replace("|", "\\|")
+    lines = ["| " + " | ".join(map(esc, table[0])) + " |", "|---" * len(table[0]) + "|"]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in table[1:]]
+    lines.append("")
+    lines.append("Values are mean ± sd over runs when a side has more than one. Differences are "
+                 f"each side minus {report['first']}.")
+    lines.append("")
+    return "\n".join(lines + _paired_lines(report, md=True)).rstrip() + "\n"
+
+
+def _mean_curve(runs, key):
+    """{epoch: mean of key over the runs that have it}."""
+    acc = {}
+    for r in runs:
+        for row in r.get("history") or []:
+            if row.get("epoch") is not None and row.get(key) is not None:
+                acc.setdefault(int(row["epoch"]), []).append(float(row[key]))
+    return sorted((e, float(np.mean(v))) for e, v in acc.items())
+
+
+def plot(sides, path):
+    """One PNG: validation accuracy (left), train and validation loss (right), mean over runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, runs) in enumerate(sides):
+        color = f"C{i}"
+        n = f" (mean of {len(runs)})" if len(runs) > 1 else ""
+        c = _mean_curve(runs, "val_accuracy")
+        if c:
+            ax_acc.plot(*zip(*c), "o-", color=color, label=label + n)
+        for key, style in (("loss", "--"), ("val_loss", "-")):
+            c = _mean_curve(runs, key)
+            if c:
+                ax_loss.plot(*zip(*c), style, marker="o", color=color,
+                             label=f"{label} {'train' if key == 'loss' else 'val'}{n}")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss (dashed: train, solid: validation)")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise TlresError(f"--plot {path}: cannot write it ({e.strerror})") from None
+    finally:
+        plt.close(fig)
+
+
+def main(argv=None, prog=PROG):
+    import argparse
+    import sys
+
+    from tlres.cli import _Parser
+
+    p = _Parser(prog=prog, description="Compare results side by side: per-metric values and "
+                "differences with 95% intervals; McNemar, agreement and confusion difference on "
+                "shared test sets.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a run dir, a directory of runs (aggregated per cell name), a results JSON "
+                        "file, or `paper` (two sides: baseline and improved, n=64)")
+    p.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the sides' accuracy and loss curves")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        sides = [s for src in args.sources for s in sides_of(src)]
+        report = compare(_unique(sides))
+        print(text(report), end="")
+        if args.markdown:
+            try:
+                with open(args.markdown, "w") as f:
+                    f.write(markdown(report))
+            except OSError as e:
+                raise TlresError(f"--markdown {args.markdown}: cannot write it ({e.strerror})") from None
+        if args.plot:
+            plot(_unique(sides), args.plot)
+    except TlresError as e:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+def _unique(sides):
+    """Distinct labels: a repeated label gets ' #2', ' #3'."""
+    seen, out = {}, []
+    for label, runs in sides:
+        seen[label] = seen.get(label, 0) + 1
+        out.append((label if seen[label] == 1 else f"{label} #{seen[label]}", runs))
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -104,3 +104,20 @@ def metrics(logits, labels, num_classes, loss_fn=None):
 def predict_logits(model, x_padded, n, batch_size):
     """Logits for the first n rows of a batch-padded, normalized test array."""
     return model.predict(x_padded, batch_size=batch_size, verbose=0)[:n]
+
+
+def prediction_metrics(labels, predictions, num_classes):
+    """The metrics of metrics.json that need only predicted classes (no logits, so no loss).
+
+    For results from another framework (`python -m tlres.results convert`):
+    accuracy with its Wilson interval, mean per-class accuracy with its normal
+    interval, per-class accuracy and the confusion matrix, as `metrics` computes them.
+    """
+    labels = np.asarray(labels, np.int64)
+    predictions = np.asarray(predictions, np.int64)
+    onehot = np.zeros((len(labels), num_classes))
+    onehot[np.arange(len(labels)), predictions] = 1.0  # argmax = the prediction
+    m = metrics(onehot, labels, num_classes)
+    for k in ("cross_entropy", "loss"):  # meaningless on one-hot scores
+        m.pop(k)
+    return m

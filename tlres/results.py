@@ -185,3 +185,112 @@ def write(result, path):
     with open(path, "w") as f:
         json.dump(check(dict(result), path), f, indent=1)
         f.write("\n")
+
+
+def from_csv(history, predictions, framework, device=None, dataset=None, class_names=None,
+             name=None):
+    """A result from another framework's CSV history and predictions file.
+
+    history: a CSV with at least an `epoch` column (tlres' other columns are read
+    when present). predictions: index,label,prediction per test example. Final
+    metrics are computed from the predictions by `tlres.evaluate`; the loss is the
+    last history row's val_loss when the history has one.
+    """
+    from tlres import evaluate
+
+    for path in (history, predictions):
+        if not os.path.isfile(path):
+            raise TlresError(f"{path}: no such file")
+    try:
+        hist = read_history(history)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise TlresError(f"{history}: cannot read it as CSV ({e})") from None
+    with open(history, newline="") as f:
+        header = next(csv.reader(f), [])
+    if "epoch" not in header:
+        raise TlresError(f"{history}: a history needs an epoch column; it has {', '.join(header) or 'none'}")
+    try:
+        preds = read_predictions(predictions)
+    except ValueError as e:
+        raise TlresError(f"{predictions}: index, label and prediction must be integers ({e})") from None
+    if not preds["index"]:
+        raise TlresError(f"{predictions}: holds no predictions")
+    if len(set(preds["index"])) != len(preds["index"]):
+        raise TlresError(f"{predictions}: repeats a test-set index")
+    top = max(max(preds["label"]), max(preds["prediction"]))
+    if min(min(preds["label"]), min(preds["prediction"])) < 0:
+        raise TlresError(f"{predictions}: labels and predictions must be class numbers >= 0")
+    num_classes = len(class_names) if class_names else top + 1
+    if top >= num_classes:
+        raise TlresError(f"{predictions}: class {top} is beyond the {num_classes} --class-names")
+    m = evaluate.prediction_metrics(preds["label"], preds["prediction"], num_classes)
+    if hist and hist[-1].get("val_loss") is not None:
+        m["loss"] = hist[-1]["val_loss"]
+    if hist:
+        m["epochs"] = hist[-1]["epoch"]
+    if class_names:
+        m["class_names"] = list(class_names)
+    return {
+        "schema": SCHEMA,
+        "name": name or framework,
+        "source": os.path.abspath(history),
+        "framework": {"name": framework, "versions": {}},
+        "device": device,
+        "config": {},
+        "dataset": {"name": dataset, "num_test": len(preds["index"]), "num_classes": num_classes,
+                    "class_names": list(class_names) if class_names else None},
+        "history": hist,
+        "metrics": m,
+        "predictions": preds,
+    }
+
+
+def main(argv=None, prog="python -m tlres.results"):
+    """`export RUN_DIR --out FILE` and `convert --history H --predictions P --framework NAME --out FILE`."""
+    import sys
+
+    from tlres.cli import _Parser
+
+    p = _Parser(prog=prog, description=f"Write results files (schema {SCHEMA}).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    e = sub.add_parser("export", help="a tlres (or tlres.reference.torch) run directory -> results JSON")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--out", required=True, help="results JSON to write")
+    c = sub.add_parser("convert", help="another framework's CSV history and predictions -> results JSON")
+    c.add_argument("--history", required=True, help="CSV with at least an epoch column")
+    c.add_argument("--predictions", required=True, help="CSV with index,label,prediction")
+    c.add_argument("--framework", required=True, help="e.g. pytorch, tensorflow, jax-flax")
+    c.add_argument("--device", help="free-form device description")
+    c.add_argument("--dataset", help="dataset name, e.g. digits, cifar10")
+    c.add_argument("--class-names", help="comma-separated class names, in label order")
+    c.add_argument("--name", help="label of this result (default: the framework)")
+    c.add_argument("--out", required=True, help="results JSON to write")
+    for q in (e, c):
+        q.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "export":
+            result = from_run_dir(args.run_dir)
+        else:
+            names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+            result = from_csv(args.history, args.predictions, args.framework, args.device,
+                              args.dataset, names, args.name)
+        try:
+            write(result, args.out)
+        except OSError as err:
+            raise TlresError(f"--out {args.out}: cannot write it ({err.strerror})") from None
+    except TlresError as err:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    m = result["metrics"]
+    print(f"{args.out}: {result['name']} ({result['framework']['name']}), accuracy "
+          f"{m['accuracy']:.4f} on {m['num_test']} test examples")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

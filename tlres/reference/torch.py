@@ -1,152 +1,383 @@
-"""The paper's recipe in PyTorch/torchvision, on tlres' data and metrics (issue #5, first cut).
+"""The paper's recipe in PyTorch/torchvision, on tlres' data, flags and run-directory layout.
 
-    python -m tlres.reference.torch --data digits --epochs 1 --arch tiny --out runs/torch-digits
+    python -m tlres.reference.torch --preset quick --out runs/torch-quick
+    python -m tlres.reference.torch --arch tiny --data digits --weights none --epochs 1 \\
+        --limit-train 128 --limit-test 64 --out /tmp/t
 
-resnet50 (torchvision, v1.5) with `fc` replaced by Linear(2048, C); RandomHorizontalFlip,
-RandomCrop(32, padding=4), Normalize(0.5, 0.5); cross-entropy on eq. 11 targets;
-SGD momentum 0.9 with CosineAnnealingLR stepped per epoch; batch 64. Data come from
-`tlres.data.load` and metrics from `tlres.evaluate.metrics`, so both frameworks see
-the same split and are scored identically. Writes config.json, history.csv,
-metrics.json and predictions.csv like `tlres.train`.
+Takes the same flags as `python -m tlres.experiments.improved` (the parser is
+generated from `tlres.config.Config` by `tlres.cli`) plus three reference-only
+ones: `--limit-train N` / `--limit-test N` (first N images, for tests) and
+`--device cpu|cuda|cuda:K`. It writes the same run directory as `tlres.train`
+(config.json with "framework": "pytorch", status.json, history.csv with epochs
+numbered from 1, metrics.json from `tlres.evaluate.metrics`, predictions.csv),
+so `tlres.results` and `tlres.compare` read both alike.
+
+What each setting means here (README "Cross-framework check"):
+
+* model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)`, or the tiny
+  3-conv mirror of `tlres.model.tiny_backbone`; --weights imagenet loads
+  torchvision's IMAGENET1K_V1 (a different network from Keras' v1 weights).
+  BatchNorm2d(momentum = 1 - --bn-momentum, eps = --bn-epsilon).
+* data: `tlres.data.load` (same split, same indices); epoch e's order is
+  `numpy.random.default_rng([seed, e]).permutation(n)`, remainder dropped,
+  indices sorted within a batch: the batches of tlres' `--pipeline jax`.
+* augmentation: torchvision RandomHorizontalFlip (if --flip) and
+  RandomCrop(size, padding=--crop-padding) per image (if --augment), drawn
+  from torch's generator seeded with --seed; Normalize(0.5, 0.5).
+* loss: --smoothing-form paper = eq. 11 targets; keras =
+  CrossEntropyLoss(label_smoothing=eps) (the same targets as Keras').
+* schedule: cosine-epoch = CosineAnnealingLR(T_max=epochs, eta_min=lr_min)
+  stepped per epoch; cosine-step = the same stepped per batch over all steps
+  (Keras' CosineDecay with alpha = lr_min/lr); constant.
+* optimizer, with Keras' decoupled weight decay (w <- w - lr*wd*w before each
+  update, on every parameter): sgd = SGD(momentum) with weight_decay=0 and that
+  decay applied by hand (torch's own SGD weight_decay is an L2 gradient term,
+  a different thing); adam and adamw = AdamW(weight_decay=wd, eps=1e-7)
+  (Keras' Adam epsilon; torch AdamW's decay is exactly Keras' decoupled form).
+
+Not supported (one line, exit 2): --input-norm caffe, --precision
+mixed_bfloat16, --data-parallel, --weights PATH, --resume. --pipeline and
+--compile-cache do not apply and are recorded only.
 """
 
-import argparse
 import csv
+import dataclasses
 import json
 import os
+import platform
+import socket
 import sys
 import time
 
-import numpy as np
-import torch
-import torchvision
-from torchvision import transforms as T
+from tlres import cli
+from tlres import config as config_lib
+from tlres.errors import TlresError
 
-from tlres import data as tdata
-from tlres import evaluate
+PROG = "python -m tlres.reference.torch"
 
 
-def build(arch, weights, num_classes):
-    if arch == "tiny":  # mirrors tlres.model.tiny_backbone
+def build_parser(preset="improved", prog=PROG):
+    parser = cli.build_parser(prog, config_lib.PRESETS[preset], config_lib.PRESETS)
+    parser.description = ("The paper's recipe in PyTorch/torchvision on tlres' data; the same flags "
+                          "as tlres (generated from tlres.config.Config) plus reference-only extras.")
+    g = parser.add_argument_group("reference-only")
+    g.add_argument("--limit-train", type=cli._checked(int, lambda v: v > 0, "must be positive"),
+                   help="use only the first N training images (tests)")
+    g.add_argument("--limit-test", type=cli._checked(int, lambda v: v > 0, "must be positive"),
+                   help="use only the first N test images (tests)")
+    g.add_argument("--device", default=None,
+                   help="torch device: cpu, cuda, cuda:K (default: cuda if available, else cpu)")
+    return parser
+
+
+def parse(argv, prog=PROG):
+    """(Config, extras namespace) for argv, as `tlres.cli.parse_all` resolves presets and flags."""
+    pre = cli._Parser(add_help=False)
+    pre.add_argument("--preset", default="improved")
+    known, _ = pre.parse_known_args(argv)
+    if known.preset not in config_lib.PRESETS:
+        pre.prog = prog
+        pre.error(f"argument --preset: invalid choice: {known.preset!r} "
+                  f"(choose from {', '.join(sorted(config_lib.PRESETS))})")
+    parser = build_parser(known.preset, prog)
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        parser.error("--resume is not supported by the PyTorch reference; rerun with --overwrite")
+    base = config_lib.PRESETS[args.preset]
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
+    if values["weights"].lower() == "none":
+        values["weights"] = "none"
+    return base.replace(preset=args.preset, **values), args
+
+
+def check_supported(cfg):
+    """Refuse settings the reference does not implement, before anything is created."""
+    if cfg.input_norm != "paper":
+        raise TlresError(f"--input-norm {cfg.input_norm}: the PyTorch reference implements only "
+                         "paper (Normalize(0.5, 0.5))")
+    if cfg.precision != "float32":
+        raise TlresError(f"--precision {cfg.precision}: the PyTorch reference runs float32 only")
+    if cfg.data_parallel:
+        raise TlresError("--data-parallel: the PyTorch reference runs on one device only")
+    if cfg.weights not in ("imagenet", "none"):
+        raise TlresError(f"--weights {cfg.weights}: the PyTorch reference takes imagenet "
+                         "(torchvision's) or none, not a weights file")
+    if cfg.arch == "tiny" and cfg.weights == "imagenet":
+        raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
+    for name in ("epochs", "batch_size", "lr", "image_size"):
+        if not getattr(cfg, name) > 0:
+            raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+
+
+def build(cfg, num_classes):
+    """The torch model for cfg: architecture, weights, BatchNorm settings."""
+    import torch
+    import torchvision
+
+    if cfg.arch == "tiny":  # mirrors tlres.model.tiny_backbone + GAP + Dense
         layers, cin = [], 3
         for w in (8, 16, 32):
-            layers += [torch.nn.Conv2d(cin, w, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(w), torch.nn.ReLU()]
+            layers += [torch.nn.Conv2d(cin, w, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(w),
+                       torch.nn.ReLU()]
             cin = w
-        return torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                   torch.nn.Linear(cin, num_classes))
-    if weights == "imagenet":
-        w = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
-        try:
-            model = torchvision.models.resnet50(weights=w)
-        except Exception as e:  # offline: one clear line, never random weights
-            cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-            sys.exit(f"tlres.reference.torch: ImageNet weights {os.path.basename(w.url)} are not in "
-                     f"{cache} and could not be downloaded ({type(e).__name__}); put the file there "
-                     f"or use --weights none")
+        model = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                    torch.nn.Linear(cin, num_classes))
     else:
-        model = torchvision.models.resnet50(weights=None)
-    model.fc = torch.nn.Linear(2048, num_classes)
+        weights = None
+        if cfg.weights == "imagenet":
+            weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+        try:
+            model = torchvision.models.resnet50(weights=weights)
+        except Exception as e:  # offline: one clear line, never silently random weights
+            cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+            raise TlresError(f"torchvision ImageNet weights {os.path.basename(weights.url)} are not in "
+                             f"{cache} and could not be downloaded ({type(e).__name__}); put the "
+                             f"file there or use --weights none") from None
+        model.fc = torch.nn.Linear(2048, num_classes)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum, m.eps = 1.0 - cfg.bn_momentum, cfg.bn_epsilon
     return model
 
 
-def eq11_loss(logits, labels, num_classes, eps):
+def eq11_loss(logits, labels, num_classes, eps, reduction="mean"):
+    """The paper's eq. 11: 1-eps on the true class, eps/(C-1) on each other."""
+    import torch
+
     t = torch.full_like(logits, eps / (num_classes - 1))
     t.scatter_(1, labels[:, None], 1.0 - eps)
-    return -(t * torch.log_softmax(logits, 1)).sum(1).mean()
+    per = -(t * torch.log_softmax(logits, 1)).sum(1)
+    return per.mean() if reduction == "mean" else per
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="digits")
-    p.add_argument("--data-dir")
-    p.add_argument("--arch", default="resnet50", choices=["resnet50", "tiny"])
-    p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--lr-min", type=float, default=0.0)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit-train", type=int, help="use only the first N training images (tests)")
-    p.add_argument("--limit-test", type=int, help="use only the first N test images (tests)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", required=True)
-    a = p.parse_args(argv)
+def criterion(cfg, num_classes):
+    """(logits, labels) -> per-example loss tensor, the training criterion of cfg."""
+    import torch
 
-    torch.manual_seed(a.seed)
-    np.random.seed(a.seed)
-    ds = tdata.load(a.data, a.data_dir, 32)
-    xtr, ytr = ds.x_train[:a.limit_train], ds.y_train[:a.limit_train]
-    xte, yte = ds.x_test[:a.limit_test], ds.y_test[:a.limit_test]
-    C = len(ds.class_names)
-    dev = torch.device(a.device)
-    norm = T.Normalize([0.5] * 3, [0.5] * 3)
-    train_tf = T.Compose([T.ToTensor(), T.RandomHorizontalFlip(), T.RandomCrop(32, padding=4), norm])
-    test_tf = T.Compose([T.ToTensor(), norm])
-    model = build(a.arch, a.weights, C).to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=a.epochs, eta_min=a.lr_min)
-    gen = torch.Generator().manual_seed(a.seed)
-    x_test_t = torch.stack([test_tf(im) for im in xte])
+    if cfg.smoothing_form == "keras":
+        ce = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction="none")
+        return lambda z, y: ce(z, y)
+    return lambda z, y: eq11_loss(z, y, num_classes, cfg.label_smoothing, reduction="none")
+
+
+def make_optimizer(cfg, params):
+    """(torch optimizer, decoupled decay to apply by hand before each step, or 0)."""
+    import torch
+
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0), \
+            cfg.weight_decay
+    if cfg.optimizer in ("adam", "adamw"):
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-7), 0.0
+    raise TlresError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def optimizer_step(opt, decay):
+    """One update; `decay` > 0 applies Keras' decoupled weight decay first (w <- w - lr*wd*w)."""
+    import torch
+
+    if decay:
+        with torch.no_grad():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.mul_(1.0 - group["lr"] * decay)
+    opt.step()
+
+
+def make_scheduler(cfg, opt, steps_per_epoch):
+    """(scheduler or None, 'epoch' | 'step' | None): when to call scheduler.step()."""
+    import torch
+
+    if cfg.schedule == "cosine-epoch":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min), "epoch"
+    if cfg.schedule == "cosine-step":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=cfg.epochs * steps_per_epoch, eta_min=cfg.lr_min), "step"
+    return None, None
+
+
+def train_transform(cfg, size):
+    from torchvision import transforms as T
+
+    steps = []
+    if cfg.augment:
+        if cfg.flip:
+            steps.append(T.RandomHorizontalFlip())
+        if cfg.crop_padding:
+            steps.append(T.RandomCrop(size, padding=cfg.crop_padding))
+    return T.Compose(steps) if steps else None
+
+
+def versions():
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("tlres", "torch", "torchvision", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def device_info(dev):
+    import torch
+
+    if dev.type == "cuda":
+        return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
+    return {"platform": "cpu", "kind": platform.processor() or platform.machine() or "cpu",
+            "count": 1, "threads": torch.get_num_threads()}
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True):
+    """Train and evaluate cfg in PyTorch; returns the run directory (tlres.train's layout)."""
+    import numpy as np
+    import torch
+
+    from tlres import data as tdata
+    from tlres import evaluate, train
+
+    check_supported(cfg)
+    out = train.default_out(cfg)
+    train.check_out(out, overwrite)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available")
+        torch.empty(1, device=dev)
+    except (RuntimeError, ValueError) as e:
+        raise TlresError(f"--device {device}: not usable here ({str(e).splitlines()[0]})") from None
+    t0 = time.perf_counter()
+    ds = tdata.load(cfg.data, cfg.data_dir, cfg.image_size)
+    xtr, ytr = ds.x_train[:limit_train], ds.y_train[:limit_train]
+    xte, yte = ds.x_test[:limit_test], ds.y_test[:limit_test]
+    if len(xtr) < cfg.batch_size:
+        raise TlresError(f"--data {cfg.data}: the training split has {len(xtr)} images, fewer "
+                         f"than one batch of {cfg.batch_size}; lower --batch-size")
+    C = ds.num_classes
+    torch.manual_seed(cfg.seed)
+    model = build(cfg, C).to(dev)  # raises before the run directory exists
+    train.create_out(out)
+    status = os.path.join(out, "status.json")
+    _write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "pid": os.getpid(), "host": socket.gethostname(), "start_epoch": 0})
+    _write_json(os.path.join(out, "config.json"), {
+        "framework": "pytorch",
+        "config": dataclasses.asdict(cfg.replace(out=out)),
+        "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
+                    "num_classes": C, "class_names": list(ds.class_names)},
+        "reference": {"limit_train": limit_train, "limit_test": limit_test},
+        "versions": versions(), "device": device_info(dev)})
+    try:
+        return _train(cfg, out, model, dev, xtr, ytr, xte, yte, ds.class_names, t0, verbose)
+    except BaseException as e:
+        _write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}"})
+        raise
+
+
+def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
+    import numpy as np
+    import torch
+
+    from tlres import evaluate, train
+
+    C = len(class_names)
+    to_float = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+    norm = lambda x: (x - 0.5) / 0.5  # Normalize(0.5, 0.5) on [0, 1] pixels
+    x_train, x_test = to_float(xtr), norm(to_float(xte))
+    y_train = torch.from_numpy(np.asarray(ytr, np.int64))
+    tf = train_transform(cfg, x_train.shape[-1])
+    loss_of = criterion(cfg, C)
+    bs, steps = cfg.batch_size, len(xtr) // cfg.batch_size
+    opt, decay = make_optimizer(cfg, model.parameters())
+    sched, every = make_scheduler(cfg, opt, steps)
 
     def logits_of(x):
         model.eval()
         with torch.no_grad():
-            return torch.cat([model(x[i:i + 256].to(dev)).float().cpu() for i in range(0, len(x), 256)]).numpy()
+            return torch.cat([model(x[i:i + 256].to(dev)).float().cpu()
+                              for i in range(0, len(x), 256)]).numpy()
 
-    os.makedirs(a.out, exist_ok=True)
-    loss_np = lambda y, z: np.asarray(eq11_loss(torch.from_numpy(z), torch.from_numpy(np.asarray(y)).long(),
-                                                C, a.label_smoothing))
-    history = []
-    for epoch in range(a.epochs):
-        t0, lr = time.time(), opt.param_groups[0]["lr"]
+    eval_loss = lambda y, z: loss_of(torch.from_numpy(np.asarray(z, np.float32)),
+                                     torch.from_numpy(np.asarray(y, np.int64))).numpy()
+    history, t_fit = [], time.perf_counter()
+    hist_path = os.path.join(out, "history.csv")
+    for epoch in range(cfg.epochs):
+        start, lr = time.perf_counter(), opt.param_groups[0]["lr"]
         model.train()
-        order = torch.randperm(len(xtr), generator=gen).numpy()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(xtr))
         tot, correct, seen = 0.0, 0, 0
-        for i in range(0, len(order), a.batch_size):
-            idx = order[i:i + a.batch_size]
-            x = torch.stack([train_tf(xtr[j]) for j in idx]).to(dev)
-            y = torch.from_numpy(ytr[idx].astype(np.int64)).to(dev)
-            out = model(x)
-            loss = eq11_loss(out, y, C, a.label_smoothing)
+        for b in range(steps):
+            idx = torch.from_numpy(np.sort(order[b * bs:(b + 1) * bs]))
+            x = x_train[idx]
+            if tf is not None:
+                x = torch.stack([tf(im) for im in x])
+            x, y = norm(x).to(dev), y_train[idx].to(dev)
+            logits = model(x)
+            loss = loss_of(logits, y).mean()
             opt.zero_grad()
             loss.backward()
-            opt.step()
+            optimizer_step(opt, decay)
+            if every == "step":
+                sched.step()
             tot += loss.item() * len(idx)
-            correct += int((out.argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
-        sched.step()
-        m = evaluate.metrics(logits_of(x_test_t), yte, C, loss_np)
-        history.append({"epoch": epoch, "loss": tot / seen, "accuracy": correct / seen,
+        if every == "epoch":
+            sched.step()
+        seconds = time.perf_counter() - start
+        logits = logits_of(x_test)
+        m = evaluate.metrics(logits, yte, C, eval_loss)
+        if not np.isfinite(tot):
+            raise TlresError(f"non-finite training loss at epoch {epoch + 1}; lower --lr")
+        history.append({"epoch": epoch + 1, "loss": tot / seen, "accuracy": correct / seen,
                         "val_loss": m["loss"], "val_accuracy": m["accuracy"],
                         "val_mean_class_accuracy": m["mean_class_accuracy"], "lr": lr,
-                        "seconds": time.time() - t0})
-        print(json.dumps(history[-1]), flush=True)
+                        "seconds": round(seconds, 3)})
+        train._write_history(hist_path, history)
+        if verbose:
+            print(f"tlres.reference.torch: epoch {epoch + 1}/{cfg.epochs} " + " ".join(
+                f"{k} {v:.4f}" for k, v in history[-1].items() if k != "epoch"), flush=True)
+    fit_seconds = time.perf_counter() - t_fit
+    m.update(epochs=cfg.epochs, class_names=list(class_names))
+    train._write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
+    _write_json(os.path.join(out, "metrics.json"), m)
+    _write_json(os.path.join(out, "status.json"), {
+        "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": 0,
+        "train_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2)})
+    if verbose:
+        lo, hi = m["accuracy_ci95"]
+        print(f"tlres.reference.torch: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, "
+              f"n={m['num_test']}), loss {m['loss']:.4f}; {fit_seconds:.0f} s training -> {out}",
+              flush=True)
+    return out
 
-    logits = logits_of(x_test_t)
-    m = evaluate.metrics(logits, yte, C, loss_np)
-    m["class_names"] = list(ds.class_names)
-    with open(os.path.join(a.out, "metrics.json"), "w") as f:
-        json.dump(m, f, indent=1)
-    with open(os.path.join(a.out, "history.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]) if history else ["epoch"])
-        w.writeheader()
-        w.writerows(history)
-    prob = torch.softmax(torch.from_numpy(logits), 1).numpy()
-    with open(os.path.join(a.out, "predictions.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "label", "prediction", "confidence"])
-        for i, (yl, pr) in enumerate(zip(yte, prob)):
-            w.writerow([i, int(yl), int(pr.argmax()), f"{pr.max():.6f}"])
-    with open(os.path.join(a.out, "config.json"), "w") as f:
-        json.dump({"framework": "pytorch", "config": vars(a), "dataset": ds.name,
-                   "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__},
-                   "device": str(dev)}, f, indent=1)
-    print(f"accuracy {m['accuracy']:.4f} on {m['num_test']} test images -> {a.out}")
-    return a.out
+
+def main(argv=None, prog=PROG):
+    argv = sys.argv[1:] if argv is None else argv
+    cfg, args = parse(argv, prog)
+    try:
+        run(cfg, args.limit_train, args.limit_test, args.device, overwrite=args.overwrite)
+    except TlresError as e:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Cross-framework check: the same Config and seeds in tlres (Keras/JAX) and the PyTorch reference.
+
+    python -m tlres.experiments.crosscheck --seeds 3 --out runs/crosscheck [tlres flags...]
+
+Defaults to the offline digits comparison: the improved preset with
+`tlres.ablation.DIGITS` overrides (any tlres flag given overrides those).
+tlres side: `ablation.run_grid(<--tlres-grid, default OUT/keras-jax>, seeds=N,
+names=["improved"], **overrides)`, which reuses finished runs of the same
+config. PyTorch side: `tlres.reference.torch` on the identical Config, seed
+base+k, in OUT/pytorch/improved/seed<k> (finished runs of the same config are
+reused). Then `tlres.compare` of the two sides -> OUT/compare.md, OUT/compare.png.
+
+`--no-train-tlres` trains nothing on the tlres side: it compares against the
+finished seed runs of the same config already in --tlres-grid (safe while
+another process is still filling that grid). `--torch-only` stops after the
+PyTorch side.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+
+from tlres import ablation, cli
+from tlres.errors import TlresError
+
+PROG = "python -m tlres.experiments.crosscheck"
+OWN = {"--seeds", "--out", "--tlres-grid", "--device", "--no-train-tlres", "--torch-only"}
+
+
+def parse(argv, prog=PROG):
+    p = cli._Parser(prog=prog, description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", type=cli._checked(int, lambda v: v > 0, "must be positive"), default=3)
+    p.add_argument("--out", required=True, help="directory: pytorch/, compare.md, compare.png")
+    p.add_argument("--tlres-grid", help="the tlres grid directory (default OUT/keras-jax)")
+    p.add_argument("--device", default=None, help="torch device for the PyTorch side")
+    p.add_argument("--no-train-tlres", action="store_true",
+                   help="compare against finished tlres runs only; train none")
+    p.add_argument("--torch-only", action="store_true", help="run the PyTorch side only")
+    p.add_argument("--debug", action="store_true")
+    args, rest = p.parse_known_args(argv)
+    given = {a.split("=")[0] for a in rest if a.startswith("--")}
+    bad = sorted(given & {"--preset", "--resume", "--overwrite"})
+    if bad:
+        p.error(f"{', '.join(bad)}: not taken here (the improved cell with the digits overrides)")
+    cfg, _ = cli.parse_all(rest, "improved", prog)  # validates the tlres flags, one line on error
+    overrides = dict(ablation.DIGITS)
+    for f in dataclasses.fields(cfg):
+        flag = "--" + f.name.replace("_", "-")
+        if flag in given or "--no-" + flag[2:] in given:
+            overrides[f.name] = getattr(cfg, f.name)
+    return args, overrides
+
+
+def torch_side(out, cell, seeds, base_seed, device):
+    from tlres.reference import torch as ref
+
+    dirs = []
+    for k in range(seeds):
+        run_dir = os.path.join(out, "pytorch", "improved", f"seed{k}")
+        c = cell.replace(seed=base_seed + k, out=run_dir)
+        if not _finished_reference(run_dir, c):
+            if os.path.exists(run_dir):
+                shutil.rmtree(run_dir)
+            print(f"{PROG}: PyTorch seed {base_seed + k} -> {run_dir}", flush=True)
+            ref.run(c, device=device)
+        else:
+            print(f"{PROG}: reusing finished PyTorch run {run_dir}", flush=True)
+        dirs.append(run_dir)
+    return dirs
+
+
+def _finished_reference(run_dir, cfg):
+    if not ablation._finished_with(run_dir, cfg):
+        return False
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = json.load(f)
+    return saved.get("framework") == "pytorch" and not any((saved.get("reference") or {}).values())
+
+
+def main(argv=None, prog=PROG):
+    argv = sys.argv[1:] if argv is None else argv
+    args, overrides = parse(argv, prog)
+    try:
+        return _main(args, overrides, argv)
+    except TlresError as e:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+def _main(args, overrides, argv):
+    from tlres import compare, results
+
+    cells = ablation.cells(**overrides)
+    if "improved" not in cells:
+        raise TlresError("these overrides make the improved cell equal the baseline; nothing to check")
+    cell = cells["improved"]
+    base_seed = overrides.get("seed", 0)
+    grid = args.tlres_grid or os.path.join(args.out, "keras-jax")
+    os.makedirs(args.out, exist_ok=True)
+    torch_dirs = torch_side(args.out, cell, args.seeds, base_seed, args.device)
+    if args.torch_only:
+        return 0
+    if args.no_train_tlres:
+        tlres_dirs = [d for k in range(args.seeds)
+                      for d in [os.path.join(grid, "improved", f"seed{k}")]
+                      if ablation._finished_with(d, cell.replace(seed=base_seed + k, out=d))]
+        if not tlres_dirs:
+            raise TlresError(f"--tlres-grid {grid}: no finished improved run of this config yet")
+    else:
+        tlres_dirs = ablation.run_grid(grid, seeds=args.seeds, names=["improved"], **overrides)[0]["improved"]
+    sides = [("improved [keras-jax]", [results.from_run_dir(d) for d in tlres_dirs]),
+             ("improved [pytorch]", [results.from_run_dir(d) for d in torch_dirs])]
+    report = compare.compare(sides)
+    print(compare.text(report), end="")
+    devices = "; ".join(f"{label}: {_device(runs[0])}" for label, runs in sides)
+    head = [f"# Cross-framework check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+            f"`{PROG} {' '.join(argv)}`", "",
+            f"Data: {cell.data}; config: the improved preset with "
+            + ", ".join(f"{k}={v}" for k, v in overrides.items())
+            + f"; seeds {base_seed}..{base_seed + args.seeds - 1}. Devices: {devices}.", ""]
+    with open(os.path.join(args.out, "compare.md"), "w") as f:
+        f.write("\n".join(head) + compare.markdown(report))
+    compare.plot(sides, os.path.join(args.out, "compare.png"))
+    print(f"{PROG}: wrote {os.path.join(args.out, 'compare.md')} and compare.png", flush=True)
+    return 0
+
+
+def _device(result):
+    d = result.get("device")
+    if isinstance(d, dict):
+        return f"{d.get('platform')} {d.get('kind')}".strip()
+    return str(d)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
