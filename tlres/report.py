@@ -266,7 +266,7 @@ def figures(out, groups, paper_groups, data_label=""):
                       + f"\n({how})")
         ys.append(mean), errs.append((mean - lo, hi - mean))
         colors.append("0.5" if name.startswith("paper") else "C0")
-    bx.errorbar(range(len(ys)), ys, yerr=np.array(errs).T, fmt="o", capsize=4, ecolor="k")
+    bx.errorbar(range(len(ys)), ys, yerr=np.array(errs).T, fmt="none", capsize=4, ecolor="k")
     for i, (y, c) in enumerate(zip(ys, colors)):
         bx.plot(i, y, "o", color=c)
         bx.annotate(f"{y * 100:.2f}%", (i, y), textcoords="offset points", xytext=(8, 0), fontsize=8)
