@@ -130,6 +130,8 @@ def test_digits_split_is_fixed_and_real():
 
 
 def test_cifar10_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
+    import tensorflow_datasets  # noqa: F401  (its import is not what we time: tens of s on a loaded CPU)
+
     monkeypatch.setattr(data, "_reachable", lambda *a, **k: False)
     start = time.monotonic()
     with pytest.raises(TlresError) as e:
