@@ -67,6 +67,10 @@ def load(run_dir):
     return meta, weights, opt
 
 
+def _local(path):
+    return path.split("/", 1)[-1]
+
+
 def restore(model, ckpt):
     """Put a loaded checkpoint's weights and optimizer state into a compiled model."""
     meta, weights, opt_arrays = ckpt
@@ -74,8 +78,9 @@ def restore(model, ckpt):
     opt = model.optimizer
     if not opt.built:
         opt.build(model.trainable_variables)
-    names = [v.path for v in opt.variables]
-    if names != meta["optimizer_variables"]:
+    # Keras names optimizers uniquely per process (adam, adam_1, ...): compare paths without it
+    names = [_local(v.path) for v in opt.variables]
+    if names != [_local(n) for n in meta["optimizer_variables"]]:
         raise TlresError("the checkpoint's optimizer state does not match this model "
                          f"({len(meta['optimizer_variables'])} vs {len(names)} variables)")
     for v, a in zip(opt.variables, opt_arrays):
