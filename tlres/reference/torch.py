@@ -52,6 +52,7 @@ import time
 from tlres import cli
 from tlres import config as config_lib
 from tlres.errors import TlresError
+from tlres.train import _write_json
 
 PROG = "python -m tlres.reference.torch"
 
@@ -227,14 +228,6 @@ def device_info(dev):
         return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
     return {"platform": "cpu", "kind": platform.processor() or platform.machine() or "cpu",
             "count": 1, "threads": torch.get_num_threads()}
-
-
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True):
