@@ -113,20 +113,29 @@ def main(default_preset, argv=None, prog=None):
     argv = sys.argv[1:] if argv is None else argv
     prog = prog or f"python -m tlres.experiments.{default_preset}"
     cfg, args = parse_all(argv, default_preset, prog)
-    try:
+
+    def go():
         from tlres import train
 
         if args.resume is not None:
             train.run(train.resumed_config(args.resume), resume=True)
         else:
             train.run(cfg, overwrite=args.overwrite)
+
+    return guarded(prog, args.debug, go)
+
+
+def guarded(prog, debug, fn, interrupted="interrupted"):
+    """Run a command body: a TlresError is one line and its exit code, Ctrl-C is 130, else 0."""
+    try:
+        fn()
     except TlresError as e:
-        if args.debug:
+        if debug:
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
     return 0
 
@@ -136,4 +145,4 @@ def entry(default_preset):
     sys.exit(main(default_preset))
 
 
-__all__ = ["main", "parse", "parse_all", "build_parser", "entry"]
+__all__ = ["main", "parse", "parse_all", "build_parser", "entry", "guarded"]

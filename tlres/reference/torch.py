@@ -359,17 +359,8 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
 def main(argv=None, prog=PROG):
     argv = sys.argv[1:] if argv is None else argv
     cfg, args = parse(argv, prog)
-    try:
-        run(cfg, args.limit_train, args.limit_test, args.device, overwrite=args.overwrite)
-    except TlresError as e:
-        if args.debug:
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return cli.guarded(prog, args.debug, lambda: run(cfg, args.limit_train, args.limit_test,
+                                                     args.device, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":
