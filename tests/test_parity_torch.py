@@ -4,7 +4,6 @@ Every expected value comes from torch / torchvision or from a hand computation,
 never from tlres itself.
 """
 
-import math
 
 import numpy as np
 import pytest

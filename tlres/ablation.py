@@ -152,11 +152,12 @@ def parse(argv, prog="python -m tlres.ablation"):
 
 
 def main(argv=None, prog="python -m tlres.ablation"):
-    from tlres.errors import TlresError
+    from tlres import cli
 
     argv = sys.argv[1:] if argv is None else argv
     out, seeds, names, overrides, no_report, debug = parse(argv, prog)
-    try:
+
+    def go():
         grid = cells(**overrides)
         if names is not None:
             dropped = [n for n in names if n not in grid]
@@ -170,16 +171,10 @@ def main(argv=None, prog="python -m tlres.ablation"):
         if not no_report:
             from tlres import report
 
-            report.main([out, "--out", os.path.join(out, "report")])
-    except TlresError as e:
-        if debug:
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished runs are kept and reused on the next call", file=sys.stderr)
-        return 130
-    return 0
+            return report.main([out, "--out", os.path.join(out, "report")])
+
+    return cli.guarded(prog, debug, go,
+                       interrupted="interrupted; finished runs are kept and reused on the next call")
 
 
 if __name__ == "__main__":

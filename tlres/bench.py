@@ -353,14 +353,10 @@ def table(report):
 
 
 def main(argv=None):
+    from tlres import cli
+
     a = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return _main(a)
-    except TlresError as e:
-        if a.debug:
-            raise
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return e.exit_code
+    return cli.guarded(PROG, a.debug, lambda: _main(a))
 
 
 def _main(a):

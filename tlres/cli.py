@@ -126,9 +126,14 @@ def main(default_preset, argv=None, prog=None):
 
 
 def guarded(prog, debug, fn, interrupted="interrupted"):
-    """Run a command body: a TlresError is one line and its exit code, Ctrl-C is 130, else 0."""
+    """Run a command body, every command's one error path.
+
+    Returns fn's exit status (None = 0); a TlresError prints one line
+    (``prog: error: ...``) and returns its exit code, or re-raises with --debug;
+    Ctrl-C prints ``prog: <interrupted>`` and returns 130.
+    """
     try:
-        fn()
+        return fn() or 0
     except TlresError as e:
         if debug:
             raise
@@ -137,7 +142,6 @@ def guarded(prog, debug, fn, interrupted="interrupted"):
     except KeyboardInterrupt:
         print(f"{prog}: {interrupted}", file=sys.stderr)
         return 130
-    return 0
 
 
 def entry(default_preset):

@@ -324,12 +324,11 @@ def plot(sides, path):
 
 
 def main(argv=None, prog=PROG):
-    import argparse
     import sys
 
-    from tlres.cli import _Parser
+    from tlres import cli
 
-    p = _Parser(prog=prog, description="Compare results side by side: per-metric values and "
+    p = cli._Parser(prog=prog, description="Compare results side by side: per-metric values and "
                 "differences with 95% intervals; McNemar, agreement and confusion difference on "
                 "shared test sets.")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -339,24 +338,21 @@ def main(argv=None, prog=PROG):
     p.add_argument("--plot", metavar="PATH", help="write a PNG of the sides' accuracy and loss curves")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        sides = [s for src in args.sources for s in sides_of(src)]
-        report = compare(_unique(sides))
-        print(text(report), end="")
-        if args.markdown:
-            try:
-                with open(args.markdown, "w") as f:
-                    f.write(markdown(report))
-            except OSError as e:
-                raise TlresError(f"--markdown {args.markdown}: cannot write it ({e.strerror})") from None
-        if args.plot:
-            plot(_unique(sides), args.plot)
-    except TlresError as e:
-        if args.debug:
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
+    return cli.guarded(prog, args.debug, lambda: _main(args))
+
+
+def _main(args):
+    sides = [s for src in args.sources for s in sides_of(src)]
+    report = compare(_unique(sides))
+    print(text(report), end="")
+    if args.markdown:
+        try:
+            with open(args.markdown, "w") as f:
+                f.write(markdown(report))
+        except OSError as e:
+            raise TlresError(f"--markdown {args.markdown}: cannot write it ({e.strerror})") from None
+    if args.plot:
+        plot(_unique(sides), args.plot)
 
 
 def _unique(sides):

@@ -367,7 +367,7 @@ def update_readme(path, section):
 
 
 def main(argv=None, prog="python -m tlres.report"):
-    from tlres import results
+    from tlres import cli
 
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog=prog, allow_abbrev=False,
@@ -378,32 +378,34 @@ def main(argv=None, prog="python -m tlres.report"):
     p.add_argument("--readme", help="also write the generated section into this file, between "
                                     f"{BEGIN} and {END}")
     p.add_argument("--no-paper", action="store_true", help="leave the paper's numbers out")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     a = p.parse_args(argv)
-    try:
-        runs = [r for s in a.sources for r in results.load(s)]
-        groups = results.group(runs)
-        paper_groups = {} if a.no_paper else results.group(results.paper())
-        out = a.out or os.path.join(a.sources[0] if os.path.isdir(a.sources[0]) else ".", "report")
-        os.makedirs(out, exist_ok=True)
-        rows = summarize(groups)
-        write_csv(os.path.join(out, "summary.csv"), rows + summarize(paper_groups))
-        ds = runs[0].get("dataset") or {}
-        figures(out, groups, paper_groups, f" ({ds.get('name')})" if ds.get("name") else "")
-        command = " ".join(["python -m tlres.report"] + argv)
-        fig_rel = os.path.relpath(out, os.path.dirname(os.path.abspath(a.readme))) if a.readme else out
-        md = build_markdown(groups, paper_groups, rows, fig_rel, command)
-        with open(os.path.join(out, "summary.md"), "w") as f:
-            f.write(md)
-        if a.readme:
-            update_readme(a.readme, md)
-    except TlresError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+    return cli.guarded(prog, a.debug, lambda: _main(a, argv, prog))
+
+
+def _main(a, argv, prog):
+    from tlres import results
+
+    runs = [r for s in a.sources for r in results.load(s)]
+    groups = results.group(runs)
+    paper_groups = {} if a.no_paper else results.group(results.paper())
+    out = a.out or os.path.join(a.sources[0] if os.path.isdir(a.sources[0]) else ".", "report")
+    os.makedirs(out, exist_ok=True)
+    rows = summarize(groups)
+    write_csv(os.path.join(out, "summary.csv"), rows + summarize(paper_groups))
+    ds = runs[0].get("dataset") or {}
+    figures(out, groups, paper_groups, f" ({ds.get('name')})" if ds.get("name") else "")
+    command = " ".join(["python -m tlres.report"] + argv)
+    fig_rel = os.path.relpath(out, os.path.dirname(os.path.abspath(a.readme))) if a.readme else out
+    md = build_markdown(groups, paper_groups, rows, fig_rel, command)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(md)
+    if a.readme:
+        update_readme(a.readme, md)
     print(markdown_table(rows + summarize(paper_groups)), end="")
     print(f"{prog}: {len(runs)} runs in {len(groups)} groups -> {out}/summary.md, summary.csv, "
           "fig2_accuracy.png, fig3_loss.png, fig4_confusion.png"
           + (f"; README section in {a.readme}" if a.readme else ""))
-    return 0
 
 
 if __name__ == "__main__":

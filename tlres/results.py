@@ -249,10 +249,10 @@ def main(argv=None, prog="python -m tlres.results"):
     """`export RUN_DIR --out FILE` and `convert --history H --predictions P --framework NAME --out FILE`."""
     import sys
 
-    from tlres.cli import _Parser
+    from tlres import cli
 
-    p = _Parser(prog=prog, description=f"Write results files (schema {SCHEMA}).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = cli._Parser(prog=prog, description=f"Write results files (schema {SCHEMA}).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=cli._Parser)
     e = sub.add_parser("export", help="a tlres (or tlres.reference.torch) run directory -> results JSON")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", required=True, help="results JSON to write")
@@ -268,26 +268,23 @@ def main(argv=None, prog="python -m tlres.results"):
     for q in (e, c):
         q.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return cli.guarded(prog, args.debug, lambda: _main(args))
+
+
+def _main(args):
+    if args.command == "export":
+        result = from_run_dir(args.run_dir)
+    else:
+        names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+        result = from_csv(args.history, args.predictions, args.framework, args.device,
+                          args.dataset, names, args.name)
     try:
-        if args.command == "export":
-            result = from_run_dir(args.run_dir)
-        else:
-            names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-            result = from_csv(args.history, args.predictions, args.framework, args.device,
-                              args.dataset, names, args.name)
-        try:
-            write(result, args.out)
-        except OSError as err:
-            raise TlresError(f"--out {args.out}: cannot write it ({err.strerror})") from None
-    except TlresError as err:
-        if args.debug:
-            raise
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return err.exit_code
+        write(result, args.out)
+    except OSError as err:
+        raise TlresError(f"--out {args.out}: cannot write it ({err.strerror})") from None
     m = result["metrics"]
     print(f"{args.out}: {result['name']} ({result['framework']['name']}), accuracy "
           f"{m['accuracy']:.4f} on {m['num_test']} test examples")
-    return 0
 
 
 if __name__ == "__main__":

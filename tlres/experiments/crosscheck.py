@@ -83,13 +83,7 @@ def _finished_reference(run_dir, cfg):
 def main(argv=None, prog=PROG):
     argv = sys.argv[1:] if argv is None else argv
     args, overrides = parse(argv, prog)
-    try:
-        return _main(args, overrides, argv)
-    except TlresError as e:
-        if args.debug:
-            raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return e.exit_code
+    return cli.guarded(prog, args.debug, lambda: _main(args, overrides, argv))
 
 
 def _main(args, overrides, argv):

@@ -40,9 +40,7 @@ mixed_bfloat16, --data-parallel, --weights PATH, --resume. --pipeline and
 --compile-cache do not apply and are recorded only.
 """
 
-import csv
 import dataclasses
-import json
 import os
 import platform
 import socket
@@ -232,11 +230,10 @@ def device_info(dev):
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True):
     """Train and evaluate cfg in PyTorch; returns the run directory (tlres.train's layout)."""
-    import numpy as np
     import torch
 
     from tlres import data as tdata
-    from tlres import evaluate, train
+    from tlres import train
 
     check_supported(cfg)
     out = train.default_out(cfg)
