@@ -80,3 +80,23 @@ def test_unwritable_json_path_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("python -m tlres.bench: error: --json"), err
+
+
+@pytest.mark.slow
+def test_torch_side_by_side_gives_ratios(tmp_path):
+    """--torch on the tiny net (eager only): the torch figures and the ratios are the table's own."""
+    pytest.importorskip("torch")
+    path = tmp_path / "bench.json"
+    r = bench("--arch", "tiny", "--batch-sizes", "8", "--steps", "2", "--warmup", "1", "--torch",
+              "--no-torch-compile", "--json", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    (res,) = json.loads(path.read_text())["results"]
+    eager = res["torch"]["eager"]
+    assert _positive(eager["train_img_per_s"]) and _positive(eager["infer_img_per_s"]), eager
+    assert res["torch"]["compile"] == {"error": "skipped (--no-torch-compile)"}
+    assert res["ratios"]["train_vs_torch_eager"] == pytest.approx(
+        res["train"]["img_per_s"] / eager["train_img_per_s"])
+    assert res["ratios"]["infer_vs_torch_eager"] == pytest.approx(
+        res["infer"]["img_per_s"] / eager["infer_img_per_s"])
+    assert res["ratios"]["train_vs_torch_compile"] is None
+    assert "tlres/eager" in r.stdout

@@ -285,12 +285,13 @@ def measure_torch(a, batch_size, device):
             return a.steps * batch_size / (time.perf_counter() - t0)
 
     res = {"device": str(dev), "threads": torch.get_num_threads()}
-    model = build(a.arch, "none", NUM_CLASSES).to(dev)
+    cfg = _config(a, batch_size)  # the runner's BatchNorm settings, random init
+    model = build(cfg, NUM_CLASSES).to(dev)
     first, ips = train_rate(model)
     res["eager"] = {"first_step_s": first, "train_img_per_s": ips, "infer_img_per_s": infer_rate(model)}
     if a.torch_compile:
         try:
-            compiled = torch.compile(build(a.arch, "none", NUM_CLASSES).to(dev))
+            compiled = torch.compile(build(cfg, NUM_CLASSES).to(dev))
             first, ips = train_rate(compiled)
             res["compile"] = {"compile_s": first, "train_img_per_s": ips}
         except Exception as e:  # no C++ compiler, unsupported op, ...: record, go on
