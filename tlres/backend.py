@@ -24,6 +24,20 @@ def require_jax():
             )
 
 
+def cpu_name():
+    """The host CPU's model name (e.g. 'AMD EPYC'), for naming where a figure was measured."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def default_cache_dir():
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "tlres", "jax")

@@ -134,7 +134,7 @@ def time_train(net, x, y, warmup, steps, k):
         while True:
             yield x, y
 
-    net.fit(batches(), epochs=1, steps_per_epoch=total, callbacks=[Clock()], verbose=0)
+    net.fit(batches(), epochs=1, steps_per_epoch=total, callbacks=[Clock()], verbose=0, shuffle=False)
     assert len(stamps) == 2 + warm_exec + timed_exec, len(stamps)
     compile_s = stamps[1] - stamps[0]
     t = stamps[-1] - stamps[1 + warm_exec]
@@ -342,7 +342,7 @@ def table(report):
     head = (f"tlres.bench: {report['arch']} {report['image_size']}px, {report['precision']}, "
             f"steps_per_execution={report['steps_per_execution']}, synthetic data, "
             f"{report['steps']} timed steps after {report['warmup']} warm-up; "
-            f"device {d['kind']} ({d['platform']} x{d['count']})")
+            f"device {d['kind']} ({d['platform']} x{d['count']}); host {d.get('host', '?')}")
     notes = []
     if not report["pipeline_only"]:
         notes.append(f"peak mem = {report['memory_kind']}")

@@ -51,10 +51,14 @@ def versions():
 
 
 def device():
+    """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
     import jax
 
+    from tlres.backend import cpu_name
+
     devs = jax.devices()
-    return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs)}
+    return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
+            "host": f"{cpu_name()}, {os.cpu_count()} cores"}
 
 
 def default_out(cfg):

@@ -118,7 +118,7 @@ def _main(args, overrides, argv):
             + ", ".join(f"{k}={v}" for k, v in overrides.items())
             + f"; seeds {base_seed}..{base_seed + args.seeds - 1}. Devices: {devices}.", ""]
     with open(os.path.join(args.out, "compare.md"), "w") as f:
-        f.write("\n".join(head) + compare.markdown(report))
+        f.write("\n".join(head) + "\n" + compare.markdown(report))
     compare.plot(sides, os.path.join(args.out, "compare.png"))
     print(f"{PROG}: wrote {os.path.join(args.out, 'compare.md')} and compare.png", flush=True)
     return 0
@@ -127,7 +127,8 @@ def _main(args, overrides, argv):
 def _device(result):
     d = result.get("device")
     if isinstance(d, dict):
-        return f"{d.get('platform')} {d.get('kind')}".strip()
+        kind = d.get("kind") if d.get("kind") != d.get("platform") else d.get("host")
+        return " ".join(str(v) for v in (d.get("platform"), kind) if v)
     return str(d)
 
 

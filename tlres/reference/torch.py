@@ -42,13 +42,13 @@ mixed_bfloat16, --data-parallel, --weights PATH, --resume. --pipeline and
 
 import dataclasses
 import os
-import platform
 import socket
 import sys
 import time
 
 from tlres import cli
 from tlres import config as config_lib
+from tlres.backend import cpu_name
 from tlres.errors import TlresError
 from tlres.train import _write_json
 
@@ -224,8 +224,7 @@ def device_info(dev):
 
     if dev.type == "cuda":
         return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
-    return {"platform": "cpu", "kind": platform.processor() or platform.machine() or "cpu",
-            "count": 1, "threads": torch.get_num_threads()}
+    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads()}
 
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True):
