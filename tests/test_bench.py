@@ -30,7 +30,7 @@ def test_smoke_run_prints_a_table_and_writes_json(tmp_path):
     row = lines[header + 1].split()
     assert row[0] == "8"
     figures = [float(c.rstrip("x")) for c in row[1:]]
-    assert len(figures) == 8 and all(f > 0 for f in figures), row
+    assert len(figures) == 9 and all(f > 0 for f in figures), row
 
     rep = json.loads(path.read_text())
     assert rep["device"]["count"] >= 1 and rep["device"]["kind"] and rep["device"]["platform"]
@@ -42,7 +42,8 @@ def test_smoke_run_prints_a_table_and_writes_json(tmp_path):
     for part in ("train", "infer"):
         assert _positive(res[part]["img_per_s"]) and _positive(res[part]["compile_s"]), res[part]
     assert res["train"]["timed_steps"] == 2
-    for v in (res["jit_step"]["img_per_s"], res["peak_memory_bytes"], res["pipeline"]["img_per_s"],
+    for v in (res["jit_step"]["img_per_s"], res["forward"]["img_per_s"], res["peak_memory_bytes"],
+              res["pipeline"]["img_per_s"],
               res["pipeline_over_train"]):
         assert _positive(v), res
     assert res["pipeline"]["name"] in ("tf", "jax")
@@ -98,5 +99,7 @@ def test_torch_side_by_side_gives_ratios(tmp_path):
         res["train"]["img_per_s"] / eager["train_img_per_s"])
     assert res["ratios"]["infer_vs_torch_eager"] == pytest.approx(
         res["infer"]["img_per_s"] / eager["infer_img_per_s"])
+    assert res["ratios"]["forward_vs_torch_eager"] == pytest.approx(
+        res["forward"]["img_per_s"] / eager["forward_img_per_s"])
     assert res["ratios"]["train_vs_torch_compile"] is None
     assert "tlres/eager" in r.stdout

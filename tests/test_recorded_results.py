@@ -33,16 +33,50 @@ def test_readme_section_is_the_report_of_the_recorded_runs():
     assert "Data: **digits (1437 train / 360 test images)**" in section
 
 
-def test_improved_is_not_worse_than_baseline_by_more_than_the_seed_spread():
+def test_recorded_finding_improved_without_transfer_is_worse_than_baseline():
+    """What README says of the recorded grid, checked against its files with scipy's Welch test.
+
+    Issue 4 expected the improved recipe without ImageNet weights to be "not worse than the
+    baseline by more than the seed spread" on digits. Measured over 3 seeds it is worse, by
+    more than the spread, and Welch's 95% interval excludes 0; README reports that instead.
+    """
+    from scipy import stats
+
     groups = results.group(results.load(RUNS))
     base = np.array([r["metrics"]["accuracy"] for r in groups["baseline"]])
     imp = np.array([r["metrics"]["accuracy"] for r in groups["improved"]])
-    if min(len(base), len(imp)) < 2:  # visible in the -ra summary; README says why
-        pytest.skip(f"recorded: {len(base)} baseline / {len(imp)} improved seed(s); the seed-spread "
-                    "claim needs >= 2 per side (complete the grid: see README 'Results on digits')")
+    assert len(base) == len(imp) == 3
     for g in ("baseline", "improved"):  # same data, same length, one seed per run
         cfgs = [r["config"] for r in groups[g]]
         assert {c["data"] for c in cfgs} == {"digits"} and len({c["seed"] for c in cfgs}) == len(cfgs)
         assert {c["arch"] for c in cfgs} == {"resnet50"} and {c["weights"] for c in cfgs} == {"none"}
+        assert {c["epochs"] for c in cfgs} == {4}
     spread = max(base.std(ddof=1), imp.std(ddof=1))
-    assert imp.mean() >= base.mean() - spread, (imp, base)
+    assert imp.mean() < base.mean() - spread, (imp, base)
+    ci = stats.ttest_ind(imp, base, equal_var=False).confidence_interval(0.95)
+    assert ci.high < 0, ci
+
+
+CROSS = os.path.join(ROOT, "experiments", "results", "digits", "crosscheck")
+
+
+@pytest.mark.skipif(not os.path.isdir(CROSS), reason="no recorded cross-framework runs")
+def test_readme_crosscheck_section_is_the_comparison_of_the_recorded_runs():
+    from tlres import compare
+    from tlres.experiments import crosscheck
+
+    keras_side = results.load(os.path.join(RUNS, "improved"))
+    torch_side = results.load(os.path.join(CROSS, "pytorch", "improved"))
+    assert len(keras_side) == len(torch_side) == 3
+    assert {r["framework"]["name"] for r in torch_side} == {"pytorch"}
+    assert {r["framework"]["name"] for r in keras_side} == {"keras-jax"}
+    for k, t in zip(sorted(keras_side, key=lambda r: r["config"]["seed"]),
+                    sorted(torch_side, key=lambda r: r["config"]["seed"])):  # one Config, both sides
+        assert {**k["config"], "out": None} == {**t["config"], "out": None}
+        assert k["predictions"]["label"] == t["predictions"]["label"]  # the same test split
+    report = compare.compare([("improved [keras-jax]", keras_side), ("improved [pytorch]", torch_side)])
+    with open(os.path.join(ROOT, "README.md")) as f:
+        section = f.read().split(crosscheck.BEGIN)[1].split(crosscheck.END)[0]
+    want = compare.markdown(report, confusion=False)
+    assert [l for l in want.splitlines() if l.startswith(("| ", "* "))] == \
+        [l for l in section.splitlines() if l.startswith(("| ", "* "))]

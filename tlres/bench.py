@@ -16,6 +16,8 @@ images normalized as the runner does, random labels; random-init weights):
   `--warmup` steps, each execution synced on its loss.
 * jit step: the same compiled Keras train step called directly in a loop,
   without fit's per-step Python work (callbacks, logs): the ceiling for fit.
+* forward: the training-mode forward pass alone, jitted, no gradient: where a
+  step's time goes (and, with --torch, how the forward alone compares).
 * infer: `predict_on_batch`, first call reported as compile s.
 * peak memory: the device's peak_bytes_in_use where JAX reports it (GPU), else
   the process' peak RSS so far (CPU; includes everything before it, torch too).
@@ -161,6 +163,23 @@ def time_jit_step(net, x, y, warmup, steps):
     return steps * len(x) / (time.perf_counter() - t0)
 
 
+def time_forward(net, x, warmup, steps):
+    """The training-mode forward pass alone (BatchNorm on batch statistics), jitted: img/s.
+
+    With the train step's rate it splits the time into forward and backward + update.
+    """
+    import jax
+
+    tv = [v.value for v in net.trainable_variables]
+    ntv = [v.value for v in net.non_trainable_variables]
+    fwd = jax.jit(lambda tv, ntv, x: net.stateless_call(tv, ntv, x, training=True)[0])
+    for i in range(1 + warmup + steps):
+        if i == 1 + warmup:
+            t0 = time.perf_counter()
+        fwd(tv, ntv, x).block_until_ready()
+    return steps * len(x) / (time.perf_counter() - t0)
+
+
 def time_infer(net, x, warmup, steps):
     t0 = time.perf_counter()
     net.predict_on_batch(x)  # returns numpy: synced
@@ -217,6 +236,7 @@ def measure_tlres(cfg, a):
     out["train"] = {"compile_s": c, "img_per_s": ips, "timed_steps": n}
     c, ips = time_infer(net, x, a.warmup, a.steps)
     out["infer"] = {"compile_s": c, "img_per_s": ips, "timed_steps": a.steps}
+    out["forward"] = {"img_per_s": time_forward(net, x, a.warmup, a.steps), "timed_steps": a.steps}
     out["jit_step"] = {"img_per_s": time_jit_step(net, x, y, a.warmup, a.steps),
                        "timed_steps": a.steps}
     return out
@@ -271,6 +291,18 @@ def measure_torch(a, batch_size, device):
         sync()
         return first, a.steps * batch_size / (time.perf_counter() - t0)
 
+    def forward_rate(model):  # training mode (batch statistics), no autograd: tlres' "forward"
+        model.train()
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            for _ in range(1 + a.warmup):
+                model(x)
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                out = model(x)
+            out.float().cpu()
+            return a.steps * batch_size / (time.perf_counter() - t0)
+
     def infer_rate(model):
         model.eval()
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
@@ -288,7 +320,8 @@ def measure_torch(a, batch_size, device):
     cfg = _config(a, batch_size)  # the runner's BatchNorm settings, random init
     model = build(cfg, NUM_CLASSES).to(dev)
     first, ips = train_rate(model)
-    res["eager"] = {"first_step_s": first, "train_img_per_s": ips, "infer_img_per_s": infer_rate(model)}
+    res["eager"] = {"first_step_s": first, "train_img_per_s": ips, "infer_img_per_s": infer_rate(model),
+                    "forward_img_per_s": forward_rate(model)}
     if a.torch_compile:
         try:
             compiled = torch.compile(build(cfg, NUM_CLASSES).to(dev))
@@ -315,6 +348,7 @@ def table(report):
         cols += [("train img/s", lambda r: _fmt(r["train"]["img_per_s"])),
                  ("compile s", lambda r: _fmt(r["train"]["compile_s"])),
                  ("jit step img/s", lambda r: _fmt(r["jit_step"]["img_per_s"])),
+                 ("fwd img/s", lambda r: _fmt(r["forward"]["img_per_s"])),
                  ("infer img/s", lambda r: _fmt(r["infer"]["img_per_s"])),
                  ("infer compile s", lambda r: _fmt(r["infer"]["compile_s"])),
                  ("peak mem MiB", lambda r: _fmt(r["peak_memory_bytes"] / 2**20, 0))]
@@ -334,7 +368,8 @@ def table(report):
                  ("torch infer img/s", lambda r: _fmt(r["torch"]["eager"]["infer_img_per_s"])),
                  ("tlres/eager", ratio("train_vs_torch_eager")),
                  ("tlres/compile", ratio("train_vs_torch_compile")),
-                 ("infer tlres/eager", ratio("infer_vs_torch_eager"))]
+                 ("infer tlres/eager", ratio("infer_vs_torch_eager")),
+                 ("fwd tlres/eager", ratio("forward_vs_torch_eager"))]
     rows = [[name for name, _ in cols]] + [[f(r) for _, f in cols] for r in report["results"]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
@@ -402,7 +437,8 @@ def _main(a):
             comp = t["compile"].get("train_img_per_s")
             r["ratios"] = {"train_vs_torch_eager": r["train"]["img_per_s"] / t["eager"]["train_img_per_s"],
                            "train_vs_torch_compile": r["train"]["img_per_s"] / comp if comp else None,
-                           "infer_vs_torch_eager": r["infer"]["img_per_s"] / t["eager"]["infer_img_per_s"]}
+                           "infer_vs_torch_eager": r["infer"]["img_per_s"] / t["eager"]["infer_img_per_s"],
+                           "forward_vs_torch_eager": r["forward"]["img_per_s"] / t["eager"]["forward_img_per_s"]}
         report["results"].append(r)
         print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
     print(table(report), flush=True)

@@ -219,7 +219,7 @@ def rows(report):
     return out
 
 
-def _paired_lines(report, md):
+def _paired_lines(report, md, confusion=True):
     lines = []
     for s in report["sides"][1:]:
         title = f"{s['label']} vs {report['first']}"
@@ -239,7 +239,7 @@ def _paired_lines(report, md):
                 f"only {report['first']} right c = {q['only_b_correct']}, McNemar exact p = {q['mcnemar_p']:.4g}, "
                 f"agreement {100 * q['agreement']:.2f}%, accuracy difference {100 * q['accuracy_difference']:+.2f} pp, "
                 f"confusion difference: sum |diff| {int(np.abs(cd).sum())}, largest cell {int(np.abs(cd).max())}")
-        for q in p["pairs"]:
+        for q in p["pairs"] if confusion else []:
             cd = q["confusion_difference"]
             lines.append("")
             if not np.any(cd):
@@ -267,7 +267,8 @@ def text(report):
     return "\n".join(lines + [""] + _paired_lines(report, md=False)).rstrip() + "\n"
 
 
-def markdown(report):
+def markdown(report, confusion=True):
+    """The comparison as Markdown; confusion=False leaves out the per-pair confusion differences."""
     table = rows(report)
     esc = lambda c: c.replace("|", "\\|")
     lines = ["| " + " | ".join(map(esc, table[0])) + " |", "|---" * len(table[0]) + "|"]
@@ -276,7 +277,7 @@ def markdown(report):
     lines.append("Values are mean ± sd over runs when a side has more than one. Differences are "
                  f"each side minus {report['first']}.")
     lines.append("")
-    return "\n".join(lines + _paired_lines(report, md=True)).rstrip() + "\n"
+    return "\n".join(lines + _paired_lines(report, md=True, confusion=confusion)).rstrip() + "\n"
 
 
 def _mean_curve(runs, key):

@@ -351,19 +351,20 @@ def build_markdown(groups, paper_groups, rows, fig_dir, command):
     return "\n".join(text) + "\n"
 
 
-def update_readme(path, section):
+def update_readme(path, section, begin=BEGIN, end=END):
+    """Replace what stands between the `begin` and `end` marker lines of `path` with `section`."""
     try:
         with open(path) as f:
             text = f.read()
     except OSError as e:
         raise TlresError(f"--readme {path}: cannot read it ({e.strerror})") from None
-    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise TlresError(f"--readme {path}: needs one {BEGIN} line and one {END} line after it, "
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise TlresError(f"--readme {path}: needs one {begin} line and one {end} line after it, "
                          "where the generated section goes")
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
     with open(path, "w") as f:
-        f.write(f"{head}{BEGIN}\n{section}{END}{tail}")
+        f.write(f"{head}{begin}\n{section}{end}{tail}")
 
 
 def main(argv=None, prog="python -m tlres.report"):
