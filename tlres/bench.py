@@ -291,23 +291,11 @@ def measure_torch(a, batch_size, device):
         sync()
         return first, a.steps * batch_size / (time.perf_counter() - t0)
 
-    def forward_rate(model):  # training mode (batch statistics), no autograd: tlres' "forward"
-        model.train()
+    def forward_rate(model, training):
+        """No autograd; training=True uses batch statistics (tlres' "forward"), False is inference."""
+        model.train(training)
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             for _ in range(1 + a.warmup):
-                model(x)
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(a.steps):
-                out = model(x)
-            out.float().cpu()
-            return a.steps * batch_size / (time.perf_counter() - t0)
-
-    def infer_rate(model):
-        model.eval()
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            model(x).float().cpu()
-            for _ in range(a.warmup):
                 model(x)
             sync()
             t0 = time.perf_counter()
@@ -320,8 +308,9 @@ def measure_torch(a, batch_size, device):
     cfg = _config(a, batch_size)  # the runner's BatchNorm settings, random init
     model = build(cfg, NUM_CLASSES).to(dev)
     first, ips = train_rate(model)
-    res["eager"] = {"first_step_s": first, "train_img_per_s": ips, "infer_img_per_s": infer_rate(model),
-                    "forward_img_per_s": forward_rate(model)}
+    res["eager"] = {"first_step_s": first, "train_img_per_s": ips,
+                    "infer_img_per_s": forward_rate(model, training=False),
+                    "forward_img_per_s": forward_rate(model, training=True)}
     if a.torch_compile:
         try:
             compiled = torch.compile(build(cfg, NUM_CLASSES).to(dev))
