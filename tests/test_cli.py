@@ -71,3 +71,25 @@ def test_paper_preset_values():
         "cifar10", "imagenet", 64, 50)
     assert (IMPROVED.flip, IMPROVED.crop_padding, IMPROVED.input_norm) == (True, 4, "paper")
     assert (IMPROVED.smoothing_form, IMPROVED.schedule) == ("paper", "cosine-epoch")
+
+
+def test_guarded_is_every_command_s_error_path(capsys):
+    from tlres.cli import guarded
+    from tlres.errors import TlresError, TrainingFailed
+
+    assert guarded("p", False, lambda: None) == 0
+    assert guarded("p", False, lambda: "runs/x") == 0  # a command body may return its run dir
+    assert guarded("p", False, lambda: 4) == 4
+
+    def fail(exc):
+        def body():
+            raise exc
+        return body
+
+    assert guarded("p", False, fail(TlresError("bad input"))) == 2
+    assert capsys.readouterr().err == "p: error: bad input\n"
+    assert guarded("p", False, fail(TrainingFailed("nan"))) == 3
+    assert guarded("p", False, fail(KeyboardInterrupt()), interrupted="stopped; kept") == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "p: stopped; kept"
+    with pytest.raises(TlresError):
+        guarded("p", True, fail(TlresError("bad input")))  # --debug: the traceback

@@ -128,12 +128,13 @@ def main(default_preset, argv=None, prog=None):
 def guarded(prog, debug, fn, interrupted="interrupted"):
     """Run a command body, every command's one error path.
 
-    Returns fn's exit status (None = 0); a TlresError prints one line
+    Returns fn's exit status when it returns an int, else 0; a TlresError prints one line
     (``prog: error: ...``) and returns its exit code, or re-raises with --debug;
     Ctrl-C prints ``prog: <interrupted>`` and returns 130.
     """
     try:
-        return fn() or 0
+        status = fn()
+        return status if isinstance(status, int) else 0
     except TlresError as e:
         if debug:
             raise
