@@ -248,6 +248,7 @@ def figures(out, groups, paper_groups, data_label=""):
         _band(ax, runs, "val_accuracy", name)
     ax.set(xlabel="epoch", ylabel="validation accuracy",
            title=f"Fig. 2: validation accuracy per epoch{data_label} (band: min-max over seeds)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3), ax.legend()
     labels, ys, errs, colors = [], [], [], []
     for name, runs in list(paper_groups.items()) + list(plotted.items()):
@@ -262,7 +263,7 @@ def figures(out, groups, paper_groups, data_label=""):
 
             half = stats.t.ppf(0.975, len(acc) - 1) * np.std(acc, ddof=1) / math.sqrt(len(acc))
             lo, hi, how = mean - half, mean + half, "t over seeds"
-        labels.append(f"{name}\nn={m['num_test']} images" + (f" x {len(runs)} seeds" if len(runs) > 1 else "")
+        labels.append(f"{name}\n{m['num_test']} images" + (f"\nx {len(runs)} seeds" if len(runs) > 1 else "")
                       + f"\n({how})")
         ys.append(mean), errs.append((mean - lo, hi - mean))
         colors.append("0.5" if name.startswith("paper") else "C0")
@@ -286,6 +287,7 @@ def figures(out, groups, paper_groups, data_label=""):
         _band(ax, runs, "val_loss", f"{name} validation", "--", color)
     ax.set(xlabel="epoch", ylabel="loss (each run's own training criterion)",
            title=f"Fig. 3: train and validation loss per epoch{data_label}")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3), ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "fig3_loss.png"), dpi=110)
