@@ -57,6 +57,20 @@ def test_recorded_finding_improved_without_transfer_is_worse_than_baseline():
     assert ci.high < 0, ci
 
 
+def test_recorded_finding_removing_augmentation_or_smoothing_from_improved_helps():
+    """README's ablation bullets: improved-augment and improved-smoothing beat improved (Welch)."""
+    from scipy import stats
+
+    groups = results.group(results.load(RUNS))
+    acc = {g: np.array([r["metrics"]["accuracy"] for r in runs]) for g, runs in groups.items()}
+    assert all(len(v) == 3 for v in acc.values()) and len(acc) == 8, {g: len(v) for g, v in acc.items()}
+    for cell in ("improved-augment", "improved-smoothing"):
+        ci = stats.ttest_ind(acc[cell], acc["improved"], equal_var=False).confidence_interval(0.95)
+        assert ci.low > 0, (cell, ci)
+    ci = stats.ttest_ind(acc["baseline+smoothing"], acc["baseline"], equal_var=False).confidence_interval(0.95)
+    assert ci.low < 0 < ci.high, ci  # smoothing alone: neutral
+
+
 CROSS = os.path.join(ROOT, "experiments", "results", "digits", "crosscheck")
 
 
