@@ -25,7 +25,6 @@ results are never typed by hand. Per-run figures (`run_figures`) are written
 by the runner itself.
 """
 
-import argparse
 import csv
 import math
 import os
@@ -373,8 +372,7 @@ def main(argv=None, prog="python -m tlres.report"):
     from tlres import cli
 
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog=prog, allow_abbrev=False,
-                                description=__doc__.split("\n")[0].split(": ")[0])
+    p = cli._Parser(prog=prog, description=__doc__.split("\n")[0].split(": ")[0])
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="run directory, directory of runs (a grid), or results file")
     p.add_argument("--out", help="where the table and figures go (default: FIRST_SOURCE/report)")
