@@ -247,7 +247,7 @@ def _one_line(e):
     return (text[0] if text else type(e).__name__)[:300]
 
 
-def measure_torch(a, batch_size, device):
+def measure_torch(cfg, a, device):
     """torchvision's model in PyTorch: eager train/infer, torch.compile train."""
     import torch
 
@@ -255,7 +255,8 @@ def measure_torch(a, batch_size, device):
 
     torch.manual_seed(0)
     dev = torch.device(device)
-    xu, y = synthetic(batch_size, a.image_size)
+    batch_size = cfg.batch_size
+    xu, y = synthetic(batch_size, cfg.image_size)
     x = torch.from_numpy((xu.astype(np.float32) / 255.0 - 0.5) / 0.5).permute(0, 3, 1, 2)
     x = x.contiguous().to(dev)
     y = torch.from_numpy(y.astype(np.int64)).to(dev)
@@ -305,8 +306,7 @@ def measure_torch(a, batch_size, device):
             return a.steps * batch_size / (time.perf_counter() - t0)
 
     res = {"device": str(dev), "threads": torch.get_num_threads()}
-    cfg = _config(a, batch_size)  # the runner's BatchNorm settings, random init
-    model = build(cfg, NUM_CLASSES).to(dev)
+    model = build(cfg, NUM_CLASSES).to(dev)  # the runner's BatchNorm settings, random init
     first, ips = train_rate(model)
     res["eager"] = {"first_step_s": first, "train_img_per_s": ips,
                     "infer_img_per_s": forward_rate(model, training=False),
@@ -422,7 +422,7 @@ def _main(a):
             r["pipeline_over_train"] = ips / r["train"]["img_per_s"]
         if report["torch"]:
             device = "cuda" if dev["platform"] == "gpu" else "cpu"
-            r["torch"] = t = measure_torch(a, bs, device)
+            r["torch"] = t = measure_torch(cfg, a, device)
             comp = t["compile"].get("train_img_per_s")
             r["ratios"] = {"train_vs_torch_eager": r["train"]["img_per_s"] / t["eager"]["train_img_per_s"],
                            "train_vs_torch_compile": r["train"]["img_per_s"] / comp if comp else None,

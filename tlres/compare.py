@@ -343,8 +343,8 @@ def main(argv=None, prog=PROG):
 
 
 def _main(args):
-    sides = [s for src in args.sources for s in sides_of(src)]
-    report = compare(_unique(sides))
+    sides = _unique([s for src in args.sources for s in sides_of(src)])
+    report = compare(sides)
     print(text(report), end="")
     if args.markdown:
         try:
@@ -353,7 +353,7 @@ def _main(args):
         except OSError as e:
             raise TlresError(f"--markdown {args.markdown}: cannot write it ({e.strerror})") from None
     if args.plot:
-        plot(_unique(sides), args.plot)
+        plot(sides, args.plot)
 
 
 def _unique(sides):
