@@ -81,3 +81,17 @@ def test_only_given_flags_override_the_cells():
     assert (out, seeds, names) == ("g", 3, ["baseline"])
     assert overrides == {"epochs": 2, "augment": True}
     assert ablation.cells(**overrides)["baseline"].augment  # given explicitly: applies to baseline too
+
+
+def test_reuse_ignores_how_a_run_executed_but_not_what_it_computed(tmp_path):
+    import json
+
+    cfg = ablation.cells(weights="none", epochs=1)["improved"].replace(out=str(tmp_path / "old"))
+    saved = dataclasses.asdict(cfg.replace(out="/elsewhere", compile_cache=False))
+    del saved["conv"]  # a run from before --conv existed
+    (tmp_path / "status.json").write_text('{"state": "finished"}')
+    (tmp_path / "config.json").write_text(json.dumps({"config": saved}))
+    assert ablation._finished_with(str(tmp_path), cfg)
+    assert ablation._finished_with(str(tmp_path), cfg.replace(conv="xla"))
+    assert not ablation._finished_with(str(tmp_path), cfg.replace(epochs=2))
+    assert not ablation._finished_with(str(tmp_path), cfg.replace(precision="mixed_bfloat16"))

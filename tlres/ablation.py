@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 
-from tlres.config import BASELINE, IMPROVED
+from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED
 
 DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
               weight_decay=0.0, epochs=4)
@@ -72,7 +72,8 @@ def _finished_with(run_dir, cfg):
         with open(os.path.join(run_dir, "config.json")) as fh:
             saved = json.load(fh)["config"]
         want = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        saved.pop("out", None), want.pop("out", None)  # a moved grid is still the same grid
+        for key in EXECUTION_ONLY:  # e.g. a moved grid is still the same grid
+            saved.pop(key, None), want.pop(key, None)
         return saved == want
     except (OSError, ValueError, KeyError):
         return False

@@ -67,6 +67,9 @@ class Config:
                         "float32 weights, head and loss)", ("float32", "mixed_bfloat16"))
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
                              "(--batch-size is the global batch, split evenly across them)")
+    conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
+                   "the same function), auto (on a CPU: matmul for 1x1 kernels and maps up to "
+                   "16x16, where XLA:CPU is slow; xla on a GPU)", ("auto", "xla", "matmul"))
     compile_cache: bool = _f(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
     preset: str = _f("improved", "the preset these settings started from")
 
@@ -100,6 +103,11 @@ needs, 3 epochs without augmentation gave 88.3%, hence 4 epochs (92.2%)
 and digits are not mirror-symmetric (flips: 54% after 4 epochs). Label
 smoothing (paper form) and per-epoch cosine annealing stay on.
 """
+
+EXECUTION_ONLY = ("out", "compile_cache", "conv")
+"""Fields that change how a run is executed, not what it computes: a grid reuses a
+finished run that differs only in these. (`conv` changes float rounding, not the
+function; `tests/test_conv.py` holds the two kernels to the same outputs.)"""
 
 FOUR_SWITCHES = ("weights", "augment", "label_smoothing", "schedule")
 """The paper's four improvements, each an independent Config field."""

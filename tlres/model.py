@@ -64,6 +64,7 @@ def build(num_classes, cfg):
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
     logits = keras.layers.Dense(num_classes, name="head", dtype="float32")(features)
     model = keras.Model(inputs, logits, name="tlres_resnet50")
+    use_matmul_convs(model, resolve_conv(cfg.conv))
     if weights == "imagenet":
         # Let Keras fetch and verify the file into its cache, then load it.
         keras.applications.ResNet50(include_top=False, weights="imagenet",
@@ -103,3 +104,96 @@ def _load(model, backbone, path, flag, arch="resnet50"):
             errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     raise TlresError(f"--weights {flag}: does not fit --arch {arch} (neither its backbone nor the "
                      f"whole tlres model): {errors[-1][:200]}")
+
+
+# -- convolution kernels -------------------------------------------------------
+#
+# XLA:CPU's convolution is pathologically slow on the small feature maps a 32 px
+# input leaves in ResNet50's later stages: a 3x3 "same" convolution of 64 maps of
+# 2x2x256 takes ~55 ms forward (PyTorch/oneDNN: ~3 ms) and ~118 ms with its
+# gradient on this project's 2-core CPU. Written as zero-pad, gather the k*k
+# shifted views (im2col) and one matmul, it takes ~2.5 ms and ~8 ms. On large
+# maps the gather costs more than it saves (56x56x64, 3x3: 25 ms -> 69 ms
+# forward), so "auto" uses the matmul form only where it measured at least as
+# fast: 1x1 kernels (a plain matmul) at any size, larger ones on maps of at most
+# 16x16. README ("Where the time goes") has the figures.
+
+MATMUL_MAX_PIXELS = 16 * 16
+
+
+def resolve_conv(conv):
+    """'auto' stays 'auto' on a CPU; elsewhere (cuDNN on a GPU) it means 'xla'."""
+    if conv != "auto":
+        return conv
+    import jax
+
+    return "auto" if jax.default_backend() == "cpu" else "xla"
+
+
+def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
+    """A 2-D convolution (NHWC input, HWIO kernel) as im2col + one matmul.
+
+    Same result as `keras.ops.conv(x, kernel, strides, padding)` up to float
+    rounding, with Keras' (TensorFlow's) "same" padding convention: the odd
+    pixel, if any, goes at the bottom/right.
+    """
+    from keras import ops
+
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    _, h, w, _ = x.shape
+    if padding == "same":
+        ph = max((-(-h // sh) - 1) * sh + kh - h, 0)
+        pw = max((-(-w // sw) - 1) * sw + kw - w, 0)
+        x = ops.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        h, w = h + ph, w + pw
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    views = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+             for i in range(kh) for j in range(kw)]
+    patches = views[0] if len(views) == 1 else ops.concatenate(views, axis=-1)
+    return ops.matmul(patches, ops.reshape(kernel, (kh * kw * cin, cout)))
+
+
+def auto_picks_matmul(kernel_size, h, w):
+    """`--conv auto` on a CPU: the matmul form for 1x1 kernels, and for any kernel on small maps."""
+    return tuple(kernel_size) == (1, 1) or h * w <= MATMUL_MAX_PIXELS
+
+
+def use_matmul_convs(model, conv="matmul"):
+    """Give Conv2D layers of `model` (nested models included) the `matmul_conv` kernel.
+
+    conv: "matmul" (every layer), "auto" (where it is faster on a CPU; see above),
+    "xla" (none). Only the computation changes: layers keep their weights,
+    names, configs and saved format, so every weights file loads as before.
+    Returns (layers switched, Conv2D layers in the model).
+    """
+    import types
+
+    import keras
+
+    convs = [l for l in _all_layers(model) if type(l) is keras.layers.Conv2D]
+    switched = 0
+    for layer in convs:
+        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
+            continue  # not in tlres' models; keep XLA's kernel
+        _, h, w, _ = layer.input.shape
+        if conv == "matmul" or (conv == "auto" and auto_picks_matmul(layer.kernel_size, h, w)):
+            layer.convolution_op = types.MethodType(
+                lambda self, x, kernel: matmul_conv(x, kernel, self.strides, self.padding), layer)
+            switched += 1
+    return switched, len(convs)
+
+
+def conv_plan(model):
+    """E.g. 'matmul 52/53': how many of the model's Conv2D layers use `matmul_conv`."""
+    import keras
+
+    convs = [l for l in _all_layers(model) if type(l) is keras.layers.Conv2D]
+    return f"matmul {sum('convolution_op' in vars(l) for l in convs)}/{len(convs)}"
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)

@@ -250,6 +250,7 @@ def resumed_config(run_dir):
         with open(os.path.join(run_dir, "status.json")) as f:
             status = json.load(f)
         names = {f.name for f in dataclasses.fields(Config)}
+        saved.setdefault("conv", "xla")  # runs from before --conv existed used XLA's kernel
         cfg = Config(**{k: v for k, v in saved.items() if k in names})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TlresError(f"--resume {run_dir}: not a tlres run directory with a readable "
