@@ -1,20 +1,23 @@
 """--data-parallel on 2 forced CPU devices gives the single-device result (issue 6 item 5).
 
-One subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=2 trains the
-tiny net on digits twice from the same seed and data (the quick preset, 2 epochs):
-once on one device, once with keras.distribution.DataParallel over both. The
-global batch (64) is the same, each device computes the gradient of 32 images
-and XLA all-reduces them, so only the float32 summation order differs.
-BatchNorm statistics are means over the batch axis, which XLA computes over the
-global batch (an all-reduce), so the math is the same; only float32 rounding of
-the split sums differs (~1e-7 relative per step), amplified by 44 Adam steps.
-Measured on the project's 2-core CPU (2026-11-25, Keras 3.15.1, JAX 0.10.2): the
-two runs differ by at most 2.4e-7 in the epoch-2 training loss and not at all in
-validation loss, accuracies or learning rates. Tolerance: 1e-5 absolute on losses
-and learning rates (40x the measured drift, room for other XLA versions'
-reduction orders), 1 image on accuracies; a real bug (a device seeing a
-different batch, gradients summed instead of averaged, a shard dropped) changes
-them at the percent level.
+One subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=2 checks two things.
+
+One SGD step (lr 0.1, no momentum, no weight decay) on one batch of 64, from the same
+weights, on one device and with keras.distribution.DataParallel over both: the weight
+updates, -lr * gradient, must agree to 1e-4 of the largest update. Each device computes
+the gradient of its 32 images and XLA all-reduces them; BatchNorm statistics are means
+over the global batch (an all-reduce too), so the math is the same and only float32
+summation order differs: measured 6.9e-7 of the largest update with `--conv auto`
+(2026-11-25; raw gradients: 7e-7 relative with XLA's convolutions, 9e-7 with matmul ones). A device seeing a different batch, a dropped
+shard, or gradients summed instead of averaged (a 2x update) fails it.
+
+Two epochs of the quick preset (tiny net, Adam): Adam turns those ulps into visibly
+different runs, more or less by chance: measured on the project's 2-core CPU (2026-11-25,
+Keras 3.15.1, JAX 0.10.2), largest epoch difference in training loss / validation loss /
+validation accuracy: XLA convolutions 2.4e-7 / 0 / 0, `--conv auto` (the default, tested
+here) 8.6e-6 / 8.1e-5 / 1 image, `--conv matmul` 2.2e-5 / 4.4e-4 / 3 images. Tolerance:
+1e-3 on losses (12x auto's drift), 4 images on accuracies. Adam's update is invariant to
+the gradient's scale, so this half cannot see a sum-instead-of-mean bug; the SGD step can.
 """
 
 import json
@@ -25,7 +28,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOL = 1e-5  # measured 2.4e-7 (module docstring)
+TOL = 1e-3  # losses after 2 Adam epochs; measured 8.1e-5 (module docstring)
+STEP_TOL = 1e-4  # one SGD step, relative to the largest update; measured 6.9e-7
 
 SCRIPT = r"""
 import csv, json, sys
@@ -42,6 +46,26 @@ for name, cfg in (("single", base), ("parallel", base.replace(data_parallel=True
         res[name] = {"history": list(csv.DictReader(f)),
                      "metrics": json.load(open(f"{run}/metrics.json")),
                      "device": json.load(open(f"{run}/config.json"))["device"]}
+# one SGD step from the same weights on the same batch, one device vs both
+import numpy as np
+sgd = base.replace(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant",
+                   label_smoothing=0.0)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 32, 32, 3)).astype("float32")
+y = rng.integers(0, 10, 64).astype("int32")
+start, deltas = None, {}
+for name, cfg in (("single", sgd), ("parallel", sgd.replace(data_parallel=True))):
+    train.setup_engine(cfg)
+    net = model.build(10, cfg)
+    train.compile_model(net, cfg, 10, steps_per_epoch=1)
+    start = start or [np.asarray(w) for w in net.get_weights()]
+    net.set_weights(start)
+    net.train_on_batch(x, y)
+    deltas[name] = [np.asarray(w) - w0 for w, w0 in zip(net.get_weights(), start)]
+largest = max(float(np.abs(d).max()) for d in deltas["single"])
+res["step_largest_update"] = largest
+res["step_max_difference"] = max(float(np.abs(a - b).max())
+                                 for a, b in zip(deltas["single"], deltas["parallel"]))
 # what setup_engine sets up: the distribution, the variables' and the batch's placement
 cfg = base.replace(data_parallel=True)
 train.setup_engine(cfg)
@@ -81,14 +105,20 @@ def test_engine_distributes_over_both_devices(runs):
 
 
 @pytest.mark.slow
+def test_one_sgd_step_on_two_devices_makes_the_single_device_update(runs):
+    assert runs["step_largest_update"] > 1e-3  # the step moved the weights
+    assert runs["step_max_difference"] <= STEP_TOL * runs["step_largest_update"], runs
+
+
+@pytest.mark.slow
 def test_two_devices_give_the_single_device_result(runs):
     single, parallel = runs["single"], runs["parallel"]
     assert len(single["history"]) == len(parallel["history"]) == 2
     for a, b in zip(single["history"], parallel["history"]):
         for key in ("loss", "val_loss", "lr"):
             assert abs(float(a[key]) - float(b[key])) <= TOL, (key, a, b)
-        assert abs(float(a["val_accuracy"]) - float(b["val_accuracy"])) <= 1 / 360 + 1e-9, (a, b)
-        assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 1 / 1408 + 1e-9, (a, b)
+        assert abs(float(a["val_accuracy"]) - float(b["val_accuracy"])) <= 4 / 360 + 1e-9, (a, b)
+        assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 4 / 1408 + 1e-9, (a, b)
     m1, m2 = single["metrics"], parallel["metrics"]
     assert abs(m1["loss"] - m2["loss"]) <= TOL
-    assert abs(m1["accuracy"] - m2["accuracy"]) <= 1 / 360 + 1e-9
+    assert abs(m1["accuracy"] - m2["accuracy"]) <= 4 / 360 + 1e-9
