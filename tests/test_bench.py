@@ -67,6 +67,8 @@ def test_steps_per_execution_times_whole_executions(tmp_path):
     (["--steps", "0"], "--steps: must be positive"),
     (["--precision", "fp8"], "--precision: invalid choice"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--conv", "cudnn"], "--conv: invalid choice"),
+    (["--conv-layers", "--torch"], "--conv-layers times float32 convolutions alone"),
 ])
 def test_bad_flag_is_one_line_and_exit_2(args, message):
     r = bench(*args, timeout=120)
@@ -103,3 +105,20 @@ def test_torch_side_by_side_gives_ratios(tmp_path):
         res["forward"]["img_per_s"] / eager["forward_img_per_s"])
     assert res["ratios"]["train_vs_torch_compile"] is None
     assert "tlres/eager" in r.stdout
+
+
+@pytest.mark.slow
+def test_conv_layers_times_each_distinct_convolution_with_both_kernels(tmp_path):
+    path = tmp_path / "conv.json"
+    r = bench("--conv-layers", "--arch", "tiny", "--batch-sizes", "8", "--steps", "2", "--warmup", "1",
+              "--json", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "matmul fwd+grad" in r.stdout and "all (x count)" in r.stdout
+    (res,) = json.loads(path.read_text())["results"]
+    rows = res["conv_layers"]
+    # the tiny net: three 3x3 stride-2 convolutions on 32x32x3, 16x16x8, 8x8x16 inputs
+    assert [(l["input"], l["kernel"], l["stride"], l["count"]) for l in rows] == [
+        ([32, 32, 3], [3, 3], 2, 1), ([16, 16, 8], [3, 3], 2, 1), ([8, 8, 16], [3, 3], 2, 1)]
+    assert [l["auto"] for l in rows] == ["xla", "matmul", "matmul"]  # 3x3 on maps of <= 16x16 pixels
+    for l in rows:
+        assert all(_positive(l[f"{k}_{p}_ms"]) for k in ("xla", "matmul") for p in ("fwd", "grad")), l

@@ -2,7 +2,8 @@
 
     python -m tlres.bench [--arch resnet50|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
                           [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
-                          [--steps-per-execution K] [--json PATH]
+                          [--steps-per-execution K] [--conv auto|xla|matmul] [--conv-layers]
+                          [--json PATH]
 
 A benchmark, not a test: figures depend on the machine (and on whatever else
 runs on it). Per batch size it measures, on synthetic data (random uint8
@@ -23,6 +24,9 @@ images normalized as the runner does, random labels; random-init weights):
   the process' peak RSS so far (CPU; includes everything before it, torch too).
 * pipeline: `tlres.pipeline.train_data` (the runner's pipeline, augmentation
   on) alone, in img/s, and its ratio to what training consumes (target >= 5x).
+* --conv-layers (alone): each distinct Conv2D of the model timed with both
+  kernels, XLA's and tlres' im2col + matmul, forward and forward + gradients,
+  and the one `--conv auto` picks: the evidence for that rule on this machine.
 * --torch: torchvision's resnet50 (fc -> Linear(2048, 10)) in PyTorch on the
   same device class and batch, NCHW, SGD momentum 0.9, cross-entropy: eager,
   and torch.compile (its one-line error is recorded if it fails).
@@ -73,11 +77,15 @@ def parser():
     p.add_argument("--warmup", type=_checked(int, lambda v: v >= 0, "must be >= 0"), default=3,
                    help="untimed steps after the first (compile) execution")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
+    p.add_argument("--conv", choices=("auto", "xla", "matmul"), default="auto",
+                   help="convolution kernels, as the runner's --conv (auto: matmul on a CPU)")
     p.add_argument("--steps-per-execution", type=pos, default=1,
                    help="Keras compile(steps_per_execution=K): K train steps per fit iteration")
     p.add_argument("--pipeline", choices=("auto", "tf", "jax"), default="auto",
                    help="the input pipeline to time (auto: the one the runner would use)")
     p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
+    p.add_argument("--conv-layers", action="store_true",
+                   help="time each distinct convolution of the model with both kernels, only that")
     p.add_argument("--torch", action="store_true", help="also time torchvision's model in PyTorch")
     p.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
                    help="with --torch: eager only (torch.compile can take minutes on a CPU)")
@@ -90,7 +98,7 @@ def _config(a, batch_size):
     from tlres.config import IMPROVED
 
     return IMPROVED.replace(arch=a.arch, weights="none", image_size=a.image_size,
-                            batch_size=batch_size, precision=a.precision, pipeline=a.pipeline,
+                            batch_size=batch_size, precision=a.precision, pipeline=a.pipeline, conv=a.conv,
                             data_parallel=False, compile_cache=False, preset="bench")
 
 
@@ -219,6 +227,68 @@ def time_pipeline(cfg, warmup, steps):
     return pipeline.resolve(c.pipeline), timed * cfg.batch_size / (time.perf_counter() - t0)
 
 
+def conv_layers(cfg, warmup, steps):
+    """Each distinct Conv2D of the runner's model with both kernels: one row per shape, in ms."""
+    import collections
+
+    import jax
+    import jax.numpy as jnp
+    import keras
+    from keras import ops
+
+    from tlres import model
+
+    net = model.build(NUM_CLASSES, cfg.replace(conv="xla"))
+    shapes = collections.Counter()
+    for layer in model._all_layers(net):
+        if type(layer) is keras.layers.Conv2D:
+            _, h, w, c = layer.input.shape
+            shapes[(h, w, c, *layer.kernel_size, layer.filters, layer.strides[0], layer.padding)] += 1
+    rng = np.random.default_rng(0)
+    rows = []
+    for (h, w, c, kh, kw, filters, stride, padding), count in shapes.items():
+        x = jnp.asarray(rng.normal(size=(cfg.batch_size, h, w, c)), "float32")
+        kernel = jnp.asarray(rng.normal(size=(kh, kw, c, filters)) * 0.05, "float32")
+        row = {"input": [h, w, c], "kernel": [kh, kw], "filters": filters, "stride": stride,
+               "padding": padding, "count": count,
+               "auto": "matmul" if model.auto_picks_matmul((kh, kw), h, w) else "xla"}
+        kernels = {"xla": lambda x, k, s=stride, p=padding: ops.conv(x, k, s, p),
+                   "matmul": lambda x, k, s=stride, p=padding: model.matmul_conv(x, k, (s, s), p)}
+        for name, conv in kernels.items():
+            fns = {"fwd": jax.jit(conv),
+                   "grad": jax.jit(jax.grad(lambda x, k, f=conv: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))}
+            for part, fn in fns.items():
+                for i in range(1 + warmup + steps):
+                    if i == 1 + warmup:
+                        t0 = time.perf_counter()
+                    jax.block_until_ready(fn(x, kernel))
+                row[f"{name}_{part}_ms"] = (time.perf_counter() - t0) / steps * 1e3
+        rows.append(row)
+    return rows
+
+
+def conv_table(report):
+    lines = [f"tlres.bench --conv-layers: {report['arch']} {report['image_size']}px, float32, "
+             f"ms per call, {report['steps']} timed calls after {report['warmup']} warm-up; device "
+             f"{report['device']['kind']}; host {report['device'].get('host', '?')}"]
+    for r in report["results"]:
+        cols = ["input hxwxc", "kernel", "stride", "count", "xla fwd", "matmul fwd",
+                "xla fwd+grad", "matmul fwd+grad", "auto"]
+        rows = [[f"{'x'.join(map(str, l['input']))}", f"{l['kernel'][0]}x{l['kernel'][1]}->{l['filters']}",
+                 str(l["stride"]), str(l["count"]), *(_fmt(l[k], 2) for k in (
+                     "xla_fwd_ms", "matmul_fwd_ms", "xla_grad_ms", "matmul_grad_ms")), l["auto"]]
+                for l in r["conv_layers"]]
+        total = {k: sum(l["count"] * l[k] for l in r["conv_layers"]) for k in (
+            "xla_fwd_ms", "matmul_fwd_ms", "xla_grad_ms", "matmul_grad_ms")}
+        auto = sum(l["count"] * l[f"{l['auto']}_grad_ms"] for l in r["conv_layers"])
+        rows.append(["all (x count)", "", "", str(sum(l["count"] for l in r["conv_layers"])),
+                     *(_fmt(v, 1) for v in total.values()), f"{_fmt(auto, 1)} fwd+grad"])
+        widths = [max(len(x[i]) for x in [cols] + rows) for i in range(len(cols))]
+        lines.append(f"batch {r['batch_size']}:")
+        lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [cols] + rows]
+    return "\n".join(lines)
+
+
 def measure_tlres(cfg, a):
     import jax.numpy as jnp
 
@@ -231,7 +301,7 @@ def measure_tlres(cfg, a):
     xu, y = synthetic(cfg.batch_size, cfg.image_size)
     x = jnp.asarray(augment.normalize(np, xu, cfg.input_norm))
     y = jnp.asarray(y)
-    out = {}
+    out = {"conv_plan": model.conv_plan(net)}
     c, ips, n = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution)
     out["train"] = {"compile_s": c, "img_per_s": ips, "timed_steps": n}
     c, ips = time_infer(net, x, a.warmup, a.steps)
@@ -347,7 +417,9 @@ def table(report):
     if report["torch"]:
         def tc(r):
             c = r["torch"]["compile"]
-            return _fmt(c["train_img_per_s"]) if "train_img_per_s" in c else "failed"
+            if "train_img_per_s" in c:
+                return _fmt(c["train_img_per_s"])
+            return "skipped" if c["error"].startswith("skipped") else "failed"
 
         def ratio(key):
             return lambda r: (_fmt(r["ratios"][key], 2) + "x") if r["ratios"].get(key) else "-"
@@ -363,7 +435,10 @@ def table(report):
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     d = report["device"]
+    plans = sorted({r["conv_plan"] for r in report["results"] if "conv_plan" in r})
+    plan = f" ({', '.join(plans)} convolutions)" if plans else ""
     head = (f"tlres.bench: {report['arch']} {report['image_size']}px, {report['precision']}, "
+            f"conv {report['conv']}{plan}, "
             f"steps_per_execution={report['steps_per_execution']}, synthetic data, "
             f"{report['steps']} timed steps after {report['warmup']} warm-up; "
             f"device {d['kind']} ({d['platform']} x{d['count']}); host {d.get('host', '?')}")
@@ -393,18 +468,22 @@ def _main(a):
             raise TlresError(f"--json {a.json}: {parent} is not a writable directory")
     if a.arch == "resnet50" and a.image_size < 32:
         raise TlresError(f"--image-size {a.image_size}: ResNet50 needs at least 32")
+    if a.conv_layers and (a.pipeline_only or a.torch or a.precision != "float32"):
+        raise TlresError("--conv-layers times float32 convolutions alone; drop --pipeline-only, "
+                         "--torch and --precision")
     backend.require_jax()
     dev = train.device()
     report = {"benchmark": "tlres.bench", "data": "synthetic (random uint8 images, normalized; random labels)",
               "weights": "random init", "arch": a.arch, "image_size": a.image_size,
               "precision": a.precision, "steps_per_execution": a.steps_per_execution,
               "steps": a.steps, "warmup": a.warmup, "pipeline_only": a.pipeline_only,
-              "torch": a.torch and not a.pipeline_only, "device": dev,
+              "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
               "versions": train.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "results": []}
     from tlres import pipeline
 
     report["pipeline"] = pipeline.resolve(a.pipeline)
+    report["conv"] = a.conv
     if report["torch"]:
         import torch
         import torchvision
@@ -413,6 +492,11 @@ def _main(a):
     for bs in a.batch_sizes:
         cfg = _config(a, bs)
         r = {"batch_size": bs}
+        if a.conv_layers:
+            r["conv_layers"] = conv_layers(cfg, a.warmup, a.steps)
+            report["results"].append(r)
+            print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
+            continue
         if not a.pipeline_only:
             r.update(measure_tlres(cfg, a))
             r["peak_memory_bytes"], report["memory_kind"] = peak_memory()
@@ -430,7 +514,7 @@ def _main(a):
                            "forward_vs_torch_eager": r["forward"]["img_per_s"] / t["eager"]["forward_img_per_s"]}
         report["results"].append(r)
         print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
-    print(table(report), flush=True)
+    print(conv_table(report) if a.conv_layers else table(report), flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=2)
