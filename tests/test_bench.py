@@ -119,6 +119,5 @@ def test_conv_layers_times_each_distinct_convolution_with_both_kernels(tmp_path)
     # the tiny net: three 3x3 stride-2 convolutions on 32x32x3, 16x16x8, 8x8x16 inputs
     assert [(l["input"], l["kernel"], l["stride"], l["count"]) for l in rows] == [
         ([32, 32, 3], [3, 3], 2, 1), ([16, 16, 8], [3, 3], 2, 1), ([8, 8, 16], [3, 3], 2, 1)]
-    assert [l["auto"] for l in rows] == ["xla", "matmul", "matmul"]  # 3x3 on maps of <= 16x16 pixels
     for l in rows:
         assert all(_positive(l[f"{k}_{p}_ms"]) for k in ("xla", "matmul") for p in ("fwd", "grad")), l

@@ -92,19 +92,13 @@ def test_whole_model_computes_the_same_function_with_either_kernel(arch):
         np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-4 * np.abs(a).max())
 
 
-def test_auto_switches_1x1_kernels_and_small_maps_on_cpu_only(monkeypatch):
-    """ResNet50 has 53 convolutions: 36 1x1 (2 per block x 16 + 4 shortcuts), 16 3x3, the 7x7 stem.
-
-    At 32 px the stem sees 38x38 (after its zero padding) and every 3x3 sees at most
-    8x8: 52 switched. At 128 px stage 2's three 3x3 see 32x32 and stay on XLA with
-    the stem: 49. On a GPU: none.
-    """
+def test_auto_is_matmul_on_cpu_and_xla_on_gpu(monkeypatch):
+    """ResNet50 has 53 convolutions: 36 1x1 (2 per block x 16 + 4 shortcuts), 16 3x3, the 7x7 stem."""
     import jax
 
     cfg = IMPROVED.replace(weights="none")
-    assert model_lib.conv_plan(model_lib.build(10, cfg)) == "matmul 52/53"
-    assert model_lib.conv_plan(model_lib.build(10, cfg.replace(image_size=128))) == "matmul 49/53"
-    assert model_lib.conv_plan(model_lib.build(10, cfg.replace(conv="matmul", image_size=128))) == "matmul 53/53"
+    assert model_lib.conv_plan(model_lib.build(10, cfg)) == "matmul 53/53"
     assert model_lib.conv_plan(model_lib.build(10, cfg.replace(conv="xla"))) == "matmul 0/53"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert model_lib.conv_plan(model_lib.build(10, cfg)) == "matmul 0/53"
+    assert model_lib.conv_plan(model_lib.build(10, cfg.replace(conv="matmul"))) == "matmul 53/53"

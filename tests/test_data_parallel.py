@@ -7,17 +7,19 @@ weights, on one device and with keras.distribution.DataParallel over both: the w
 updates, -lr * gradient, must agree to 1e-4 of the largest update. Each device computes
 the gradient of its 32 images and XLA all-reduces them; BatchNorm statistics are means
 over the global batch (an all-reduce too), so the math is the same and only float32
-summation order differs: measured 6.9e-7 of the largest update with `--conv auto`
-(2026-11-25; raw gradients: 7e-7 relative with XLA's convolutions, 9e-7 with matmul ones). A device seeing a different batch, a dropped
+summation order differs: measured 1.7e-7 of the largest update with `--conv auto` (6.9e-7
+with the first conv on XLA's kernel; 2026-11-25). A device seeing a different batch, a dropped
 shard, or gradients summed instead of averaged (a 2x update) fails it.
 
-Two epochs of the quick preset (tiny net, Adam): Adam turns those ulps into visibly
-different runs, more or less by chance: measured on the project's 2-core CPU (2026-11-25,
-Keras 3.15.1, JAX 0.10.2), largest epoch difference in training loss / validation loss /
-validation accuracy: XLA convolutions 2.4e-7 / 0 / 0, `--conv auto` (the default, tested
-here) 8.6e-6 / 8.1e-5 / 1 image, `--conv matmul` 2.2e-5 / 4.4e-4 / 3 images. Tolerance:
-1e-3 on losses (12x auto's drift), 4 images on accuracies. Adam's update is invariant to
-the gradient's scale, so this half cannot see a sum-instead-of-mean bug; the SGD step can.
+Two epochs of the quick preset (tiny net, Adam), end to end through the runner: Adam turns
+those ulps into visibly different runs, more or less by chance. Measured on the project's
+2-core CPU (2026-11-25, Keras 3.15.1, JAX 0.10.2), largest per-epoch difference in training
+loss / validation loss / validation accuracy: with XLA's convolutions 2.4e-7 / 0 / 0, with
+the matmul ones (`--conv auto` on a CPU, tested here) 2.2e-5 / 4.4e-4 / 3 images (SGD at lr
+0.05 instead of Adam: 6.7e-4 / 6.1e-3 / 2 images, so this is the tiny net's early training,
+not Adam alone). Tolerance: 5e-3 on losses, 8 images on accuracies: a coarse end-to-end check
+(a device fed the wrong images, an evaluation on one shard); the SGD step above is the
+precise one, and Adam's update cannot see a summed-instead-of-averaged gradient anyway.
 """
 
 import json
@@ -28,8 +30,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOL = 1e-3  # losses after 2 Adam epochs; measured 8.1e-5 (module docstring)
-STEP_TOL = 1e-4  # one SGD step, relative to the largest update; measured 6.9e-7
+TOL = 5e-3  # losses after 2 Adam epochs; measured 4.4e-4 (module docstring)
+STEP_TOL = 1e-4  # one SGD step, relative to the largest update; measured 1.7e-7
 
 SCRIPT = r"""
 import csv, json, sys
@@ -117,8 +119,8 @@ def test_two_devices_give_the_single_device_result(runs):
     for a, b in zip(single["history"], parallel["history"]):
         for key in ("loss", "val_loss", "lr"):
             assert abs(float(a[key]) - float(b[key])) <= TOL, (key, a, b)
-        assert abs(float(a["val_accuracy"]) - float(b["val_accuracy"])) <= 4 / 360 + 1e-9, (a, b)
-        assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 4 / 1408 + 1e-9, (a, b)
+        assert abs(float(a["val_accuracy"]) - float(b["val_accuracy"])) <= 8 / 360 + 1e-9, (a, b)
+        assert abs(float(a["accuracy"]) - float(b["accuracy"])) <= 8 / 1408 + 1e-9, (a, b)
     m1, m2 = single["metrics"], parallel["metrics"]
     assert abs(m1["loss"] - m2["loss"]) <= TOL
-    assert abs(m1["accuracy"] - m2["accuracy"]) <= 4 / 360 + 1e-9
+    assert abs(m1["accuracy"] - m2["accuracy"]) <= 8 / 360 + 1e-9

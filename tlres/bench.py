@@ -25,8 +25,8 @@ images normalized as the runner does, random labels; random-init weights):
 * pipeline: `tlres.pipeline.train_data` (the runner's pipeline, augmentation
   on) alone, in img/s, and its ratio to what training consumes (target >= 5x).
 * --conv-layers (alone): each distinct Conv2D of the model timed with both
-  kernels, XLA's and tlres' im2col + matmul, forward and forward + gradients,
-  and the one `--conv auto` picks: the evidence for that rule on this machine.
+  kernels, XLA's and tlres' im2col + matmul, forward and forward + gradients:
+  the evidence for `--conv auto` (matmul on a CPU) on this machine.
 * --torch: torchvision's resnet50 (fc -> Linear(2048, 10)) in PyTorch on the
   same device class and batch, NCHW, SGD momentum 0.9, cross-entropy: eager,
   and torch.compile (its one-line error is recorded if it fails).
@@ -78,7 +78,8 @@ def parser():
                    help="untimed steps after the first (compile) execution")
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
     p.add_argument("--conv", choices=("auto", "xla", "matmul"), default="auto",
-                   help="convolution kernels, as the runner's --conv (auto: matmul on a CPU)")
+                   help="convolution kernels, as the runner's --conv "
+                        "(auto: matmul on a CPU, xla on a GPU)")
     p.add_argument("--steps-per-execution", type=pos, default=1,
                    help="Keras compile(steps_per_execution=K): K train steps per fit iteration")
     p.add_argument("--pipeline", choices=("auto", "tf", "jax"), default="auto",
@@ -250,8 +251,7 @@ def conv_layers(cfg, warmup, steps):
         x = jnp.asarray(rng.normal(size=(cfg.batch_size, h, w, c)), "float32")
         kernel = jnp.asarray(rng.normal(size=(kh, kw, c, filters)) * 0.05, "float32")
         row = {"input": [h, w, c], "kernel": [kh, kw], "filters": filters, "stride": stride,
-               "padding": padding, "count": count,
-               "auto": "matmul" if model.auto_picks_matmul((kh, kw), h, w) else "xla"}
+               "padding": padding, "count": count}
         kernels = {"xla": lambda x, k, s=stride, p=padding: ops.conv(x, k, s, p),
                    "matmul": lambda x, k, s=stride, p=padding: model.matmul_conv(x, k, (s, s), p)}
         for name, conv in kernels.items():
@@ -273,16 +273,15 @@ def conv_table(report):
              f"{report['device']['kind']}; host {report['device'].get('host', '?')}"]
     for r in report["results"]:
         cols = ["input hxwxc", "kernel", "stride", "count", "xla fwd", "matmul fwd",
-                "xla fwd+grad", "matmul fwd+grad", "auto"]
+                "xla fwd+grad", "matmul fwd+grad"]
         rows = [[f"{'x'.join(map(str, l['input']))}", f"{l['kernel'][0]}x{l['kernel'][1]}->{l['filters']}",
                  str(l["stride"]), str(l["count"]), *(_fmt(l[k], 2) for k in (
-                     "xla_fwd_ms", "matmul_fwd_ms", "xla_grad_ms", "matmul_grad_ms")), l["auto"]]
+                     "xla_fwd_ms", "matmul_fwd_ms", "xla_grad_ms", "matmul_grad_ms"))]
                 for l in r["conv_layers"]]
         total = {k: sum(l["count"] * l[k] for l in r["conv_layers"]) for k in (
             "xla_fwd_ms", "matmul_fwd_ms", "xla_grad_ms", "matmul_grad_ms")}
-        auto = sum(l["count"] * l[f"{l['auto']}_grad_ms"] for l in r["conv_layers"])
         rows.append(["all (x count)", "", "", str(sum(l["count"] for l in r["conv_layers"])),
-                     *(_fmt(v, 1) for v in total.values()), f"{_fmt(auto, 1)} fwd+grad"])
+                     *(_fmt(v, 1) for v in total.values())])
         widths = [max(len(x[i]) for x in [cols] + rows) for i in range(len(cols))]
         lines.append(f"batch {r['batch_size']}:")
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [cols] + rows]

@@ -64,7 +64,8 @@ def build(num_classes, cfg):
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
     logits = keras.layers.Dense(num_classes, name="head", dtype="float32")(features)
     model = keras.Model(inputs, logits, name="tlres_resnet50")
-    use_matmul_convs(model, resolve_conv(cfg.conv))
+    if resolve_conv(cfg.conv) == "matmul":
+        use_matmul_convs(model)
     if weights == "imagenet":
         # Let Keras fetch and verify the file into its cache, then load it.
         keras.applications.ResNet50(include_top=False, weights="imagenet",
@@ -110,24 +111,24 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 #
 # XLA:CPU's convolution is pathologically slow on the small feature maps a 32 px
 # input leaves in ResNet50's later stages: a 3x3 "same" convolution of 64 maps of
-# 2x2x256 takes ~55 ms forward (PyTorch/oneDNN: ~3 ms) and ~118 ms with its
-# gradient on this project's 2-core CPU. Written as zero-pad, gather the k*k
-# shifted views (im2col) and one matmul, it takes ~2.5 ms and ~8 ms. On large
-# maps the gather costs more than it saves (56x56x64, 3x3: 25 ms -> 69 ms
-# forward), so "auto" uses the matmul form only where it measured at least as
-# fast: 1x1 kernels (a plain matmul) at any size, larger ones on maps of at most
-# 16x16. README ("Where the time goes") has the figures.
-
-MATMUL_MAX_PIXELS = 16 * 16
+# 2x2x256 takes ~54 ms forward (PyTorch/oneDNN: ~3 ms) and ~115 ms with its
+# gradients on this project's 2-core CPU. Written as zero-pad, gather the k*k
+# shifted views (im2col) and one matmul, it takes ~2.3 ms and ~7.6 ms. On large
+# maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms), but with the
+# gradients, which is what training runs, the matmul form won or tied on nearly
+# every layer measured, and whole training steps at 32, 128 and 224 px (2.5-3x,
+# 1.7x, 2.1x). So "auto" is the matmul form on a CPU and XLA's kernel (cuDNN)
+# elsewhere. README ("Where the time went, and the fix") has the figures;
+# `python -m tlres.bench --conv-layers` measures them per layer on any machine.
 
 
 def resolve_conv(conv):
-    """'auto' stays 'auto' on a CPU; elsewhere (cuDNN on a GPU) it means 'xla'."""
+    """'auto' -> 'matmul' when JAX computes on the CPU, else 'xla' (cuDNN on a GPU)."""
     if conv != "auto":
         return conv
     import jax
 
-    return "auto" if jax.default_backend() == "cpu" else "xla"
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
 
 
 def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
@@ -154,38 +155,26 @@ def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
     return ops.matmul(patches, ops.reshape(kernel, (kh * kw * cin, cout)))
 
 
-def auto_picks_matmul(kernel_size, h, w):
-    """`--conv auto` on a CPU: the matmul form for 1x1 kernels, and for any kernel on small maps."""
-    return tuple(kernel_size) == (1, 1) or h * w <= MATMUL_MAX_PIXELS
+def use_matmul_convs(model):
+    """Give every Conv2D layer of `model` (nested models included) the `matmul_conv` kernel.
 
-
-def use_matmul_convs(model, conv="matmul"):
-    """Give Conv2D layers of `model` (nested models included) the `matmul_conv` kernel.
-
-    conv: "matmul" (every layer), "auto" (where it is faster on a CPU; see above),
-    "xla" (none). Only the computation changes: layers keep their weights,
-    names, configs and saved format, so every weights file loads as before.
-    Returns (layers switched, Conv2D layers in the model).
+    Only the computation changes: layers keep their weights, names, configs and
+    saved format, so every weights file loads as before.
     """
     import types
 
     import keras
 
-    convs = [l for l in _all_layers(model) if type(l) is keras.layers.Conv2D]
-    switched = 0
-    for layer in convs:
-        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
-            continue  # not in tlres' models; keep XLA's kernel
-        _, h, w, _ = layer.input.shape
-        if conv == "matmul" or (conv == "auto" and auto_picks_matmul(layer.kernel_size, h, w)):
+    for layer in _all_layers(model):
+        if type(layer) is keras.layers.Conv2D and layer.data_format == "channels_last" \
+                and tuple(layer.dilation_rate) == (1, 1):  # all of tlres' convolutions
             layer.convolution_op = types.MethodType(
                 lambda self, x, kernel: matmul_conv(x, kernel, self.strides, self.padding), layer)
-            switched += 1
-    return switched, len(convs)
+    return model
 
 
 def conv_plan(model):
-    """E.g. 'matmul 52/53': how many of the model's Conv2D layers use `matmul_conv`."""
+    """E.g. 'matmul 53/53': how many of the model's Conv2D layers use `matmul_conv`."""
     import keras
 
     convs = [l for l in _all_layers(model) if type(l) is keras.layers.Conv2D]
