@@ -182,11 +182,19 @@ def time_forward(net, x, warmup, steps):
     tv = [v.value for v in net.trainable_variables]
     ntv = [v.value for v in net.non_trainable_variables]
     fwd = jax.jit(lambda tv, ntv, x: net.stateless_call(tv, ntv, x, training=True)[0])
+    return len(x) / _seconds_per_call(lambda: fwd(tv, ntv, x), warmup, steps)
+
+
+def _seconds_per_call(call, warmup, steps):
+    """Mean seconds of `call()` (a JAX computation, synced each time) over `steps` calls,
+    after one untimed first (compile) call and `warmup` untimed ones."""
+    import jax
+
     for i in range(1 + warmup + steps):
         if i == 1 + warmup:
             t0 = time.perf_counter()
-        fwd(tv, ntv, x).block_until_ready()
-    return steps * len(x) / (time.perf_counter() - t0)
+        jax.block_until_ready(call())
+    return (time.perf_counter() - t0) / steps
 
 
 def time_infer(net, x, warmup, steps):
@@ -234,17 +242,15 @@ def conv_layers(cfg, warmup, steps):
 
     import jax
     import jax.numpy as jnp
-    import keras
     from keras import ops
 
     from tlres import model
 
     net = model.build(NUM_CLASSES, cfg.replace(conv="xla"))
     shapes = collections.Counter()
-    for layer in model._all_layers(net):
-        if type(layer) is keras.layers.Conv2D:
-            _, h, w, c = layer.input.shape
-            shapes[(h, w, c, *layer.kernel_size, layer.filters, layer.strides[0], layer.padding)] += 1
+    for layer in model.conv2d_layers(net):
+        _, h, w, c = layer.input.shape
+        shapes[(h, w, c, *layer.kernel_size, layer.filters, layer.strides[0], layer.padding)] += 1
     rng = np.random.default_rng(0)
     rows = []
     for (h, w, c, kh, kw, filters, stride, padding), count in shapes.items():
@@ -258,11 +264,7 @@ def conv_layers(cfg, warmup, steps):
             fns = {"fwd": jax.jit(conv),
                    "grad": jax.jit(jax.grad(lambda x, k, f=conv: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))}
             for part, fn in fns.items():
-                for i in range(1 + warmup + steps):
-                    if i == 1 + warmup:
-                        t0 = time.perf_counter()
-                    jax.block_until_ready(fn(x, kernel))
-                row[f"{name}_{part}_ms"] = (time.perf_counter() - t0) / steps * 1e3
+                row[f"{name}_{part}_ms"] = _seconds_per_call(lambda: fn(x, kernel), warmup, steps) * 1e3
         rows.append(row)
     return rows
 

@@ -163,11 +163,8 @@ def use_matmul_convs(model):
     """
     import types
 
-    import keras
-
-    for layer in _all_layers(model):
-        if type(layer) is keras.layers.Conv2D and layer.data_format == "channels_last" \
-                and tuple(layer.dilation_rate) == (1, 1):  # all of tlres' convolutions
+    for layer in conv2d_layers(model):
+        if layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1):  # all of tlres'
             layer.convolution_op = types.MethodType(
                 lambda self, x, kernel: matmul_conv(x, kernel, self.strides, self.padding), layer)
     return model
@@ -175,14 +172,18 @@ def use_matmul_convs(model):
 
 def conv_plan(model):
     """E.g. 'matmul 53/53': how many of the model's Conv2D layers use `matmul_conv`."""
-    import keras
-
-    convs = [l for l in _all_layers(model) if type(l) is keras.layers.Conv2D]
+    convs = conv2d_layers(model)
     return f"matmul {sum('convolution_op' in vars(l) for l in convs)}/{len(convs)}"
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+def conv2d_layers(model):
+    """The plain Conv2D layers of `model`, nested models included, in order."""
+    import keras
+
+    def walk(m):
+        for layer in m.layers:
+            yield layer
+            if hasattr(layer, "layers"):
+                yield from walk(layer)
+
+    return [l for l in walk(model) if type(l) is keras.layers.Conv2D]
