@@ -78,7 +78,7 @@ def test_imagenet_missing_offline_fails_fast_naming_the_file(tmp_path, monkeypat
     from tlres import data
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
-    monkeypatch.setattr(data, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
     start = time.monotonic()
     with pytest.raises(TlresError) as e:
         model_lib.build(10, CFG.replace(weights="imagenet"))
@@ -104,6 +104,6 @@ def test_imagenet_from_keras_cache_is_used_offline(tmp_path, monkeypatch):
     with h5py.File(tmp_path / "models" / model_lib.IMAGENET_NOTOP, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
-    monkeypatch.setattr(data, "_reachable", lambda *a, **k: pytest.fail("network was used"))
+    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("network was used"))
     net = model_lib.build(10, CFG.replace(weights="imagenet"))
     assert (np.asarray(net.get_layer("resnet50").layers[2].kernel) == 0.25).all()

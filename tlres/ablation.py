@@ -46,13 +46,19 @@ CHANGES = {
 }
 
 
-def cells(**overrides):
-    """Ordered {cell name: Config}; duplicates (after overrides) dropped, first name kept."""
-    raw = {"baseline": BASELINE, "improved": IMPROVED}
+def cells(transfer_from=None, **overrides):
+    """Ordered {cell name: Config}; duplicates (after overrides) dropped, first name kept.
+
+    `transfer_from` is what "transfer on" loads: the improved preset's ImageNet
+    weights when None, else a finished run directory, .keras or .weights.h5 file
+    (a backbone pretrained offline), while "transfer off" stays random initialisation.
+    """
+    improved = IMPROVED if transfer_from is None else IMPROVED.replace(weights=transfer_from)
+    raw = {"baseline": BASELINE, "improved": improved}
     for name, field in CHANGES.items():
-        raw[f"baseline+{name}"] = BASELINE.replace(**{field: getattr(IMPROVED, field)})
+        raw[f"baseline+{name}"] = BASELINE.replace(**{field: getattr(improved, field)})
     for name, field in CHANGES.items():
-        raw[f"improved-{name}"] = IMPROVED.replace(**{field: getattr(BASELINE, field)})
+        raw[f"improved-{name}"] = improved.replace(**{field: getattr(BASELINE, field)})
     out, seen = {}, []
     for name, cfg in raw.items():
         cfg = cfg.replace(**overrides)
@@ -79,11 +85,11 @@ def _finished_with(run_dir, cfg):
         return False
 
 
-def run_grid(out, seeds=1, names=None, verbose=0, **overrides):
+def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **overrides):
     """Run (or reuse) every cell x seed; returns {cell: [run dirs]} and the list of dirs trained."""
     from tlres import train
 
-    grid = cells(**overrides)
+    grid = cells(transfer_from, **overrides)
     if names is not None:
         grid = {n: grid[n] for n in names if n in grid}
     base_seed = overrides.get("seed", 0)
@@ -109,7 +115,7 @@ def check_weights(grid):
     need = [n for n, c in grid.items() if c.weights == "imagenet"]
     if need:
         try:
-            model._resolve_weights("imagenet")
+            model.resolve_weights("imagenet")
         except TlresError as e:
             raise TlresError(f"cells {', '.join(need)} need them: {e} (the transfer cells then "
                              f"collapse into the others)") from None
@@ -136,11 +142,18 @@ def parse(argv, prog="python -m tlres.ablation"):
     p.add_argument("--cells", default=None,
                    help="comma-separated cells to run (default all): " + ", ".join(cells()))
     p.add_argument("--no-report", action="store_true", help="skip the report after the grid")
+    p.add_argument("--transfer-from", metavar="WEIGHTS", default=None,
+                   help="what the transfer cells load instead of ImageNet weights: a finished run "
+                        "directory (its model.keras backbone), a .keras or a .weights.h5 file")
     args = vars(p.parse_args(argv))
     out = args.pop("out", None)
     if not out:
         p.error("--out DIR is required: the grid's directory (DIR/<cell>/seed<k>/)")
     seeds, names, no_report = args.pop("seeds"), args.pop("cells"), args.pop("no_report")
+    transfer_from = args.pop("transfer_from")
+    if transfer_from is not None and "weights" in args:
+        p.error("--weights sets every cell's initialisation; with --transfer-from (what the "
+                "transfer cells load) drop --weights")
     debug = args.pop("debug", False)
     if names is not None:
         names = [n.strip() for n in names.split(",") if n.strip()]
@@ -149,6 +162,8 @@ def parse(argv, prog="python -m tlres.ablation"):
             p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(cells())})")
     if isinstance(args.get("weights"), str) and args["weights"].lower() == "none":
         args["weights"] = "none"
+    if transfer_from is not None:
+        args["transfer_from"] = transfer_from
     return out, seeds, names, args, no_report, debug
 
 
@@ -159,7 +174,7 @@ def main(argv=None, prog="python -m tlres.ablation"):
     out, seeds, names, overrides, no_report, debug = parse(argv, prog)
 
     def go():
-        grid = cells(**overrides)
+        grid = cells(**overrides)  # transfer_from, if given, is among the overrides
         if names is not None:
             dropped = [n for n in names if n not in grid]
             if dropped:

@@ -15,6 +15,8 @@ torchvision's ``RandomCrop(32, padding=4)`` followed by ``Normalize``.
 FLIP_P = 0.5
 PAPER_MEAN, PAPER_STD = 0.5, 0.5  # eq. 7, per channel, on [0, 1] pixels
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)  # Keras' imagenet_utils "caffe" mode
+NORM_FORMULAS = {"paper": "(x / 255 - 0.5) / 0.5 per channel",
+                 "caffe": "RGB -> BGR, then subtract the BGR mean (103.939, 116.779, 123.68)"}
 
 
 def flip_crop(xp, images, flip, dy, dx, padding):

@@ -9,7 +9,10 @@
   with a fixed, seeded, stratified 80/20 split (the embedded offline data);
 * a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (and optionally
   ``class_names``): uint8 0-255 or float 0-1 images, HxW or HxWxC, any size,
-  any number of classes.
+  any number of classes;
+* ``fashion-mnist``: Fashion-MNIST (60,000 / 10,000 real 28x28 grayscale
+  images) from Debian's ``dataset-fashion-mnist`` package, or a folder holding
+  the four MNIST-format idx files (``train-images-idx3-ubyte[.gz]``, ...).
 
 Every dataset comes back at ``image_size`` with 3 channels, uint8 pixels and
 int32 labels in ``[0, num_classes)``. Each problem found is one `TlresError`
@@ -30,6 +33,11 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 DIGITS_SPLIT_SEED = 0  # fixed: the digits split never depends on --seed
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,13 @@ def load(spec, data_dir=None, image_size=32):
         return _cifar10_tfds(data_dir, image_size)
     if spec == "digits":
         return _digits(image_size)
+    if spec == "fashion-mnist":
+        if not os.path.isdir(FASHION_MNIST_DIR):
+            raise TlresError(
+                f"--data fashion-mnist: {FASHION_MNIST_DIR} not found; install Debian's package "
+                "(apt-get update && apt-get install dataset-fashion-mnist), or pass --data with a "
+                "folder holding the four Fashion-MNIST idx files")
+        return _idx_folder(FASHION_MNIST_DIR, image_size, "fashion-mnist", FASHION_MNIST_CLASSES)
     if not os.path.exists(spec):
         raise TlresError(
             f"--data {spec}: no such file or folder (expected cifar10, digits, "
@@ -58,6 +73,8 @@ def load(spec, data_dir=None, image_size=32):
         )
     if spec.endswith(".npz"):
         return _npz(spec, image_size)
+    if os.path.isdir(spec) and _idx_path(spec, IDX_FILES[0]):
+        return _idx_folder(spec, image_size, os.path.basename(os.path.normpath(spec)), None)
     if os.path.isdir(spec) or spec.endswith((".tar.gz", ".tgz", ".tar")):
         return _cifar10_archive(spec, image_size)
     raise TlresError(f"--data {spec}: unknown format (expected a .npz file or a CIFAR-10 python archive)")
@@ -198,7 +215,65 @@ def _cifar10_archive(path, image_size):
     return Dataset("cifar10", *_validate(path, x_train, y_train, x_test, y_test, names, image_size))
 
 
-def _reachable(host, port=443, timeout=3.0):
+def _idx_path(folder, name):
+    """`folder/name` or `folder/name.gz`, whichever exists (None if neither)."""
+    for p in (os.path.join(folder, name), os.path.join(folder, name + ".gz")):
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def read_idx(path, ndim):
+    """One MNIST-format idx file (optionally gzipped) as a uint8 array of `ndim` dimensions.
+
+    The format (LeCun's MNIST page): two zero bytes, a type byte (0x08 = unsigned
+    byte), the number of dimensions, then each dimension as a big-endian int32, then
+    the data. Everything is checked against the file's real length before an array
+    is allocated, so a corrupt header cannot ask for more memory than the file holds.
+    """
+    import gzip
+    import zlib
+
+    try:
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise TlresError(f"{path}: unreadable idx file ({type(e).__name__}: {e})") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise TlresError(f"{path}: not an idx file (bad magic number)")
+    if raw[2] != 0x08:
+        raise TlresError(f"{path}: idx data type 0x{raw[2]:02x}; expected 0x08 (unsigned bytes)")
+    if raw[3] != ndim:
+        raise TlresError(f"{path}: {raw[3]} dimension(s); expected {ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise TlresError(f"{path}: truncated header")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - header != expected:
+        raise TlresError(f"{path}: header declares shape {shape} ({expected} bytes) but the file "
+                         f"holds {len(raw) - header} bytes of data")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _idx_folder(folder, image_size, name, class_names):
+    """The four MNIST-format idx files of `folder` (MNIST, Fashion-MNIST, ...)."""
+    paths = {f: _idx_path(folder, f) for f in IDX_FILES}
+    missing = [f for f, p in paths.items() if p is None]
+    if missing:
+        raise TlresError(f"{folder}: missing idx file(s) {', '.join(missing)} (or .gz); expected "
+                         f"{', '.join(IDX_FILES)}")
+    x_train, y_train, x_test, y_test = (read_idx(paths[f], 3 if "images" in f else 1) for f in IDX_FILES)
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise TlresError(f"{folder}: {len(x)} {split} images but {len(y)} {split} labels")
+    if class_names is None and max(y_train.max(), y_test.max()) < 10:
+        class_names = tuple(str(i) for i in range(10))  # MNIST-style: always 10 classes
+    return Dataset(name, *_validate(folder, x_train, y_train, x_test, y_test, class_names, image_size))
+
+
+def reachable(host, port=443, timeout=3.0):
     try:
         socket.create_connection((host, port), timeout=timeout).close()
         return True
@@ -212,7 +287,7 @@ def _cifar10_tfds(data_dir, image_size):
     builder = tfds.builder("cifar10", data_dir=data_dir)
     if not builder.is_prepared():
         # tensorflow-datasets alone retries for minutes when offline: look first.
-        if not _reachable("www.cs.toronto.edu"):
+        if not reachable("www.cs.toronto.edu"):
             raise TlresError(
                 f"CIFAR-10 is not in the tensorflow-datasets cache ({builder.data_dir}) and its "
                 f"download host is unreachable. Get {CIFAR10_URL} on a machine with internet and "

@@ -13,6 +13,7 @@ import os
 
 from tlres.errors import TlresError
 
+MODEL_FILE = "model.keras"  # what a finished run leaves: the whole model, Keras' native format
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP
 
@@ -24,23 +25,33 @@ def imagenet_weights_path():
     return os.path.join(config.keras_home(), "models", IMAGENET_NOTOP)
 
 
-def _resolve_weights(weights):
-    """'imagenet' | 'none' | PATH -> what keras.applications.ResNet50 takes."""
+def resolve_weights(weights):
+    """'imagenet' | 'none' | RUN_DIR | model.keras | .weights.h5 -> what `build` loads.
+
+    Checked before anything is built or written, so a missing file is one line.
+    """
     if weights == "none":
         return None
     if weights == "imagenet":
         path = imagenet_weights_path()
         if os.path.exists(path):
             return path
-        from tlres.data import _reachable
+        from tlres.data import reachable
 
-        if not _reachable("storage.googleapis.com"):
+        if not reachable("storage.googleapis.com"):
             raise TlresError(
                 f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
                 f"host is unreachable. Copy {IMAGENET_URL} to that path, or run with --weights none")
         return "imagenet"  # Keras downloads, verifies the hash and caches it
-    if not os.path.exists(weights):
-        raise TlresError(f"--weights {weights}: no such file (expected imagenet, none or a .weights.h5 path)")
+    if os.path.isdir(weights):
+        path = os.path.join(weights, MODEL_FILE)
+        if not os.path.isfile(path):
+            raise TlresError(f"--weights {weights}: no {MODEL_FILE} in that folder (a finished tlres "
+                             "run writes one; a failed or running run has none yet)")
+        return path
+    if not os.path.isfile(weights):
+        raise TlresError(f"--weights {weights}: no such file or run directory (expected imagenet, "
+                         "none, a finished run's directory, a .keras model or a .weights.h5 file)")
     return weights
 
 
@@ -51,7 +62,7 @@ def build(num_classes, cfg):
     keras.utils.set_random_seed(cfg.seed)
     if cfg.arch == "tiny" and cfg.weights == "imagenet":
         raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
-    weights = _resolve_weights(cfg.weights)
+    weights = resolve_weights(cfg.weights)
     shape = (cfg.image_size, cfg.image_size, 3)
     if cfg.arch == "tiny":
         backbone = tiny_backbone(shape)
@@ -71,9 +82,50 @@ def build(num_classes, cfg):
         keras.applications.ResNet50(include_top=False, weights="imagenet",
                                     input_shape=(cfg.image_size, cfg.image_size, 3))
         weights = imagenet_weights_path()
-    if weights is not None:
+    if weights is not None and weights.endswith(".keras"):
+        load_backbone(backbone, weights, cfg.weights, cfg.arch)
+    elif weights is not None:
         _load(model, backbone, weights, cfg.weights, cfg.arch)
     return model
+
+
+def load_backbone(backbone, path, flag, arch="resnet50"):
+    """Copy the backbone of a saved tlres model (`model.keras`) into `backbone`.
+
+    The transfer step of the recipe, with a model of your own as the source: like
+    --weights imagenet, only the backbone is taken and the head stays new, whatever
+    the source's classes were. The file is read with Keras' safe_mode (no code runs).
+    """
+    import keras
+
+    try:
+        source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # not a Keras file, truncated, unknown layers
+        raise TlresError(f"--weights {flag}: not a readable Keras model "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+    inner = [l for l in source.layers if isinstance(l, keras.Model)]
+    found = [w.shape for w in inner[0].weights] if len(inner) == 1 else None
+    wanted = [w.shape for w in backbone.weights]
+    if found != wanted:
+        what = (f"its backbone {inner[0].name!r} has {len(found)} weights" if found is not None
+                else "it has no single backbone model inside")
+        raise TlresError(f"--weights {flag}: does not fit --arch {arch}: {what}, not the "
+                         f"{len(wanted)} of --arch {arch}'s backbone; train the source with the same --arch")
+    backbone.set_weights(inner[0].get_weights())
+
+
+def save(model, path):
+    """Write `model` as a plain Keras model file: loadable without tlres.
+
+    Rebuilt from its config, so the file holds Keras' own Conv2D layers (the
+    `matmul_conv` kernel is an instance attribute and is not saved), no
+    optimizer and no tlres loss: `keras.saving.load_model(path)` works anywhere.
+    """
+    import keras
+
+    plain = keras.Model.from_config(model.get_config())
+    plain.set_weights(model.get_weights())
+    plain.save(path)
 
 
 def tiny_backbone(shape):

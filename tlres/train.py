@@ -10,7 +10,10 @@ Run directory (see README "Results"):
     config.json       every resolved setting, versions, device
     status.json       {"state": "running" | "finished" | "failed", ...}
     history.csv       one row per epoch, written as each epoch ends
-    ckpt/checkpoint.npz  the last finished epoch (tlres.checkpoint), for --resume
+    ckpt/checkpoint.npz  the last finished epoch (tlres.checkpoint), for --resume; deleted
+                      when the run finishes unless --keep-checkpoint
+    model.keras       the trained model (Keras' native format, plain Keras layers; only once
+                      finished); config.json's "preprocessing" says what input it expects
     metrics.json      final whole-test-split metrics (only once finished)
     predictions.csv   index,label,prediction,confidence per test image
     accuracy.png, loss.png, confusion.png
@@ -59,6 +62,17 @@ def device():
     devs = jax.devices()
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
             "host": f"{cpu_name()}, {os.cpu_count()} cores"}
+
+
+def preprocessing(cfg, class_names):
+    """What `model.keras` expects as input, and what its outputs mean (config.json)."""
+    from tlres import augment
+
+    return {"image_size": cfg.image_size, "channels": "RGB", "layout": "NHWC",
+            "input": "uint8 pixels resized to image_size (bilinear, antialiased when shrinking), then "
+                     + augment.NORM_FORMULAS[cfg.input_norm],
+            "input_norm": cfg.input_norm, "outputs": "logits (softmax for probabilities)",
+            "class_names": list(class_names)}
 
 
 def default_out(cfg):
@@ -329,6 +343,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
                 "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
                     "num_classes": ds.num_classes, "class_names": list(ds.class_names)},
+                "preprocessing": preprocessing(cfg, ds.class_names),
                 "versions": versions(), "device": device(),
                 "pipeline": pipeline.resolve(cfg.pipeline)})
         return _run(cfg, out, ds, net, ckpt, t0, verbose)
@@ -352,7 +367,7 @@ def _epochs_done(out):
 
 
 def _run(cfg, out, ds, net, ckpt, t0, verbose):
-    from tlres import checkpoint, evaluate, losses, pipeline, report
+    from tlres import checkpoint, evaluate, losses, model as model_lib, pipeline, report
 
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
     history = list(ckpt[0]["history"]) if ckpt else []
@@ -392,7 +407,12 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
     _write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
     report.run_figures(out, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})")
+    model_lib.save(net, os.path.join(out, model_lib.MODEL_FILE))
     _write_json(os.path.join(out, "metrics.json"), m)
+    if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
+        import shutil
+
+        shutil.rmtree(os.path.dirname(checkpoint.path(out)), ignore_errors=True)
     _write_json(os.path.join(out, "status.json"), {
         "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": start_epoch,
         "train_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2)})
