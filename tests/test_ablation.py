@@ -95,3 +95,26 @@ def test_reuse_ignores_how_a_run_executed_but_not_what_it_computed(tmp_path):
     assert ablation._finished_with(str(tmp_path), cfg.replace(conv="xla"))
     assert not ablation._finished_with(str(tmp_path), cfg.replace(epochs=2))
     assert not ablation._finished_with(str(tmp_path), cfg.replace(precision="mixed_bfloat16"))
+
+
+def test_transfer_from_keeps_ten_cells_with_the_source_where_imagenet_stood():
+    c = ablation.cells(transfer_from="runs/pretrain", epochs=2)
+    assert len(c) == 10
+    on = {n for n, cfg in c.items() if cfg.weights == "runs/pretrain"}
+    assert on == {"improved", "baseline+transfer", "improved-augment", "improved-smoothing",
+                  "improved-cosine"}
+    assert all(cfg.weights == "none" for n, cfg in c.items() if n not in on)
+    assert _diff(c["baseline+transfer"], c["baseline"]) == {"weights"}
+
+
+def test_transfer_from_with_weights_or_a_missing_source_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # a flag conflict: argparse's one line
+        ablation.main(["--out", str(tmp_path / "g"), "--transfer-from", "x", "--weights", "none"])
+    code = e.value.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "drop --weights" in err
+    code = ablation.main(["--out", str(tmp_path / "g"), "--transfer-from", str(tmp_path / "absent"),
+                          "--data", "digits", "--arch", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "baseline+transfer" in err and "no such file" in err
+    assert not (tmp_path / "g").exists()

@@ -115,3 +115,31 @@ def test_tiny_reference_run_writes_tlres_run_dir(tmp_path):
     assert float(hist[-1]["val_accuracy"]) == pytest.approx(m["accuracy"])
     (r,) = load(str(out))
     assert r["framework"]["name"] == "pytorch" and r["predictions"]["label"] == labels.tolist()
+
+
+def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tmp_path, capsys):
+    import torch
+
+    from tlres.config import QUICK
+    from tlres.reference import torch as ref
+
+    src = tmp_path / "src"
+    ref.run(QUICK.replace(arch="tiny", epochs=1, out=str(src)), limit_train=64, limit_test=16,
+            verbose=False)
+    saved = torch.load(src / "model.pt", weights_only=True)
+    net = ref.build(QUICK.replace(arch="tiny", weights=str(src), seed=7), 4)
+    head = f"{len(net) - 1}."
+    backbone = {k: v for k, v in saved.items() if not k.startswith(head)}
+    assert len(backbone) == 18  # 3 x (conv weight + BN weight, bias, running mean, var, count)
+    for k, v in backbone.items():
+        assert torch.equal(net.state_dict()[k], v), k
+    assert net[-1].out_features == 4  # a new head for the new classes
+    keras_run = tmp_path / "keras"
+    keras_run.mkdir()
+    (keras_run / "model.keras").write_bytes(b"")
+    rc = ref.main(["--arch", "tiny", "--weights", str(keras_run), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "v1.5" in err
+    rc = ref.main(["--data", "digits", "--weights", str(src), "--out", str(tmp_path / "o")])  # tiny source
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "does not fit" in err and not (tmp_path / "o").exists()

@@ -108,17 +108,18 @@ def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **override
 
 
 def check_weights(grid):
-    """Fail before training anything when a cell needs ImageNet weights that cannot be had."""
+    """Fail before training anything when a cell needs weights that cannot be had."""
     from tlres import model
     from tlres.errors import TlresError
 
-    need = [n for n, c in grid.items() if c.weights == "imagenet"]
-    if need:
+    for weights in dict.fromkeys(c.weights for c in grid.values()):
+        need = [n for n, c in grid.items() if c.weights == weights]
         try:
-            model.resolve_weights("imagenet")
+            model.resolve_weights(weights)
         except TlresError as e:
-            raise TlresError(f"cells {', '.join(need)} need them: {e} (the transfer cells then "
-                             f"collapse into the others)") from None
+            hint = (" (with --weights none the transfer cells collapse into the others; "
+                    "--transfer-from takes a backbone you pretrained)" if weights == "imagenet" else "")
+            raise TlresError(f"cells {', '.join(need)} need them: {e}{hint}") from None
 
 
 def parse(argv, prog="python -m tlres.ablation"):

@@ -38,6 +38,13 @@ from tlres.errors import TlresError
 BEGIN, END = "<!-- tlres.report:begin -->", "<!-- tlres.report:end -->"
 
 
+def markers(kind, section=None):
+    """The (begin, end) marker lines of a generated section: `kind` names the command,
+    `section` one of several sections it writes (e.g. ``transfer``)."""
+    name = f"tlres.{kind}" + (f":{section}" if section else "")
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
 def _plt():
     import matplotlib
 
@@ -378,6 +385,9 @@ def main(argv=None, prog="python -m tlres.report"):
     p.add_argument("--out", help="where the table and figures go (default: FIRST_SOURCE/report)")
     p.add_argument("--readme", help="also write the generated section into this file, between "
                                     f"{BEGIN} and {END}")
+    p.add_argument("--section", metavar="NAME", help="with --readme: write between "
+                   "<!-- tlres.report:NAME:begin --> and its end marker instead (several generated "
+                   "sections in one file)")
     p.add_argument("--no-paper", action="store_true", help="leave the paper's numbers out")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     a = p.parse_args(argv)
@@ -402,7 +412,7 @@ def _main(a, argv, prog):
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(md)
     if a.readme:
-        update_readme(a.readme, md)
+        update_readme(a.readme, md, *markers("report", a.section))
     print(markdown_table(rows + summarize(paper_groups)), end="")
     print(f"{prog}: {len(runs)} runs in {len(groups)} groups -> {out}/summary.md, summary.csv, "
           "fig2_accuracy.png, fig3_loss.png, fig4_confusion.png"

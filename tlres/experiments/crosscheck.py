@@ -27,7 +27,7 @@ from tlres import ablation, cli
 from tlres.errors import TlresError
 
 PROG = "python -m tlres.experiments.crosscheck"
-BEGIN, END = "<!-- tlres.crosscheck:begin -->", "<!-- tlres.crosscheck:end -->"
+BEGIN, END = "<!-- tlres.crosscheck:begin -->", "<!-- tlres.crosscheck:end -->"  # unnamed section
 
 
 def parse(argv, prog=PROG):
@@ -41,6 +41,11 @@ def parse(argv, prog=PROG):
     p.add_argument("--torch-only", action="store_true", help="run the PyTorch side only")
     p.add_argument("--readme", metavar="FILE", help="also write the comparison (without the "
                    f"confusion differences) into FILE between {BEGIN} and {END}")
+    p.add_argument("--torch-weights", metavar="WEIGHTS", help="what the PyTorch side loads when "
+                   "--weights names a run or file (Keras' ResNet50 is v1, torchvision's v1.5: each "
+                   "side needs its own pretraining): a finished PyTorch reference run or a .pt/.pth")
+    p.add_argument("--section", metavar="NAME", help="with --readme: write between "
+                   "<!-- tlres.crosscheck:NAME:begin --> and its end marker instead")
     p.add_argument("--debug", action="store_true")
     args, rest = p.parse_known_args(argv)
     given = {a.split("=")[0] for a in rest if a.startswith("--")}
@@ -54,6 +59,20 @@ def parse(argv, prog=PROG):
         if flag in given or "--no-" + flag[2:] in given:
             overrides[f.name] = getattr(cfg, f.name)
     return args, overrides
+
+
+def torch_cell(cell, torch_weights):
+    """The PyTorch side's Config: the tlres cell, with its own pretrained weights if any."""
+    if cell.weights in ("imagenet", "none"):
+        if torch_weights:
+            raise TlresError("--torch-weights goes with --weights RUN_DIR|FILE (the tlres side's "
+                             "own pretraining); here --weights is " + cell.weights)
+        return cell
+    if not torch_weights:
+        raise TlresError(f"--weights {cell.weights}: the PyTorch side cannot load Keras' weights "
+                         "(ResNet v1 vs v1.5); give --torch-weights, a PyTorch reference run "
+                         "pretrained the same way")
+    return cell.replace(weights=torch_weights)
 
 
 def torch_side(out, cell, seeds, base_seed, device):
@@ -98,7 +117,8 @@ def _main(args, overrides, argv):
     base_seed = overrides.get("seed", 0)
     grid = args.tlres_grid or os.path.join(args.out, "keras-jax")
     os.makedirs(args.out, exist_ok=True)
-    torch_dirs = torch_side(args.out, cell, args.seeds, base_seed, args.device)
+    torch_dirs = torch_side(args.out, torch_cell(cell, args.torch_weights), args.seeds, base_seed,
+                            args.device)
     if args.torch_only:
         return 0
     if args.no_train_tlres:
@@ -116,6 +136,7 @@ def _main(args, overrides, argv):
     devices = "; ".join(f"{label}: {_device(runs[0])}" for label, runs in sides)
     setup = (f"Data: {cell.data}; config: the improved preset with "
              + ", ".join(f"{k}={v}" for k, v in overrides.items())
+             + (f"; PyTorch side weights={args.torch_weights}" if args.torch_weights else "")
              + f"; seeds {base_seed}..{base_seed + args.seeds - 1}. Devices: {devices}.")
     head = [f"# Cross-framework check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
             f"`{PROG} {' '.join(argv)}`", "", setup, ""]
@@ -132,7 +153,7 @@ def _main(args, overrides, argv):
             "do not edit by hand._", "", setup, "", compare.markdown(report, confusion=False),
             f"Per-seed confusion-matrix differences: [{rel}/compare.md]({rel}/compare.md).", "",
             f"![accuracy and loss curves, both frameworks]({rel}/compare.png)", ""])
-        report_lib.update_readme(args.readme, section, BEGIN, END)
+        report_lib.update_readme(args.readme, section, *report_lib.markers("crosscheck", args.section))
         print(f"{PROG}: README section in {args.readme}", flush=True)
     return 0
 

@@ -35,8 +35,13 @@ What each setting means here (README "Cross-framework check"):
   a different thing); adam and adamw = AdamW(weight_decay=wd, eps=1e-7)
   (Keras' Adam epsilon; torch AdamW's decay is exactly Keras' decoupled form).
 
+A finished run also writes `model.pt`, the model's state dict (torch.save); a
+later run takes its backbone with `--weights RUN_DIR` (or a `.pt`/`.pth` file of a
+torchvision-layout state dict), with a new `fc` head, read with
+`torch.load(weights_only=True)`: the PyTorch side of offline transfer.
+
 Not supported (one line, exit 2): --input-norm caffe, --precision
-mixed_bfloat16, --data-parallel, --weights PATH, --resume. --pipeline and
+mixed_bfloat16, --data-parallel, --weights of a Keras file or run, --resume. --pipeline and
 --compile-cache do not apply and are recorded only.
 """
 
@@ -99,13 +104,49 @@ def check_supported(cfg):
     if cfg.data_parallel:
         raise TlresError("--data-parallel: the PyTorch reference runs on one device only")
     if cfg.weights not in ("imagenet", "none"):
-        raise TlresError(f"--weights {cfg.weights}: the PyTorch reference takes imagenet "
-                         "(torchvision's) or none, not a weights file")
+        torch_weights_path(cfg.weights)
     if cfg.arch == "tiny" and cfg.weights == "imagenet":
         raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+
+
+MODEL_FILE = "model.pt"
+
+
+def torch_weights_path(weights):
+    """A run directory's model.pt, or a .pt/.pth state-dict file; one line otherwise."""
+    path = os.path.join(weights, MODEL_FILE) if os.path.isdir(weights) else weights
+    if os.path.isdir(weights) and not os.path.isfile(path):
+        keras_run = os.path.isfile(os.path.join(weights, "model.keras"))
+        raise TlresError(f"--weights {weights}: no {MODEL_FILE} there" + (
+            " (it is a Keras run: Keras' ResNet50 is v1, torchvision's v1.5, so its weights do not "
+            "fit the PyTorch reference)" if keras_run else " (a finished PyTorch reference run writes one)"))
+    if not path.endswith((".pt", ".pth")) or not os.path.isfile(path):
+        raise TlresError(f"--weights {weights}: the PyTorch reference takes imagenet, none, a finished "
+                         "PyTorch reference run's directory, or a .pt/.pth state dict")
+    return path
+
+
+def load_backbone(model, weights):
+    """Every tensor of a saved state dict except the classifier (fc.*): the head stays new."""
+    import torch
+
+    head = "fc." if hasattr(model, "fc") else f"{len(model) - 1}."  # resnet50 | the tiny Sequential
+    path = torch_weights_path(weights)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle of anything but tensors, truncated file
+        raise TlresError(f"--weights {weights}: not a readable state dict ({type(e).__name__})") from None
+    if not isinstance(state, dict):
+        raise TlresError(f"--weights {weights}: holds a {type(state).__name__}, not a state dict")
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise TlresError(f"--weights {weights}: does not fit this --arch (its tensors differ in names "
+                         "or shapes); train the source with the same --arch")
+    model.load_state_dict(state, strict=False)
 
 
 def build(cfg, num_classes):
@@ -133,6 +174,8 @@ def build(cfg, num_classes):
                              f"{cache} and could not be downloaded ({type(e).__name__}); put the "
                              f"file there or use --weights none") from None
         model.fc = torch.nn.Linear(2048, num_classes)
+    if cfg.weights not in ("imagenet", "none"):
+        load_backbone(model, cfg.weights)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum, m.eps = 1.0 - cfg.bn_momentum, cfg.bn_epsilon
@@ -340,6 +383,7 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
     fit_seconds = time.perf_counter() - t_fit
     m.update(epochs=cfg.epochs, class_names=list(class_names))
     train._write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
+    torch.save(model.state_dict(), os.path.join(out, MODEL_FILE))
     _write_json(os.path.join(out, "metrics.json"), m)
     _write_json(os.path.join(out, "status.json"), {
         "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": 0,
