@@ -67,3 +67,21 @@ def test_welch_interval_matches_scipy_and_a_hand_computation():
     # one seed per side: no interval; identical constant seeds: zero width
     assert np.isnan(welch_interval([0.9], [0.8])[1][0])
     assert welch_interval([0.9, 0.9], [0.8, 0.8])[1] == pytest.approx((0.1, 0.1))
+
+
+def test_detectable_difference_welch_against_a_hand_computed_case():
+    from tlres import evaluate
+
+    # sd 1 on both sides, 3 seeds each: se = sqrt(2/3), Welch df = (2/3)^2 / (2 (1/3)^2 / 2) = 4;
+    # t tables: t_0.975,4 = 2.776445, t_0.80,4 = 0.940965 -> (3.717410) * 0.816497 = 3.035257
+    a, b = [0.0, 1.0, 2.0], [5.0, 6.0, 7.0]
+    assert evaluate.detectable_welch(a, b) == pytest.approx(3.035257, abs=1e-5)
+    assert evaluate.detectable_welch([1.0], b) != evaluate.detectable_welch([1.0], b)  # nan
+    assert evaluate.detectable_welch([1.0, 1.0], [2.0, 2.0]) == 0.0
+
+
+def test_detectable_difference_of_proportions_against_a_hand_computed_case():
+    from tlres import evaluate
+
+    # p = 0.9, 360 images each: sqrt(0.09 * 2/360) = 0.0223607; z_0.975 + z_0.8 = 2.801585
+    assert evaluate.detectable_proportions(0.9, 360, 360) == pytest.approx(0.0626453, abs=1e-6)

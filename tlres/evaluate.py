@@ -60,6 +60,37 @@ def welch_interval(a, b, level=0.95):
     return d, (d - half, d + half), float(df)
 
 
+def detectable_welch(a, b, power=0.8, level=0.95):
+    """The smallest true difference of means a Welch test over these seeds detects with `power`.
+
+    (t_{(1+level)/2, df} + t_{power, df}) * sqrt(s_a^2/n_a + s_b^2/n_b), with the observed
+    sample sds and Welch-Satterthwaite df: the usual normal-shift approximation to the
+    noncentral t (e.g. Chow, Shao & Wang, Sample Size Calculations, sec. 3.2). A
+    "no difference found" then reads "none larger than this". nan with fewer than two
+    values a side.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * math.sqrt(va + vb))
+
+
+def detectable_proportions(p, n_a, n_b, power=0.8, level=0.95):
+    """The smallest difference of two accuracies near `p`, on test sets of n_a and n_b
+    images, that a two-sided z test at `level` detects with `power`:
+    (z_{(1+level)/2} + z_{power}) * sqrt(p (1-p) (1/n_a + 1/n_b)) (normal approximation)."""
+    from scipy import stats
+
+    z = stats.norm.ppf(0.5 + level / 2) + stats.norm.ppf(power)
+    return float(z * math.sqrt(p * (1 - p) * (1 / n_a + 1 / n_b)))
+
+
 def confusion_matrix(labels, predictions, num_classes):
     """counts[i, j] = images of true class i predicted as class j."""
     return np.bincount(labels * num_classes + predictions,
