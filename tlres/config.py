@@ -26,7 +26,8 @@ class Config:
     # -- data
     data: str = _f("cifar10", "cifar10 (tensorflow-datasets), digits (scikit-learn, offline), "
                    "a cifar-10-python.tar.gz or cifar-10-batches-py/ path, or a .npz file")
-    data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10)")
+    data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10; "
+                              "default: tensorflow-datasets' own, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     image_size: int = _f(32, "model input size in pixels; images of another size are resized")
     arch: str = _f("resnet50", "network: resnet50 (the paper's), or tiny (a 3-conv network for "
                    "fast plumbing tests; not for results)", ("resnet50", "tiny"))

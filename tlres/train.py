@@ -54,11 +54,11 @@ def device():
     """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
     import jax
 
-    from tlres.backend import cpu_name
+    from tlres.backend import cpu_features, cpu_name, host_description
 
     devs = jax.devices()
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
-            "host": f"{cpu_name()}, {os.cpu_count()} cores"}
+            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
 
 
 def default_out(cfg):

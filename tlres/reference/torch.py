@@ -48,7 +48,7 @@ import time
 
 from tlres import cli
 from tlres import config as config_lib
-from tlres.backend import cpu_name
+from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.errors import TlresError
 from tlres.train import _write_json
 
@@ -224,7 +224,8 @@ def device_info(dev):
 
     if dev.type == "cuda":
         return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
-    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads()}
+    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads(),
+            "host": host_description(), "vector_extensions": cpu_features()}
 
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True):
