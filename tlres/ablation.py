@@ -107,12 +107,10 @@ def check_weights(grid):
     from tlres.errors import TlresError
 
     need = [n for n, c in grid.items() if c.weights == "imagenet"]
-    if need:
-        try:
-            model._resolve_weights("imagenet")
-        except TlresError as e:
-            raise TlresError(f"cells {', '.join(need)} need them: {e} (the transfer cells then "
-                             f"collapse into the others)") from None
+    problem = model.weights_unavailable("imagenet") if need else None
+    if problem:
+        raise TlresError(f"cells {', '.join(need)} need them: {problem} (the transfer cells then "
+                         f"collapse into the others)")
 
 
 def parse(argv, prog="python -m tlres.ablation"):

@@ -24,23 +24,39 @@ def imagenet_weights_path():
     return os.path.join(config.keras_home(), "models", IMAGENET_NOTOP)
 
 
-def _resolve_weights(weights):
+def weights_unavailable(weights, arch="resnet50"):
+    """Why `--weights` cannot be had here, with the fix, or None if it can (checked without
+    loading anything: the runner asks before it loads the data, to name every missing input at once)."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        if arch == "tiny":
+            return "--arch tiny has no ImageNet weights; use --weights none"
+        path = imagenet_weights_path()
+        if os.path.exists(path):
+            return None
+        from tlres.data import _reachable
+
+        if not _reachable("storage.googleapis.com"):
+            return (f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
+                    f"host is unreachable: copy {IMAGENET_URL} to that path, or run with --weights none")
+        return None
+    if not os.path.exists(weights):
+        return f"--weights {weights}: no such file (expected imagenet, none or a .weights.h5 path)"
+    return None
+
+
+def _resolve_weights(weights, arch="resnet50"):
     """'imagenet' | 'none' | PATH -> what keras.applications.ResNet50 takes."""
+    problem = weights_unavailable(weights, arch)
+    if problem:
+        raise TlresError(problem)
     if weights == "none":
         return None
     if weights == "imagenet":
         path = imagenet_weights_path()
-        if os.path.exists(path):
-            return path
-        from tlres.data import _reachable
-
-        if not _reachable("storage.googleapis.com"):
-            raise TlresError(
-                f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
-                f"host is unreachable. Copy {IMAGENET_URL} to that path, or run with --weights none")
-        return "imagenet"  # Keras downloads, verifies the hash and caches it
-    if not os.path.exists(weights):
-        raise TlresError(f"--weights {weights}: no such file (expected imagenet, none or a .weights.h5 path)")
+        # in the cache, or Keras downloads it, verifies the hash and caches it
+        return path if os.path.exists(path) else "imagenet"
     return weights
 
 
@@ -49,9 +65,7 @@ def build(num_classes, cfg):
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.arch == "tiny" and cfg.weights == "imagenet":
-        raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
-    weights = _resolve_weights(cfg.weights)
+    weights = _resolve_weights(cfg.weights, cfg.arch)
     shape = (cfg.image_size, cfg.image_size, 3)
     if cfg.arch == "tiny":
         backbone = tiny_backbone(shape)

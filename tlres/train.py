@@ -120,6 +120,30 @@ def validate(cfg):
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
 
 
+def load_inputs(cfg):
+    """The run's data, once its weights are known to be there too: every missing input
+    (data, weights) is named in one message, with the fix for each, before anything trains.
+
+    The weights are checked first (a file check, and offline a network probe of seconds),
+    so an unusable --data does not hide missing weights until the data is fixed.
+    """
+    from tlres import data, model
+
+    problems = []
+    weights = model.weights_unavailable(cfg.weights, cfg.arch)
+    try:
+        ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
+    except TlresError as e:
+        problems.append(str(e))
+    problems += [weights] if weights else []
+    if len(problems) > 1:
+        raise TlresError(f"{len(problems)} inputs are missing or unusable: "
+                         + " ".join(f"({i}) {p.rstrip('.')}." for i, p in enumerate(problems, 1)))
+    if problems:
+        raise TlresError(problems[0])
+    return ds
+
+
 def make_optimizer(cfg, learning_rate):
     import keras
 
@@ -291,7 +315,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     """
     import socket
 
-    from tlres import backend, checkpoint, data, model as model_lib, pipeline
+    from tlres import backend, checkpoint, model as model_lib, pipeline
 
     backend.require_jax()
     validate(cfg)
@@ -301,7 +325,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     if cfg.compile_cache:
         backend.enable_compile_cache()
     t0 = time.perf_counter()
-    ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
+    ds = load_inputs(cfg)
     if len(ds.x_train) < cfg.batch_size:
         raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
                          f"than one batch of {cfg.batch_size}; lower --batch-size")
