@@ -145,3 +145,26 @@ def test_bad_source_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report.main([str(tmp_path / "empty")]) == 2
     assert "holds no finished run" in capsys.readouterr().err
+
+
+def test_one_epoch_run_figures_show_their_points(tmp_path):
+    """A one-epoch run's accuracy.png and loss.png: each series' single point is visible in the
+    PNG (its colour at the pixel where it was drawn, away from the axes' edges), on an integer
+    epoch axis. Without markers a one-point line draws nothing there."""
+    import matplotlib.image as mpimg
+
+    history = [{"epoch": 1, "loss": 2.0, "accuracy": 0.3, "val_loss": 1.0, "val_accuracy": 0.6,
+                "val_mean_class_accuracy": 0.9, "lr": 0.001, "seconds": 1.0}]
+    metrics = {"confusion_matrix": [[3, 1], [0, 4]], "accuracy": 0.875, "num_test": 8}
+    drawn = report.run_figures(str(tmp_path), history, metrics, ["a", "b"], title="t")
+    for name, expect in (("accuracy.png", 3), ("loss.png", 2)):
+        img = mpimg.imread(tmp_path / name)[..., :3]
+        h, w = img.shape[:2]
+        assert drawn[name]["xticks"] == [1.0], drawn[name]["xticks"]  # integers only: epoch 1
+        assert len(drawn[name]["series"]) == expect
+        for label, s in drawn[name]["series"].items():
+            ((col, row),) = s["pixels"]
+            assert 0.2 * w < col < 0.8 * w and 0.05 * h < row < 0.95 * h, (name, label, col, row)
+            r, c = int(round(row)), int(round(col))
+            patch = img[r - 1:r + 2, c - 1:c + 2]
+            assert np.abs(patch - np.asarray(s["color"])).max(axis=-1).min() < 0.05, (name, label)

@@ -309,9 +309,13 @@ def plot(sides, path):
             if c:
                 ax_loss.plot(*zip(*c), style, marker="o", color=color,
                              label=f"{label} {'train' if key == 'loss' else 'val'}{n}")
+    from tlres.report import epoch_axis
+
+    epochs = sorted({e for _, runs in sides for e, _ in _mean_curve(runs, "val_accuracy")})
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss (dashed: train, solid: validation)")
     for ax in (ax_acc, ax_loss):
+        epoch_axis(ax, epochs)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

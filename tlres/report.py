@@ -64,31 +64,61 @@ def plot_confusion(ax, cm, class_names, title):
                         color="white" if cm[i, j] > thresh else "black")
 
 
-def _curves(plt, path, epochs, history, series, ylabel, title):
+def epoch_axis(ax, epochs):
+    """Integer epoch ticks, and half an epoch of room either side of a short run's points
+    (matplotlib would draw one epoch's point on an axis from 0.96 to 1.04)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs and max(epochs) - min(epochs) < 4:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+
+
+def _marker(epochs):
+    """A visible point on every epoch (a one-epoch run is one point), smaller on long runs."""
+    return {"marker": "o", "markersize": 4 if len(epochs) <= 20 else 2.5}
+
+
+def _curves(plt, path, epochs, history, series, ylabel, title, dpi=120):
+    """One PNG of per-epoch curves; returns what it drew: per series its colour and each
+    point's (column, row) pixel in the PNG, and the x ticks in view."""
+    from matplotlib.colors import to_rgb
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style, label in series:
-        ax.plot(epochs, [r[key] for r in history], style, label=label)
+    lines = [ax.plot(epochs, [r[key] for r in history], style, label=label, **_marker(epochs))[0]
+             for key, style, label in series]
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    epoch_axis(ax, epochs)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
+    scale, height = dpi / fig.dpi, fig.get_figheight() * dpi
+    drawn = {"series": {}, "xticks": [float(t) for t in ax.get_xticks()
+                                      if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]}
+    for line in lines:
+        xy = ax.transData.transform(line.get_xydata())
+        drawn["series"][line.get_label()] = {
+            "color": to_rgb(line.get_color()),
+            "pixels": [(float(x * scale), float(height - y * scale)) for x, y in xy]}
     plt.close(fig)
+    return drawn
 
 
 def run_figures(out, history, metrics, class_names, title=""):
-    """accuracy.png, loss.png and confusion.png in `out`."""
+    """accuracy.png, loss.png and confusion.png in `out`; returns {file: what `_curves` drew}."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
-
-    _curves(plt, os.path.join(out, "accuracy.png"), epochs, history,
-            [("accuracy", "-", "train accuracy"), ("val_accuracy", "-", "validation accuracy"),
-             ("val_mean_class_accuracy", "--", "validation mean per-class")],
-            "accuracy", f"Accuracy per epoch: {title}")
-    _curves(plt, os.path.join(out, "loss.png"), epochs, history,
-            [("loss", "-", "train loss"), ("val_loss", "-", "validation loss")],
-            "loss (training criterion)", f"Loss per epoch: {title}")
+    drawn = {}
+    drawn["accuracy.png"] = _curves(
+        plt, os.path.join(out, "accuracy.png"), epochs, history,
+        [("accuracy", "-", "train accuracy"), ("val_accuracy", "-", "validation accuracy"),
+         ("val_mean_class_accuracy", "--", "validation mean per-class")],
+        "accuracy", f"Accuracy per epoch: {title}")
+    drawn["loss.png"] = _curves(
+        plt, os.path.join(out, "loss.png"), epochs, history,
+        [("loss", "-", "train loss"), ("val_loss", "-", "validation loss")],
+        "loss (training criterion)", f"Loss per epoch: {title}")
 
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     plot_confusion(ax, metrics["confusion_matrix"], class_names,
@@ -96,6 +126,7 @@ def run_figures(out, history, metrics, class_names, title=""):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "confusion.png"), dpi=120)
     plt.close(fig)
+    return drawn
 
 
 # ---------------------------------------------------------------- summary table
@@ -227,10 +258,16 @@ def _band(ax, runs, key, label, style="-", color=None):
     n = min(len(h) for h in rows)
     ep = [h["epoch"] for h in rows[0][:n]]
     v = np.array([[h[key] for h in hist[:n]] for hist in rows], np.float64)
-    (line,) = ax.plot(ep, v.mean(0), style, color=color, label=f"{label} (n={len(rows)})")
+    (line,) = ax.plot(ep, v.mean(0), style, color=color, label=f"{label} (n={len(rows)})",
+                      **_marker(ep))
     if len(rows) > 1:
         ax.fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
     return line.get_color()
+
+
+def _epochs(groups):
+    return sorted({h["epoch"] for runs in groups.values() for r in runs for h in r["history"] or []
+                   if h.get("epoch") is not None})
 
 
 def figures(out, groups, paper_groups, data_label=""):
@@ -247,7 +284,7 @@ def figures(out, groups, paper_groups, data_label=""):
         _band(ax, runs, "val_accuracy", name)
     ax.set(xlabel="epoch", ylabel="validation accuracy",
            title=f"Fig. 2: validation accuracy per epoch{data_label} (band: min-max over seeds)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    epoch_axis(ax, _epochs(plotted))
     ax.grid(alpha=0.3), ax.legend()
     labels, ys, errs, colors = [], [], [], []
     for name, runs in list(paper_groups.items()) + list(plotted.items()):
@@ -286,7 +323,7 @@ def figures(out, groups, paper_groups, data_label=""):
         _band(ax, runs, "val_loss", f"{name} validation", "--", color)
     ax.set(xlabel="epoch", ylabel="loss (each run's own training criterion)",
            title=f"Fig. 3: train and validation loss per epoch{data_label}")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    epoch_axis(ax, _epochs(plotted))
     ax.grid(alpha=0.3), ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "fig3_loss.png"), dpi=110)
