@@ -78,8 +78,8 @@ def test_table_reproduces_known_means_sds_and_welch_difference(grid, tmp_path, c
     assert float(rows["paper improved"]["accuracy_diff"]) == pytest.approx(0.0625)
     assert int(rows["paper improved"]["num_test"]) == 64
     md = (out / "summary.md").read_text()
-    assert "| improved | 3 | 200 | 93.00 ± 3.61 | 90.00 / 92.00 / 97.00 |" in md
-    assert "| baseline | 3 | 200 | 85.00 ± 1.00 |" in md
+    assert "| improved | digits | 3 | 200 | 93.00 ± 3.61 | 90.00 / 92.00 / 97.00 |" in md
+    assert "| baseline | digits | 3 | 200 | 85.00 ± 1.00 |" in md
     assert "Data: **digits (800 train / 200 test images)**" in md
     assert "differ between groups: augment" in md
     assert "93.00 ± 3.61" in capsys.readouterr().out
@@ -168,3 +168,35 @@ def test_one_epoch_run_figures_show_their_points(tmp_path):
             r, c = int(round(row)), int(round(col))
             patch = img[r - 1:r + 2, c - 1:c + 2]
             assert np.abs(patch - np.asarray(s["color"])).max(axis=-1).min() < 0.05, (name, label)
+
+
+def test_groups_on_different_data_get_no_difference_and_name_their_data(tmp_path):
+    """A baseline on digits (200 test images) and an improved run on CIFAR-10 (300): the report
+    computes no difference between them, and every row, point and curve says its data."""
+    write_run(tmp_path / "g" / "baseline", 0.8, 0.8, 0.4, preset="baseline")
+    write_run(tmp_path / "g" / "improved", 0.9, 0.9, 0.3, preset="improved", n=300)
+    cfg_path = tmp_path / "g" / "improved" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dataset"]["name"] = "cifar10"
+    cfg_path.write_text(json.dumps(cfg))
+    out = tmp_path / "rep"
+    assert report.main([str(tmp_path / "g" / "baseline"), str(tmp_path / "g" / "improved"),
+                        "--out", str(out)]) == 0
+    rows = {r["group"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    imp = rows["improved"]
+    assert imp["data"] == "cifar10" and rows["baseline"]["data"] == "digits"
+    assert imp["accuracy_diff"] == imp["accuracy_diff_lo"] == imp["mean_class_accuracy_diff"] == ""
+    assert imp["accuracy_diff_method"] == "different data: no difference computed"
+    assert rows["paper improved"]["data"] == "CIFAR-10" and rows["paper improved"]["accuracy_diff"] != ""
+    md = (out / "summary.md").read_text()
+    assert "| improved | cifar10 | 1 | 300 |" in md and "| paper baseline | CIFAR-10 | 1 | 64 |" in md
+    assert "different data: no difference computed (vs baseline)" in md
+
+    from tlres import results
+
+    groups = results.group(results.load(str(tmp_path / "g")))
+    labels = [p["label"].split("\n")[1] for p in report.final_points({**results.group(results.paper()), **groups})]
+    assert labels == ["CIFAR-10, 64 images", "CIFAR-10, 64 images", "digits, 200 images", "cifar10, 300 images"]
+    panels = report.figures(str(out), groups, results.group(results.paper()))
+    assert "not comparable across data" in panels["fig2_accuracy.png"][1]
+    assert panels["fig4_confusion.png"][0].startswith("Fig. 4: baseline (digits)")
