@@ -164,9 +164,11 @@ def main(argv=None, prog="python -m tlres.ablation"):
                 print(f"{prog}: {', '.join(dropped)} equal other cells under these flags; skipped")
         chosen = {n: c for n, c in grid.items() if names is None or n in names}
         check_weights(chosen)
-        print(f"{prog}: {len(chosen)} cells x {seeds} seeds -> {out}: {', '.join(chosen)}", flush=True)
+        print(f"{prog}: {cli.plural(len(chosen), 'cell')} x {cli.plural(seeds, 'seed')} -> {out}: "
+              f"{', '.join(chosen)}", flush=True)
         dirs, trained = run_grid(out, seeds, list(chosen), **overrides)
-        print(f"{prog}: trained {len(trained)} runs, reused {sum(map(len, dirs.values())) - len(trained)}")
+        print(f"{prog}: trained {cli.plural(len(trained), 'run')}, reused "
+              f"{sum(map(len, dirs.values())) - len(trained)}")
         if not no_report:
             from tlres import report
 

@@ -377,11 +377,12 @@ def _epochs_done(out):
 
 def _run(cfg, out, ds, net, ckpt, t0, verbose):
     from tlres import checkpoint, evaluate, losses, pipeline, report
+    from tlres.cli import plural
 
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
     history = list(ckpt[0]["history"]) if ckpt else []
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
-          f"{ds.num_classes} classes), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+          f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
           f"weights={cfg.weights}, device={device()['kind']}, "
           f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}"
           + (f" (resuming after epoch {start_epoch})" if ckpt else ""), flush=True)
@@ -424,7 +425,27 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     print(f"tlres: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['num_test']}), "
           f"mean per-class accuracy {m['mean_class_accuracy']:.4f}, loss {m['loss']:.4f}; "
           f"{fit_seconds:.0f} s training -> {out}", flush=True)
+    note = bn_note(cfg.bn_momentum, cfg.epochs * steps)
+    if note:
+        print(f"tlres: note: {note}", flush=True)
     return out
+
+
+def bn_note(momentum, updates, threshold=0.01):
+    """Why a short run's evaluation can read far worse than its training, or None.
+
+    Evaluation uses BatchNorm's moving statistics; after k training steps their initial values
+    (mean 0, variance 1) still weigh momentum**k in them. Above `threshold` (1%: k < 44 steps at
+    momentum 0.9) the network is evaluated with statistics its layers never had, and a
+    validation loss in the hundreds is that, not a bug.
+    """
+    left = momentum ** updates
+    if left <= threshold:
+        return None
+    return (f"BatchNorm's moving statistics had only {updates} update{'s' if updates != 1 else ''} "
+            f"(at --bn-momentum {momentum:g} their initial values still weigh {100 * left:.0f}%), so "
+            "the evaluation, which uses them, can read far worse than training; train more steps "
+            "(more --epochs, a smaller --batch-size) before reading its loss and accuracy")
 
 
 def _write_history(path, rows):

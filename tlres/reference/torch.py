@@ -327,7 +327,8 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
             sched.step()
         seconds = time.perf_counter() - start
         logits = logits_of(x_test)
-        m = evaluate.metrics(logits, yte, C, eval_loss)
+        m = evaluate.metrics(logits, yte, C, eval_loss,
+                             evaluate.criterion(cfg.label_smoothing, cfg.smoothing_form))
         if not np.isfinite(tot):
             raise TlresError(f"non-finite training loss at epoch {epoch + 1}; lower --lr")
         history.append({"epoch": epoch + 1, "loss": tot / seen, "accuracy": correct / seen,
