@@ -69,7 +69,8 @@ class Config:
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
                              "(--batch-size is the global batch, split evenly across them)")
     conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
-                   "the same function; trained 1.7-3x faster on XLA:CPU), auto (matmul on a CPU, "
+                   "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see README "
+                   "'Speed'), auto (matmul on a CPU, "
                    "xla on a GPU)", ("auto", "xla", "matmul"))
     compile_cache: bool = _f(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
     preset: str = _f("improved", "the preset these settings started from")

@@ -126,7 +126,7 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 # XLA:CPU's convolution is pathologically slow on the small feature maps a 32 px
 # input leaves in ResNet50's later stages: a 3x3 "same" convolution of 64 maps of
 # 2x2x256 takes ~54 ms forward (PyTorch/oneDNN: ~3 ms) and ~115 ms with its
-# gradients on this project's 2-core CPU. Written as zero-pad, gather the k*k
+# gradients on this project's 2-core AVX2 CPU. Written as zero-pad, gather the k*k
 # shifted views (im2col) and one matmul, it takes ~2.3 ms and ~7.6 ms. On large
 # maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms), but with the
 # gradients, which is what training runs, the matmul form won or tied on nearly
