@@ -6,14 +6,16 @@ SOURCE: a run directory, a directory of runs (a grid: <grid>/<cell>/seed<k>),
 or a results file (see tlres.results). Runs are grouped by cell (or preset).
 Writes to --out (default: the first source's report/ folder):
 
-    summary.md, summary.csv   per group: runs, mean +- sd and min/median/max of
-                              accuracy and mean per-class accuracy, final val
-                              loss; the difference from its reference group
-                              (improved vs baseline, baseline+X vs baseline,
-                              improved-X vs improved) with a 95% interval:
-                              Welch's t over seeds when both sides have >= 2
-                              runs, Newcombe's score interval on one run each;
-                              the paper's numbers (n = 64 test images) beside.
+    summary.md, summary.csv   per group: its data, runs, mean +- sd and
+                              min/median/max of accuracy and mean per-class
+                              accuracy, final val loss; the difference from its
+                              reference group (improved vs baseline, baseline+X
+                              vs baseline, improved-X vs improved) with a 95%
+                              interval: Welch's t over seeds when both sides have
+                              >= 2 runs, Newcombe's score interval on one run
+                              each, none when the two were evaluated on different
+                              data (`results.same_data`); the paper's numbers
+                              (CIFAR-10, n = 64 test images) beside.
     fig2_accuracy.png         validation accuracy per epoch (mean, band = min..max
                               over seeds) and final accuracies beside the paper's
     fig3_loss.png             train and validation loss per epoch
