@@ -53,7 +53,7 @@ def test_grid_command_runs_reuses_finished_cells_and_reports(tmp_path, capsys):
     (out / "improved" / "seed1" / "status.json").write_text('{"state": "failed"}')
     capsys.readouterr()
     assert ablation.main(argv) == 0
-    assert "trained 1 runs, reused 3" in capsys.readouterr().out
+    assert "trained 1 run, reused 3" in capsys.readouterr().out
     for p, t in stamps.items():
         assert (p.stat().st_mtime_ns == t) == ("improved/seed1" not in str(p))
     # ...and the grid feeds the report: two groups of two runs, means of the runs' own metrics

@@ -114,12 +114,11 @@ def check_weights(grid):
 
     for weights in dict.fromkeys(c.weights for c in grid.values()):
         need = [n for n, c in grid.items() if c.weights == weights]
-        try:
-            model.resolve_weights(weights)
-        except TlresError as e:
+        problem = model.weights_unavailable(weights, next(iter(grid.values())).arch)
+        if problem:
             hint = (" (with --weights none the transfer cells collapse into the others; "
                     "--transfer-from takes a backbone you pretrained)" if weights == "imagenet" else "")
-            raise TlresError(f"cells {', '.join(need)} need them: {e}{hint}") from None
+            raise TlresError(f"cells {', '.join(need)} need them: {problem}{hint}")
 
 
 def parse(argv, prog="python -m tlres.ablation"):
@@ -182,9 +181,11 @@ def main(argv=None, prog="python -m tlres.ablation"):
                 print(f"{prog}: {', '.join(dropped)} equal other cells under these flags; skipped")
         chosen = {n: c for n, c in grid.items() if names is None or n in names}
         check_weights(chosen)
-        print(f"{prog}: {len(chosen)} cells x {seeds} seeds -> {out}: {', '.join(chosen)}", flush=True)
+        print(f"{prog}: {cli.plural(len(chosen), 'cell')} x {cli.plural(seeds, 'seed')} -> {out}: "
+              f"{', '.join(chosen)}", flush=True)
         dirs, trained = run_grid(out, seeds, list(chosen), **overrides)
-        print(f"{prog}: trained {len(trained)} runs, reused {sum(map(len, dirs.values())) - len(trained)}")
+        print(f"{prog}: trained {cli.plural(len(trained), 'run')}, reused "
+              f"{sum(map(len, dirs.values())) - len(trained)}")
         if not no_report:
             from tlres import report
 

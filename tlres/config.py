@@ -28,7 +28,8 @@ class Config:
                    "fashion-mnist (Debian's dataset-fashion-mnist, offline), "
                    "a cifar-10-python.tar.gz or cifar-10-batches-py/ path, a folder of the four "
                    "MNIST-format idx files, or a .npz file")
-    data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10)")
+    data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10; "
+                              "default: tensorflow-datasets' own, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     image_size: int = _f(32, "model input size in pixels; images of another size are resized")
     arch: str = _f("resnet50", "network: resnet50 (the paper's), or tiny (a 3-conv network for "
                    "fast plumbing tests; not for results)", ("resnet50", "tiny"))
@@ -70,7 +71,8 @@ class Config:
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
                              "(--batch-size is the global batch, split evenly across them)")
     conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
-                   "the same function; trained 1.7-3x faster on XLA:CPU), auto (matmul on a CPU, "
+                   "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see README "
+                   "'Speed'), auto (matmul on a CPU, "
                    "xla on a GPU)", ("auto", "xla", "matmul"))
     keep_checkpoint: bool = _f(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
                                "the run finishes; a finished run otherwise keeps model.keras only")

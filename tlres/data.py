@@ -281,16 +281,32 @@ def reachable(host, port=443, timeout=3.0):
         return False
 
 
+class _DropAbsl:
+    """Drops tensorflow-datasets' "Variant folder ... has no dataset_info.json" warning: it only
+    means CIFAR-10 is not in the cache, which tlres says itself, with the fix."""
+
+    def filter(self, record):
+        return "has no dataset_info.json" not in record.getMessage()
+
+
 def _cifar10_tfds(data_dir, image_size):
+    import logging
+
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("cifar10", data_dir=data_dir)
-    if not builder.is_prepared():
+    absl, drop = logging.getLogger("absl"), _DropAbsl()
+    absl.addFilter(drop)
+    try:
+        builder = tfds.builder("cifar10", data_dir=data_dir)
+        prepared = builder.is_prepared()
+    finally:
+        absl.removeFilter(drop)
+    if not prepared:
         # tensorflow-datasets alone retries for minutes when offline: look first.
         if not reachable("www.cs.toronto.edu"):
             raise TlresError(
                 f"CIFAR-10 is not in the tensorflow-datasets cache ({builder.data_dir}) and its "
-                f"download host is unreachable. Get {CIFAR10_URL} on a machine with internet and "
+                f"download host is unreachable: get {CIFAR10_URL} on a machine with internet and "
                 "run with --data /path/to/cifar-10-python.tar.gz (or the extracted cifar-10-batches-py/)")
         builder.download_and_prepare()
     def split(name):  # whole-split batch_size=-1 aborts under tfds' mock in TF 2.21: chunk it

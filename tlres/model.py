@@ -25,33 +25,47 @@ def imagenet_weights_path():
     return os.path.join(config.keras_home(), "models", IMAGENET_NOTOP)
 
 
-def resolve_weights(weights):
-    """'imagenet' | 'none' | RUN_DIR | model.keras | .weights.h5 -> what `build` loads.
+def weights_unavailable(weights, arch="resnet50"):
+    """Why `--weights` cannot be had here, with the fix, or None if it can (checked without
+    loading anything: the runner asks before it loads the data, to name every missing input at once)."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        if arch == "tiny":
+            return "--arch tiny has no ImageNet weights; use --weights none"
+        path = imagenet_weights_path()
+        if os.path.exists(path):
+            return None
+        from tlres.data import reachable
 
-    Checked before anything is built or written, so a missing file is one line.
-    """
+        if not reachable("storage.googleapis.com"):
+            return (f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
+                    f"host is unreachable: copy {IMAGENET_URL} to that path, or run with --weights none")
+        return None
+    if os.path.isdir(weights):
+        if not os.path.isfile(os.path.join(weights, MODEL_FILE)):
+            return (f"--weights {weights}: no {MODEL_FILE} in that folder (a finished tlres run writes "
+                    "one; a failed or running run has none yet)")
+        return None
+    if not os.path.isfile(weights):
+        return (f"--weights {weights}: no such file or run directory (expected imagenet, none, a "
+                "finished run's directory, a .keras model or a .weights.h5 file)")
+    return None
+
+
+def resolve_weights(weights, arch="resnet50"):
+    """'imagenet' | 'none' | RUN_DIR | model.keras | .weights.h5 -> what `build` loads (or one line)."""
+    problem = weights_unavailable(weights, arch)
+    if problem:
+        raise TlresError(problem)
     if weights == "none":
         return None
     if weights == "imagenet":
         path = imagenet_weights_path()
-        if os.path.exists(path):
-            return path
-        from tlres.data import reachable
-
-        if not reachable("storage.googleapis.com"):
-            raise TlresError(
-                f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
-                f"host is unreachable. Copy {IMAGENET_URL} to that path, or run with --weights none")
-        return "imagenet"  # Keras downloads, verifies the hash and caches it
+        # in the cache, or Keras downloads it, verifies the hash and caches it
+        return path if os.path.exists(path) else "imagenet"
     if os.path.isdir(weights):
-        path = os.path.join(weights, MODEL_FILE)
-        if not os.path.isfile(path):
-            raise TlresError(f"--weights {weights}: no {MODEL_FILE} in that folder (a finished tlres "
-                             "run writes one; a failed or running run has none yet)")
-        return path
-    if not os.path.isfile(weights):
-        raise TlresError(f"--weights {weights}: no such file or run directory (expected imagenet, "
-                         "none, a finished run's directory, a .keras model or a .weights.h5 file)")
+        return os.path.join(weights, MODEL_FILE)
     return weights
 
 
@@ -60,9 +74,7 @@ def build(num_classes, cfg):
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.arch == "tiny" and cfg.weights == "imagenet":
-        raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
-    weights = resolve_weights(cfg.weights)
+    weights = resolve_weights(cfg.weights, cfg.arch)
     shape = (cfg.image_size, cfg.image_size, 3)
     if cfg.arch == "tiny":
         backbone = tiny_backbone(shape)
@@ -164,7 +176,7 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 # XLA:CPU's convolution is pathologically slow on the small feature maps a 32 px
 # input leaves in ResNet50's later stages: a 3x3 "same" convolution of 64 maps of
 # 2x2x256 takes ~54 ms forward (PyTorch/oneDNN: ~3 ms) and ~115 ms with its
-# gradients on this project's 2-core CPU. Written as zero-pad, gather the k*k
+# gradients on this project's 2-core AVX2 CPU. Written as zero-pad, gather the k*k
 # shifted views (im2col) and one matmul, it takes ~2.3 ms and ~7.6 ms. On large
 # maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms), but with the
 # gradients, which is what training runs, the matmul form won or tied on nearly

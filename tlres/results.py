@@ -173,6 +173,36 @@ def load(source):
     return found
 
 
+def data_of(result):
+    """(dataset name or None, test-set size): what a result was evaluated on."""
+    name = (result.get("dataset") or {}).get("name")
+    n = (result.get("metrics") or {}).get("num_test")
+    return (str(name) if name else None, int(n) if n is not None else None)
+
+
+def _name_key(name):
+    return re.sub(r"[^a-z0-9]", "", name.lower()) if name else None  # CIFAR-10 = cifar10
+
+
+def same_data(runs_a, runs_b):
+    """True when every run of both groups was evaluated on the same data: one dataset name
+    (where known; "CIFAR-10" and "cifar10" are one) and one test-set size. Statistics that
+    compare two groups (differences, intervals, paired tests) need it."""
+    found = [data_of(r) for r in list(runs_a) + list(runs_b)]
+    names = {_name_key(name) for name, _ in found} - {None}
+    return len(names) <= 1 and len({n for _, n in found}) == 1
+
+
+def data_label(runs):
+    """E.g. 'digits, n=360' or 'CIFAR-10, n=64': the data a group of runs was evaluated on."""
+    seen = []
+    for name, n in map(data_of, runs):
+        label = f"{name or 'data not recorded'}, n={n if n is not None else '?'}"
+        if label not in seen:
+            seen.append(label)
+    return " / ".join(seen)
+
+
 def group(results):
     """{name: [results]} in first-seen order."""
     out = {}

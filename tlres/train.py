@@ -57,11 +57,11 @@ def device():
     """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
     import jax
 
-    from tlres.backend import cpu_name
+    from tlres.backend import cpu_features, cpu_name, host_description
 
     devs = jax.devices()
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
-            "host": f"{cpu_name()}, {os.cpu_count()} cores"}
+            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
 
 
 def preprocessing(cfg, class_names):
@@ -132,6 +132,30 @@ def validate(cfg):
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+
+
+def load_inputs(cfg):
+    """The run's data, once its weights are known to be there too: every missing input
+    (data, weights) is named in one message, with the fix for each, before anything trains.
+
+    The weights are checked first (a file check, and offline a network probe of seconds),
+    so an unusable --data does not hide missing weights until the data is fixed.
+    """
+    from tlres import data, model
+
+    problems = []
+    weights = model.weights_unavailable(cfg.weights, cfg.arch)
+    try:
+        ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
+    except TlresError as e:
+        problems.append(str(e))
+    problems += [weights] if weights else []
+    if len(problems) > 1:
+        raise TlresError(f"{len(problems)} inputs are missing or unusable: "
+                         + " ".join(f"({i}) {p.rstrip('.')}." for i, p in enumerate(problems, 1)))
+    if problems:
+        raise TlresError(problems[0])
+    return ds
 
 
 def make_optimizer(cfg, learning_rate):
@@ -305,7 +329,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     """
     import socket
 
-    from tlres import backend, checkpoint, data, model as model_lib, pipeline
+    from tlres import backend, checkpoint, model as model_lib, pipeline
 
     backend.require_jax()
     validate(cfg)
@@ -315,7 +339,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     if cfg.compile_cache:
         backend.enable_compile_cache()
     t0 = time.perf_counter()
-    ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
+    ds = load_inputs(cfg)
     if len(ds.x_train) < cfg.batch_size:
         raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
                          f"than one batch of {cfg.batch_size}; lower --batch-size")
@@ -368,11 +392,12 @@ def _epochs_done(out):
 
 def _run(cfg, out, ds, net, ckpt, t0, verbose):
     from tlres import checkpoint, evaluate, losses, model as model_lib, pipeline, report
+    from tlres.cli import plural
 
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
     history = list(ckpt[0]["history"]) if ckpt else []
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
-          f"{ds.num_classes} classes), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+          f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
           f"weights={cfg.weights}, device={device()['kind']}, "
           f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}"
           + (f" (resuming after epoch {start_epoch})" if ckpt else ""), flush=True)
@@ -420,7 +445,27 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     print(f"tlres: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['num_test']}), "
           f"mean per-class accuracy {m['mean_class_accuracy']:.4f}, loss {m['loss']:.4f}; "
           f"{fit_seconds:.0f} s training -> {out}", flush=True)
+    note = bn_note(cfg.bn_momentum, cfg.epochs * steps)
+    if note:
+        print(f"tlres: note: {note}", flush=True)
     return out
+
+
+def bn_note(momentum, updates, threshold=0.01):
+    """Why a short run's evaluation can read far worse than its training, or None.
+
+    Evaluation uses BatchNorm's moving statistics; after k training steps their initial values
+    (mean 0, variance 1) still weigh momentum**k in them. Above `threshold` (1%: k < 44 steps at
+    momentum 0.9) the network is evaluated with statistics its layers never had, and a
+    validation loss in the hundreds is that, not a bug.
+    """
+    left = momentum ** updates
+    if left <= threshold:
+        return None
+    return (f"BatchNorm's moving statistics had only {updates} update{'s' if updates != 1 else ''} "
+            f"(at --bn-momentum {momentum:g} their initial values still weigh {100 * left:.0f}%), so "
+            "the evaluation, which uses them, can read far worse than training; train more steps "
+            "(more --epochs, a smaller --batch-size) before reading its loss and accuracy")
 
 
 def _write_history(path, rows):

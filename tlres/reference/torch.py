@@ -53,7 +53,7 @@ import time
 
 from tlres import cli
 from tlres import config as config_lib
-from tlres.backend import cpu_name
+from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.errors import TlresError
 from tlres.train import _write_json
 
@@ -267,7 +267,8 @@ def device_info(dev):
 
     if dev.type == "cuda":
         return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
-    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads()}
+    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads(),
+            "host": host_description(), "vector_extensions": cpu_features()}
 
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True):
@@ -369,7 +370,8 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
             sched.step()
         seconds = time.perf_counter() - start
         logits = logits_of(x_test)
-        m = evaluate.metrics(logits, yte, C, eval_loss)
+        m = evaluate.metrics(logits, yte, C, eval_loss,
+                             evaluate.criterion(cfg.label_smoothing, cfg.smoothing_form))
         if not np.isfinite(tot):
             raise TlresError(f"non-finite training loss at epoch {epoch + 1}; lower --lr")
         history.append({"epoch": epoch + 1, "loss": tot / seen, "accuracy": correct / seen,
