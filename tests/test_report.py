@@ -73,6 +73,15 @@ def test_table_reproduces_known_means_sds_and_welch_difference(grid, tmp_path, c
     assert float(imp["accuracy_diff_lo"]) == pytest.approx(ci.low, abs=1e-9)
     assert float(imp["accuracy_diff_hi"]) == pytest.approx(ci.high, abs=1e-9)
     assert imp["accuracy_diff_method"].startswith("Welch t")
+    # detectable with 80% power: (t_.975,df + t_.80,df) * se, se and df by hand from the sds
+    va, vb = 0.0013 / 3, 0.0001 / 3
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    mdd = (stats.t.ppf(0.975, df) + stats.t.ppf(0.8, df)) * np.sqrt(va + vb)
+    assert float(imp["accuracy_detectable"]) == pytest.approx(mdd, abs=1e-9)
+    # the paper's single batches: (z_.975 + z_.8) sqrt(p(1-p) 2/64) at the pooled p = 0.90625
+    p = (0.9375 + 0.875) / 2
+    assert float(rows["paper improved"]["accuracy_detectable"]) == pytest.approx(
+        2.801585 * np.sqrt(p * (1 - p) * 2 / 64), abs=1e-6)
     # the paper's rows: 60/64 and 56/64, +6.25 points
     assert float(rows["paper improved"]["accuracy_mean"]) == pytest.approx(0.9375)
     assert float(rows["paper improved"]["accuracy_diff"]) == pytest.approx(0.0625)

@@ -180,6 +180,23 @@ def difference(runs, ref_runs, key="accuracy"):
     return float(np.mean(a) - np.mean(b)), (float("nan"), float("nan")), "n/a"
 
 
+def detectable(runs, ref_runs, key="accuracy"):
+    """The smallest difference of `key` this design detects with 80% power at the 5% level:
+    over seeds (Welch) when each side has two or more runs, else between two test-set
+    accuracies (`tlres.evaluate.detectable_proportions`, at the pooled accuracy)."""
+    from tlres import evaluate
+
+    a = [_final(r, key) for r in runs]
+    b = [_final(r, key) for r in ref_runs]
+    if len(a) >= 2 and len(b) >= 2:
+        return evaluate.detectable_welch(a, b)
+    if key == "accuracy":
+        ma, mb = runs[0]["metrics"], ref_runs[0]["metrics"]
+        pooled = (np.mean(a) + np.mean(b)) / 2
+        return evaluate.detectable_proportions(pooled, ma["num_test"], mb["num_test"])
+    return float("nan")
+
+
 DIFFERENT_DATA = "different data: no difference computed"
 
 
@@ -218,7 +235,8 @@ def summarize(groups):
                 if f"{key}_mean" in row and all(_final(r, key) is not None for r in groups[ref]):
                     d, (lo, hi), how = difference(runs, groups[ref], key)
                     row.update({f"{key}_diff": d, f"{key}_diff_lo": lo, f"{key}_diff_hi": hi,
-                                f"{key}_diff_method": how})
+                                f"{key}_diff_method": how,
+                                f"{key}_detectable": detectable(runs, groups[ref], key)})
             row["reference"] = ref
         rows.append(row)
     return rows
@@ -237,8 +255,8 @@ def _num(v):
 def markdown_table(rows):
     head = ("| group | data | runs | test images | accuracy % (mean ± sd) | min / median / max | "
             "mean per-class acc. % (mean ± sd) | final val loss (own criterion) | plain CE | "
-            "Δ accuracy vs reference, pts [95% CI] |")
-    lines = [head, "|" + "---|" * 10]
+            "Δ accuracy vs reference, pts [95% CI] | detectable Δ, pts (80% power) |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         acc = f"{_pct(r.get('accuracy_mean'))} ± {_pct(r.get('accuracy_sd'))}"
         spread = (f"{_pct(r.get('accuracy_min'))} / {_pct(r.get('accuracy_median'))} / "
@@ -252,15 +270,17 @@ def markdown_table(rows):
             diff = (f"{_pct(r['accuracy_diff'], True)} [{_pct(r['accuracy_diff_lo'], True)}, "
                     f"{_pct(r['accuracy_diff_hi'], True)}] vs {r['reference']} "
                     f"({r['accuracy_diff_method']})")
+        mdd = _pct(r.get("accuracy_detectable")) if "accuracy_detectable" in r else "–"
         lines.append(f"| {r['group']} | {r['data']} | {r['runs']} | {r['num_test']} | {acc} | {spread} | {mca} | "
-                     f"{_num(r.get('val_loss_mean'))} | {_num(r.get('cross_entropy_mean'))} | {diff} |")
+                     f"{_num(r.get('val_loss_mean'))} | {_num(r.get('cross_entropy_mean'))} | {diff} | {mdd} |")
     return "\n".join(lines) + "\n"
 
 
 CSV_FIELDS = ["group", "data", "runs", "num_test", "framework", "reference"] + [
     f"{k}_{s}" for k in ("accuracy", "mean_class_accuracy", "val_loss", "cross_entropy")
     for s in ("mean", "sd", "min", "median", "max")] + [
-    f"{k}_diff{s}" for k in ("accuracy", "mean_class_accuracy") for s in ("", "_lo", "_hi", "_method")]
+    f"{k}_diff{s}" for k in ("accuracy", "mean_class_accuracy") for s in ("", "_lo", "_hi", "_method")] + [
+    "accuracy_detectable", "mean_class_accuracy_detectable"]
 
 
 def write_csv(path, rows):
@@ -436,7 +456,10 @@ def build_markdown(groups, paper_groups, rows, fig_dir, command):
             f"Each tlres number is over the whole test split, {'/'.join(map(str, seeds))} seed(s) "
             "per group; sd is the sample standard deviation over seeds. The paper's rows are one "
             "batch of 64 test images (60/64 and 56/64), shown for scale, not as a like-for-like "
-            "comparison: other data, other length.", "",
+            "comparison: other data, other length. \"Detectable Δ\" is the smallest true difference "
+            "this design (its seeds, test size and observed spread) would detect with 80% power at "
+            "the 5% level: an interval that includes 0 means no difference larger than that was "
+            "found, not that there is none.", "",
             markdown_table(rows + paper_rows)]
     if fig_dir is not None:
         text += ["", f"![Fig. 2: validation accuracy]({fig_dir}/fig2_accuracy.png)",
