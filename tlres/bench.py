@@ -66,8 +66,8 @@ def _batch_sizes(text):
 _batch_sizes.__name__ = "batch sizes"
 
 
-def parser():
-    p = _Parser(prog=PROG, description=__doc__.split("\n")[0])
+def parser(prog=PROG):
+    p = _Parser(prog=prog, description=__doc__.split("\n")[0])
     pos = _checked(int, lambda v: v > 0, "must be positive")
     p.add_argument("--arch", choices=("resnet50", "tiny"), default="resnet50")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 256],
@@ -453,11 +453,11 @@ def table(report):
     return "\n".join([head, *lines, *notes])
 
 
-def main(argv=None):
+def main(argv=None, prog=PROG):
     from tlres import cli
 
-    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return cli.guarded(PROG, a.debug, lambda: _main(a))
+    a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    return cli.guarded(prog, a.debug, lambda: _main(a))
 
 
 def _main(a):
