@@ -65,7 +65,61 @@ def bad_data(tmp_path):
         (p / "c.npz").write_bytes(b"PK\x03\x04" + os.urandom(2000))
         return str(p / "c.npz")
 
+    def folder(p, split=True, **kw):
+        from conftest import write_image_folder
+
+        root = p / "images"
+        if split:
+            write_image_folder(str(root), per_class=4, split="train", **kw)
+            write_image_folder(str(root), per_class=2, split="test", **kw)
+        else:
+            write_image_folder(str(root), per_class=5, **kw)
+        return root
+
+    def corrupt_image(p):
+        root = folder(p)
+        (root / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+        return str(root)
+
+    def empty_class(p):
+        root = folder(p)
+        (root / "train" / "fox").mkdir()
+        (root / "train" / "fox" / "readme.txt").write_text("no images here")
+        return str(root)
+
+    def one_image_class(p):
+        root = folder(p, split=False)
+        for f in sorted((root / "dog").iterdir())[1:]:
+            f.unlink()
+        return str(root)
+
+    def class_missing_in_test(p):
+        root = folder(p)
+        import shutil
+
+        shutil.rmtree(root / "test" / "eel")
+        return str(root)
+
+    def no_images(p):
+        (p / "empty").mkdir()
+        (p / "empty" / "notes.txt").write_text("x")
+        return str(p / "empty")
+
+    def bomb(p):
+        from PIL import Image
+
+        root = folder(p, split=False)
+        Image.new("L", (12000, 9000)).save(root / "cat" / "huge.png")  # 108 Mpx, a 150 kB file
+        return str(root)
+
     return {
+        "images: corrupt image": (corrupt_image, "broken.png: not a readable image"),
+        "images: empty class folder": (empty_class, "class folder train/fox/ has no images"),
+        "images: class missing in test": (class_missing_in_test, "class 'eel' is in train/ but not in test/"),
+        "images: no images": (no_images, "no images found"),
+        "images: one image in a class": (one_image_class, "class 'dog' has 1 image"),
+        "images: one class": (lambda p: str(folder(p, split=False, classes=("cat",))), "need at least 2 classes"),
+        "images: decompression bomb": (bomb, "huge.png: more than 100,000,000 pixels"),
         "missing": (lambda p: str(p / "nowhere.npz"), "no such file"),
         "truncated archive": (truncated, "corrupt or truncated"),
         "corrupt npz": (corrupt_npz, "not a readable .npz"),
@@ -103,6 +157,8 @@ def test_debug_shows_the_traceback(tmp_path):
     (["--preset", "paper"], "invalid choice: 'paper'"),
     (["--epoch", "3"], "unrecognized arguments: --epoch"),
     (["--resume"], "--resume: expected one argument"),
+    (["--test-split", "0"], "--test-split: must be between 0 and 1"),
+    (["--test-split", "1.5"], "--test-split: must be between 0 and 1"),
 ])
 def test_bad_flags(flags, needle, tmp_path, capsys):
     out = str(tmp_path / "run")

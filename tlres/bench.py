@@ -67,10 +67,10 @@ def _batch_sizes(text):
 _batch_sizes.__name__ = "batch sizes"
 
 
-def parser():
+def parser(prog=PROG):
     from tlres.cli import DefaultsHelp
 
-    p = _Parser(prog=PROG, description=__doc__.split("\n")[0], formatter_class=DefaultsHelp)
+    p = _Parser(prog=prog, description=__doc__.split("\n")[0], formatter_class=DefaultsHelp)
     pos = _checked(int, lambda v: v > 0, "must be positive")
     p.add_argument("--arch", choices=("resnet50", "tiny"), default="resnet50",
                    help="network, as the runner's --arch (tiny: a 3-conv net for smoke runs)")
@@ -463,11 +463,11 @@ def table(report):
     return "\n".join([head, *lines, *notes])
 
 
-def main(argv=None):
+def main(argv=None, prog=PROG):
     from tlres import cli
 
-    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return cli.guarded(PROG, a.debug, lambda: _main(a))
+    a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    return cli.guarded(prog, a.debug, lambda: _main(a))
 
 
 def _main(a):

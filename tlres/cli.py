@@ -62,12 +62,25 @@ def _checked(kind, ok, rule):
     return parse
 
 
+Parser = _Parser  # public: every tlres command's argument parser (no prefixes, one-line errors)
+
+
+def positive(kind):
+    """An argparse type: a `kind` number > 0."""
+    return _checked(kind, lambda v: v > 0, "must be positive")
+
+
 POSITIVE = {"epochs", "batch_size", "lr", "image_size"}
 NON_NEGATIVE = {"lr_min", "weight_decay", "momentum", "crop_padding", "label_smoothing"}
 
 
+FRACTION = {"test_split"}
+
+
 def _type(f):
     kind = type(f.default) if f.default is not None else str
+    if f.name in FRACTION:
+        return _checked(kind, lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
     if f.name in POSITIVE:
         return _checked(kind, lambda v: v > 0, "must be positive")
     if f.name in NON_NEGATIVE:
@@ -175,4 +188,5 @@ def entry(default_preset):
     sys.exit(main(default_preset))
 
 
-__all__ = ["main", "parse", "parse_all", "build_parser", "entry", "guarded", "plural", "DefaultsHelp"]
+__all__ = ["main", "parse", "parse_all", "build_parser", "entry", "guarded", "plural", "DefaultsHelp",
+           "Parser", "positive"]

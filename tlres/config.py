@@ -27,7 +27,12 @@ class Config:
     data: str = _f("cifar10", "cifar10 (tensorflow-datasets), digits (scikit-learn, offline), "
                    "fashion-mnist (Debian's dataset-fashion-mnist, offline), "
                    "a cifar-10-python.tar.gz or cifar-10-batches-py/ path, a folder of the four "
-                   "MNIST-format idx files, or a .npz file")
+                   "MNIST-format idx files, a .npz file, or a folder of images: DIR/train/<class>/ "
+                   "and DIR/test/<class>/, or DIR/<class>/ (split by --test-split)")
+    test_split: float = _f(0.2, "for --data DIR/<class>/: the fraction of each class held out for "
+                           "testing (a fixed split by file name, the same in every run; see split.csv)")
+    skip_bad_images: bool = _f(False, "for a folder of images: skip unreadable or corrupt images "
+                               "(counted, listed in split.csv) instead of stopping")
     data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10; "
                               "default: tensorflow-datasets' own, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     image_size: int = _f(32, "model input size in pixels; images of another size are resized")

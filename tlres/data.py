@@ -12,7 +12,10 @@
   any number of classes;
 * ``fashion-mnist``: Fashion-MNIST (60,000 / 10,000 real 28x28 grayscale
   images) from Debian's ``dataset-fashion-mnist`` package, or a folder holding
-  the four MNIST-format idx files (``train-images-idx3-ubyte[.gz]``, ...).
+  the four MNIST-format idx files (``train-images-idx3-ubyte[.gz]``, ...);
+* any other folder: a folder of images, one subfolder per class
+  (`tlres.imagefolder`: ``DIR/train/<class>/`` and ``DIR/test/<class>/``, or
+  ``DIR/<class>/`` split by ``test_split``).
 
 Every dataset comes back at ``image_size`` with 3 channels, uint8 pixels and
 int32 labels in ``[0, num_classes)``. Each problem found is one `TlresError`
@@ -48,13 +51,15 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple
+    files: tuple = ()  # an image folder's (split, index, class, path) rows: the run's split.csv
+    record: dict | None = None  # extra facts for config.json's dataset record
 
     @property
     def num_classes(self):
         return len(self.class_names)
 
 
-def load(spec, data_dir=None, image_size=32):
+def load(spec, data_dir=None, image_size=32, test_split=0.2, skip_bad_images=False):
     if spec == "cifar10":
         return _cifar10_tfds(data_dir, image_size)
     if spec == "digits":
@@ -68,16 +73,29 @@ def load(spec, data_dir=None, image_size=32):
         return _idx_folder(FASHION_MNIST_DIR, image_size, "fashion-mnist", FASHION_MNIST_CLASSES)
     if not os.path.exists(spec):
         raise TlresError(
-            f"--data {spec}: no such file or folder (expected cifar10, digits, "
-            "a cifar-10-python.tar.gz / cifar-10-batches-py path, or a .npz file)"
+            f"--data {spec}: no such file or folder (expected cifar10, digits, fashion-mnist, "
+            "a cifar-10-python.tar.gz / cifar-10-batches-py path, a folder of images, or a .npz file)"
         )
     if spec.endswith(".npz"):
         return _npz(spec, image_size)
     if os.path.isdir(spec) and _idx_path(spec, IDX_FILES[0]):
         return _idx_folder(spec, image_size, os.path.basename(os.path.normpath(spec)), None)
+    if os.path.isdir(spec) and not is_cifar_folder(spec):
+        from tlres import imagefolder
+
+        return imagefolder.load(spec, image_size, test_split, skip_bad_images)
     if os.path.isdir(spec) or spec.endswith((".tar.gz", ".tgz", ".tar")):
         return _cifar10_archive(spec, image_size)
     raise TlresError(f"--data {spec}: unknown format (expected a .npz file or a CIFAR-10 python archive)")
+
+
+CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+
+
+def is_cifar_folder(path):
+    """An extracted CIFAR-10 python folder (or its parent): any of its files, or cifar-10-batches-py/."""
+    return os.path.isdir(os.path.join(path, "cifar-10-batches-py")) or any(
+        os.path.isfile(os.path.join(path, f)) for f in CIFAR_FILES)
 
 
 # ----------------------------------------------------------------- validation
@@ -94,18 +112,7 @@ def _validate(source, x_train, y_train, x_test, y_test, class_names, image_size)
             raise TlresError(f"{source}: y_{split} has shape {y.shape}; expected ({len(x)},), one label per image")
         if not np.issubdtype(y.dtype, np.integer):
             raise TlresError(f"{source}: y_{split} has dtype {y.dtype}; expected integer class labels")
-        if np.issubdtype(x.dtype, np.floating):
-            lo, hi = float(np.min(x)), float(np.max(x))
-            if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 1:
-                raise TlresError(f"{source}: float x_{split} must lie in [0, 1]; found [{lo:g}, {hi:g}] "
-                                 "(store 0-255 images as uint8)")
-            out = np.empty(x.shape, np.uint8)  # in chunks: no full-size float temporaries
-            for i in range(0, len(x), 4096):
-                out[i:i + 4096] = np.round(x[i:i + 4096] * 255)
-            x = out
-        elif x.dtype != np.uint8:
-            raise TlresError(f"{source}: x_{split} has dtype {x.dtype}; expected uint8 (0-255) or float (0-1)")
-        splits[split] = (x, y)
+        splits[split] = (as_uint8(source, f"x_{split}", x), y)
     num_classes = len(class_names) if class_names is not None else int(
         max(splits["train"][1].max(), splits["test"][1].max())) + 1
     for split, (x, y) in splits.items():
@@ -117,11 +124,29 @@ def _validate(source, x_train, y_train, x_test, y_test, class_names, image_size)
     if class_names is None:
         class_names = tuple(str(i) for i in range(num_classes))
     (xtr, ytr), (xte, yte) = splits["train"], splits["test"]
-    return (_to_rgb(xtr, image_size), ytr.astype(np.int32),
-            _to_rgb(xte, image_size), yte.astype(np.int32), tuple(class_names))
+    return (to_rgb(xtr, image_size), ytr.astype(np.int32),
+            to_rgb(xte, image_size), yte.astype(np.int32), tuple(class_names))
 
 
-def _to_rgb(x, size):
+def as_uint8(source, name, x):
+    """Image array `name` of `source` as uint8: uint8 kept, float in [0, 1] scaled by 255 and rounded."""
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise TlresError(f"{source}: {name} has shape {x.shape}; expected (N, H, W) or (N, H, W, 1 or 3)")
+    if np.issubdtype(x.dtype, np.floating):
+        lo, hi = (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 1:
+            raise TlresError(f"{source}: float {name} must lie in [0, 1]; found [{lo:g}, {hi:g}] "
+                             "(store 0-255 images as uint8)")
+        out = np.empty(x.shape, np.uint8)  # in chunks: no full-size float temporaries
+        for i in range(0, len(x), 4096):
+            out[i:i + 4096] = np.round(x[i:i + 4096] * 255)
+        return out
+    if x.dtype != np.uint8:
+        raise TlresError(f"{source}: {name} has dtype {x.dtype}; expected uint8 (0-255) or float (0-1)")
+    return x
+
+
+def to_rgb(x, size):
     """uint8 (N,H,W[,C]) -> uint8 (N,size,size,3): gray to RGB, bilinear resize."""
     if x.ndim == 3:
         x = x[..., None]
@@ -179,8 +204,8 @@ def _cifar10_archive(path, image_size):
     files = ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch", "batches.meta"]
     try:
         if os.path.isdir(path):
-            base = path if os.path.exists(os.path.join(path, "test_batch")) else os.path.join(
-                path, "cifar-10-batches-py")
+            inner = os.path.join(path, "cifar-10-batches-py")
+            base = inner if os.path.isdir(inner) else path
             blobs = {}
             for name in files:
                 p = os.path.join(base, name)

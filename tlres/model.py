@@ -14,6 +14,7 @@ import os
 from tlres.errors import TlresError
 
 MODEL_FILE = "model.keras"  # what a finished run leaves: the whole model, Keras' native format
+METADATA_FILE = "tlres.json"  # inside model.keras: preprocessing and class names (Keras ignores it)
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP
 
@@ -126,18 +127,41 @@ def load_backbone(backbone, path, flag, arch="resnet50"):
     backbone.set_weights(inner[0].get_weights())
 
 
-def save(model, path):
+def save(model, path, metadata=None):
     """Write `model` as a plain Keras model file: loadable without tlres.
 
     Rebuilt from its config, so the file holds Keras' own Conv2D layers (the
     `matmul_conv` kernel is an instance attribute and is not saved), no
     optimizer and no tlres loss: `keras.saving.load_model(path)` works anywhere.
+    `metadata` (the run's preprocessing and class names) is stored as an extra
+    `tlres.json` member of the .keras zip, which Keras ignores, so the file alone
+    is enough for `tlres predict`.
     """
+    import json
+    import zipfile
+
     import keras
 
     plain = keras.Model.from_config(model.get_config())
     plain.set_weights(model.get_weights())
     plain.save(path)
+    if metadata is not None:
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr(METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+
+
+def read_metadata(path):
+    """The `tlres.json` that `save` stored in a .keras file, or None (a bare Keras file)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            if METADATA_FILE not in z.namelist():
+                return None
+            return json.loads(z.read(METADATA_FILE))
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise TlresError(f"{path}: not a readable .keras file ({type(e).__name__}: {e})") from e
 
 
 def tiny_backbone(shape):

@@ -16,6 +16,8 @@ Run directory (see README "Results"):
                       finished); config.json's "preprocessing" says what input it expects
     metrics.json      final whole-test-split metrics (only once finished)
     predictions.csv   index,label,prediction,confidence per test image
+    split.csv         for a folder of images: split,index,class,path of every image (index = the
+                      row in its split, so predictions.csv's index is split.csv's test index)
     accuracy.png, loss.png, confusion.png
 """
 
@@ -28,6 +30,7 @@ import time
 
 from tlres.errors import TlresError
 
+SPLIT_FILE = "split.csv"
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                   "val_mean_class_accuracy", "lr", "seconds")
 
@@ -132,6 +135,8 @@ def validate(cfg):
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if not 0 < cfg.test_split < 1:
+        raise TlresError(f"--test-split must be between 0 and 1 (exclusive), got {cfg.test_split}")
 
 
 def load_inputs(cfg):
@@ -146,7 +151,7 @@ def load_inputs(cfg):
     problems = []
     weights = model.weights_unavailable(cfg.weights, cfg.arch)
     try:
-        ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
+        ds = data.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     except TlresError as e:
         problems.append(str(e))
     problems += [weights] if weights else []
@@ -366,10 +371,13 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
             _write_json(os.path.join(out, "config.json"), {
                 "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
-                    "num_classes": ds.num_classes, "class_names": list(ds.class_names)},
+                    "num_classes": ds.num_classes, "class_names": list(ds.class_names),
+                    **(ds.record or {})},
                 "preprocessing": preprocessing(cfg, ds.class_names),
                 "versions": versions(), "device": device(),
                 "pipeline": pipeline.resolve(cfg.pipeline)})
+            if ds.files:
+                write_split(os.path.join(out, SPLIT_FILE), ds.files)
         return _run(cfg, out, ds, net, ckpt, t0, verbose)
     except BaseException as e:
         if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
@@ -432,7 +440,9 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
     _write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
     report.run_figures(out, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})")
-    model_lib.save(net, os.path.join(out, model_lib.MODEL_FILE))
+    model_lib.save(net, os.path.join(out, model_lib.MODEL_FILE),
+                   {"preprocessing": preprocessing(cfg, ds.class_names),
+                    "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}})
     _write_json(os.path.join(out, "metrics.json"), m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
         import shutil
@@ -466,6 +476,14 @@ def bn_note(momentum, updates, threshold=0.01):
             f"(at --bn-momentum {momentum:g} their initial values still weigh {100 * left:.0f}%), so "
             "the evaluation, which uses them, can read far worse than training; train more steps "
             "(more --epochs, a smaller --batch-size) before reading its loss and accuracy")
+
+
+def write_split(path, rows):
+    """split.csv of an image folder: which file is which training or test row (or was skipped)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "index", "class", "path"])
+        w.writerows(rows)
 
 
 def _write_history(path, rows):

@@ -291,7 +291,7 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     except (RuntimeError, ValueError) as e:
         raise TlresError(f"--device {device}: not usable here ({str(e).splitlines()[0]})") from None
     t0 = time.perf_counter()
-    ds = tdata.load(cfg.data, cfg.data_dir, cfg.image_size)
+    ds = tdata.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     xtr, ytr = ds.x_train[:limit_train], ds.y_train[:limit_train]
     xte, yte = ds.x_test[:limit_test], ds.y_test[:limit_test]
     if len(xtr) < cfg.batch_size:
