@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tlres import report
+from tlres import report, results
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -220,3 +220,28 @@ def test_groups_on_different_data_get_no_difference_and_name_their_data(tmp_path
     panels = report.figures(str(out), groups, results.group(results.paper()))
     assert "not comparable across data" in panels["fig2_accuracy.png"][1]
     assert panels["fig4_confusion.png"][0].startswith("Fig. 4: baseline (digits)")
+
+
+def test_findings_follow_the_interval_and_state_the_detectable_difference(grid, tmp_path):
+    from scipy import stats
+
+    from tlres.evaluate import detectable_welch
+
+    groups = results.group(results.load(str(grid)))
+    (line,) = report.findings(groups)  # only improved vs baseline can be answered here
+    imp, base = [0.90, 0.92, 0.97], [0.85, 0.86, 0.84]
+    ci = stats.ttest_ind(imp, base, equal_var=False).confidence_interval()
+    assert ci.low < 0 < ci.high  # [-0.21, +16.21] points: no difference found, with the MDD
+    assert line == (f"* The improved recipe against the baseline: **no difference found**: +8.00 "
+                    f"points [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}] (improved vs baseline); this "
+                    f"design detects {detectable_welch(imp, base) * 100:.2f} points with 80% power, "
+                    "so no effect larger than about that.")
+    for k, a in enumerate((0.95, 0.96, 0.97)):  # clearly above the baseline: "helps"
+        write_run(tmp_path / "g2" / "improved-cosine" / f"seed{k}", a, a, 0.5, preset="improved", seed=k)
+    better = results.load(str(tmp_path / "g2"))
+    ci = stats.ttest_ind([0.95, 0.96, 0.97], base, equal_var=False).confidence_interval()
+    (said,) = report.findings({"improved": better, "improved-cosine": groups["baseline"]})
+    assert said == (f"* Cosine annealing, on top of the rest of the improved recipe: **helps**: +11.00 "
+                    f"points [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}] (improved vs improved-cosine).")
+    (said,) = report.findings({"improved": groups["baseline"], "improved-cosine": better})
+    assert said.startswith("* Cosine annealing, on top of the rest of the improved recipe: **hurts**: -11.00")

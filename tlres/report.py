@@ -448,6 +448,46 @@ def describe(groups):
             f"Framework: {fw['name']}" + (f" ({vers})" if vers else "") + f", device: {dev}.")
 
 
+QUESTIONS = (
+    ("Transfer, added to the baseline", "baseline+transfer", "baseline"),
+    ("Transfer, within the improved recipe", "improved", "improved-transfer"),
+    ("Augmentation, on top of the rest of the improved recipe", "improved", "improved-augment"),
+    ("Label smoothing, on top of the rest of the improved recipe", "improved", "improved-smoothing"),
+    ("Cosine annealing, on top of the rest of the improved recipe", "improved", "improved-cosine"),
+    ("The improved recipe against the baseline", "improved", "baseline"),
+)
+"""The paper's claims as grid comparisons: (question, group with the change, group without)."""
+
+
+def findings(groups):
+    """One bullet per question of `QUESTIONS` the grid can answer (both groups, 2+ seeds each).
+
+    The verdict follows the 95% Welch interval alone: above 0 "helps", below 0 "hurts",
+    else "no difference found", with the smallest difference the design detects (80% power),
+    so that it reads "none larger than X".
+    """
+    from tlres import evaluate
+
+    out = []
+    for question, a, b in QUESTIONS:
+        if len(groups.get(a, ())) < 2 or len(groups.get(b, ())) < 2:
+            continue
+        va = [_final(r, "accuracy") for r in groups[a]]
+        vb = [_final(r, "accuracy") for r in groups[b]]
+        d, (lo, hi), _ = evaluate.welch_interval(va, vb)
+        mdd = evaluate.detectable_welch(va, vb)
+        numbers = f"{_pct(d, True)} points [{_pct(lo, True)}, {_pct(hi, True)}] ({a} vs {b})"
+        if lo > 0:
+            verdict = f"**helps**: {numbers}"
+        elif hi < 0:
+            verdict = f"**hurts**: {numbers}"
+        else:
+            verdict = (f"**no difference found**: {numbers}; this design detects {_pct(mdd)} points "
+                       "with 80% power, so no effect larger than about that")
+        out.append(f"* {question}: {verdict}.")
+    return out
+
+
 def build_markdown(groups, paper_groups, rows, fig_dir, command):
     paper_rows = summarize(paper_groups) if paper_groups else []
     seeds = sorted({len(g) for g in groups.values()})
@@ -461,6 +501,11 @@ def build_markdown(groups, paper_groups, rows, fig_dir, command):
             "the 5% level: an interval that includes 0 means no difference larger than that was "
             "found, not that there is none.", "",
             markdown_table(rows + paper_rows)]
+    said = findings(groups)
+    if said:
+        text += ["What these runs say about the paper's claims, on this data and training length "
+                 "(test accuracy, mean difference and 95% Welch interval over seeds; generated from "
+                 "the intervals, not written by hand):", ""] + said
     if fig_dir is not None:
         text += ["", f"![Fig. 2: validation accuracy]({fig_dir}/fig2_accuracy.png)",
                  f"![Fig. 3: loss]({fig_dir}/fig3_loss.png)",
