@@ -106,3 +106,48 @@ def test_grid_runs_are_what_the_doc_says_and_its_section_is_their_report():
             np.testing.assert_array_equal(labels, y_test)  # tlres' digits split, image by image
     section = _section(_doc(), "transfer")
     assert _body(section) == _body(_regenerated(section, [GRID], paper=True))
+
+
+@pytest.mark.skipif(not os.path.isdir(GRID), reason="no recorded transfer grid")
+def test_the_numbers_typed_in_the_prose_are_the_recorded_ones():
+    from tlres.evaluate import detectable_proportions
+
+    doc = " ".join(_doc().split("### What it says")[1].split())
+    acc = lambda runs: np.array([r["metrics"]["accuracy"] for r in runs]) * 100
+    grid = results.group(results.load(GRID))
+    digits = results.group(results.load(os.path.join(ROOT, "experiments", "results", "digits", "runs")))
+    for g, text in ((digits["baseline"], "93.15% ± 1.25"), (grid["baseline"], "95.74% ± 0.64")):
+        a = acc(g)
+        assert f"{a.mean():.2f}% ± {a.std(ddof=1):.2f}" == text and text in doc
+    for g, text in ((grid["baseline+augment"], "76.67-92.50%"), (grid["baseline"], "95.00-96.11%")):
+        a = acc(g)
+        assert f"{a.min():.2f}-{a.max():.2f}%" == text and text in doc
+    assert "6.25-point gain" in doc  # 60/64 - 56/64
+    assert round(detectable_proportions((60 + 56) / 128, 64, 64) * 100) == 14 and "about 14 points" in doc
+    findings = "\n".join(report.findings(grid))
+    assert "Transfer, within the improved recipe: **helps**" in findings
+    assert "Transfer, added to the baseline: **no difference found**" in findings
+    for trick in ("Augmentation", "Label smoothing", "Cosine annealing"):
+        assert f"{trick}, on top of the rest of the improved recipe: **no difference found**" in findings
+    assert "The improved recipe against the baseline: **no difference found**" in findings
+
+
+@pytest.mark.skipif(not os.path.isdir(GRID), reason="no recorded transfer grid")
+def test_readme_summary_quotes_the_grid():
+    from tlres.evaluate import detectable_welch, welch_interval
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read().split("### With transfer, offline")[1].split("### Results on digits")[0]
+    text = " ".join(text.split())  # as rendered: line breaks are spaces
+    grid = results.group(results.load(GRID))
+    acc = lambda g: [r["metrics"]["accuracy"] * 100 for r in grid[g]]
+    d, (lo, hi), _ = welch_interval(acc("improved"), acc("improved-transfer"))
+    assert lo > 0 and f"removing it costs {d:.2f} points [{lo:+.2f}, {hi:+.2f}]" in text
+    d, (lo, hi), _ = welch_interval(acc("baseline+transfer"), acc("baseline"))
+    assert lo < 0 < hi and f"({d:+.2f} [{lo:+.2f}, {hi:+.2f}])" in text
+    d, (lo, hi), _ = welch_interval(acc("improved"), acc("baseline"))
+    mdd = detectable_welch(acc("improved"), acc("baseline"))
+    assert lo < 0 < hi and f"{d:+.2f} points [{lo:+.2f}, {hi:+.2f}], where the design would detect " \
+        f"{mdd:.2f} points" in text
+    with open(os.path.join(PRETRAIN, "metrics.json")) as f:
+        assert f"{json.load(f)['accuracy'] * 100:.2f}% on its 10,000 test images" in text
