@@ -417,3 +417,42 @@ def test_open_image_bad_files_are_one_line(tmp_path, content, needle):
     with pytest.raises(TlresError) as e:
         data.open_image(str(path))
     assert str(e.value).startswith(f"{path}: {needle}") and "\n" not in str(e.value)
+
+
+# -- MNIST-format idx files ------------------------------------------------------------------------
+
+def idx_folder(tmp_path, train_images):
+    """Four idx files (the format by definition: 0, 0, 0x08, ndim, big-endian sizes, bytes),
+    the training images' file replaced by `train_images` (bytes, gzipped when the name says)."""
+    import gzip
+
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name, shape in (("train-labels-idx1-ubyte", (4,)), ("t10k-images-idx3-ubyte", (2, 8, 8)),
+                        ("t10k-labels-idx1-ubyte", (2,))):
+        blob = b"\0\0\x08" + bytes([len(shape)]) + b"".join(n.to_bytes(4, "big") for n in shape)
+        (folder / name).write_bytes(blob + bytes(int(np.prod(shape))))
+    if isinstance(train_images, tuple):  # (name suffix, bytes)
+        suffix, blob = train_images
+        (folder / ("train-images-idx3-ubyte" + suffix)).write_bytes(
+            gzip.compress(blob) if suffix == ".gz" else blob)
+    return str(folder)
+
+
+def test_idx_sizes_whose_int64_product_wraps_to_the_data_length(tmp_path):
+    """2^31 x 2^31 x 4 = 2^64 images' bytes: 0 in int64 arithmetic, which matched an empty
+    file and then failed in numpy's reshape with a traceback."""
+    header = b"\0\0\x08\x03" + (2 ** 31).to_bytes(4, "big") * 2 + (4).to_bytes(4, "big")
+    path = idx_folder(tmp_path, ("", header))
+    with pytest.raises(TlresError, match=r"declares shape \(2147483648, 2147483648, 4\) \(18446744073709551616 bytes\) "
+                                         "but the file holds 0 bytes"):
+        data.load(path)
+
+
+def test_idx_gzip_holding_far_more_than_declared_is_read_no_further(tmp_path):
+    """A 64 KiB gzip of 64 MiB of zeros behind a header declaring 4 x 8 x 8: refused having
+    read the declared 256 bytes (+1), not the 64 MiB."""
+    blob = b"\0\0\x08\x03" + b"".join(n.to_bytes(4, "big") for n in (4, 8, 8)) + bytes(64 * 2 ** 20)
+    path = idx_folder(tmp_path, (".gz", blob))
+    msg = bounded(lambda: data.load(path), max_bytes=4 * 2 ** 20)
+    assert msg.endswith("declares shape (4, 8, 8) (256 bytes) but the file holds more data than that")

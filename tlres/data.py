@@ -187,17 +187,23 @@ def open_image(path):
     PIL's decompression-bomb limit is set explicitly (`IMAGE_MAX_PIXELS`), and
     its warning zone (between the limit and twice it) is refused too. Anything
     the decoder raises (an unknown format, a truncated or corrupt file) becomes
-    ``PATH: not a readable image (...)``.
+    ``PATH: not a readable image (...)``. PIL reads from the file's bytes in
+    memory, not from the file: Pillow (13.0) skips the rest of a PNG chunk with
+    ``fp.read(declared length)``, and a real file's read(n) allocates n bytes
+    first (a 43-byte PNG declaring a 2 GiB IDAT allocated 2 GiB).
     """
+    import io
     import warnings
 
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = IMAGE_MAX_PIXELS
     try:
+        with open(path, "rb") as f:
+            blob = f.read()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(io.BytesIO(blob))
             try:
                 im.load()
             except BaseException:
@@ -466,24 +472,35 @@ def read_idx(path, ndim):
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise TlresError(f"{path}: not an idx file (bad magic number)")
+            if head[2] != 0x08:
+                raise TlresError(f"{path}: idx data type 0x{head[2]:02x}; expected 0x08 (unsigned bytes)")
+            if head[3] != ndim:
+                raise TlresError(f"{path}: {head[3]} dimension(s); expected {ndim}")
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise TlresError(f"{path}: truncated header")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 + 4 * i], "big") for i in range(ndim))
+            expected = math.prod(shape)  # Python ints: three int32 sizes can pass 2^64
+            # no more than the header declares (+1 to see excess), in chunks: a gzip stream
+            # can decompress to far more than its file, and read(n) allocates n bytes first
+            chunks, have = [], 0
+            while have <= expected:
+                chunk = f.read(min(2 ** 20, expected + 1 - have))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                have += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
         raise TlresError(f"{path}: unreadable idx file ({type(e).__name__}: {e})") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise TlresError(f"{path}: not an idx file (bad magic number)")
-    if raw[2] != 0x08:
-        raise TlresError(f"{path}: idx data type 0x{raw[2]:02x}; expected 0x08 (unsigned bytes)")
-    if raw[3] != ndim:
-        raise TlresError(f"{path}: {raw[3]} dimension(s); expected {ndim}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise TlresError(f"{path}: truncated header")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64))
-    if len(raw) - header != expected:
+    if have != expected:
+        holds = f"{have} bytes of data" if have < expected else "more data than that"
         raise TlresError(f"{path}: header declares shape {shape} ({expected} bytes) but the file "
-                         f"holds {len(raw) - header} bytes of data")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+                         f"holds {holds}")
+    raw = b"".join(chunks)
+    return np.frombuffer(raw, np.uint8).reshape(shape)
 
 
 def _idx_folder(folder, image_size, name, class_names):
