@@ -32,8 +32,11 @@ class _Writer:
                 self.out.append(b"K" + bytes([v]))
             elif 0 <= v < 65536:
                 self.out.append(b"M" + struct.pack("<H", v))
-            else:
+            elif -2 ** 31 <= v < 2 ** 31:
                 self.out.append(b"J" + struct.pack("<i", v))
+            else:  # a Python 2 long: LONG1, little-endian two's complement
+                b = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+                self.out.append(b"\x8a" + bytes([len(b)]) + b)
         elif isinstance(v, (bytes, str)):  # Python 2 had one string type: str
             b = v.encode("latin-1") if isinstance(v, str) else v
             self.out.append((b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<I", len(b))) + b)

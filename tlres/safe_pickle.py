@@ -27,6 +27,7 @@ import math
 import pickle
 import pickletools
 import re
+import warnings
 
 import numpy as np
 
@@ -199,5 +200,7 @@ def loads(blob, encoding="bytes"):
     (``np.asarray`` gives the plain array).
     """
     blob = bytes(blob)
-    _prescan(blob)
-    return _Unpickler(io.BytesIO(blob), encoding=encoding).load()
+    with warnings.catch_warnings():  # protocol 0 strings with bad escapes: an error follows or not
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _prescan(blob)
+        return _Unpickler(io.BytesIO(blob), encoding=encoding).load()
