@@ -456,3 +456,26 @@ def test_idx_gzip_holding_far_more_than_declared_is_read_no_further(tmp_path):
     path = idx_folder(tmp_path, (".gz", blob))
     msg = bounded(lambda: data.load(path), max_bytes=4 * 2 ** 20)
     assert msg.endswith("declares shape (4, 8, 8) (256 bytes) but the file holds more data than that")
+
+
+# -- --weights: a model.keras carrying code --------------------------------------------------------
+
+def test_model_keras_with_a_lambda_layer_is_refused_and_its_code_never_runs(tmp_path):
+    """Keras stores a Lambda layer's function as Python bytecode; safe_mode refuses to
+    load it. Without safe_mode, loading the file runs it (the control below)."""
+    import keras
+
+    from tlres import model as model_lib
+
+    marker = tmp_path / "PWNED"
+    inputs = keras.Input((4,))
+    run_me = f"lambda x: (open({str(marker)!r}, 'a').close(), x)[1]"
+    net = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Lambda(eval(run_me))(inputs)))
+    path = tmp_path / "model.keras"
+    net.save(path)
+    marker.unlink()  # building the model above ran the function once
+    with pytest.raises(TlresError, match=f"--weights {path}: not a readable Keras model"):
+        model_lib.load_backbone(None, str(path), str(path))
+    assert not marker.exists()
+    keras.saving.load_model(path, safe_mode=False)  # the control: unsafe loading runs it
+    assert marker.exists()
