@@ -402,6 +402,16 @@ def test_open_image_limit_is_the_stated_one(tmp_path, monkeypatch):
         data.open_image(str(tmp_path / "s.png"))
 
 
+def test_open_image_refuses_a_fifo_and_an_oversized_file(tmp_path, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block forever
+    with pytest.raises(TlresError, match="pipe.png: not a regular file"):
+        data.open_image(str(tmp_path / "pipe.png"))
+    (tmp_path / "big.png").write_bytes(bytes(9000))
+    monkeypatch.setattr(data, "IMAGE_MAX_PIXELS", 1000)  # 8 bytes a pixel at most: 8000 bytes
+    with pytest.raises(TlresError, match="big.png: 8.8 KiB is more than any image of at most 1000 pixels needs"):
+        data.open_image(str(tmp_path / "big.png"))
+
+
 @pytest.mark.parametrize("content,needle", [
     (b"not an image", "not a readable image (UnidentifiedImageError"),
     (None, "not a readable image (OSError"),  # a PNG cut in half

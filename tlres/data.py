@@ -199,6 +199,12 @@ def open_image(path):
 
     Image.MAX_IMAGE_PIXELS = IMAGE_MAX_PIXELS
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise TlresError(f"{path}: not a regular file")
+        if st.st_size > 8 * IMAGE_MAX_PIXELS:  # 16-bit RGBA, uncompressed: 8 bytes a pixel
+            raise TlresError(f"{path}: {_bytes(st.st_size)} is more than any image of at most "
+                             f"{IMAGE_MAX_PIXELS} pixels needs")
         with open(path, "rb") as f:
             blob = f.read()
         with warnings.catch_warnings():
@@ -210,6 +216,8 @@ def open_image(path):
                 im.close()
                 raise
         return im
+    except TlresError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise TlresError(f"{path}: refuses to decode an image of more than {IMAGE_MAX_PIXELS} pixels "
                          f"(a decompression bomb?): {_brief(e)}") from None

@@ -14,7 +14,7 @@
 Any other global is refused by name (`ForbiddenGlobal`) before anything is
 called. The admitted callables are wrapped: arrays are built only from a plain
 numeric, boolean or string dtype and a byte string of exactly the declared
-size (no object arrays, whose numpy reconstruction crashes on a short list),
+size (no object arrays: numpy 2.4 segfaults rebuilding one from a short list),
 and ``bytes``/``bytearray`` refuse integer sizes. Before unpickling, a scan of
 the opcodes (`pickletools.genops`) checks that every declared length fits in
 the data and every memo index is one a pickler could have written: Python's
