@@ -45,7 +45,6 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MAX_INFERRED_CLASSES = 1000  # labels without class names: a stray 4e9 must not make 4e9 classes
-IMAGE_MAX_PIXELS = 4096 * 4096 * 4  # open_image's limit: 67 megapixels, e.g. 8192 x 8192
 
 
 @dataclass(frozen=True)
@@ -179,50 +178,6 @@ def resize(x, size, chunk=2048):
     for i in range(0, len(x), chunk):
         out[i:i + chunk] = np.asarray(fn(x[i:i + chunk])).astype(np.uint8)
     return out
-
-
-def open_image(path):
-    """A decoded PIL image from an untrusted file, or one TlresError line naming the file.
-
-    PIL's decompression-bomb limit is set explicitly (`IMAGE_MAX_PIXELS`), and
-    its warning zone (between the limit and twice it) is refused too. Anything
-    the decoder raises (an unknown format, a truncated or corrupt file) becomes
-    ``PATH: not a readable image (...)``. PIL reads from the file's bytes in
-    memory, not from the file: Pillow (13.0) skips the rest of a PNG chunk with
-    ``fp.read(declared length)``, and a real file's read(n) allocates n bytes
-    first (a 43-byte PNG declaring a 2 GiB IDAT allocated 2 GiB).
-    """
-    import io
-    import warnings
-
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = IMAGE_MAX_PIXELS
-    try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-            raise TlresError(f"{path}: not a regular file")
-        if st.st_size > 8 * IMAGE_MAX_PIXELS:  # 16-bit RGBA, uncompressed: 8 bytes a pixel
-            raise TlresError(f"{path}: {_bytes(st.st_size)} is more than any image of at most "
-                             f"{IMAGE_MAX_PIXELS} pixels needs")
-        with open(path, "rb") as f:
-            blob = f.read()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(blob))
-            try:
-                im.load()
-            except BaseException:
-                im.close()
-                raise
-        return im
-    except TlresError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise TlresError(f"{path}: refuses to decode an image of more than {IMAGE_MAX_PIXELS} pixels "
-                         f"(a decompression bomb?): {_brief(e)}") from None
-    except Exception as e:  # UnidentifiedImageError, OSError (truncated), decoder errors
-        raise TlresError(f"{path}: not a readable image ({_brief(e)})") from None
 
 
 # ----------------------------------------------------------------- sources
