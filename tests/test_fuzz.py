@@ -6,7 +6,7 @@ structure (wrong dtypes and shapes, NaN/inf images, huge declared sizes, wrong
 kinds of JSON values, broken CSV cells). Loaders: the .npz, the CIFAR-10 archive
 (folder, .tar, .tar.gz), `tlres.results` and `compare` (results JSON, run
 directories with their CSV files, `results convert`'s CSV inputs),
-MNIST-format idx folders, and `data.open_image` (PNG, JPEG, GIF).
+MNIST-format idx folders, and image folders and their images (PNG, JPEG, GIF).
 """
 
 import csv
@@ -28,7 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import py2_pickle
-from tlres import cli, compare, data, results
+from tlres import cli, compare, data, imagefolder, results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED_RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")
@@ -39,6 +39,28 @@ FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def imported():
+    """What the readers import lazily (jax for resizing, scipy for Welch intervals, Pillow),
+    imported first: an import under tracemalloc on a loaded CPU took 48 s, and the time limit
+    is for the reader."""
+    import jax.numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    data.resize(np.zeros((1, 8, 8, 3), np.uint8), 32)  # and the first jit of the resize
+
+
+@pytest.fixture
+def small_images(monkeypatch):
+    """A 4,096-pixel limit, so that every image the fuzzer can make is bounded like other
+    inputs (the real limit, 100 million pixels, bounds a decode by pixels, not by file size)."""
+    import PIL.Image
+
+    monkeypatch.setattr(imagefolder, "MAX_PIXELS", 4096)
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", PIL.Image.MAX_IMAGE_PIXELS)  # restored after
 
 
 def load_data(path):
@@ -495,8 +517,28 @@ def image_bytes(fmt):
     ("JPEG", [b"\xff\xc0", b"\xff\xc4", b"\xff\xda", b"\xff\xdb"]),
     ("GIF", [b"GIF8", b",", b";"]),
 ])
-def test_fuzz_open_image(fmt, markers):
-    """Images are bounded by the pixel limit, not by the file size: PIL allocates pixel buffers
-    with its own allocator (unseen by tracemalloc), at most IMAGE_MAX_PIXELS x 4 bytes."""
+def test_fuzz_open_image(fmt, markers, small_images):
+    """`imagefolder.open_image` (--data DIR, tlres predict), under a small pixel limit."""
     valid = image_bytes(fmt)
-    fuzz(valid, data.open_image, "." + fmt.lower(), hot=hot_offsets(valid, markers) | {0, 16})
+    fuzz(valid, imagefolder.open_image, "." + fmt.lower(), hot=hot_offsets(valid, markers) | {0, 16})
+
+
+def test_fuzz_image_folder(tmp, small_images):
+    """A DIR/<class>/ folder (2 classes x 3 images, PNG and JPEG) with one image damaged."""
+    images = {f"{c}/{i}.{fmt.lower()}": image_bytes(fmt) for c in ("cat", "dog")
+              for i, fmt in enumerate(["PNG", "JPEG", "PNG"])}
+    folder = tmp / "images"
+    run_cli = data_cli(tmp)
+
+    @SETTINGS
+    @given(st.sampled_from(sorted(images)).flatmap(lambda n: st.tuples(st.just(n), mutations(images[n]))))
+    def run(case):
+        name, blob = case
+        shutil.rmtree(folder, ignore_errors=True)
+        for n, b in images.items():
+            (folder / n).parent.mkdir(parents=True, exist_ok=True)
+            (folder / n).write_bytes(blob if n == name else b)
+        if check(load_data, str(folder), sum(map(len, images.values())) + len(blob)) != "loaded":
+            run_cli(str(folder))
+
+    run()
