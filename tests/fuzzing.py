@@ -14,9 +14,9 @@ the property alone, for targets that write several files per input (a folder).
 
 Budget: TLRES_FUZZ_EXAMPLES examples per target (default 30: tests/test_fuzz.py took
 6.5 s of CPU, 61 s of wall time at a load average of 8, on the project's 2-core AMD
-EPYC with AVX-512, 2026-11-25). The CI budget is
-derandomized, so CI is repeatable; setting TLRES_FUZZ_EXAMPLES (e.g. 2000) runs
-random, longer searches, with a local example database under .hypothesis/. TLRES_FUZZ_SECONDS sets the per-input time
+EPYC with AVX-512, 2026-11-25). The CI budget is derandomized, so CI is repeatable;
+setting TLRES_FUZZ_EXAMPLES (e.g. 2000) runs random, longer searches, with a local
+example database under .hypothesis/. TLRES_FUZZ_SECONDS sets the per-input time
 limit (default 10 s: generous for a loaded CI machine; a hang or a bomb takes longer).
 """
 
