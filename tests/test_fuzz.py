@@ -6,7 +6,8 @@ structure (wrong dtypes and shapes, NaN/inf images, huge declared sizes, wrong
 kinds of JSON values, broken CSV cells). Loaders: the .npz, the CIFAR-10 archive
 (folder, .tar, .tar.gz), `tlres.results` and `compare` (results JSON, run
 directories with their CSV files, `results convert`'s CSV inputs),
-MNIST-format idx folders, and image folders and their images (PNG, JPEG, GIF).
+MNIST-format idx folders, image folders and their images (PNG, JPEG, GIF), and
+`tlres predict`'s inputs (a .keras file's tlres.json, an .npz).
 """
 
 import csv
@@ -500,6 +501,39 @@ def test_fuzz_convert_csv(tmp):
         check(convert(paths), paths[name], sum(map(len, inputs.values())) + len(blob))
 
     run()
+
+
+# -- tlres predict: a model file's tlres.json, an .npz of images -----------------------------------
+
+RECORD = {"preprocessing": {"image_size": 32, "channels": "RGB", "input_norm": "paper", "class_names": ["a", "b"]},
+          "evaluation": {"batch_size": 64, "conv": "auto"}}
+
+
+def zipped(name, blob):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(name, blob)
+    return buf.getvalue()
+
+
+def test_fuzz_keras_file_metadata():
+    """`model.read_metadata`: the tlres.json member of a .keras zip, damaged as JSON or as bytes."""
+    from tlres import model as model_lib
+
+    text = json_text(RECORD)
+    valid = zipped("tlres.json", text)
+    strategy = st.one_of(json_edit(RECORD).map(lambda o: zipped("tlres.json", json_text(o))),
+                         mutations(text).map(lambda b: zipped("tlres.json", b)), mutations(valid))
+    fuzz(valid, model_lib.read_metadata, ".keras", strategy=strategy)
+
+
+def test_fuzz_predict_npz():
+    """`predict.npz_images`: the .npz that `tlres predict` takes."""
+    from tlres import predict
+
+    valid = npz_bytes(x=RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    fuzz(valid, lambda p: predict.npz_images(p, 32), ".npz",
+         hot=hot_offsets(valid, [b"PK\x03\x04", b"PK\x01\x02", b"\x93NUMPY", b"'shape'", b"'descr'"]))
 
 
 # -- images ----------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 declared sizes beyond the data, and decompression bombs in images."""
 
 import io
+import json
 import os
 import pickle
 import shlex
@@ -473,3 +474,56 @@ def test_model_keras_with_a_lambda_layer_is_refused_and_its_code_never_runs(tmp_
     assert not marker.exists()
     keras.saving.load_model(path, safe_mode=False)  # the control: unsafe loading runs it
     assert marker.exists()
+
+
+# -- tlres predict: the .keras file's tlres.json and an .npz of images ------------------------------
+
+RECORD = {"preprocessing": {"image_size": 32, "input_norm": "paper", "class_names": ["a", "b"]},
+          "evaluation": {"batch_size": 64, "conv": "auto"}}
+
+
+def keras_with(tmp_path, text):
+    """A zip named model.keras holding only a tlres.json of `text` (what read_metadata reads)."""
+    import zipfile
+
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("tlres.json", text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[1, 2]", "its tlres.json is not tlres' record"),
+    (json.dumps({**RECORD, "evaluation": {"batch_size": "64"}}), "is not tlres' record"),
+    (json.dumps({**RECORD, "evaluation": {"batch_size": 0}}), "is not tlres' record"),
+    (json.dumps({**RECORD, "preprocessing": {"input_norm": "zzz"}}), "is not tlres' record"),
+    (json.dumps({**RECORD, "preprocessing": {"class_names": "ab"}}), "is not tlres' record"),
+    (json.dumps({**RECORD, "preprocessing": [1]}), "is not tlres' record"),
+    ("[" * 100_000 + "]" * 100_000, "not a readable .keras file (RecursionError"),
+    ("{", "not a readable .keras file (JSONDecodeError"),
+])
+def test_a_keras_files_tlres_json_of_the_wrong_kind_is_one_line(tmp_path, text, needle):
+    from tlres import model as model_lib
+
+    path = keras_with(tmp_path, text)
+    with pytest.raises(TlresError) as e:
+        model_lib.read_metadata(path)
+    assert str(e.value).startswith(f"{path}: ") and needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_keras_files_tlres_json_as_tlres_writes_it_is_read(tmp_path):
+    from tlres import model as model_lib
+
+    assert model_lib.read_metadata(keras_with(tmp_path, json.dumps(RECORD))) == RECORD
+
+
+def test_predict_npz_declaring_a_huge_array_is_refused_cheaply(tmp_path):
+    import zipfile
+
+    from tlres import predict
+
+    path = tmp_path / "p.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", _npy_with_shape((20, 1024, 1024, 1024), bytes(64)))
+    msg = bounded(lambda: predict.npz_images(str(path), 32))
+    assert msg == f"{path}: x declares a uint8 array of shape (20, 1024, 1024, 1024) (20.0 GiB) but holds 64 bytes"

@@ -195,7 +195,7 @@ def _digits(image_size):
 
 def _npz(path, image_size):
     try:
-        _npz_sizes_fit(path)
+        check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
             if missing:
@@ -214,7 +214,7 @@ def _npz(path, image_size):
     return Dataset(os.path.basename(path), *_validate(path, *arrays.values(), names, image_size))
 
 
-def _npz_sizes_fit(path):
+def check_npz_sizes(path):
     """Refuse an array whose header declares more data than its member holds.
 
     numpy allocates the declared size before it reads an array from a zip
