@@ -9,8 +9,10 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def write_cifar_batches(folder, n_train_per_batch=4, n_test=6, seed=0):
-    """Write the official CIFAR-10 python format (pickled dicts, CHW rows) with known data."""
+def write_cifar_batches(folder, n_train_per_batch=4, n_test=6, seed=0, dumps=pickle.dumps):
+    """Write the official CIFAR-10 python format (pickled dicts, CHW rows) with known data.
+
+    `dumps` pickles each file's dict (e.g. a protocol, or tests/py2_pickle.py's Python 2 writer)."""
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
     truth = {}
@@ -23,13 +25,13 @@ def write_cifar_batches(folder, n_train_per_batch=4, n_test=6, seed=0):
                 b"data": images.transpose(0, 3, 1, 2).reshape(n, 3072),
                 b"filenames": [f"img{i}.png".encode() for i in range(n)]}
         with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump(blob, f)
+            f.write(dumps(blob))
         truth[name] = (images, np.array(labels))
     meta = {b"num_cases_per_batch": n_train_per_batch, b"num_vis": 3072,
             b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer",
                              b"dog", b"frog", b"horse", b"ship", b"truck"]}
     with open(os.path.join(folder, "batches.meta"), "wb") as f:
-        pickle.dump(meta, f)
+        f.write(dumps(meta))
     x_train = np.concatenate([truth[n][0] for n in names[:5]])
     y_train = np.concatenate([truth[n][1] for n in names[:5]])
     return x_train, y_train, truth["test_batch"][0], truth["test_batch"][1]

@@ -61,6 +61,66 @@ def bad_data(tmp_path):
         tgz.write_bytes(data[:len(data) // 2])
         return str(tgz)
 
+    def archive(p, files, extra=None):
+        """A tar.gz of `files` ({name: bytes}) under cifar-10-batches-py/, plus `extra(tar)`."""
+        import io
+
+        tgz = p / "a.tar.gz"
+        with tarfile.open(tgz, "w:gz") as tar:
+            for name, blob in files.items():
+                info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+            if extra:
+                extra(tar)
+        return str(tgz)
+
+    def batches(p, blob=None):
+        from conftest import write_cifar_batches
+
+        write_cifar_batches(str(p / "b"))
+        return {n: blob if blob is not None else (p / "b" / n).read_bytes() for n in sorted(os.listdir(p / "b"))}
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, ("echo should never run",)
+
+    def crafted(p):
+        import pickle
+
+        return archive(p, batches(p, pickle.dumps({b"data": Payload()})))
+
+    def pickled_ints(p):
+        import pickle
+
+        return archive(p, batches(p, pickle.dumps(7)))
+
+    def symlink(p):
+        files = batches(p)
+        del files["data_batch_3"]
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_3")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        return archive(p, files, lambda tar: tar.addfile(info))
+
+    def duplicate(p):
+        import io
+
+        files = batches(p)
+        info = tarfile.TarInfo("elsewhere/test_batch")
+        info.size = len(files["test_batch"])
+        return archive(p, files, lambda tar: tar.addfile(info, io.BytesIO(files["test_batch"])))
+
+    def huge_npz(p):
+        import zipfile
+
+        header = repr({"descr": "|u1", "fortran_order": False, "shape": (3072, 1024, 1024, 1024)}).encode()
+        header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+        npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
+        with zipfile.ZipFile(p / "h.npz", "w") as z:
+            for k in ("x_train", "y_train", "x_test", "y_test"):
+                z.writestr(k + ".npy", npy)
+        return str(p / "h.npz")
+
     def corrupt_npz(p):
         (p / "c.npz").write_bytes(b"PK\x03\x04" + os.urandom(2000))
         return str(p / "c.npz")
@@ -123,6 +183,15 @@ def bad_data(tmp_path):
         "missing": (lambda p: str(p / "nowhere.npz"), "no such file"),
         "truncated archive": (truncated, "corrupt or truncated"),
         "corrupt npz": (corrupt_npz, "not a readable .npz"),
+        "archive naming a callable": (crafted, "refuses to load: data_batch_1 references posix.system; "
+                                      "the official CIFAR-10 files hold only arrays, lists and strings"),
+        "archive of pickled integers": (pickled_ints, "data_batch_1 holds an int, not a CIFAR-10 batch "
+                                        "(a dict with data and labels)"),
+        "archive member a symlink": (symlink, "cifar-10-batches-py/data_batch_3 is a symbolic link in the "
+                                     "archive; tlres reads regular files only"),
+        "archive member twice": (duplicate, "the archive holds test_batch twice"),
+        "npz declaring 3 TiB": (huge_npz, "x_train declares a uint8 array of shape (3072, 1024, 1024, 1024) "
+                                "(3.0 TiB) but holds 64 bytes"),
         "wrong shape": (lambda p: npz(p / "s.npz", x_train=np.zeros((16, 32), np.uint8)), "has shape"),
         "wrong image dtype": (lambda p: npz(p / "t.npz", x_train=np.zeros((16, 32, 32, 3), np.int32)),
                               "has dtype int32"),

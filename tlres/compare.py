@@ -159,14 +159,14 @@ def _seed(r):
 
 
 def _num_classes(*runs):
+    """Enough classes for every run: what they declare, and every label and prediction they hold."""
+    n = 0
     for r in runs:
-        ds = r.get("dataset") or {}
-        if ds.get("num_classes"):
-            return int(ds["num_classes"])
-        if (r.get("metrics") or {}).get("confusion_matrix"):
-            return len(r["metrics"]["confusion_matrix"])
-    p = runs[0]["predictions"]
-    return int(max(max(p["label"]), max(p["prediction"]))) + 1
+        declared = (r.get("dataset") or {}).get("num_classes") or 0
+        p = r["predictions"]
+        n = max(n, int(declared), len((r.get("metrics") or {}).get("confusion_matrix") or []),
+                max(p["label"]) + 1, max(p["prediction"]) + 1)
+    return n
 
 
 def _pairs(side, first):

@@ -30,6 +30,7 @@ data plus one decoded image at a time.
 import functools
 import hashlib
 import os
+import stat
 import sys
 import warnings
 
@@ -41,6 +42,7 @@ from tlres.errors import TlresError
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_SEED = 0  # fixed: the split of a DIR/<class>/ folder never depends on --seed
 MAX_PIXELS = 100_000_000  # a larger image (e.g. 10,000 x 10,000) is refused, not decoded
+MAX_FILE_BYTES = 8 * MAX_PIXELS  # no image of MAX_PIXELS needs more (16-bit RGBA, uncompressed)
 DENSE_LIMIT = 1 << 16  # resize a dimension with one dense matrix up to in*out entries
 PROGRESS_AFTER_S = 2.0
 
@@ -55,14 +57,33 @@ def is_image_file(name):
 
 
 def open_image(path):
-    """Decode one image file as uint8 (H, W, 3) RGB; `UnreadableImage` names the file."""
+    """Decode one image file as uint8 (H, W, 3) RGB; `UnreadableImage` names the file.
+
+    Pillow reads from the file's bytes in memory, not from the file: Pillow (13.0)
+    skips the rest of a PNG chunk with ``fp.read(declared length)``, and a file's
+    read(n) allocates n bytes first (a 43-byte PNG declaring a 2 GiB IDAT chunk
+    allocated 2 GiB). Regular files only: a FIFO named x.png would block forever.
+    """
+    import io
+
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above it and refuses at twice it
     try:
+        st = os.stat(path)
+    except OSError as e:
+        raise UnreadableImage(f"{path}: cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableImage(f"{path}: not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise UnreadableImage(f"{path}: {st.st_size:,} bytes, more than any image of at most "
+                              f"{MAX_PIXELS:,} pixels needs (limit {MAX_FILE_BYTES:,} bytes)")
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(blob)) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise Image.DecompressionBombError("")
                 img.seek(0)  # the first frame of an animation

@@ -159,9 +159,37 @@ def read_metadata(path):
         with zipfile.ZipFile(path) as z:
             if METADATA_FILE not in z.namelist():
                 return None
-            return json.loads(z.read(METADATA_FILE))
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
+            if z.getinfo(METADATA_FILE).file_size > 2 ** 24:  # tlres writes a few hundred bytes
+                raise TlresError(f"{path}: its {METADATA_FILE} is over 16 MiB; not tlres' record")
+            meta = json.loads(z.read(METADATA_FILE))
+    except TlresError:
+        raise
+    except Exception as e:  # BadZipFile, OSError, JSON errors, RecursionError; zipfile's
+        # NotImplementedError (compression method, zip version) and RuntimeError (encrypted)
         raise TlresError(f"{path}: not a readable .keras file ({type(e).__name__}: {e})") from e
+    if not _is_record(meta):
+        raise TlresError(f"{path}: its {METADATA_FILE} is not tlres' record (preprocessing with input_norm "
+                         "and class_names, evaluation with batch_size and conv)")
+    return meta
+
+
+def _is_record(meta):
+    """The kinds `tlres predict` relies on, in a tlres.json from a file of unknown origin."""
+    if not isinstance(meta, dict):
+        return False
+    pre, ev = meta.get("preprocessing") or {}, meta.get("evaluation") or {}
+    if not (isinstance(pre, dict) and isinstance(ev, dict)):
+        return False
+    import dataclasses
+
+    from tlres.config import Config
+
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(Config)}
+    names, batch = pre.get("class_names"), ev.get("batch_size")
+    return ((names is None or isinstance(names, list) and all(isinstance(n, str) for n in names))
+            and (batch is None or type(batch) is int and batch > 0)
+            and pre.get("input_norm") in (None, *choices["input_norm"])
+            and ev.get("conv") in (None, *choices["conv"]))
 
 
 def tiny_backbone(shape):

@@ -132,6 +132,7 @@ def npz_images(path, size):
     from tlres import data
 
     try:
+        data.check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as f:
             key = "x" if "x" in f.files else "x_test" if "x_test" in f.files else None
             if key is None:
@@ -141,7 +142,7 @@ def npz_images(path, size):
         raise
     except Exception as e:  # zipfile / format errors
         raise TlresError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
-    if len(x) == 0:
+    if x.ndim == 0 or len(x) == 0:
         raise TlresError(f"{path}: {key} holds no images")
     return data.to_rgb(data.as_uint8(path, key, x), size)
 
