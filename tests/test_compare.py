@@ -1,4 +1,9 @@
-"""`python -m tlres.compare` and `python -m tlres.results`: numbers checked against hand counts."""
+"""`python -m tlres.compare` and `python -m tlres.results`: numbers checked against hand counts.
+
+Every number here is float64 on both sides (ratios of counts, binomial sums, Welch's formula):
+pytest.approx's default, 1e-6 relative, is ~1e9 ulps above their rounding and far below any slip
+(b for c, n for n - 1, a wrong df) that moves them by >= 1e-3.
+"""
 
 import json
 import math
