@@ -30,20 +30,28 @@ def gamma(k, u=U32):
 
 @contextlib.contextmanager
 def float64_keras():
-    """Inside: JAX allows float64 and Keras builds float64 layers (restored afterwards).
+    """Inside: JAX allows float64 and Keras builds and computes float64 layers (restored afterwards).
 
-    Used to compute float64 references of whole Keras models with the same weights.
+    Used to compute float64 references of whole Keras models with the same weights. Keras' type
+    promotion on JAX maps float64 to float32 (`BIT64_TO_BIT32_DTYPE` in
+    keras/src/backend/common/dtypes.py, "to be aligned with JAX's default"), and BatchNormalization
+    picks its compute dtype through it, so a float64 model would still normalize in float32; inside
+    this context float64 promotes to float64.
     """
     import jax
     import keras
+    from keras.src.backend.common import dtypes
 
     floatx, policy = keras.config.floatx(), keras.config.dtype_policy()
+    narrowed = dtypes.BIT64_TO_BIT32_DTYPE["float64"]
     with jax.enable_x64(True):
         keras.config.set_floatx("float64")
         keras.config.set_dtype_policy("float64")
+        dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
         try:
             yield
         finally:
+            dtypes.BIT64_TO_BIT32_DTYPE["float64"] = narrowed
             keras.config.set_floatx(floatx)
             keras.config.set_dtype_policy(policy)
 

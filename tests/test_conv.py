@@ -123,8 +123,9 @@ def _logits(net, weights, x, training, head=None):
 def test_whole_model_computes_the_same_function_with_either_kernel(arch, monkeypatch):
     """Both kernels against a float64 run of the same model, weights and input.
 
-    Float64: the two kernels compute the same function, to float64 rounding (the check that a
-    wrong tap, stride or padding fails by O(1)). Float32: each kernel is within B of the float64
+    Float64 (every layer, BatchNormalization included: tests/fpbounds.float64_keras): the two
+    kernels compute the same function, to float64 rounding (the check that a wrong tap, stride or
+    padding fails by O(1)). Float32: each kernel is within B of the float64
     logits. B is a float32 error bound propagated through this very network in float64: every
     convolution output and every head logit is moved by its float32 dot-product error bound
     sqrt(K) * u * sum|x * w| (Higham & Mary, SIAM J. Sci. Comput. 41(5), 2019: the probabilistic
