@@ -97,6 +97,7 @@ def test_torch_side_by_side_gives_ratios(tmp_path):
     eager = res["torch"]["eager"]
     assert _positive(eager["train_img_per_s"]) and _positive(eager["infer_img_per_s"]), eager
     assert res["torch"]["compile"] == {"error": "skipped (--no-torch-compile)"}
+    # each ratio is the float64 quotient of the two figures the JSON holds: equal to a few ulps
     assert res["ratios"]["train_vs_torch_eager"] == pytest.approx(
         res["train"]["img_per_s"] / eager["train_img_per_s"])
     assert res["ratios"]["infer_vs_torch_eager"] == pytest.approx(

@@ -1,4 +1,9 @@
-"""`python -m tlres.compare` and `python -m tlres.results`: numbers checked against hand counts."""
+"""`python -m tlres.compare` and `python -m tlres.results`: numbers checked against hand counts.
+
+Every number here is float64 on both sides (ratios of counts, binomial sums, Welch's formula):
+pytest.approx's default, 1e-6 relative, is ~1e9 ulps above their rounding and far below any slip
+(b for c, n for n - 1, a wrong df) that moves them by >= 1e-3.
+"""
 
 import json
 import math
@@ -58,6 +63,27 @@ def test_mcnemar_agreement_and_confusion_difference_from_files(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "b = 7" in out and "c = 2" in out and "p = 0.1797" in out and "agreement 52.38%" in out
     assert "| 1 | 0 | +7 | -7 |" in md.read_text()
+
+
+def test_mcnemar_hand_computed_and_scipy():
+    # A right / B wrong on 7, A wrong / B right on 2, both right on 11.
+    a = np.array([1] * 7 + [0] * 2 + [1] * 11, bool)
+    b = np.array([0] * 7 + [1] * 2 + [1] * 11, bool)
+    bb, cc, p = compare.mcnemar_exact(a, b)
+    assert (bb, cc) == (7, 2)
+    # 2 * (C(9,0) + C(9,1) + C(9,2)) / 2^9 = 2 * 46 / 512; both sides are sums of a few exact
+    # binomial terms in float64: a few ulps apart at most
+    assert p == pytest.approx(92 / 512, rel=1e-12)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert p == pytest.approx(scipy_stats.binomtest(2, 9, 0.5).pvalue, rel=1e-12)
+
+
+def test_paired_on_identical_predictions_is_p_one_and_zero_difference():
+    labels = np.array([0, 1, 2, 2, 1, 0])
+    pred = np.array([0, 1, 1, 2, 0, 0])
+    out = compare.paired(labels, pred, pred, 3)
+    assert out["mcnemar_p"] == 1.0 and out["accuracy_difference"] == 0.0 and out["agreement"] == 1.0
+    assert not np.any(out["confusion_difference"])
 
 
 def test_identical_sources_give_p_one_and_zero_differences(tmp_path):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,6 +26,7 @@ print(json.dumps({"before": before * 1024, "peak": kib("VmHWM:") * 1024, "arrays
 """
 
 
+@pytest.mark.slow  # writes and loads 176 MiB of CIFAR-10-sized arrays in a fresh process
 def test_loader_peak_rss_on_cifar_sized_npz_is_under_3x_the_arrays(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "cifar_sized.npz"

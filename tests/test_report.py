@@ -1,4 +1,9 @@
-"""The comparison report against numbers computed by hand from run dirs the test writes."""
+"""The comparison report against numbers computed by hand from run dirs the test writes.
+
+All numbers here are float64 on both sides (means, sds and intervals of a few values, written to
+CSV with repr's round-trip digits): abs=1e-12 is a few thousand ulps of values <= 1, and
+pytest.approx's default (1e-6 relative) is far below any formula slip (ddof, a quantile), >= 1e-3.
+"""
 
 import csv
 import json
@@ -70,8 +75,8 @@ def test_table_reproduces_known_means_sds_and_welch_difference(grid, tmp_path, c
     # the difference and its Welch interval, against scipy's own Welch test
     assert float(imp["accuracy_diff"]) == pytest.approx(0.08, abs=1e-12)
     ci = stats.ttest_ind([0.90, 0.92, 0.97], [0.85, 0.86, 0.84], equal_var=False).confidence_interval()
-    assert float(imp["accuracy_diff_lo"]) == pytest.approx(ci.low, abs=1e-9)
-    assert float(imp["accuracy_diff_hi"]) == pytest.approx(ci.high, abs=1e-9)
+    assert float(imp["accuracy_diff_lo"]) == pytest.approx(ci.low, abs=1e-12)
+    assert float(imp["accuracy_diff_hi"]) == pytest.approx(ci.high, abs=1e-12)
     assert imp["accuracy_diff_method"].startswith("Welch t")
     # detectable with 80% power: (t_.975,df + t_.80,df) * se, se and df by hand from the sds
     va, vb = 0.0013 / 3, 0.0001 / 3
