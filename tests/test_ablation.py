@@ -126,3 +126,20 @@ def test_transfer_from_with_weights_or_a_missing_source_is_one_line(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "baseline+transfer" in err and "no such file" in err
     assert not (tmp_path / "g").exists()
+
+
+def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
+    """Recorded runs predate later Config fields (e.g. test_split): they had those fields' defaults,
+    so a grid must reuse them, not retrain them, and must not reuse them under another value."""
+    import json
+
+    from tlres.config import QUICK
+
+    run = tmp_path / "r"
+    run.mkdir()
+    saved = dataclasses.asdict(QUICK)
+    del saved["test_split"], saved["skip_bad_images"]
+    (run / "config.json").write_text(json.dumps({"config": saved}))
+    (run / "status.json").write_text(json.dumps({"state": "finished"}))
+    assert ablation._finished_with(str(run), QUICK)
+    assert not ablation._finished_with(str(run), QUICK.replace(test_split=0.3))
