@@ -527,3 +527,27 @@ def test_predict_npz_declaring_a_huge_array_is_refused_cheaply(tmp_path):
         z.writestr("x.npy", _npy_with_shape((20, 1024, 1024, 1024), bytes(64)))
     msg = bounded(lambda: predict.npz_images(str(path), 32))
     assert msg == f"{path}: x declares a uint8 array of shape (20, 1024, 1024, 1024) (20.0 GiB) but holds 64 bytes"
+
+
+def test_a_keras_file_whose_tlres_json_declares_4_gib_compressed_allocates_nothing_like_it(tmp_path):
+    """zipfile's read() of a whole member asks the file for its declared compressed size in
+    one read, and a file's read(n) allocates n bytes first."""
+    import zipfile
+
+    from tlres import model as model_lib
+
+    path = keras_with(tmp_path, json.dumps(RECORD))
+    blob = bytearray(open(path, "rb").read())
+    info = zipfile.ZipFile(path).getinfo("tlres.json")
+    huge = (2 ** 32 - 2).to_bytes(4, "little")
+    blob[info.header_offset + 18:info.header_offset + 22] = huge  # the local header's compressed size
+    central = blob.rindex(b"PK\x01\x02")
+    blob[central + 20:central + 24] = huge  # and the central directory's
+    open(path, "wb").write(bytes(blob))
+    tracemalloc.start()
+    try:
+        meta = model_lib.read_metadata(path)  # stored data: it reads the record's bytes
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert meta == RECORD and peak < 8 * 2 ** 20, peak

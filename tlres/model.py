@@ -159,9 +159,20 @@ def read_metadata(path):
         with zipfile.ZipFile(path) as z:
             if METADATA_FILE not in z.namelist():
                 return None
-            if z.getinfo(METADATA_FILE).file_size > 2 ** 24:  # tlres writes a few hundred bytes
-                raise TlresError(f"{path}: its {METADATA_FILE} is over 16 MiB; not tlres' record")
-            meta = json.loads(z.read(METADATA_FILE))
+            # tlres writes a few hundred bytes. Read in small chunks: z.read() asks the file
+            # for the member's declared compressed size at once, and a file's read(n)
+            # allocates n bytes first (a 274-byte zip could ask for 4 GiB)
+            chunks, size = [], 0
+            with z.open(METADATA_FILE) as f:
+                while size <= 2 ** 20:
+                    chunk = f.read(2 ** 16)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            if size > 2 ** 20:
+                raise TlresError(f"{path}: its {METADATA_FILE} is over 1 MiB; not tlres' record")
+            meta = json.loads(b"".join(chunks))
     except TlresError:
         raise
     except Exception as e:  # BadZipFile, OSError, JSON errors, RecursionError; zipfile's
