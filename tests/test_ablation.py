@@ -73,7 +73,7 @@ def test_grid_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
     from tlres import data
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path / "keras"))
-    monkeypatch.setattr(data, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
     assert ablation.main(["--out", str(tmp_path / "g"), "--epochs", "1", "--data", "digits"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "need them" in err[0] and "--weights none" in err[0]
