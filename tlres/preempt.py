@@ -7,7 +7,8 @@ SLURM, Kubernetes and spot VMs send SIGTERM, then SIGKILL after a grace period
 * during training, with ``--checkpoint-on-signal`` (the default): lets the
   current step finish, writes a checkpoint at that step (`step_callback`) and
   stops. A signal in an epoch's last step or its validation stops after that
-  epoch's own checkpoint; one in the last epoch lets the run finish;
+  epoch's own checkpoint (after the last epoch's, the run finishes instead);
+  one while a trained run writes its results lets them finish;
 * otherwise (before training, or with ``--no-checkpoint-on-signal``): stops at
   once, keeping the last checkpoint written.
 
