@@ -388,7 +388,14 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
         return _run(cfg, out, ds, net, ckpt, t0, verbose, guard)
     except BaseException as e:
         if isinstance(e, KeyboardInterrupt):  # a signal (tlres.preempt.Interrupted) or Ctrl-C
-            _stopped(out, e)
+            if created and not os.path.exists(os.path.join(out, "config.json")):
+                import shutil  # stopped before the run was set up: nothing to resume, leave nothing
+
+                shutil.rmtree(out, ignore_errors=True)
+                e.message = f"{getattr(e, 'message', 'interrupted')} before the run was set up; nothing was kept"
+                e.exit_code = getattr(e, "exit_code", 130)
+            else:
+                _stopped(out, e)
             raise
         if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
                 and (e.exit_code == 2 or getattr(e, "before_training", False)):
