@@ -81,6 +81,11 @@ class Config:
                    "xla on a GPU)", ("auto", "xla", "matmul"))
     keep_checkpoint: bool = _f(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
                                "the run finishes; a finished run otherwise keeps model.keras only")
+    checkpoint_every: int = _f(0, "also write the checkpoint every N training steps, not only at "
+                               "each epoch's end (0: epoch ends only); --resume continues at that step")
+    checkpoint_on_signal: bool = _f(True, "on SIGTERM or SIGINT, finish the current step, write a "
+                                    "checkpoint there and stop (exit 143 or 130); off: stop at once, "
+                                    "keeping the last checkpoint")
     compile_cache: bool = _f(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
     preset: str = _f("improved", "the preset these settings started from")
 
@@ -115,7 +120,8 @@ and digits are not mirror-symmetric (flips: 54% after 4 epochs). Label
 smoothing (paper form) and per-epoch cosine annealing stay on.
 """
 
-EXECUTION_ONLY = ("out", "compile_cache", "conv", "keep_checkpoint")
+EXECUTION_ONLY = ("out", "compile_cache", "conv", "keep_checkpoint", "checkpoint_every",
+                  "checkpoint_on_signal")
 """Fields that change how a run is executed, not what it computes: a grid reuses a
 finished run that differs only in these. (`conv` changes float rounding, not the
 function; `tests/test_conv.py` holds the two kernels to the same outputs.)"""
