@@ -132,7 +132,9 @@ def test_whole_model_computes_the_same_function_with_either_kernel(arch, monkeyp
     bound, lambda = 1), with random signs, and B is the largest change of any logit over three such
     draws. The network's own amplification is in B: in training mode BatchNorm normalizes ResNet50's
     last stage over 4 values per channel (1x1 maps, batch 4) and magnifies every earlier rounding
-    error, which is why the float32 logits there are ~1e-3 (relative) from float64 on any CPU. The
+    error, which is why float32 logits there are ~1e-3 (relative) from float64 (measured on an
+    AVX-512 CPU: 0.0068 at |logit| <= 6.7, against B = 0.25; the kernels differ by 6e-12 in
+    float64, against B * 2**-29 = 4.7e-10). The
     elementwise layers (BatchNorm, ReLU, add, pooling) round to about u per operand, sqrt(K) >= 5
     times below a convolution's sqrt(K) u; real float32 dots err far below sqrt(K) u sum|x*w|.
     """
