@@ -11,15 +11,25 @@ value by at most gamma(K) * sum(|terms|), gamma(K) = K u / (1 - K u) (Higham, "A
 Stability of Numerical Algorithms", 2nd ed., 2002, section 3.1, eq. 3.5). Elementwise operations
 (exp, log, division, cos) are correct to a few u each in IEEE arithmetic and in XLA's and numpy's
 implementations. On a GPU, JAX computes float32 matmuls and convolutions in TF32 by default
-(u = 2**-11); the tests that hold float32 products to these bounds run under
-`jax.default_matmul_precision("float32")`, which asks for true float32 there and changes nothing on
-a CPU.
+(u = 2**-11); the tests that hold float32 products to these bounds run under `float32_products()`,
+which asks for true float32 there.
 """
 
 import contextlib
 
 U32 = 2.0 ** -24
 U64 = 2.0 ** -53
+
+
+def float32_products():
+    """`jax.default_matmul_precision("float32")` off a CPU (GPUs default to TF32 products); on a CPU,
+    where float32 products are float32 already, nothing (a changed setting would recompile every
+    operation compiled without it)."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision("float32")
 
 
 def gamma(k, u=U32):

@@ -14,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from fpbounds import U32, U64, cross_entropy_error, eq11_targets, gamma, keras_smoothing_targets, mean_error  # noqa: E402,E501
+from fpbounds import (U32, U64, cross_entropy_error, eq11_targets, gamma,  # noqa: E402
+                      keras_smoothing_targets, mean_error)
 from tlres import augment, model as model_lib, pipeline, schedules  # noqa: E402
 from tlres.config import IMPROVED, QUICK  # noqa: E402
 from tlres.losses import SmoothedCrossEntropy  # noqa: E402
@@ -28,21 +29,22 @@ def _logits_labels(seed=0, n=32):
             rng.integers(0, C, n).astype("int32"))
 
 
-def _loss_bound(logits, targets):
-    """(exact float64 mean loss, float32 error bound of a mean smoothed cross-entropy)."""
-    per_bound, per_exact = cross_entropy_error(logits, targets)
-    return float(per_exact.mean()), mean_error(per_bound, per_exact)
+def _loss_bound(logits, targets, u=U32):
+    """(exact mean loss, error bound of a mean smoothed cross-entropy computed with unit roundoff u)."""
+    per_bound, per_exact = cross_entropy_error(logits, targets, u)
+    return float(per_exact.mean()), mean_error(per_bound, per_exact, u)
 
 
 def test_keras_smoothing_equals_torch_cross_entropy_label_smoothing():
     logits, labels = _logits_labels()
-    exact, bound = _loss_bound(logits, keras_smoothing_targets(labels, C, EPS))
+    targets = keras_smoothing_targets(labels, C, EPS)
+    exact, bound = _loss_bound(logits, targets)
     ours = float(SmoothedCrossEntropy(C, EPS, form="keras")(labels, logits))
     ref = torch.nn.CrossEntropyLoss(label_smoothing=EPS)(
         torch.from_numpy(logits), torch.from_numpy(labels).long()).item()
     ref64 = torch.nn.CrossEntropyLoss(label_smoothing=EPS)(
         torch.from_numpy(logits).double(), torch.from_numpy(labels).long()).item()
-    assert abs(ref64 - exact) <= 1e6 * U64 * abs(exact)  # torch's float64 = the definition
+    assert abs(ref64 - exact) <= _loss_bound(logits, targets, U64)[1]  # torch in float64: the definition
     # each float32 side within the float32 bound of the definition, so within 2 bounds of each other
     assert abs(ours - exact) <= bound and abs(ref - exact) <= bound, (ours, ref, exact, bound)
 

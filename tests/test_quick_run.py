@@ -59,7 +59,7 @@ def test_the_bars_derive_from_the_recorded_runs_of_this_config():
             for d in sorted(os.listdir(RECORDED))]
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = " ".join(f.read().split())
-    assert f"`improved-augment` cell: {', '.join(f'{a * 100:.2f}%' for a in accs)})" in readme
+    assert f"same function: {', '.join(f'{a * 100:.2f}%' for a in accs)})" in readme
     assert (f"at least {recorded_bar('accuracy') * 100:.1f}% test accuracy and "
             f"{recorded_bar('mean_class_accuracy') * 100:.1f}% mean per-class accuracy") in readme
 
