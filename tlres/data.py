@@ -28,9 +28,10 @@ import posixpath
 import socket
 import stat
 import tarfile
-from dataclasses import dataclass
 
 import numpy as np
+
+from tlres.dataset import Dataset
 
 from tlres import safe_pickle
 from tlres.errors import TlresError, quote
@@ -45,22 +46,6 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MAX_INFERRED_CLASSES = 1000  # labels without class names: a stray 4e9 must not make 4e9 classes
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: tuple
-    files: tuple = ()  # an image folder's (split, index, class, path) rows: the run's split.csv
-    record: dict | None = None  # extra facts for config.json's dataset record
-
-    @property
-    def num_classes(self):
-        return len(self.class_names)
 
 
 def load(spec, data_dir=None, image_size=32, test_split=0.2, skip_bad_images=False):

@@ -36,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from tlres.data import Dataset
+from tlres.dataset import Dataset
 from tlres.errors import TlresError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
