@@ -202,3 +202,30 @@ def test_a_run_from_before_conv_existed_resumes_on_the_kernel_it_started_with(tm
     saved["conv"] = "matmul"
     (tmp_path / "config.json").write_text(json.dumps({"config": saved}))
     assert train.resumed_config(str(tmp_path)).conv == "matmul"
+
+
+def test_compile_cache_is_one_folder_per_xla_flags_setting(tmp_path):
+    """Executables and XLA's GPU autotuning results compiled under one XLA_FLAGS setting are
+    never read under another (JAX keeps the autotuning results in the cache folder, keyed by
+    fusion alone): the folder JAX is given depends on the flags, not on their order."""
+    import subprocess
+    import sys
+
+    from tlres.backend import cache_dir_for_flags
+
+    base = str(tmp_path)
+    det = "--xla_gpu_deterministic_ops=true --xla_gpu_autotune_level=0"
+    assert cache_dir_for_flags(base, "") == base
+    assert cache_dir_for_flags(base, "  ") == base
+    a = cache_dir_for_flags(base, det)
+    assert os.path.dirname(a) == base and a != base
+    assert cache_dir_for_flags(base, " ".join(reversed(det.split()))) == a
+    assert cache_dir_for_flags(base, "--xla_gpu_deterministic_ops=true") not in (a, base)
+
+    code = ("import jax; from tlres import backend; backend.enable_compile_cache({!r}); "
+            "print(jax.config.jax_compilation_cache_dir)").format(base)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()[-1]
+    assert got == cache_dir_for_flags(base, "--xla_force_host_platform_device_count=1") != base
+    assert os.path.isdir(got)

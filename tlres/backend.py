@@ -78,15 +78,36 @@ def default_cache_dir():
     return os.path.join(base, "tlres", "jax")
 
 
+def cache_dir_for_flags(path, xla_flags=None):
+    """`path`, or a subfolder of it named for this process' XLA_FLAGS when any are set.
+
+    JAX keeps XLA's per-fusion GPU autotuning results inside the compilation cache
+    folder (`jax_persistent_cache_enable_xla_caches`), and those are keyed by the
+    fusion, not by XLA_FLAGS. On an H200, two quick-preset runs with
+    XLA_FLAGS=--xla_gpu_deterministic_ops=true that shared a cache with two earlier
+    runs without the flag disagreed in 32 of 360 test predictions, while processes
+    with the flag and no shared cache agreed bit for bit. That cache is the likely
+    cause (not isolated further). One folder per flag setting keeps executables and
+    algorithm choices made under one setting away from every other.
+    """
+    import hashlib
+
+    flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    flags = " ".join(sorted(flags.split()))
+    if not flags:
+        return path
+    return os.path.join(path, "xla_flags-" + hashlib.sha256(flags.encode()).hexdigest()[:12])
+
+
 def enable_compile_cache(path=None):
-    """Share JAX's persistent compilation cache between processes.
+    """Share JAX's persistent compilation cache between processes (one folder per XLA_FLAGS setting).
 
     ResNet50's train step takes ~12 s to compile on a 2-core CPU; with the
     cache a second process with the same shapes starts in about half the time.
     """
     import jax
 
-    path = path or default_cache_dir()
+    path = cache_dir_for_flags(path or default_cache_dir())
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
