@@ -1,6 +1,6 @@
 """Throughput benchmark (issue 6): tlres training and inference, the input pipeline, PyTorch.
 
-    python -m tlres.bench [--arch resnet50|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
+    python -m tlres.bench [--arch resnet50|resnet50_v1_5|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
                           [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
                           [--steps-per-execution K] [--conv auto|xla|matmul] [--conv-layers]
                           [--json PATH]
@@ -69,7 +69,7 @@ _batch_sizes.__name__ = "batch sizes"
 def parser():
     p = _Parser(prog=PROG, description=__doc__.split("\n")[0])
     pos = _checked(int, lambda v: v > 0, "must be positive")
-    p.add_argument("--arch", choices=("resnet50", "tiny"), default="resnet50")
+    p.add_argument("--arch", choices=("resnet50", "resnet50_v1_5", "tiny"), default="resnet50")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 256],
                    help="comma-separated; the paper's 64 and a larger one")
     p.add_argument("--image-size", type=pos, default=32)

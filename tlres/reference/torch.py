@@ -14,9 +14,11 @@ so `tlres.results` and `tlres.compare` read both alike.
 
 What each setting means here (README "Cross-framework check"):
 
-* model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)`, or the tiny
-  3-conv mirror of `tlres.model.tiny_backbone`; --weights imagenet loads
-  torchvision's IMAGENET1K_V1 (a different network from Keras' v1 weights).
+* model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)` for --arch
+  resnet50 and resnet50_v1_5 alike (torch has no v1; tlres' resnet50_v1_5 is
+  this network), or the tiny 3-conv mirror of `tlres.model.tiny_backbone`;
+  --weights imagenet (or torchvision) loads torchvision's IMAGENET1K_V1 (a
+  different network from Keras' v1 weights).
   BatchNorm2d(momentum = 1 - --bn-momentum, eps = --bn-epsilon).
 * data: `tlres.data.load` (same split, same indices); epoch e's order is
   `numpy.random.default_rng([seed, e]).permutation(n)`, remainder dropped,
@@ -37,15 +39,20 @@ What each setting means here (README "Cross-framework check"):
 
 A finished run also writes `model.pt`, the model's state dict (torch.save); a
 later run takes its backbone with `--weights RUN_DIR` (or a `.pt`/`.pth` file of a
-torchvision-layout state dict), with a new `fc` head, read with
-`torch.load(weights_only=True)`: the PyTorch side of offline transfer.
+torchvision-layout state dict, read with `torch.load(weights_only=True)`, or a
+`.safetensors` one), with a new `fc` head: the PyTorch side of offline transfer.
+A tlres (Keras) run of `--arch resnet50_v1_5` is a source too: `--weights
+RUN_DIR` (its model.keras, when the folder has no model.pt) or a `.keras` file,
+converted by `tlres.convert`, so both frameworks can start from the same weights.
+Keras runs of `--arch resnet50` (v1) or tiny do not convert: one line.
 
 Not supported (one line, exit 2): --input-norm caffe, --precision
-mixed_bfloat16, --data-parallel, --weights of a Keras file or run, --resume. --pipeline and
---compile-cache do not apply and are recorded only.
+mixed_bfloat16, --data-parallel, --weights of a Keras v1 model or a .weights.h5
+file, --resume. --pipeline and --compile-cache do not apply and are recorded only.
 """
 
 import dataclasses
+import functools
 import os
 import socket
 import sys
@@ -103,9 +110,9 @@ def check_supported(cfg):
         raise TlresError(f"--precision {cfg.precision}: the PyTorch reference runs float32 only")
     if cfg.data_parallel:
         raise TlresError("--data-parallel: the PyTorch reference runs on one device only")
-    if cfg.weights not in ("imagenet", "none"):
-        torch_weights_path(cfg.weights)
-    if cfg.arch == "tiny" and cfg.weights == "imagenet":
+    if cfg.weights not in IMAGENET + ("none",) and torch_weights_path(cfg.weights).endswith(".keras"):
+        keras_state(torch_weights_path(cfg.weights), cfg.weights)  # a Keras v1 or tiny model: one line now
+    if cfg.arch == "tiny" and cfg.weights in IMAGENET:
         raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
@@ -113,35 +120,68 @@ def check_supported(cfg):
 
 
 MODEL_FILE = "model.pt"
+IMAGENET = ("imagenet", "torchvision")  # both: torchvision's IMAGENET1K_V1
+TORCH_FILES = (".pt", ".pth", ".safetensors")
 
 
 def torch_weights_path(weights):
-    """A run directory's model.pt, or a .pt/.pth state-dict file; one line otherwise."""
-    path = os.path.join(weights, MODEL_FILE) if os.path.isdir(weights) else weights
-    if os.path.isdir(weights) and not os.path.isfile(path):
-        keras_run = os.path.isfile(os.path.join(weights, "model.keras"))
-        raise TlresError(f"--weights {weights}: no {MODEL_FILE} there" + (
-            " (it is a Keras run: Keras' ResNet50 is v1, torchvision's v1.5, so its weights do not "
-            "fit the PyTorch reference)" if keras_run else " (a finished PyTorch reference run writes one)"))
-    if not path.endswith((".pt", ".pth")) or not os.path.isfile(path):
-        raise TlresError(f"--weights {weights}: the PyTorch reference takes imagenet, none, a finished "
-                         "PyTorch reference run's directory, or a .pt/.pth state dict")
+    """A run directory's model.pt (else its model.keras), or a .pt/.pth/.safetensors/.keras file;
+    one line otherwise."""
+    path = weights
+    if os.path.isdir(weights):
+        path = os.path.join(weights, MODEL_FILE)
+        if not os.path.isfile(path):
+            path = os.path.join(weights, "model.keras")
+        if not os.path.isfile(path):
+            raise TlresError(f"--weights {weights}: no {MODEL_FILE} or model.keras there (a finished "
+                             "PyTorch reference or tlres run writes one)")
+    if not path.endswith(TORCH_FILES + (".keras",)) or not os.path.isfile(path):
+        raise TlresError(f"--weights {weights}: the PyTorch reference takes imagenet, torchvision, none, "
+                         "a finished run's directory (PyTorch reference, or tlres --arch resnet50_v1_5), "
+                         "a .pt/.pth/.safetensors state dict or a tlres --arch resnet50_v1_5 .keras model")
     return path
 
 
-def load_backbone(model, weights):
-    """Every tensor of a saved state dict except the classifier (fc.*): the head stays new."""
+def read_state(weights):
+    """{name: tensor} from the file `torch_weights_path` finds; a .keras model is converted."""
     import torch
 
-    head = "fc." if hasattr(model, "fc") else f"{len(model) - 1}."  # resnet50 | the tiny Sequential
     path = torch_weights_path(weights)
+    if path.endswith(".keras"):  # a tlres run: only --arch resnet50_v1_5 has torchvision's layout
+        return {k: torch.from_numpy(v) for k, v in keras_state(path, weights).items()}
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as e:
+            raise TlresError(f"--weights {weights}: not a readable safetensors file "
+                             f"({type(e).__name__})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle of anything but tensors, truncated file
         raise TlresError(f"--weights {weights}: not a readable state dict ({type(e).__name__})") from None
     if not isinstance(state, dict):
         raise TlresError(f"--weights {weights}: holds a {type(state).__name__}, not a state dict")
-    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    return state
+
+
+def keras_state(path, weights):
+    """A tlres --arch resnet50_v1_5 model file's backbone as a torchvision state dict (numpy)."""
+    return _keras_state(path, weights, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)  # checked before the data loads, then used by build: read once
+def _keras_state(path, weights, mtime):
+    from tlres import convert
+
+    return convert.keras_file_to_torch(path, weights)
+
+
+def load_backbone(model, weights):
+    """Every tensor of a saved state dict except the classifier (fc.*): the head stays new."""
+    head = "fc." if hasattr(model, "fc") else f"{len(model) - 1}."  # resnet50 | the tiny Sequential
+    state = {k: v for k, v in read_state(weights).items() if not k.startswith(head)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         raise TlresError(f"--weights {weights}: does not fit this --arch (its tensors differ in names "
@@ -164,7 +204,7 @@ def build(cfg, num_classes):
                                     torch.nn.Linear(cin, num_classes))
     else:
         weights = None
-        if cfg.weights == "imagenet":
+        if cfg.weights in IMAGENET:
             weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
         try:
             model = torchvision.models.resnet50(weights=weights)
@@ -174,7 +214,7 @@ def build(cfg, num_classes):
                              f"{cache} and could not be downloaded ({type(e).__name__}); put the "
                              f"file there or use --weights none") from None
         model.fc = torch.nn.Linear(2048, num_classes)
-    if cfg.weights not in ("imagenet", "none"):
+    if cfg.weights not in IMAGENET + ("none",):
         load_backbone(model, cfg.weights)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
