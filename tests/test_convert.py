@@ -141,16 +141,18 @@ def test_wrong_architecture_is_one_line(tmp_path):
     with pytest.raises(TlresError, match="does not fit --arch resnet50_v1_5") as e:
         convert.from_torch(net.get_layer("resnet50_v1_5"), r18, "r18.safetensors")
     assert "\n" not in str(e.value) and "missing" in str(e.value) and "another shape" in str(e.value)
-    other = model_lib.tiny_backbone((32, 32, 3))  # the check is the backbone's name: Keras' v1 is "resnet50"
-    with pytest.raises(TlresError, match="v1.5.*this backbone is 'tiny'") as e:
-        convert.to_torch(other)
+    import keras
+
+    v1 = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    with pytest.raises(TlresError, match="v1.5.*this backbone is 'resnet50'") as e:  # Keras' v1
+        convert.to_torch(v1)
     assert "\n" not in str(e.value)
     path = tmp_path / "r18.safetensors"
     from safetensors.numpy import save_file
 
     save_file(r18, str(path))
     with pytest.raises(TlresError, match="resnet50_v1_5, not --arch resnet50") as e:  # Keras' v1
-        model_lib.build(10, IMPROVED.replace(weights=str(path)))
+        model_lib.resolve_weights(str(path), "resnet50")
     with pytest.raises(TlresError, match="does not fit --arch resnet50_v1_5") as e:
         model_lib.build(10, V15.replace(weights=str(path)))
     assert "\n" not in str(e.value)
@@ -231,3 +233,40 @@ def test_pth_with_code_is_refused_in_one_line(tmp_path):
     with pytest.raises(TlresError, match="not a readable state dict") as e:  # weights_only refuses it
         model_lib.build(10, V15.replace(weights=str(path)))
     assert "\n" not in str(e.value)
+
+
+def test_tiny_net_and_the_references_tiny_mirror_are_the_same_function():
+    """The parity checks' small network: Keras' tiny net, converted, gives the PyTorch reference's
+    tiny mirror's logits (Keras' "same" padding included), eval and train mode, 4 images at 32 px.
+    Bound as for ResNet50: 100 x the float64 network's response to a one-rounding weight change."""
+    from tlres.config import QUICK
+    from tlres.reference import torch as ref
+
+    cfg = QUICK.replace(arch="tiny")
+    net = model_lib.build(10, cfg)
+    rng = np.random.default_rng(5)
+    for layer in net.get_layer("tiny").layers[2::3]:  # the BatchNorms: statistics away from 0 and 1
+        layer.moving_mean.assign(rng.normal(0.0, 0.1, layer.moving_mean.shape).astype("float32"))
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape).astype("float32"))
+    net.get_layer("head").bias.assign(rng.normal(0.0, 0.1, 10).astype("float32"))
+    state = {k: torch.from_numpy(v) for k, v in convert.to_torch(net.get_layer("tiny")).items()}
+    kernel, bias = net.get_layer("head").get_weights()
+    state.update({"14.weight": torch.from_numpy(kernel.T.copy()), "14.bias": torch.from_numpy(bias)})
+    x = rng.normal(size=(4, 32, 32, 3)).astype("float32")
+    x_torch = torch.from_numpy(x).permute(0, 3, 1, 2)
+    for train in (False, True):
+        nets = []
+        for dtype in (torch.float64, torch.float32, torch.float64):
+            t = ref.build(cfg, 10)
+            t.load_state_dict(state)  # strict: every tensor, head included, by the mirror's names
+            nets.append(t.to(dtype).train(train))
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(2)
+            for p in nets[2].parameters():
+                p.mul_(1.0 + U * torch.randint(0, 2, p.shape, generator=g, dtype=torch.float64).mul(2).sub(1))
+            ref64, t32, probe = (n(x_torch.to(n[1].weight.dtype)).numpy() for n in nets)
+        bound = 100 * np.abs(probe - ref64).max()
+        keras_out = np.asarray(net(x, training=train))
+        assert 0 < bound < 0.05 * np.abs(ref64 - ref64.mean(0)).max()  # << how the logits vary
+        assert np.abs(t32 - ref64).max() <= bound
+        assert np.abs(keras_out - ref64).max() <= bound, (train, np.abs(keras_out - ref64).max(), bound)

@@ -134,11 +134,14 @@ def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tm
     for k, v in backbone.items():
         assert torch.equal(net.state_dict()[k], v), k
     assert net[-1].out_features == 4  # a new head for the new classes
-    from tlres import model as model_lib
+    import keras
 
-    keras_run = tmp_path / "keras"  # a tlres run of another --arch than resnet50_v1_5: no torch layout
+    keras_run = tmp_path / "keras"  # a tlres-style model whose backbone has no torch twin (as v1's)
     keras_run.mkdir()
-    model_lib.save(model_lib.build(10, QUICK.replace(arch="tiny")), str(keras_run / "model.keras"))
+    inputs = keras.Input((32, 32, 3))
+    other = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c")(inputs), name="other")
+    keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(other(inputs)))
+                ).save(keras_run / "model.keras")
     rc = ref.main(["--arch", "tiny", "--weights", str(keras_run), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "v1.5" in err

@@ -1,4 +1,5 @@
-"""Weights across frameworks: torchvision/timm ResNet50 state dicts <-> `--arch resnet50_v1_5`.
+"""Weights across frameworks: torchvision/timm ResNet50 state dicts <-> `--arch resnet50_v1_5`
+(and the tiny net <-> the PyTorch reference's tiny mirror, for parity checks).
 
 The Keras layers of `tlres.resnet_v15` are named after torchvision's modules
 ("." -> "_"), so the mapping is a rename plus one layout change per tensor:
@@ -60,22 +61,37 @@ def torch_name(layer_name):
     return layer_name.replace("_", ".")
 
 
+def tiny_torch_name(layer_name):
+    """`conv{i}` / `bn{i}` -> the index in the PyTorch reference's tiny Sequential
+    ([pad, conv, bn, relu] x 3, pool, flatten, linear): 4i+1 / 4i+2."""
+    i = int(layer_name[-1])
+    return str(4 * i + (1 if layer_name.startswith("conv") else 2))
+
+
+def layout(backbone, flag="?"):
+    """(how torch names the backbone's layers, a description) for the backbones with a torch twin."""
+    from tlres.resnet_v15 import NAME
+
+    if backbone.name == NAME:
+        return torch_name, "torchvision's ResNet50 layout"
+    if backbone.name == "tiny":
+        return tiny_torch_name, "the PyTorch reference's tiny layout"
+    raise TlresError(f"--weights {flag}: only --arch {NAME} converts to or from torchvision's "
+                     f"ResNet50 (v1.5); this backbone is {backbone.name!r} (Keras' --arch resnet50 "
+                     "is ResNet v1, whose weights do not fit v1.5)")
+
+
 def mapped_layers(backbone, flag="?"):
     """[(torch module path, Keras layer, {torch suffix: Keras variable name}, transpose or None)]."""
     import keras
 
-    from tlres.resnet_v15 import NAME
-
-    if backbone.name != NAME:
-        raise TlresError(f"--weights {flag}: only --arch {NAME} converts to or from torchvision's "
-                         f"ResNet50 (v1.5); this backbone is {backbone.name!r} (Keras' --arch resnet50 "
-                         "is ResNet v1, whose weights do not fit v1.5)")
+    name, _ = layout(backbone, flag)
     out = []
     for layer in backbone.layers:
         if type(layer) is keras.layers.Conv2D:
-            out.append((torch_name(layer.name), layer, CONV, TO_KERAS))
+            out.append((name(layer.name), layer, CONV, TO_KERAS))
         elif isinstance(layer, keras.layers.BatchNormalization):
-            out.append((torch_name(layer.name), layer, BN, None))
+            out.append((name(layer.name), layer, BN, None))
     return out
 
 
@@ -94,7 +110,7 @@ def from_torch(backbone, state, flag, arch="resnet50_v1_5"):
     import numpy as np
 
     mapped = mapped_layers(backbone, flag)
-    want = torch_shapes(backbone)
+    want, what = torch_shapes(backbone), layout(backbone, flag)[1]
     got = {k: v for k, v in state.items()
            if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")}
     missing = [k for k in want if k not in got]
@@ -105,8 +121,7 @@ def from_torch(backbone, state, flag, arch="resnet50_v1_5"):
         why += [f"{len(extra)} unexpected (e.g. {extra[0]})"] if extra else []
         why += [f"{len(other)} of another shape (e.g. {other[0]} {tuple(np.shape(got[other[0]]))}, "
                 f"not {want[other[0]]})"] if other else []
-        raise TlresError(f"--weights {flag}: does not fit --arch {arch} (torchvision's ResNet50 "
-                         f"layout): {'; '.join(why)}")
+        raise TlresError(f"--weights {flag}: does not fit --arch {arch} ({what}): {'; '.join(why)}")
     for prefix, layer, names, perm in mapped:
         for suffix, var in names.items():
             value = np.asarray(got[f"{prefix}.{suffix}"], dtype="float32")
@@ -165,7 +180,7 @@ def torch_available():
 
 
 def keras_file_to_torch(path, flag):
-    """The backbone of a tlres `--arch resnet50_v1_5` model file as a torch state dict (numpy arrays)."""
+    """The backbone of a tlres `--arch resnet50_v1_5` (or tiny) model file as a torch state dict (numpy)."""
     from tlres.model import saved_backbone
 
     return to_torch(saved_backbone(path, flag), flag)

@@ -82,7 +82,7 @@ def resolve_weights(weights, arch="resnet50"):
                          "torchvision, none, a finished run's directory, a .keras model, a .weights.h5 "
                          "file or a torch state dict: .safetensors, .pth, .pt)")
     if weights.endswith(convert.TORCH_FILES):
-        if arch != V15:
+        if arch not in (V15, "tiny"):
             raise TlresError(f"--weights {weights}: a torch state dict holds torchvision's ResNet50 "
                              f"layout (v1.5), which fits --arch {V15}, not --arch {arch}")
         if not weights.endswith(".safetensors") and not convert.torch_available():
