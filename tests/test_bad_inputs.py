@@ -173,4 +173,5 @@ def test_torch_state_dict_of_another_network(tmp_path, capsys):
                            "does not fit --arch resnet50_v1_5", out)
     assert "missing" in line and "layer1.0.conv1.weight (64, 64, 3, 3), not (64, 64, 1, 1)" in line
     expect_one_line(capsys, TINY + data, "does not fit --arch tiny (the PyTorch reference's tiny", out)
-    expect_one_line(capsys, ["--preset", "quick"] + data, "fits --arch resnet50_v1_5, not --arch resnet50", out)
+    expect_one_line(capsys, ["--preset", "quick", "--batch-size", "8"] + data,
+                    "fits --arch resnet50_v1_5, not --arch resnet50", out)

@@ -134,6 +134,13 @@ def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tm
     for k, v in backbone.items():
         assert torch.equal(net.state_dict()[k], v), k
     assert net[-1].out_features == 4  # a new head for the new classes
+    from tlres import model as model_lib  # and tlres' tiny net takes the same backbone: torch -> Keras
+
+    keras_net = model_lib.build(4, QUICK.replace(arch="tiny", weights=str(src / "model.pt")))
+    np.testing.assert_array_equal(np.asarray(keras_net.get_layer("tiny").get_layer("conv2").kernel),
+                                  saved["9.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(np.asarray(keras_net.get_layer("tiny").get_layer("bn1").moving_variance),
+                                  saved["6.running_var"].numpy())
     import keras
 
     keras_run = tmp_path / "keras"  # a tlres-style model whose backbone has no torch twin (as v1's)

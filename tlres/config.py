@@ -40,7 +40,8 @@ class Config:
                       "torchvision (torchvision's IMAGENET1K_V1 file, resnet50_v1_5 only), none "
                       "(random), a finished run's directory or .keras model (its backbone), a "
                       ".weights.h5 file, or a torchvision/timm-layout state dict (.safetensors; "
-                      ".pth/.pt with torch installed) for resnet50_v1_5")
+                      ".pth/.pt with torch installed) for resnet50_v1_5 (tiny: the PyTorch "
+                      "reference's tiny model.pt)")
     augment: bool = _f(True, "training-time augmentation (flip and pad-crop below); "
                        "off = normalization only")
     label_smoothing: float = _f(0.1, "label smoothing epsilon; 0 = plain cross-entropy")

@@ -69,13 +69,14 @@ def tiny_torch_name(layer_name):
 
 
 def layout(backbone, flag="?"):
-    """(how torch names the backbone's layers, a description) for the backbones with a torch twin."""
+    """(how torch names the backbone's layers, a description, the classifier's prefix) for the
+    backbones with a torch twin."""
     from tlres.resnet_v15 import NAME
 
     if backbone.name == NAME:
-        return torch_name, "torchvision's ResNet50 layout"
+        return torch_name, "torchvision's ResNet50 layout", "fc."
     if backbone.name == "tiny":
-        return tiny_torch_name, "the PyTorch reference's tiny layout"
+        return tiny_torch_name, "the PyTorch reference's tiny layout", "14."
     raise TlresError(f"--weights {flag}: only --arch {NAME} converts to or from torchvision's "
                      f"ResNet50 (v1.5); this backbone is {backbone.name!r} (Keras' --arch resnet50 "
                      "is ResNet v1, whose weights do not fit v1.5)")
@@ -85,7 +86,7 @@ def mapped_layers(backbone, flag="?"):
     """[(torch module path, Keras layer, {torch suffix: Keras variable name}, transpose or None)]."""
     import keras
 
-    name, _ = layout(backbone, flag)
+    name = layout(backbone, flag)[0]
     out = []
     for layer in backbone.layers:
         if type(layer) is keras.layers.Conv2D:
@@ -110,9 +111,10 @@ def from_torch(backbone, state, flag, arch="resnet50_v1_5"):
     import numpy as np
 
     mapped = mapped_layers(backbone, flag)
-    want, what = torch_shapes(backbone), layout(backbone, flag)[1]
+    _, what, head = layout(backbone, flag)
+    want = torch_shapes(backbone)
     got = {k: v for k, v in state.items()
-           if not k.startswith("fc.") and not k.endswith(".num_batches_tracked")}
+           if not k.startswith(head) and not k.endswith(".num_batches_tracked")}
     missing = [k for k in want if k not in got]
     extra = sorted(k for k in got if k not in want)
     other = [k for k in want if k in got and tuple(np.shape(got[k])) != want[k]]

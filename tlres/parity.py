@@ -63,8 +63,9 @@ def trajectories(cfg, x, y, num_classes, steps):
     net = model_lib.build(num_classes, cfg)
     backbone = next(l for l in net.layers if hasattr(l, "layers"))  # the one nested model
     state = convert.to_torch(backbone)
-    kernel, bias = net.get_layer("head").get_weights()
-    state.update(head_state(cfg, kernel, bias))
+    head = convert.layout(backbone)[2]  # "fc." | the tiny Sequential's "14."
+    kernel, bias = net.get_layer("head").get_weights()  # Dense (in, out) -> Linear weight (out, in)
+    state.update({f"{head}weight": np.array(kernel.T), f"{head}bias": np.array(bias)})
     callbacks = train.compile_model(net, cfg, num_classes, steps_per_epoch)
     keras_losses = []
     for i, (xb, yb) in enumerate(batches):
@@ -95,14 +96,6 @@ def perturbed(state, size, seed):
     rng = np.random.default_rng(seed)
     return {k: (v * (1.0 + size * rng.choice([-1.0, 1.0], v.shape))).astype(v.dtype)
             if v.dtype.kind == "f" else v for k, v in state.items()}
-
-
-def head_state(cfg, kernel, bias):
-    """Keras' Dense head (kernel (in, out)) as the reference's Linear (weight (out, in))."""
-    import numpy as np
-
-    name = "fc" if cfg.arch != "tiny" else "14"  # torchvision's fc | the tiny Sequential's last module
-    return {f"{name}.weight": np.array(kernel.T), f"{name}.bias": np.array(bias)}
 
 
 def torch_losses(cfg, state, batches, num_classes, steps_per_epoch, dtype):

@@ -338,6 +338,7 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
         draws="torch"):
     """Train and evaluate cfg in PyTorch; returns the run directory (tlres.train's layout)."""
     import torch
+    import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
 
     from tlres import data as tdata
     from tlres import train
