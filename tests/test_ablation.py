@@ -53,7 +53,7 @@ def test_grid_command_runs_reuses_finished_cells_and_reports(tmp_path, capsys):
     (out / "improved" / "seed1" / "status.json").write_text('{"state": "failed"}')
     capsys.readouterr()
     assert ablation.main(argv) == 0
-    assert "trained 1 runs, reused 3" in capsys.readouterr().out
+    assert "trained 1 run, reused 3" in capsys.readouterr().out
     for p, t in stamps.items():
         assert (p.stat().st_mtime_ns == t) == ("improved/seed1" not in str(p))
     # ...and the grid feeds the report: two groups of two runs, means of the runs' own metrics
@@ -61,11 +61,19 @@ def test_grid_command_runs_reuses_finished_cells_and_reports(tmp_path, capsys):
     accs = [json.loads((out / "improved" / f"seed{k}" / "metrics.json").read_text())["accuracy"]
             for k in (0, 1)]
     assert int(rows["improved"]["runs"]) == 2
-    assert float(rows["improved"]["accuracy_mean"]) == pytest.approx(sum(accs) / 2)
+    assert float(rows["improved"]["accuracy_mean"]) == pytest.approx(sum(accs) / 2)  # float64: ulps
     assert (out / "report" / "fig2_accuracy.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_grid_command_errors_are_one_line(tmp_path, capsys):
+def test_grid_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    """Offline without the ImageNet file, whatever this machine has: an empty Keras cache and an
+    unreachable download host (online, or with the weights cached, the grid would start training)."""
+    from keras.src.backend import config
+
+    from tlres import data
+
+    monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path / "keras"))
+    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
     assert ablation.main(["--out", str(tmp_path / "g"), "--epochs", "1", "--data", "digits"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "need them" in err[0] and "--weights none" in err[0]
@@ -118,3 +126,20 @@ def test_transfer_from_with_weights_or_a_missing_source_is_one_line(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "baseline+transfer" in err and "no such file" in err
     assert not (tmp_path / "g").exists()
+
+
+def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
+    """Recorded runs predate later Config fields (e.g. test_split): they had those fields' defaults,
+    so a grid must reuse them, not retrain them, and must not reuse them under another value."""
+    import json
+
+    from tlres.config import QUICK
+
+    run = tmp_path / "r"
+    run.mkdir()
+    saved = dataclasses.asdict(QUICK)
+    del saved["test_split"], saved["skip_bad_images"]
+    (run / "config.json").write_text(json.dumps({"config": saved}))
+    (run / "status.json").write_text(json.dumps({"state": "finished"}))
+    assert ablation._finished_with(str(run), QUICK)
+    assert not ablation._finished_with(str(run), QUICK.replace(test_split=0.3))

@@ -61,14 +61,137 @@ def bad_data(tmp_path):
         tgz.write_bytes(data[:len(data) // 2])
         return str(tgz)
 
+    def archive(p, files, extra=None):
+        """A tar.gz of `files` ({name: bytes}) under cifar-10-batches-py/, plus `extra(tar)`."""
+        import io
+
+        tgz = p / "a.tar.gz"
+        with tarfile.open(tgz, "w:gz") as tar:
+            for name, blob in files.items():
+                info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+            if extra:
+                extra(tar)
+        return str(tgz)
+
+    def batches(p, blob=None):
+        from conftest import write_cifar_batches
+
+        write_cifar_batches(str(p / "b"))
+        return {n: blob if blob is not None else (p / "b" / n).read_bytes() for n in sorted(os.listdir(p / "b"))}
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, ("echo should never run",)
+
+    def crafted(p):
+        import pickle
+
+        return archive(p, batches(p, pickle.dumps({b"data": Payload()})))
+
+    def pickled_ints(p):
+        import pickle
+
+        return archive(p, batches(p, pickle.dumps(7)))
+
+    def symlink(p):
+        files = batches(p)
+        del files["data_batch_3"]
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_3")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        return archive(p, files, lambda tar: tar.addfile(info))
+
+    def duplicate(p):
+        import io
+
+        files = batches(p)
+        info = tarfile.TarInfo("elsewhere/test_batch")
+        info.size = len(files["test_batch"])
+        return archive(p, files, lambda tar: tar.addfile(info, io.BytesIO(files["test_batch"])))
+
+    def huge_npz(p):
+        import zipfile
+
+        header = repr({"descr": "|u1", "fortran_order": False, "shape": (3072, 1024, 1024, 1024)}).encode()
+        header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+        npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(64)
+        with zipfile.ZipFile(p / "h.npz", "w") as z:
+            for k in ("x_train", "y_train", "x_test", "y_test"):
+                z.writestr(k + ".npy", npy)
+        return str(p / "h.npz")
+
     def corrupt_npz(p):
         (p / "c.npz").write_bytes(b"PK\x03\x04" + os.urandom(2000))
         return str(p / "c.npz")
 
+    def folder(p, split=True, **kw):
+        from conftest import write_image_folder
+
+        root = p / "images"
+        if split:
+            write_image_folder(str(root), per_class=4, split="train", **kw)
+            write_image_folder(str(root), per_class=2, split="test", **kw)
+        else:
+            write_image_folder(str(root), per_class=5, **kw)
+        return root
+
+    def corrupt_image(p):
+        root = folder(p)
+        (root / "train" / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+        return str(root)
+
+    def empty_class(p):
+        root = folder(p)
+        (root / "train" / "fox").mkdir()
+        (root / "train" / "fox" / "readme.txt").write_text("no images here")
+        return str(root)
+
+    def one_image_class(p):
+        root = folder(p, split=False)
+        for f in sorted((root / "dog").iterdir())[1:]:
+            f.unlink()
+        return str(root)
+
+    def class_missing_in_test(p):
+        root = folder(p)
+        import shutil
+
+        shutil.rmtree(root / "test" / "eel")
+        return str(root)
+
+    def no_images(p):
+        (p / "empty").mkdir()
+        (p / "empty" / "notes.txt").write_text("x")
+        return str(p / "empty")
+
+    def bomb(p):
+        from PIL import Image
+
+        root = folder(p, split=False)
+        Image.new("L", (12000, 9000)).save(root / "cat" / "huge.png")  # 108 Mpx, a 150 kB file
+        return str(root)
+
     return {
+        "images: corrupt image": (corrupt_image, "broken.png: not a readable image"),
+        "images: empty class folder": (empty_class, "class folder train/fox/ has no images"),
+        "images: class missing in test": (class_missing_in_test, "class 'eel' is in train/ but not in test/"),
+        "images: no images": (no_images, "no images found"),
+        "images: one image in a class": (one_image_class, "class 'dog' has 1 image"),
+        "images: one class": (lambda p: str(folder(p, split=False, classes=("cat",))), "need at least 2 classes"),
+        "images: decompression bomb": (bomb, "huge.png: more than 100,000,000 pixels"),
         "missing": (lambda p: str(p / "nowhere.npz"), "no such file"),
         "truncated archive": (truncated, "corrupt or truncated"),
         "corrupt npz": (corrupt_npz, "not a readable .npz"),
+        "archive naming a callable": (crafted, "refuses to load: data_batch_1 references posix.system; "
+                                      "the official CIFAR-10 files hold only arrays, lists and strings"),
+        "archive of pickled integers": (pickled_ints, "data_batch_1 holds an int, not a CIFAR-10 batch "
+                                        "(a dict with data and labels)"),
+        "archive member a symlink": (symlink, "cifar-10-batches-py/data_batch_3 is a symbolic link in the "
+                                     "archive; tlres reads regular files only"),
+        "archive member twice": (duplicate, "the archive holds test_batch twice"),
+        "npz declaring 3 TiB": (huge_npz, "x_train declares a uint8 array of shape (3072, 1024, 1024, 1024) "
+                                "(3.0 TiB) but holds 64 bytes"),
         "wrong shape": (lambda p: npz(p / "s.npz", x_train=np.zeros((16, 32), np.uint8)), "has shape"),
         "wrong image dtype": (lambda p: npz(p / "t.npz", x_train=np.zeros((16, 32, 32, 3), np.int32)),
                               "has dtype int32"),
@@ -103,6 +226,8 @@ def test_debug_shows_the_traceback(tmp_path):
     (["--preset", "paper"], "invalid choice: 'paper'"),
     (["--epoch", "3"], "unrecognized arguments: --epoch"),
     (["--resume"], "--resume: expected one argument"),
+    (["--test-split", "0"], "--test-split: must be between 0 and 1"),
+    (["--test-split", "1.5"], "--test-split: must be between 0 and 1"),
 ])
 def test_bad_flags(flags, needle, tmp_path, capsys):
     out = str(tmp_path / "run")

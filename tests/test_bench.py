@@ -97,6 +97,7 @@ def test_torch_side_by_side_gives_ratios(tmp_path):
     eager = res["torch"]["eager"]
     assert _positive(eager["train_img_per_s"]) and _positive(eager["infer_img_per_s"]), eager
     assert res["torch"]["compile"] == {"error": "skipped (--no-torch-compile)"}
+    # each ratio is the float64 quotient of the two figures the JSON holds: equal to a few ulps
     assert res["ratios"]["train_vs_torch_eager"] == pytest.approx(
         res["train"]["img_per_s"] / eager["train_img_per_s"])
     assert res["ratios"]["infer_vs_torch_eager"] == pytest.approx(
@@ -121,3 +122,55 @@ def test_conv_layers_times_each_distinct_convolution_with_both_kernels(tmp_path)
         ([32, 32, 3], [3, 3], 2, 1), ([16, 16, 8], [3, 3], 2, 1), ([8, 8, 16], [3, 3], 2, 1)]
     for l in rows:
         assert all(_positive(l[f"{k}_{p}_ms"]) for k in ("xla", "matmul") for p in ("fwd", "grad")), l
+
+
+def test_cpu_features_are_read_from_cpuinfo(tmp_path):
+    from tlres.backend import cpu_features
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse4_2 avx2 fma avx avx512f "
+                   "avx512_bf16 amx_bf16 amx_tile avx512vnni_typo\n\nprocessor\t: 1\n")
+    assert cpu_features(str(x86)) == ["avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes sve bf16 i8mm\n")
+    assert cpu_features(str(arm)) == ["asimd", "sve", "bf16", "i8mm"]
+    plain = tmp_path / "plain"
+    plain.write_text("flags\t\t: fpu sse sse2\n")
+    assert cpu_features(str(plain)) == []  # read, and none there: not the same as unknown
+    assert cpu_features(str(tmp_path / "absent")) is None  # no /proc/cpuinfo (not Linux): unknown
+
+
+def test_header_and_device_record_name_the_hosts_vector_extensions():
+    """The bench's first line, and the device record it and config.json share, carry the CPU's
+    extensions as /proc/cpuinfo lists them (read here independently), and the date."""
+    import time
+
+    from tlres import bench, train
+
+    dev = train.device()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pytest.skip("no x86 /proc/cpuinfo on this host")
+    for ext in ("avx2", "avx512f", "avx512_bf16", "amx_tile"):
+        assert (ext in dev["vector_extensions"]) == (ext in flags), (ext, dev)
+    rep = {"arch": "tiny", "image_size": 32, "precision": "float32", "conv": "auto",
+           "steps_per_execution": 1, "steps": 2, "warmup": 1, "pipeline_only": True, "torch": False,
+           "pipeline": "jax", "device": dev, "date": time.strftime("%Y-%m-%d"),
+           "results": [{"batch_size": 8, "pipeline": {"img_per_s": 1.0}}]}
+    head = bench.table(rep).splitlines()[0]
+    assert dev["cpu"] in head and time.strftime("%Y-%m-%d") in head
+    for ext in ("avx2", "avx512f", "avx512_bf16", "amx_tile"):
+        assert (f" {ext}" in head) == (ext in flags), (ext, head)
+
+
+def test_every_bench_flag_has_help_and_names_no_issue():
+    from tlres import bench
+
+    p = bench.parser()
+    missing = [a.option_strings for a in p._actions if not a.help]
+    assert not missing
+    text = p.format_help()
+    assert "issue" not in text.lower()
+    assert text.count("(default: 64,256") == 1 and "(default: [64" not in text

@@ -19,15 +19,35 @@ def run_cli(*args, env=None, timeout=120):
 
 
 def test_help_documents_every_flag_with_default():
-    r = run_cli("--help")
+    """Every Config field is a flag, with its help text and the improved preset's default."""
+    import dataclasses
+
+    from tlres.config import Config
+
+    r = run_cli("--help", env={"COLUMNS": "1000"})  # no wrapping: one line per option
     assert r.returncode == 0
-    for flag in ("--data", "--data-dir", "--weights", "--epochs", "--batch-size", "--lr", "--seed",
-                 "--out", "--label-smoothing", "--smoothing-form", "--schedule", "--lr-min",
-                 "--bn-momentum", "--bn-epsilon", "--input-norm", "--optimizer", "--weight-decay"):
-        assert flag in r.stdout
-    text = " ".join(r.stdout.split())
-    assert "--epochs EPOCHS training epochs (default: 50)" in text
-    assert "(default: imagenet)" in text
+    entries, current = {}, None
+    for line in r.stdout.split("options:")[1].splitlines():
+        if line.startswith("  -"):  # an option: its flags, then its help on this line or the next
+            flags, _, text = line.strip().partition("  ")
+            current = flags.split()[0].rstrip(",")
+            entries[current] = [flags, text]
+        elif line.startswith("    ") and current:
+            entries[current][1] += " " + line
+    entries = {k: (flags, " ".join(text.split())) for k, (flags, text) in entries.items()}
+    fields = [f for f in dataclasses.fields(Config) if f.name != "preset"]
+    runner = {"-h", "--preset", "--debug", "--overwrite", "--resume"}  # the command's own flags
+    assert set(entries) == runner | {"--" + f.name.replace("_", "-") for f in fields}
+    for f in fields:
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in entries, flag
+        flags, text = entries[flag]
+        if isinstance(f.default, bool):
+            assert flags == f"{flag}, --no-{flag[2:]}", flags
+        assert " ".join(f.metadata["help"].split()) in text, flag  # the field's own help text
+        value = getattr(IMPROVED, f.name)
+        assert "(default:" in text and (value is None or f"(default: {value})" in text), (flag, text)
+    assert "(default: improved)" in entries["--preset"][1]
 
 
 @pytest.mark.parametrize("args,needle", [

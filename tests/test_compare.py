@@ -1,4 +1,9 @@
-"""`python -m tlres.compare` and `python -m tlres.results`: numbers checked against hand counts."""
+"""`python -m tlres.compare` and `python -m tlres.results`: numbers checked against hand counts.
+
+Every number here is float64 on both sides (ratios of counts, binomial sums, Welch's formula):
+pytest.approx's default, 1e-6 relative, is ~1e9 ulps above their rounding and far below any slip
+(b for c, n for n - 1, a wrong df) that moves them by >= 1e-3.
+"""
 
 import json
 import math
@@ -58,6 +63,27 @@ def test_mcnemar_agreement_and_confusion_difference_from_files(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "b = 7" in out and "c = 2" in out and "p = 0.1797" in out and "agreement 52.38%" in out
     assert "| 1 | 0 | +7 | -7 |" in md.read_text()
+
+
+def test_mcnemar_hand_computed_and_scipy():
+    # A right / B wrong on 7, A wrong / B right on 2, both right on 11.
+    a = np.array([1] * 7 + [0] * 2 + [1] * 11, bool)
+    b = np.array([0] * 7 + [1] * 2 + [1] * 11, bool)
+    bb, cc, p = compare.mcnemar_exact(a, b)
+    assert (bb, cc) == (7, 2)
+    # 2 * (C(9,0) + C(9,1) + C(9,2)) / 2^9 = 2 * 46 / 512; both sides are sums of a few exact
+    # binomial terms in float64: a few ulps apart at most
+    assert p == pytest.approx(92 / 512, rel=1e-12)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    assert p == pytest.approx(scipy_stats.binomtest(2, 9, 0.5).pvalue, rel=1e-12)
+
+
+def test_paired_on_identical_predictions_is_p_one_and_zero_difference():
+    labels = np.array([0, 1, 2, 2, 1, 0])
+    pred = np.array([0, 1, 1, 2, 0, 0])
+    out = compare.paired(labels, pred, pred, 3)
+    assert out["mcnemar_p"] == 1.0 and out["accuracy_difference"] == 0.0 and out["agreement"] == 1.0
+    assert not np.any(out["confusion_difference"])
 
 
 def test_identical_sources_give_p_one_and_zero_differences(tmp_path):
@@ -177,3 +203,43 @@ def test_tiny_torch_reference_then_compare_with_plot(tmp_path, capsys):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     text = md.read_text()
     assert "McNemar exact p = 1," in text and "agreement 100.00%" in text and "| n test | 64 | 64 |" in text
+
+
+def _wilson(k, n, z=1.959963984540054):
+    """Wilson (1927) by hand, independent of tlres.evaluate."""
+    p = k / n
+    c, h = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * (c - h), 100 * (c + h)
+
+
+def test_sides_on_different_data_get_their_own_intervals_and_no_difference(tmp_path, capsys):
+    """A digits run against the paper's CIFAR-10 batch of 64: no difference, no Newcombe interval;
+    each side's value with its own Wilson interval, and each labelled with its data."""
+    labels = [0] * 30 + [1] * 30  # 60 digits test images, 55 right
+    r = _result(None, "quick", labels, labels[:55] + [2] * 5)
+    r["dataset"] = {"name": "digits", "num_classes": 3}
+    results.write(r, str(tmp_path / "run.json"))
+    assert compare.main([str(tmp_path / "run.json"), "paper", "--markdown", str(tmp_path / "c.md")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("different data: no difference computed") == 6  # 3 metrics x 2 paper sides
+    assert "Newcombe" not in out and " pp " not in out
+    data_row = next(line for line in out.splitlines() if line.startswith("data "))
+    assert data_row.split() == ["data", "digits,", "n=60", "CIFAR-10,", "n=64", "CIFAR-10,", "n=64"]
+    for k, n in ((55, 60), (56, 64), (60, 64)):  # each side's own 95% interval
+        lo, hi = _wilson(k, n)
+        assert f"{100 * k / n:.2f}% [{lo:.2f}, {hi:.2f}] Wilson" in out, (k, n)
+    assert "paired statistics skipped: different data (CIFAR-10, n=64 vs digits, n=60)" in out
+    md = (tmp_path / "c.md").read_text()
+    assert "| data | digits, n=60 | CIFAR-10, n=64 | CIFAR-10, n=64 |" in md
+
+
+def test_same_dataset_name_but_another_test_size_is_different_data():
+    labels, a, b = _mcnemar_fixture()
+    one, two = _result(None, "A", labels, a), _result(None, "B", labels[:-1], b[:-1])
+    rep = compare.compare([("A", [one]), ("B", [two])])
+    assert rep["sides"][1]["difference"]["accuracy"] == compare.DIFFERENT_DATA
+    # the same data spelt two ways is one dataset: the difference is computed
+    one["dataset"]["name"], two = "CIFAR-10", _result(None, "B", labels, b)
+    two["dataset"]["name"] = "cifar10"
+    rep = compare.compare([("A", [one]), ("B", [two])])
+    assert rep["sides"][1]["difference"]["accuracy"]["interval"].startswith("Newcombe")

@@ -1,9 +1,16 @@
 """The im2col + matmul convolution (`--conv matmul`, the CPU default) against two references:
-a direct numpy convolution written from the definition, and XLA's own (keras.ops.conv)."""
+a direct convolution written from the definition (numpy, float64), and XLA's own (keras.ops.conv).
+
+Tolerances come from float32 error bounds against float64 references (tests/fpbounds.py), so they
+hold on any CPU (AVX2, AVX-512) and XLA version, whatever summation order each picks.
+"""
+
+import types
 
 import numpy as np
 import pytest
 
+from fpbounds import U32, U64, float64_keras, gamma
 from tlres import model as model_lib
 from tlres.config import IMPROVED
 
@@ -44,16 +51,25 @@ CASES = [  # (h, w, cin, cout, k, stride, padding): ResNet50's shapes at 32 px a
 
 @pytest.mark.parametrize("h,w,cin,cout,k,stride,padding", CASES)
 def test_matmul_conv_equals_the_definition_and_xla(h, w, cin, cout, k, stride, padding):
+    import jax
     from keras import ops
 
     rng = np.random.default_rng(h * 100 + k)
     x = rng.normal(size=(3, h, w, cin)).astype("float32")
     kern = rng.normal(size=(k, k, cin, cout)).astype("float32")
-    got = np.asarray(model_lib.matmul_conv(x, kern, (stride, stride), padding))
-    np.testing.assert_allclose(got, numpy_conv(x.astype("float64"), kern.astype("float64"), stride, padding),
-                               rtol=1e-4, atol=1e-4)
-    xla = np.asarray(ops.conv(x, kern, strides=stride, padding=padding))
-    np.testing.assert_allclose(got, xla, rtol=1e-5, atol=1e-5)
+    exact = numpy_conv(x.astype("float64"), kern.astype("float64"), stride, padding)
+    # Each output is a dot of K = k*k*cin float32 products: within gamma(K) * sum|x*w| of the exact
+    # value in any summation order (Higham eq. 3.5); the float64 reference's own error is that
+    # bound with u = 2**-53, added so that the bound is against the exact value.
+    K = k * k * cin
+    terms = numpy_conv(np.abs(x).astype("float64"), np.abs(kern).astype("float64"), stride, padding)
+    bound = (gamma(K) + gamma(K, U64)) * terms
+    with jax.default_matmul_precision("float32"):
+        got = np.asarray(model_lib.matmul_conv(x, kern, (stride, stride), padding), "float64")
+        xla = np.asarray(ops.conv(x, kern, strides=stride, padding=padding), "float64")
+    assert got.shape == xla.shape == exact.shape
+    assert np.all(np.abs(got - exact) <= bound), np.max(np.abs(got - exact) / bound)
+    assert np.all(np.abs(xla - exact) <= bound), np.max(np.abs(xla - exact) / bound)
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]])
@@ -64,36 +80,138 @@ def test_matmul_conv_gradients_equal_xla_ones(case):
 
     h, w, cin, cout, k, stride, padding = case
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(2, h, w, cin)), "float32")
-    kern = jnp.asarray(rng.normal(size=(k, k, cin, cout)), "float32")
-    probe = jnp.asarray(rng.normal(size=np.asarray(ops.conv(x, kern, stride, padding)).shape), "float32")
+    x = rng.normal(size=(2, h, w, cin)).astype("float32")
+    kern = rng.normal(size=(k, k, cin, cout)).astype("float32")
+    out_shape = numpy_conv(x, kern, stride, padding).shape
+    probe = rng.normal(size=out_shape).astype("float32")
 
-    def grads(conv):
-        return jax.grad(lambda a, b: jnp.sum(conv(a, b) * probe), argnums=(0, 1))(x, kern)
+    def grads(conv, a, b, p):
+        return jax.grad(lambda a, b: jnp.sum(conv(a, b) * p), argnums=(0, 1))(a, b)
 
-    for g, ref in zip(grads(lambda a, b: model_lib.matmul_conv(a, b, (stride, stride), padding)),
-                      grads(lambda a, b: ops.conv(a, b, strides=stride, padding=padding))):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(ref), rtol=1e-4, atol=1e-4)
+    def xla_conv(a, b):
+        return ops.conv(a, b, strides=stride, padding=padding)
+
+    with jax.enable_x64(True):  # the exact gradients, and the sums of |terms| they are made of
+        x64, k64, p64 = (jnp.asarray(v, "float64") for v in (x, kern, probe))
+        exact = grads(xla_conv, x64, k64, p64)
+        # d/dx: each element sums at most k*k*cout products |k|*|probe|; d/dkernel: each sums
+        # 2*ho*wo products |x|*|probe| (the batch of 2 times the output map).
+        terms = (grads(xla_conv, x64, jnp.abs(k64), jnp.abs(p64))[0],
+                 grads(xla_conv, jnp.abs(x64), k64, jnp.abs(p64))[1])
+        exact, terms = [np.asarray(g) for g in exact], [np.asarray(t) for t in terms]
+    counts = (k * k * cout, 2 * out_shape[1] * out_shape[2])
+    with jax.default_matmul_precision("float32"):
+        for conv in (lambda a, b: model_lib.matmul_conv(a, b, (stride, stride), padding), xla_conv):
+            for g, ref, t, n in zip(grads(conv, jnp.asarray(x), jnp.asarray(kern), jnp.asarray(probe)),
+                                    exact, terms, counts):
+                bound = (gamma(n) + gamma(n, U64)) * t  # Higham eq. 3.5, as above
+                assert np.all(np.abs(np.asarray(g, "float64") - ref) <= bound), \
+                    np.max(np.abs(np.asarray(g, "float64") - ref) / bound)
+
+
+def _logits(net, weights, x, training, head=None):
+    """The model's logits from `weights` (reset first: a training-mode call moves BatchNorm's
+    moving statistics). With `head` = (features model, W, b): the head computed in numpy float64."""
+    net.set_weights(weights)
+    if head is None:
+        return np.asarray(net(x, training=training), "float64")
+    feats, wh, bh = head
+    return np.asarray(feats(x, training=training), "float64") @ wh + bh
 
 
 @pytest.mark.parametrize("arch", ["tiny", "resnet50"])
-def test_whole_model_computes_the_same_function_with_either_kernel(arch):
-    cfg = IMPROVED.replace(arch=arch, weights="none", seed=3)
-    xla, mm = model_lib.build(10, cfg.replace(conv="xla")), model_lib.build(10, cfg.replace(conv="matmul"))
-    mm.set_weights(xla.get_weights())
-    assert len(model_lib.conv2d_layers(mm)) == (3 if arch == "tiny" else 53)
+def test_whole_model_computes_the_same_function_with_either_kernel(arch, monkeypatch):
+    """Both kernels against a float64 run of the same model, weights and input.
+
+    Float64 (every layer, BatchNormalization included: tests/fpbounds.float64_keras): the two
+    kernels compute the same function, to float64 rounding (the check that a wrong tap, stride or
+    padding fails by O(1)). Float32: each kernel is within B of the float64
+    logits. B is a float32 error bound propagated through this very network in float64: every
+    convolution output and every head logit is moved by its float32 dot-product error bound
+    sqrt(K) * u * sum|x * w| (Higham & Mary, SIAM J. Sci. Comput. 41(5), 2019: the probabilistic
+    bound, lambda = 1), with random signs, and B is the largest change of any logit over three such
+    draws. The network's own amplification is in B: in training mode BatchNorm normalizes ResNet50's
+    last stage over 4 values per channel (1x1 maps, batch 4) and magnifies every earlier rounding
+    error, which is why the float32 logits there are ~1e-3 (relative) from float64 on any CPU. The
+    elementwise layers (BatchNorm, ReLU, add, pooling) round to about u per operand, sqrt(K) >= 5
+    times below a convolution's sqrt(K) u; real float32 dots err far below sqrt(K) u sum|x*w|.
+    """
+    import jax
+    import keras
+    from keras import ops
+
+    cfg = IMPROVED.replace(arch=arch, weights="none", seed=3, conv="xla")
     x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
-    for training in (False, True):
-        a, b = np.asarray(xla(x, training=training)), np.asarray(mm(x, training=training))
-        assert np.abs(a).max() > 1e-3  # a real signal, not two zero outputs
-        np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-4 * np.abs(a).max())
+    modes = (False, True)
+    with jax.default_matmul_precision("float32"):
+        net = model_lib.build(10, cfg)
+        assert len(model_lib.conv2d_layers(net)) == (3 if arch == "tiny" else 53)
+        w32 = net.get_weights()
+        xla32 = {t: _logits(net, w32, x, t) for t in modes}
+        model_lib.use_matmul_convs(net)
+        assert model_lib.conv_plan(net) == ("matmul 3/3" if arch == "tiny" else "matmul 53/53")
+        mm32 = {t: _logits(net, w32, x, t) for t in modes}
+
+    w64 = [np.asarray(w, "float64") for w in w32]
+    wh, bh = w64[-2], w64[-1]  # the head (Dense, float32 even under a float64 policy): in numpy
+    rng = np.random.default_rng(7)
+    noise = {"on": False}
+
+    def noisy_conv(self, a, k):
+        y = model_lib.matmul_conv(a, k, self.strides, self.padding)
+        if noise["on"]:
+            kh, kw, cin, _ = k.shape
+            size = np.sqrt(kh * kw * cin) * U32 * model_lib.matmul_conv(
+                ops.abs(a), ops.abs(k), self.strides, self.padding)
+            y = y + size * rng.choice([-1.0, 1.0], size=tuple(y.shape))
+        return y
+
+    with float64_keras():
+        with monkeypatch.context() as m:  # its weights are replaced below: skip compiling JAX's
+            m.setattr(keras.src.backend.random, "uniform",  # float64 RNG for each shape (~10 s)
+                      lambda shape, minval=0.0, maxval=1.0, dtype=None, seed=None: np.zeros(shape, dtype))
+            net64 = model_lib.build(10, cfg)
+        assert net64.get_layer("avg_pool").compute_dtype == "float64"
+        head = (keras.Model(net64.input, net64.get_layer("avg_pool").output), wh, bh)
+        x64 = x.astype("float64")
+        xla64 = _logits(net64, w64, x64, True, head)  # training mode: BatchNorm amplifies most
+        model_lib.use_matmul_convs(net64)
+        mm64 = {t: _logits(net64, w64, x64, t, head) for t in modes}
+        for layer in model_lib.conv2d_layers(net64):
+            layer.convolution_op = types.MethodType(noisy_conv, layer)
+        bound = {}
+        for t in modes:
+            changes = []
+            for _ in range(3):
+                noise["on"] = True
+                net64.set_weights(w64)
+                f = np.asarray(head[0](x64, training=t))
+                noise["on"] = False
+                head_size = np.sqrt(wh.shape[0] + 1) * U32 * (np.abs(f) @ np.abs(wh) + np.abs(bh))
+                changes.append(f @ wh + bh + head_size * rng.choice([-1.0, 1.0], head_size.shape)
+                               - mm64[t])
+            bound[t] = np.abs(changes).max()
+
+    # The same bound for float64's unit roundoff (u = 2**-53): the first-order propagation is
+    # linear in u. The kernels are the same in both modes, so one mode shows they agree.
+    assert np.abs(mm64[True] - xla64).max() <= bound[True] * U64 / U32, bound
+    for t in modes:
+        assert np.abs(mm64[t]).max() > 1e-3  # a real signal, not two zero outputs
+        for name, got in (("xla", xla32[t]), ("matmul", mm32[t])):
+            assert np.abs(got - mm64[t]).max() <= bound[t], (name, t, np.abs(got - mm64[t]).max(),
+                                                              bound[t])
 
 
 def test_auto_is_matmul_on_cpu_and_xla_on_gpu(monkeypatch):
-    """ResNet50 has 53 convolutions: 36 1x1 (2 per block x 16 + 4 shortcuts), 16 3x3, the 7x7 stem."""
+    """ResNet50 has 53 convolutions: 36 1x1 (2 per block x 16 + 4 shortcuts), 16 3x3, the 7x7 stem.
+
+    `auto` follows `jax.default_backend()`, set here to each platform in turn, so the test holds on
+    a CPU and on a GPU host alike.
+    """
     import jax
 
     cfg = IMPROVED.replace(weights="none")
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert model_lib.conv_plan(model_lib.build(10, cfg)) == "matmul 53/53"
     assert model_lib.conv_plan(model_lib.build(10, cfg.replace(conv="xla"))) == "matmul 0/53"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")

@@ -1,4 +1,10 @@
-"""Metrics against hand-computed values and published interval examples."""
+"""Metrics against hand-computed values and published interval examples.
+
+Published values have 4 decimals, so they hold to 5e-5 (half their last digit). Everything else is
+float64 on both sides (ratios of small counts, the same formula written twice): pytest.approx's
+default, 1e-6 relative, is ~1e9 float64 ulps above their rounding and far below any formula slip
+(n for n - 1, a wrong quantile) that moves them by >= 1e-3.
+"""
 
 import numpy as np
 import pytest
@@ -9,13 +15,14 @@ from tlres.evaluate import confusion_matrix, metrics, wilson_interval
 def test_wilson_interval_matches_newcombe_1998_example():
     # Newcombe (1998), Stat. Med. 17:857, example 81/263: Wilson 95% CI 0.2553 to 0.3662
     lo, hi = wilson_interval(81, 263)
-    assert lo == pytest.approx(0.2553, abs=5e-5) and hi == pytest.approx(0.3662, abs=5e-5)
+    assert lo == pytest.approx(0.2553, abs=5e-5) and hi == pytest.approx(0.3662, abs=5e-5)  # 4 decimals
 
 
 def test_wilson_interval_for_the_papers_one_batch():
-    # 60/64 (the paper's 93.75%): wide, because n = 64.
+    # 60/64 (the paper's 93.75%): wide, because n = 64. By hand, z = 1.959964, p = 60/64:
+    # (p + z^2/128 -+ z sqrt(p(1-p)/64 + z^2/16384)) / (1 + z^2/64) = 0.85003, 0.97543
     lo, hi = wilson_interval(60, 64)
-    assert lo == pytest.approx(0.8499, abs=5e-4) and hi == pytest.approx(0.9754, abs=5e-4)
+    assert lo == pytest.approx(0.8500, abs=5e-5) and hi == pytest.approx(0.9754, abs=5e-5)  # 4 decimals
 
 
 def test_confusion_and_accuracies_by_hand():
@@ -47,8 +54,8 @@ def test_newcombe_difference_matches_newcombe_1998_example():
     from tlres.evaluate import newcombe_interval
 
     d, (lo, hi) = newcombe_interval(56, 70, 48, 80)
-    assert d == pytest.approx(0.2, abs=1e-12)
-    assert lo == pytest.approx(0.0524, abs=5e-4) and hi == pytest.approx(0.3339, abs=5e-4)
+    assert d == pytest.approx(0.2, abs=1e-12)  # 56/70 - 48/80 in float64: a few ulps
+    assert lo == pytest.approx(0.0524, abs=5e-5) and hi == pytest.approx(0.3339, abs=5e-5)  # 4 decimals
 
 
 def test_welch_interval_matches_scipy_and_a_hand_computation():
@@ -60,10 +67,10 @@ def test_welch_interval_matches_scipy_and_a_hand_computation():
     d, (lo, hi), df = welch_interval(a, b)
     # by hand: means 0.9275 and 0.88; s^2/n = 0.000291667/4 and 0.0004/3
     va, vb = 0.000291666667 / 4, 0.0004 / 3
-    assert d == pytest.approx(0.0475, abs=1e-12)
+    assert d == pytest.approx(0.0475, abs=1e-12)  # two float64 means of 3-4 values: a few ulps
     assert df == pytest.approx((va + vb) ** 2 / (va ** 2 / 3 + vb ** 2 / 2), rel=1e-6)
     ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-    assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-12)  # scipy, float64: a few ulps
     # one seed per side: no interval; identical constant seeds: zero width
     assert np.isnan(welch_interval([0.9], [0.8])[1][0])
     assert welch_interval([0.9, 0.9], [0.8, 0.8])[1] == pytest.approx((0.1, 0.1))

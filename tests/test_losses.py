@@ -1,10 +1,15 @@
-"""Both label-smoothing forms against hand-computed values and their closed-form difference."""
+"""Both label-smoothing forms against hand-computed values and their closed-form difference.
+
+The hand computations run in float64 (Python's math); the loss runs in float32, so each
+comparison allows the float32 error bound of a log-softmax cross-entropy (tests/fpbounds.py).
+"""
 
 import math
 
 import numpy as np
 import pytest
 
+from fpbounds import U32, cross_entropy_error, eq11_targets, keras_smoothing_targets, mean_error
 from tlres.losses import SmoothedCrossEntropy, keras_targets, paper_targets
 
 C, EPS = 10, 0.1
@@ -31,16 +36,26 @@ def expected(form):
     return out
 
 
+TARGETS = {"paper": eq11_targets, "keras": keras_smoothing_targets}
+
+
+def bound(form, labels=LABELS, logits=LOGITS, eps=EPS):
+    """Per-example float32 error bound of the loss (log-softmax, C-term sum, rounded targets)."""
+    return cross_entropy_error(logits, TARGETS[form](labels, C, eps))[0]
+
+
 @pytest.mark.parametrize("form", ["paper", "keras"])
 def test_per_example_loss_matches_hand_computation(form):
     loss = SmoothedCrossEntropy(C, EPS, form, reduction=None)
-    np.testing.assert_allclose(np.asarray(loss(LABELS, LOGITS)), expected(form), rtol=1e-6)
+    got = np.asarray(loss(LABELS, LOGITS), "float64")
+    assert np.all(np.abs(got - expected(form)) <= bound(form))
 
 
 @pytest.mark.parametrize("form", ["paper", "keras"])
 def test_mean_reduction(form):
     loss = SmoothedCrossEntropy(C, EPS, form)
-    assert float(loss(LABELS, LOGITS)) == pytest.approx(np.mean(expected(form)), rel=1e-6)
+    want = expected(form)
+    assert abs(float(loss(LABELS, LOGITS)) - np.mean(want)) <= mean_error(bound(form), want)
 
 
 def test_first_example_by_hand_digits():
@@ -48,33 +63,39 @@ def test_first_example_by_hand_digits():
     lse = math.log(math.e ** 2 + math.e + 8)
     paper = -(0.9 * (2 - lse) + (0.1 / 9) * ((1 - lse) + 8 * (0 - lse)))
     keras_ = -(0.91 * (2 - lse) + 0.01 * ((1 - lse) + 8 * (0 - lse)))
-    assert float(SmoothedCrossEntropy(C, EPS, "paper", reduction=None)(LABELS[:1], LOGITS[:1])[0]) \
-        == pytest.approx(paper, rel=1e-6)
-    assert float(SmoothedCrossEntropy(C, EPS, "keras", reduction=None)(LABELS[:1], LOGITS[:1])[0]) \
-        == pytest.approx(keras_, rel=1e-6)
+    got_paper = float(SmoothedCrossEntropy(C, EPS, "paper", reduction=None)(LABELS[:1], LOGITS[:1])[0])
+    got_keras = float(SmoothedCrossEntropy(C, EPS, "keras", reduction=None)(LABELS[:1], LOGITS[:1])[0])
+    assert abs(got_paper - paper) <= bound("paper")[0]
+    assert abs(got_keras - keras_) <= bound("keras")[0]
 
 
 def test_targets_follow_each_definition():
     p = np.asarray(paper_targets(np.array([2]), 5, 0.2))[0]
     k = np.asarray(keras_targets(np.array([2]), 5, 0.2))[0]
-    np.testing.assert_allclose(p, [0.05, 0.05, 0.8, 0.05, 0.05], rtol=1e-6)
-    np.testing.assert_allclose(k, [0.04, 0.04, 0.84, 0.04, 0.04], rtol=1e-6)
+    # float32 targets: the constants, a product and a sum, each rounding once: <= 4u relative
+    np.testing.assert_allclose(p, [0.05, 0.05, 0.8, 0.05, 0.05], rtol=4 * U32, atol=0)
+    np.testing.assert_allclose(k, [0.04, 0.04, 0.84, 0.04, 0.04], rtol=4 * U32, atol=0)
 
 
 def test_difference_has_closed_form():
     rng = np.random.default_rng(1)
     logits = rng.normal(size=(32, C)).astype(np.float32) * 3
     labels = rng.integers(0, C, 32)
-    diff = (np.asarray(SmoothedCrossEntropy(C, EPS, "paper", reduction=None)(labels, logits))
+    diff = (np.asarray(SmoothedCrossEntropy(C, EPS, "paper", reduction=None)(labels, logits), "float64")
             - np.asarray(SmoothedCrossEntropy(C, EPS, "keras", reduction=None)(labels, logits)))
-    lp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    z = logits.astype("float64")
+    lp = z - np.log(np.exp(z).sum(1, keepdims=True))
     true = lp[np.arange(32), labels]
     others = (lp.sum(1) - true) / (C - 1)
-    np.testing.assert_allclose(diff, EPS / C * (true - others), atol=2e-6)
+    closed = EPS / C * (true - others)
+    # each float32 loss within its bound of the exact loss, and their difference rounds once more
+    tol = bound("paper", labels, logits) + bound("keras", labels, logits) + U32 * np.abs(diff)
+    assert np.all(np.abs(diff - closed) <= tol)
+    assert np.abs(closed).max() > 100 * tol.max()  # the forms differ far beyond the tolerance
 
 
 def test_zero_epsilon_is_plain_cross_entropy():
     for form in ("paper", "keras"):
-        got = np.asarray(SmoothedCrossEntropy(C, 0.0, form, reduction=None)(LABELS, LOGITS))
+        got = np.asarray(SmoothedCrossEntropy(C, 0.0, form, reduction=None)(LABELS, LOGITS), "float64")
         want = [-log_softmax_by_hand(z)[c] for z, c in zip(LOGITS, LABELS)]
-        np.testing.assert_allclose(got, want, rtol=1e-6)
+        assert np.all(np.abs(got - want) <= bound(form, eps=0.0))

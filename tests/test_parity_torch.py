@@ -1,7 +1,10 @@
 """Parity of each piece of the recipe against PyTorch's own modules (issue #5).
 
-Every expected value comes from torch / torchvision or from a hand computation,
-never from tlres itself.
+Every expected value comes from torch / torchvision, from a float64 computation of the
+definition, or from a hand computation, never from tlres itself; and every test runs tlres'
+own code path (its loss, its schedule, its augmentation draws and transform, the head and
+BatchNorm settings of the model `tlres.model.build` makes). Tolerances are float32 error
+bounds against float64 references (tests/fpbounds.py).
 """
 
 
@@ -11,8 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from tlres import augment, schedules  # noqa: E402
-from tlres.compare import mcnemar_exact, paired  # noqa: E402
+from fpbounds import U32, U64, cross_entropy_error, eq11_targets, gamma, keras_smoothing_targets, mean_error  # noqa: E402,E501
+from tlres import augment, model as model_lib, pipeline, schedules  # noqa: E402
+from tlres.config import IMPROVED, QUICK  # noqa: E402
 from tlres.losses import SmoothedCrossEntropy  # noqa: E402
 
 C, EPS = 10, 0.1
@@ -24,12 +28,23 @@ def _logits_labels(seed=0, n=32):
             rng.integers(0, C, n).astype("int32"))
 
 
+def _loss_bound(logits, targets):
+    """(exact float64 mean loss, float32 error bound of a mean smoothed cross-entropy)."""
+    per_bound, per_exact = cross_entropy_error(logits, targets)
+    return float(per_exact.mean()), mean_error(per_bound, per_exact)
+
+
 def test_keras_smoothing_equals_torch_cross_entropy_label_smoothing():
     logits, labels = _logits_labels()
+    exact, bound = _loss_bound(logits, keras_smoothing_targets(labels, C, EPS))
     ours = float(SmoothedCrossEntropy(C, EPS, form="keras")(labels, logits))
     ref = torch.nn.CrossEntropyLoss(label_smoothing=EPS)(
         torch.from_numpy(logits), torch.from_numpy(labels).long()).item()
-    assert ours == pytest.approx(ref, rel=1e-5, abs=1e-6)
+    ref64 = torch.nn.CrossEntropyLoss(label_smoothing=EPS)(
+        torch.from_numpy(logits).double(), torch.from_numpy(labels).long()).item()
+    assert abs(ref64 - exact) <= 1e6 * U64 * abs(exact)  # torch's float64 = the definition
+    # each float32 side within the float32 bound of the definition, so within 2 bounds of each other
+    assert abs(ours - exact) <= bound and abs(ref - exact) <= bound, (ours, ref, exact, bound)
 
 
 def test_paper_smoothing_equals_torch_eq11():
@@ -38,9 +53,11 @@ def test_paper_smoothing_equals_torch_eq11():
     t[torch.arange(len(labels)), torch.from_numpy(labels).long()] = 1 - EPS
     ref = -(t * torch.log_softmax(torch.from_numpy(logits), 1)).sum(1).mean().item()
     ours = float(SmoothedCrossEntropy(C, EPS, form="paper")(labels, logits))
-    assert ours == pytest.approx(ref, rel=1e-5, abs=1e-6)
+    exact, bound = _loss_bound(logits, eq11_targets(labels, C, EPS))
+    assert abs(ours - exact) <= bound and abs(ref - exact) <= bound, (ours, ref, exact, bound)
     # and torch's probability-target CrossEntropyLoss agrees with the hand-built eq. 11
-    assert torch.nn.CrossEntropyLoss()(torch.from_numpy(logits), t).item() == pytest.approx(ref, rel=1e-6)
+    prob = torch.nn.CrossEntropyLoss()(torch.from_numpy(logits), t).item()
+    assert abs(prob - exact) <= bound, (prob, exact, bound)
 
 
 def test_epoch_cosine_equals_torch_cosine_annealing_lr_every_epoch():
@@ -48,97 +65,139 @@ def test_epoch_cosine_equals_torch_cosine_annealing_lr_every_epoch():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr_max, momentum=0.9)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=lr_min)
     for epoch in range(epochs):
+        # Both in float64 Python floats. tlres: the closed form, a few ulps. torch: a recursive
+        # form, each epoch's rate from the last via (1 + cos(pi t/T)) / (1 + cos(pi (t-1)/T)),
+        # whose cancellation near t = T costs <= 1 / (1 + cos(pi (T-1)/T)) ~ 500 ulps a step:
+        # 50 steps stay below 3e4 * 2**-53 ~ 3e-12 relative; 1e-9 is still far below any slip
+        # (T - 1 for T moves the rates by > 1e-3 relative).
         assert schedules.cosine(epoch, epochs, lr_max, lr_min) == pytest.approx(
             opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12), epoch
         opt.step()
         sched.step()
 
 
-@pytest.mark.parametrize("flip", [False, True])
-@pytest.mark.parametrize("dy,dx", [(0, 0), (4, 4), (8, 1), (2, 7)])
-def test_augmentation_equals_torchvision(flip, dy, dx):
+def _torchvision(img, flip, dy, dx, padding=4):
+    """torchvision's pipeline: ToTensor, RandomHorizontalFlip, RandomCrop(32, padding=4),
+    Normalize(0.5, 0.5), with its random draws fixed to (flip, i=dy, j=dx); NHWC float64 out."""
     import torchvision.transforms.functional as TF
 
-    rng = np.random.default_rng(dy * 10 + dx)
-    img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    ours = augment.normalize(np, augment.flip_crop(
-        np, img[None], np.array([flip]), np.array([dy]), np.array([dx]), 4), "paper")[0]
-
-    # torchvision's pipeline: ToTensor, RandomHorizontalFlip, RandomCrop(32, padding=4),
-    # Normalize(0.5, 0.5), with its random draws fixed to (flip, dy, dx).
     x = TF.to_tensor(img)  # CHW float in [0, 1]
     if flip:
         x = TF.hflip(x)
-    x = TF.pad(x, [4, 4, 4, 4], fill=0)          # what RandomCrop(padding=4) does first
-    x = TF.crop(x, dy, dx, 32, 32)               # RandomCrop's crop at offsets (i=dy, j=dx)
+    x = TF.pad(x, [padding] * 4, fill=0)   # what RandomCrop(padding=4) does first
+    x = TF.crop(x, int(dy), int(dx), img.shape[0], img.shape[1])  # RandomCrop's crop at (i, j)
     x = TF.normalize(x, [0.5] * 3, [0.5] * 3)
-    np.testing.assert_allclose(ours, x.permute(1, 2, 0).numpy(), atol=1e-6)
+    return x.permute(1, 2, 0).numpy().astype("float64")
 
 
-def test_random_crop_offsets_are_top_left_of_padded_window():
-    # RandomCrop.get_params returns (i, j) = top row and left column in the padded image,
-    # the same meaning as tlres' (dy, dx); check with a seeded draw.
+# A normalized pixel (x/255 - 0.5)/0.5 in float32: x/255 (or x times a rounded 1/255) and the
+# subtraction round at most 3 times, each by <= u of a value <= 1, and /0.5 is exact: <= 6u
+# from the float64 value. Both sides are held to that; padded pixels are exactly -1.
+PIXEL_TOL = 6 * U32
+
+
+def test_augmentation_of_tlres_draws_equals_torchvision():
+    """tlres' device transform, with the flips and offsets it draws itself, against torchvision
+    applying those same draws; and a float64 normalization of the same window."""
+    import jax
+
+    cfg = IMPROVED.replace(augment=True, flip=True, crop_padding=4)
+    imgs = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    key = jax.random.PRNGKey(11)
+    ours = np.asarray(pipeline.device_transform(cfg)(imgs, key), "float64")  # tlres draws inside
+    flip, dy, dx = (np.asarray(a) for a in augment.draw_jax(16, 4, key))    # ...these draws
+    assert flip.any() and not flip.all() and len(set(zip(dy.tolist(), dx.tolist()))) > 8
+    for i in range(16):
+        want = _torchvision(imgs[i], flip[i], dy[i], dx[i])
+        padded = np.pad(imgs[i].astype("float64"), ((4, 4), (4, 4), (0, 0)), constant_values=0)
+        window = (padded[:, ::-1] if flip[i] else padded)[dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+        exact = (window / 255.0 - 0.5) / 0.5
+        assert np.abs(ours[i] - exact).max() <= PIXEL_TOL
+        assert np.abs(want - exact).max() <= PIXEL_TOL
+
+
+def test_random_crop_offsets_mean_the_same_window_in_both_and_have_the_same_range():
+    """torchvision's RandomCrop(32, padding=4) draws (i, j) = the top row and left column of its
+    window in the padded image, uniformly in 0..8 each; tlres' draws (dy, dx) (tf.data and JAX)
+    take the same values, and tlres' flip_crop at (dy, dx) is that very window."""
+    import jax
+    import tensorflow as tf
     from torchvision import transforms as T
 
-    torch.manual_seed(3)
     img = torch.arange(32 * 32, dtype=torch.float32).reshape(1, 32, 32)
     padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
-    i, j, h, w = T.RandomCrop.get_params(padded, (32, 32))
-    torch.manual_seed(3)
-    out = T.RandomCrop(32, padding=4)(img)
-    np.testing.assert_array_equal(out.numpy(), padded[:, i:i + 32, j:j + 32].numpy())
+    for seed in range(20):
+        torch.manual_seed(seed)
+        i, j, h, w = T.RandomCrop.get_params(padded, (32, 32))
+        torch.manual_seed(seed)
+        out = T.RandomCrop(32, padding=4)(img)  # the same draw, inside the transform
+        np.testing.assert_array_equal(out.numpy(), padded[:, i:i + 32, j:j + 32].numpy())
+        ours = augment.flip_crop(np, img.numpy().transpose(1, 2, 0)[None], np.array([False]),
+                                 np.array([i]), np.array([j]), 4)[0]
+        np.testing.assert_array_equal(ours[..., 0], out.numpy()[0])
+    torch.manual_seed(0)
+    torch_offsets = {T.RandomCrop.get_params(padded, (32, 32))[:2] for _ in range(2000)}
+    every = {(a, b) for a in range(9) for b in range(9)}
+    # 2000 draws of 81 equally likely cells miss one with probability < 81 (80/81)^2000 ~ 1e-9
+    assert torch_offsets == every
+    _, dy, dx = augment.draw_jax(4096, 4, jax.random.PRNGKey(0))
+    assert set(zip(np.asarray(dy).tolist(), np.asarray(dx).tolist())) == every
+    _, dy, dx = augment.draw_tf(4096, 4, tf.constant([0, 1], tf.int64))
+    assert set(zip(dy.numpy().tolist(), dx.numpy().tolist())) == every
 
 
-def test_dense_head_equals_torch_linear():
-    import keras
+@pytest.fixture(scope="module")
+def resnet():
+    return model_lib.build(C, IMPROVED.replace(weights="none"))
 
+
+def test_the_models_head_equals_torch_linear_2048_to_c(resnet):
+    """eq. 2, model.fc = nn.Linear(2048, C): tlres' head layer holding torch's Linear weights."""
+    head = resnet.get_layer("head")
+    assert tuple(head.kernel.shape) == (2048, C) and head.use_bias
+    assert resnet.get_layer("avg_pool").output.shape == (None, 2048)  # what feeds it
     rng = np.random.default_rng(5)
-    feats = rng.normal(size=(8, 2048)).astype("float32")
+    feats = np.maximum(rng.normal(size=(8, 2048)), 0).astype("float32")  # post-ReLU features
     lin = torch.nn.Linear(2048, C)
-    dense = keras.layers.Dense(C)
-    dense.build((None, 2048))
-    dense.set_weights([lin.weight.detach().numpy().T, lin.bias.detach().numpy()])
-    ref = lin(torch.from_numpy(feats)).detach().numpy()
-    np.testing.assert_allclose(np.asarray(dense(feats)), ref, rtol=1e-5, atol=1e-5)
+    w, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    head.set_weights([w.T, b])
+    ours = np.asarray(head(feats), "float64")
+    ref = lin(torch.from_numpy(feats)).detach().numpy().astype("float64")
+    exact = feats.astype("float64") @ w.T.astype("float64") + b
+    # a dot of 2048 products plus the bias: gamma(2049) * sum |terms| (Higham eq. 3.5), each side
+    bound = gamma(2049) * (np.abs(feats).astype("float64") @ np.abs(w.T) + np.abs(b))
+    assert np.all(np.abs(ours - exact) <= bound) and np.all(np.abs(ref - exact) <= bound)
 
 
-def test_batchnorm_moving_mean_matches_torch_and_variance_differs_by_bessel():
+def test_batchnorm_of_the_built_model_matches_torch_mean_and_variance_differs_by_bessel():
+    """One training step of a BatchNorm layer of the model tlres builds (momentum 0.9, epsilon
+    1e-5 from the config) against torch.nn.BatchNorm2d(momentum=0.1, eps=1e-5) on the same input."""
     import keras
 
-    rng = np.random.default_rng(7)
-    n, h, w, ch = 4, 3, 3, 5
-    x = rng.normal(2.0, 3.0, (n, h, w, ch)).astype("float32")
-    bn_k = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
-    bn_k.build(x.shape)
-    bn_k(x, training=True)
-    bn_t = torch.nn.BatchNorm2d(ch, momentum=0.1, eps=1e-5).train()
-    bn_t(torch.from_numpy(x).permute(0, 3, 1, 2))
+    cfg = QUICK.replace(arch="tiny", image_size=8)  # 8 px: conv0 gives 4x4 maps, m = 4*4*4 = 64
+    net = model_lib.build(3, cfg)
+    tiny = net.get_layer("tiny")
+    bn = tiny.get_layer("bn0")
+    assert (bn.momentum, bn.epsilon) == (cfg.bn_momentum, cfg.bn_epsilon) == (0.9, 1e-5)
+    x = np.random.default_rng(7).normal(2.0, 3.0, (4, 8, 8, 3)).astype("float32")
+    feats = np.array(keras.Model(tiny.input, tiny.get_layer("conv0").output)(x))  # bn0's input (a copy)
+    net(x, training=True)
+    bn_t = torch.nn.BatchNorm2d(feats.shape[-1], momentum=1 - cfg.bn_momentum, eps=cfg.bn_epsilon).train()
+    bn_t(torch.from_numpy(feats).permute(0, 3, 1, 2))
 
-    np.testing.assert_allclose(np.asarray(bn_k.moving_mean), bn_t.running_mean.numpy(), rtol=1e-5, atol=1e-6)
-    m = n * h * w
-    batch_var = x.reshape(-1, ch).var(0)  # biased, by hand
+    v = feats.reshape(-1, feats.shape[-1]).astype("float64")
+    m = len(v)
+    mean, var = v.mean(0), v.var(0)  # biased, in float64
+    # Float32 batch statistics over m values (a sum, or Welford's updates): the mean within
+    # gamma(m) mean|x|, the variance within gamma(2m) mean(x^2) (the one-pass form's bound, the
+    # loosest of the usual algorithms); then 0.9 * old + 0.1 * new rounds twice more.
+    tol_mean = 0.1 * gamma(m) * np.abs(v).mean(0) + 3 * U32 * (np.abs(mean) + 1)
+    tol_var = 0.1 * gamma(2 * m) * (v ** 2).mean(0) + 3 * U32 * (var + 1)
+    assert np.all(np.abs(np.asarray(bn.moving_mean) - 0.1 * mean) <= tol_mean)
+    assert np.all(np.abs(bn_t.running_mean.numpy() - 0.1 * mean) <= tol_mean)
     # Keras: 0.9 * 1 + 0.1 * biased; torch: 0.9 * 1 + 0.1 * unbiased (Bessel, m/(m-1)).
-    np.testing.assert_allclose(np.asarray(bn_k.moving_variance), 0.9 + 0.1 * batch_var, rtol=1e-5)
-    np.testing.assert_allclose(bn_t.running_var.numpy(), 0.9 + 0.1 * batch_var * m / (m - 1), rtol=1e-5)
-    # The difference is 0.1 * var / (m - 1): here m = 36, ~2.9% of the update; for a
-    # 64-image batch of 8x8 maps (m = 4096) it is 0.02% - negligible, so tlres keeps Keras'.
-
-
-def test_mcnemar_hand_computed():
-    # A right / B wrong on 7, A wrong / B right on 2, both right on 11.
-    a = np.array([1] * 7 + [0] * 2 + [1] * 11, bool)
-    b = np.array([0] * 7 + [1] * 2 + [1] * 11, bool)
-    bb, cc, p = mcnemar_exact(a, b)
-    assert (bb, cc) == (7, 2)
-    # 2 * (C(9,0) + C(9,1) + C(9,2)) / 2^9 = 2 * 46 / 512
-    assert p == pytest.approx(92 / 512, rel=1e-12)
-    scipy_stats = pytest.importorskip("scipy.stats")
-    assert p == pytest.approx(scipy_stats.binomtest(2, 9, 0.5).pvalue, rel=1e-12)
-
-
-def test_mcnemar_identical_is_one_and_zero_difference():
-    labels = np.array([0, 1, 2, 2, 1, 0])
-    pred = np.array([0, 1, 1, 2, 0, 0])
-    out = paired(labels, pred, pred, 3)
-    assert out["mcnemar_p"] == 1.0 and out["accuracy_difference"] == 0.0 and out["agreement"] == 1.0
-    assert not np.any(out["confusion_difference"])
+    assert np.all(np.abs(np.asarray(bn.moving_variance) - (0.9 + 0.1 * var)) <= tol_var)
+    assert np.all(np.abs(bn_t.running_var.numpy() - (0.9 + 0.1 * var * m / (m - 1))) <= tol_var)
+    assert np.all(0.1 * var / (m - 1) > 4 * tol_var)  # the Bessel gap is far above the tolerance
+    # The difference is 0.1 * var / (m - 1): here m = 64, 1.6% of the update; for a 64-image
+    # batch of 8x8 maps (m = 4096) it is 0.02% - negligible, so tlres keeps Keras'.

@@ -44,15 +44,28 @@ def test_bn_momentum_is_one_minus_keras_momentum():
 
     model = ref.build(IMPROVED.replace(arch="tiny", weights="none", bn_momentum=0.99, bn_epsilon=1e-3), 10)
     bns = [m for m in model.modules() if type(m).__name__ == "BatchNorm2d"]
+    # 1 - 0.99 in float64 is 0.01 to a few ulps (pytest.approx's default, 1e-6 relative, covers it)
     assert len(bns) == 3 and all(m.momentum == pytest.approx(0.01) and m.eps == 1e-3 for m in bns)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
 def test_optimizer_and_weight_decay_match_keras(optimizer):
-    """Three updates of the same weights with the same gradients: torch reference vs tlres' Keras optimizer."""
+    """Three updates of the same weights with the same gradients: torch reference vs tlres' Keras optimizer.
+
+    Each side runs in float32 and in float64. Float32 against its own float64 run: per step t the
+    weight rounds once (u |w|) and its update dw_t goes through <= 16 float32 operations (moments,
+    bias corrections, sqrt, division, decay), each <= u relative; for Adam the bias corrections
+    1 - beta^t of the float32-rounded betas lose u beta^t / (1 - beta^t) relative (1000u for
+    beta2 = 0.999 at t = 1, halved by the sqrt). So <= sum_t u |w| + |dw_t| (16u + those), with
+    |dw_t| from the float64 run. Keras' float64 run against torch's: equal for SGD (to
+    float64 rounding); for Adam and AdamW Keras adds epsilon to sqrt(v) before the bias
+    correction, torch after: the rules differ by lr |m_hat| eps / (sqrt(1 - beta2^t) v_hat) per
+    step t, <= lr * 1.5 * eps / (sqrt(1 - beta2^t) * 0.25) with 0.5 <= |g| <= 1.5.
+    """
     import keras
     import torch
 
+    from fpbounds import U32, float64_keras
     from tlres import train
     from tlres.config import IMPROVED
     from tlres.reference import torch as ref
@@ -61,21 +74,47 @@ def test_optimizer_and_weight_decay_match_keras(optimizer):
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(4, 3)).astype(np.float32)
     # |g| in [0.5, 1.5]: far from 0, where Keras' epsilon (added before bias correction) and
-    # torch's (after) would differ by more than float32 round-off
+    # torch's (after) would differ by far more than float32 round-off
     grads = [(rng.uniform(0.5, 1.5, (4, 3)) * rng.choice([-1, 1], (4, 3))).astype(np.float32)
              for _ in range(3)]
 
-    kw = keras.Variable(w0)
-    kopt = train.make_optimizer(cfg, cfg.lr)
-    for g in grads:
-        kopt.apply_gradients([(keras.ops.convert_to_tensor(g), kw)])
+    def keras_side(dtype):
+        kw = keras.Variable(w0.astype(dtype))
+        kopt = train.make_optimizer(cfg, cfg.lr)
+        path = [w0.astype(np.float64)]
+        for g in grads:
+            kopt.apply_gradients([(keras.ops.convert_to_tensor(g.astype(dtype)), kw)])
+            path.append(keras.ops.convert_to_numpy(kw).astype(np.float64))
+        return path
 
-    tw = torch.nn.Parameter(torch.from_numpy(w0.copy()))
-    topt, decay = ref.make_optimizer(cfg, [tw])
-    for g in grads:
-        tw.grad = torch.from_numpy(g.copy())
-        ref.optimizer_step(topt, decay)
-    np.testing.assert_allclose(tw.detach().numpy(), keras.ops.convert_to_numpy(kw), rtol=1e-5, atol=1e-5)
+    def torch_side(dtype):
+        tw = torch.nn.Parameter(torch.from_numpy(w0.astype(dtype)))
+        topt, decay = ref.make_optimizer(cfg, [tw])
+        path = [w0.astype(np.float64)]
+        for g in grads:
+            tw.grad = torch.from_numpy(g.astype(dtype))
+            ref.optimizer_step(topt, decay)
+            path.append(tw.detach().numpy().astype(np.float64))
+        return path
+
+    k32, t32 = keras_side(np.float32)[-1], torch_side(np.float32)[-1]
+    with float64_keras():
+        k64_path = keras_side(np.float64)
+    t64_path = torch_side(np.float64)
+    k64, t64 = k64_path[-1], t64_path[-1]
+    float32_bound = 0.0
+    for t in (1, 2, 3):
+        dw = max(np.abs(p[t] - p[t - 1]).max() for p in (k64_path, t64_path))
+        per_op = 16 * U32
+        if optimizer != "sgd":
+            per_op += U32 * 0.999 ** t / (2 * (1 - 0.999 ** t)) + U32 * 0.9 ** t / (1 - 0.9 ** t)
+        float32_bound += U32 * max(np.abs(p[t]).max() for p in (k64_path, t64_path)) + dw * per_op
+    eps_placement = 0.0 if optimizer == "sgd" else sum(
+        cfg.lr * 1.5 * 1e-7 / (np.sqrt(1 - 0.999 ** t) * 0.25) for t in (1, 2, 3))
+    assert np.abs(k32 - k64).max() <= float32_bound, (np.abs(k32 - k64).max(), float32_bound)
+    assert np.abs(t32 - t64).max() <= float32_bound, (np.abs(t32 - t64).max(), float32_bound)
+    # + 1e-12: float64 rounding of three updates of weights below 2, a few ulps
+    assert np.abs(k64 - t64).max() <= eps_placement + 1e-12, (np.abs(k64 - t64).max(), eps_placement)
     # and torch's own SGD weight_decay (an L2 gradient term) would not match for SGD
     if optimizer == "sgd":
         lw = torch.nn.Parameter(torch.from_numpy(w0.copy()))
@@ -83,7 +122,7 @@ def test_optimizer_and_weight_decay_match_keras(optimizer):
         for g in grads:
             lw.grad = torch.from_numpy(g.copy())
             l2.step()
-        assert np.abs(lw.detach().numpy() - keras.ops.convert_to_numpy(kw)).max() > 1e-3
+        assert np.abs(lw.detach().numpy() - k32).max() > 1e-3
 
 
 @pytest.mark.slow
@@ -111,8 +150,9 @@ def test_tiny_reference_run_writes_tlres_run_dir(tmp_path):
     np.testing.assert_array_equal([int(r["label"]) for r in rows], labels)  # tlres' split, index by index
     assert m["correct"] == sum(r["label"] == r["prediction"] for r in rows)
     assert [int(h["epoch"]) for h in hist] == [1, 2]
-    assert [float(h["lr"]) for h in hist] == pytest.approx([0.01, 0.005])  # CosineAnnealingLR(T_max=2)
-    assert float(hist[-1]["val_accuracy"]) == pytest.approx(m["accuracy"])
+    # CosineAnnealingLR(T_max=2) in float64: a few ulps from 0.01 and 0.005
+    assert [float(h["lr"]) for h in hist] == pytest.approx([0.01, 0.005], rel=1e-12)
+    assert float(hist[-1]["val_accuracy"]) == m["accuracy"]  # one evaluation, written twice
     (r,) = load(str(out))
     assert r["framework"]["name"] == "pytorch" and r["predictions"]["label"] == labels.tolist()
 

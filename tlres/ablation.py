@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 
-from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED
+from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED, Config
 
 DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
               weight_decay=0.0, epochs=4)
@@ -78,6 +78,9 @@ def _finished_with(run_dir, cfg):
         with open(os.path.join(run_dir, "config.json")) as fh:
             saved = json.load(fh)["config"]
         want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        for f in dataclasses.fields(Config):  # a setting added since: the run had its default
+            if f.name not in saved and f.name != "conv":  # (conv: see train.resumed_config)
+                saved[f.name] = json.loads(json.dumps(f.default))
         for key in EXECUTION_ONLY:  # e.g. a moved grid is still the same grid
             saved.pop(key, None), want.pop(key, None)
         return saved == want
@@ -114,12 +117,11 @@ def check_weights(grid):
 
     for weights, arch in dict.fromkeys((c.weights, c.arch) for c in grid.values()):
         need = [n for n, c in grid.items() if (c.weights, c.arch) == (weights, arch)]
-        try:
-            model.resolve_weights(weights, arch)
-        except TlresError as e:
+        problem = model.weights_unavailable(weights, arch)
+        if problem:
             hint = (" (with --weights none the transfer cells collapse into the others; "
                     "--transfer-from takes a backbone you pretrained)" if weights == "imagenet" else "")
-            raise TlresError(f"cells {', '.join(need)} need them: {e}{hint}") from None
+            raise TlresError(f"cells {', '.join(need)} need them: {problem}{hint}")
 
 
 def parse(argv, prog="python -m tlres.ablation"):
@@ -182,9 +184,11 @@ def main(argv=None, prog="python -m tlres.ablation"):
                 print(f"{prog}: {', '.join(dropped)} equal other cells under these flags; skipped")
         chosen = {n: c for n, c in grid.items() if names is None or n in names}
         check_weights(chosen)
-        print(f"{prog}: {len(chosen)} cells x {seeds} seeds -> {out}: {', '.join(chosen)}", flush=True)
+        print(f"{prog}: {cli.plural(len(chosen), 'cell')} x {cli.plural(seeds, 'seed')} -> {out}: "
+              f"{', '.join(chosen)}", flush=True)
         dirs, trained = run_grid(out, seeds, list(chosen), **overrides)
-        print(f"{prog}: trained {len(trained)} runs, reused {sum(map(len, dirs.values())) - len(trained)}")
+        print(f"{prog}: trained {cli.plural(len(trained), 'run')}, reused "
+              f"{sum(map(len, dirs.values())) - len(trained)}")
         if not no_report:
             from tlres import report
 

@@ -1,4 +1,4 @@
-"""Throughput benchmark (issue 6): tlres training and inference, the input pipeline, PyTorch.
+"""Throughput benchmark: tlres training and inference, the input pipeline, PyTorch.
 
     python -m tlres.bench [--arch resnet50|resnet50_v1_5|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
                           [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
@@ -6,7 +6,8 @@
                           [--json PATH]
 
 A benchmark, not a test: figures depend on the machine (and on whatever else
-runs on it). Per batch size it measures, on synthetic data (random uint8
+runs on it); the table's first line and the JSON name the host's CPU model, its
+vector extensions (avx2, avx512f, amx_*, ...) and the date. Per batch size it measures, on synthetic data (random uint8
 images normalized as the runner does, random labels; random-init weights):
 
 * train: the model the runner builds (`tlres.model.build`), compiled by the
@@ -66,17 +67,21 @@ def _batch_sizes(text):
 _batch_sizes.__name__ = "batch sizes"
 
 
-def parser():
-    p = _Parser(prog=PROG, description=__doc__.split("\n")[0])
+def parser(prog=PROG):
+    from tlres.cli import DefaultsHelp
+
+    p = _Parser(prog=prog, description=__doc__.split("\n")[0], formatter_class=DefaultsHelp)
     pos = _checked(int, lambda v: v > 0, "must be positive")
-    p.add_argument("--arch", choices=("resnet50", "resnet50_v1_5", "tiny"), default="resnet50")
+    p.add_argument("--arch", choices=("resnet50", "resnet50_v1_5", "tiny"), default="resnet50",
+                   help="network, as the runner's --arch (tiny: a 3-conv net for smoke runs)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 256],
-                   help="comma-separated; the paper's 64 and a larger one")
-    p.add_argument("--image-size", type=pos, default=32)
+                   help="comma-separated (default: 64,256, the paper's batch and a larger one)")
+    p.add_argument("--image-size", type=pos, default=32, help="input size in pixels (the paper's 32)")
     p.add_argument("--steps", type=pos, default=20, help="timed steps")
     p.add_argument("--warmup", type=_checked(int, lambda v: v >= 0, "must be >= 0"), default=3,
                    help="untimed steps after the first (compile) execution")
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
+                   help="Keras dtype policy, as the runner's --precision (torch: autocast bf16)")
     p.add_argument("--conv", choices=("auto", "xla", "matmul"), default="auto",
                    help="convolution kernels, as the runner's --conv "
                         "(auto: matmul on a CPU, xla on a GPU)")
@@ -272,7 +277,7 @@ def conv_layers(cfg, warmup, steps):
 def conv_table(report):
     lines = [f"tlres.bench --conv-layers: {report['arch']} {report['image_size']}px, float32, "
              f"ms per call, {report['steps']} timed calls after {report['warmup']} warm-up; device "
-             f"{report['device']['kind']}; host {report['device'].get('host', '?')}"]
+             f"{report['device']['kind']}; {_host(report)}"]
     for r in report["results"]:
         cols = ["input hxwxc", "kernel", "stride", "count", "xla fwd", "matmul fwd",
                 "xla fwd+grad", "matmul fwd+grad"]
@@ -402,6 +407,11 @@ def _fmt(v, digits=1):
     return f"{v:.{digits}f}" if abs(v) < 1e5 else f"{v:.3g}"
 
 
+def _host(report):
+    """'host <CPU model>, <cores> cores, <vector extensions>; <date>': where and when a figure was taken."""
+    return f"host {report['device'].get('host', '?')}; {report.get('date', 'date unknown')}"
+
+
 def table(report):
     cols = [("batch", lambda r: str(r["batch_size"]))]
     if not report["pipeline_only"]:
@@ -442,7 +452,7 @@ def table(report):
             f"conv {report['conv']}{plan}, "
             f"steps_per_execution={report['steps_per_execution']}, synthetic data, "
             f"{report['steps']} timed steps after {report['warmup']} warm-up; "
-            f"device {d['kind']} ({d['platform']} x{d['count']}); host {d.get('host', '?')}")
+            f"device {d['kind']} ({d['platform']} x{d['count']}); {_host(report)}")
     notes = []
     if not report["pipeline_only"]:
         notes.append(f"peak mem = {report['memory_kind']}")
@@ -453,11 +463,11 @@ def table(report):
     return "\n".join([head, *lines, *notes])
 
 
-def main(argv=None):
+def main(argv=None, prog=PROG):
     from tlres import cli
 
-    a = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return cli.guarded(PROG, a.debug, lambda: _main(a))
+    a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    return cli.guarded(prog, a.debug, lambda: _main(a))
 
 
 def _main(a):
@@ -474,7 +484,7 @@ def _main(a):
                          "--torch and --precision")
     backend.require_jax()
     dev = train.device()
-    report = {"benchmark": "tlres.bench", "data": "synthetic (random uint8 images, normalized; random labels)",
+    report = {"benchmark": "tlres.bench", "date": time.strftime("%Y-%m-%d"), "data": "synthetic (random uint8 images, normalized; random labels)",
               "weights": "random init", "arch": a.arch, "image_size": a.image_size,
               "precision": a.precision, "steps_per_execution": a.steps_per_execution,
               "steps": a.steps, "warmup": a.warmup, "pipeline_only": a.pipeline_only,

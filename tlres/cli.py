@@ -23,6 +23,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class DefaultsHelp(argparse.HelpFormatter):
+    """Help that shows each flag's default once, as "(default: X)".
+
+    Not where the help text states its own "(default: ...)", not for a default of None
+    (the flag is simply not used) and not for plain switches (off unless given); a
+    --X/--no-X pair names the one that is on by default.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or "%(default)" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        if isinstance(action, argparse.BooleanOptionalAction):
+            on, off = action.option_strings[:2]
+            return f"{text} (default: {on if action.default else off})"
+        if action.nargs == 0:  # store_true / store_false / help
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def plural(n, noun):
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _checked(kind, ok, rule):
     """An argparse type: parse with `kind`, then require `ok(value)`."""
     def parse(text):
@@ -37,12 +62,25 @@ def _checked(kind, ok, rule):
     return parse
 
 
+Parser = _Parser  # public: every tlres command's argument parser (no prefixes, one-line errors)
+
+
+def positive(kind):
+    """An argparse type: a `kind` number > 0."""
+    return _checked(kind, lambda v: v > 0, "must be positive")
+
+
 POSITIVE = {"epochs", "batch_size", "lr", "image_size"}
 NON_NEGATIVE = {"lr_min", "weight_decay", "momentum", "crop_padding", "label_smoothing"}
 
 
+FRACTION = {"test_split"}
+
+
 def _type(f):
     kind = type(f.default) if f.default is not None else str
+    if f.name in FRACTION:
+        return _checked(kind, lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
     if f.name in POSITIVE:
         return _checked(kind, lambda v: v > 0, "must be positive")
     if f.name in NON_NEGATIVE:
@@ -54,7 +92,7 @@ def build_parser(prog, defaults, presets):
     p = _Parser(prog=prog, description=("Train and evaluate the paper's transfer-learning ResNet50 recipe "
                              "(Keras 3 on JAX). The preset supplies every default shown; "
                              "any flag overrides it."),
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=DefaultsHelp)
     p.add_argument("--preset", choices=sorted(presets), default=defaults.preset,
                    help="start from this preset; any other flag overrides it")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -150,4 +188,5 @@ def entry(default_preset):
     sys.exit(main(default_preset))
 
 
-__all__ = ["main", "parse", "parse_all", "build_parser", "entry", "guarded"]
+__all__ = ["main", "parse", "parse_all", "build_parser", "entry", "guarded", "plural", "DefaultsHelp",
+           "Parser", "positive"]

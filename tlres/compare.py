@@ -6,14 +6,18 @@ Each SOURCE is one side (`tlres.results.load`): a run directory, a directory
 of seed runs (e.g. `<grid>/improved`, aggregated over its runs; one side per
 cell name it holds), a results JSON file, or `paper` (two sides: the paper's
 baseline and improved, n = 64). Per metric (accuracy, mean per-class
-accuracy, final validation loss, n test, n runs): each side's value (mean ±
-sd over runs when it has more than one) and its difference from the first
-side with a 95% interval, named: Welch's t over runs when both sides have two
-or more runs; Newcombe's score interval for accuracy when both are single
-runs; n/a otherwise. When two sides hold per-example predictions on the same
-test set (same indices and labels): McNemar's exact test (b, c, p), the
-agreement rate and the confusion-matrix difference, per seed-matched pair of
-runs. A bad source is one line on stderr and exit status 2.
+accuracy, final validation loss, n test, n runs): each side's data (dataset
+and test-set size), its value (mean ± sd over runs when it has more than one)
+and its difference from the first side with a 95% interval, named: Welch's t
+over runs when both sides have two or more runs; Newcombe's score interval for
+accuracy when both are single runs; n/a otherwise. A side evaluated on other
+data than the first (another dataset, or another test-set size) gets no
+difference ("different data: no difference computed"); every side then shows
+its own 95% interval instead (Wilson for one run's accuracy, t over runs).
+When two sides hold per-example predictions on the same test set (same indices
+and labels): McNemar's exact test (b, c, p), the agreement rate and the
+confusion-matrix difference, per seed-matched pair of runs. A bad source is
+one line on stderr and exit status 2.
 """
 
 import math
@@ -97,6 +101,32 @@ def _summary(vals):
     return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else None, "n": int(a.size)}
 
 
+DIFFERENT_DATA = "different data: no difference computed"
+
+
+def own_interval(runs, key):
+    """A side's own 95% interval for `key`: t over runs (two or more), Wilson for one run's
+    accuracy, the run's own normal interval for its mean per-class accuracy; else None."""
+    from tlres.evaluate import wilson_interval
+
+    vals = _values(runs, key)
+    if vals is None:
+        return None
+    if len(vals) >= 2:
+        from scipy import stats
+
+        a = np.asarray(vals, np.float64)
+        half = float(stats.t.ppf(0.975, a.size - 1)) * a.std(ddof=1) / math.sqrt(a.size)
+        return {"ci95": [a.mean() - half, a.mean() + half], "interval": "t over runs"}
+    m = runs[0]["metrics"]
+    if key == "accuracy":
+        correct = m.get("correct", round(m["accuracy"] * m["num_test"]))
+        return {"ci95": list(wilson_interval(correct, m["num_test"])), "interval": "Wilson"}
+    if key == "mean_class_accuracy" and m.get("mean_class_accuracy_ci95"):
+        return {"ci95": list(m["mean_class_accuracy_ci95"]), "interval": "normal approximation"}
+    return None
+
+
 def _difference(key, side, first):
     """side - first for one metric, with its 95% interval and the interval's name."""
     from tlres.evaluate import newcombe_interval, welch_interval
@@ -129,14 +159,14 @@ def _seed(r):
 
 
 def _num_classes(*runs):
+    """Enough classes for every run: what they declare, and every label and prediction they hold."""
+    n = 0
     for r in runs:
-        ds = r.get("dataset") or {}
-        if ds.get("num_classes"):
-            return int(ds["num_classes"])
-        if (r.get("metrics") or {}).get("confusion_matrix"):
-            return len(r["metrics"]["confusion_matrix"])
-    p = runs[0]["predictions"]
-    return int(max(max(p["label"]), max(p["prediction"]))) + 1
+        declared = (r.get("dataset") or {}).get("num_classes") or 0
+        p = r["predictions"]
+        n = max(n, int(declared), len((r.get("metrics") or {}).get("confusion_matrix") or []),
+                max(p["label"]) + 1, max(p["prediction"]) + 1)
+    return n
 
 
 def _pairs(side, first):
@@ -171,32 +201,47 @@ def paired_section(side, first):
 def compare(sides):
     """The comparison of [(label, [results])]: per-side summaries, differences from the first
     side, and paired statistics where both hold predictions on the same test set."""
+    from tlres import results as results_lib
+
     if not sides:
         raise TlresError("nothing to compare")
     first = sides[0][1]
-    report = {"sides": [], "first": sides[0][0]}
+    report = {"sides": [], "first": sides[0][0], "different_data": False}
     for i, (label, runs) in enumerate(sides):
-        s = {"label": label, "runs": len(runs),
+        s = {"label": label, "runs": len(runs), "data": results_lib.data_label(runs),
              "num_test": sorted({int(r["metrics"]["num_test"]) for r in runs}),
              "framework": (runs[0].get("framework") or {}).get("name"),
-             "metrics": {k: _summary(_values(runs, k)) for k, _ in METRICS}}
+             "metrics": {k: _summary(_values(runs, k)) for k, _ in METRICS},
+             "interval": {k: own_interval(runs, k) for k, _ in METRICS}}
         if i:
-            s["difference"] = {k: _difference(k, runs, first) for k, _ in METRICS}
-            s["paired"] = paired_section(runs, first)
+            s["same_data"] = results_lib.same_data(runs, first)
+            if s["same_data"]:
+                s["difference"] = {k: _difference(k, runs, first) for k, _ in METRICS}
+                s["paired"] = paired_section(runs, first)
+            else:
+                report["different_data"] = True
+                s["difference"] = {k: DIFFERENT_DATA for k, _ in METRICS}
+                s["paired"] = {"skipped": f"different data ({s['data']} vs {report['sides'][0]['data']})"}
         report["sides"].append(s)
     return report
 
 
-def _fmt(summary, pct):
+def _fmt(summary, pct, interval=None):
     if summary is None:
         return "n/a"
     f = (lambda v: f"{100 * v:.2f}%") if pct else (lambda v: f"{v:.4f}")
-    return f(summary["mean"]) + (f" ± {f(summary['sd'])}" if summary["sd"] is not None else "")
+    g = (lambda v: f"{100 * v:.2f}") if pct else (lambda v: f"{v:.4f}")
+    text = f(summary["mean"]) + (f" ± {f(summary['sd'])}" if summary["sd"] is not None else "")
+    if interval:
+        text += f" [{g(interval['ci95'][0])}, {g(interval['ci95'][1])}] {interval['interval']}"
+    return text
 
 
 def _fmt_diff(d, pct):
     if d is None:
         return "n/a"
+    if isinstance(d, str):
+        return d
     f = (lambda v: f"{100 * v:+.2f} pp") if pct else (lambda v: f"{v:+.4f}")
     g = (lambda v: f"{100 * v:+.2f}") if pct else (lambda v: f"{v:+.4f}")
     if d["ci95"] is None:
@@ -209,10 +254,11 @@ def rows(report):
     sides = report["sides"]
     head = ["metric"] + [s["label"] for s in sides] + [f"{s['label']} - {report['first']} (95% CI)"
                                                        for s in sides[1:]]
-    out = [head]
+    out = [head, ["data"] + [s["data"] for s in sides] + [""] * (len(sides) - 1)]
+    own = report.get("different_data")  # then each side's own interval, as no difference is given
     for key, title in METRICS:
         pct = key != "loss"
-        out.append([title] + [_fmt(s["metrics"][key], pct) for s in sides]
+        out.append([title] + [_fmt(s["metrics"][key], pct, own and s["interval"][key]) for s in sides]
                    + [_fmt_diff(s["difference"][key], pct) for s in sides[1:]])
     out.append(["n test"] + [", ".join(map(str, s["num_test"])) for s in sides] + [""] * (len(sides) - 1))
     out.append(["n runs"] + [str(s["runs"]) for s in sides] + [""] * (len(sides) - 1))
@@ -275,7 +321,9 @@ def markdown(report, confusion=True):
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in table[1:]]
     lines.append("")
     lines.append("Values are mean ± sd over runs when a side has more than one. Differences are "
-                 f"each side minus {report['first']}.")
+                 f"each side minus {report['first']}"
+                 + (", computed only between sides evaluated on the same data; each side's own 95% "
+                    "interval is shown in brackets." if report.get("different_data") else "."))
     lines.append("")
     return "\n".join(lines + _paired_lines(report, md=True, confusion=confusion)).rstrip() + "\n"
 
@@ -298,9 +346,11 @@ def plot(sides, path):
     import matplotlib.pyplot as plt
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    from tlres.results import data_label
+
     for i, (label, runs) in enumerate(sides):
         color = f"C{i}"
-        n = f" (mean of {len(runs)})" if len(runs) > 1 else ""
+        n = f" ({data_label(runs)}" + (f", mean of {len(runs)})" if len(runs) > 1 else ")")
         c = _mean_curve(runs, "val_accuracy")
         if c:
             ax_acc.plot(*zip(*c), "o-", color=color, label=label + n)
@@ -309,9 +359,13 @@ def plot(sides, path):
             if c:
                 ax_loss.plot(*zip(*c), style, marker="o", color=color,
                              label=f"{label} {'train' if key == 'loss' else 'val'}{n}")
+    from tlres.report import epoch_axis
+
+    epochs = sorted({e for _, runs in sides for e, _ in _mean_curve(runs, "val_accuracy")})
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss (dashed: train, solid: validation)")
     for ax in (ax_acc, ax_loss):
+        epoch_axis(ax, epochs)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

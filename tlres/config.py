@@ -27,8 +27,14 @@ class Config:
     data: str = _f("cifar10", "cifar10 (tensorflow-datasets), digits (scikit-learn, offline), "
                    "fashion-mnist (Debian's dataset-fashion-mnist, offline), "
                    "a cifar-10-python.tar.gz or cifar-10-batches-py/ path, a folder of the four "
-                   "MNIST-format idx files, or a .npz file")
-    data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10)")
+                   "MNIST-format idx files, a .npz file, or a folder of images: DIR/train/<class>/ "
+                   "and DIR/test/<class>/, or DIR/<class>/ (split by --test-split)")
+    test_split: float = _f(0.2, "for --data DIR/<class>/: the fraction of each class held out for "
+                           "testing (a fixed split by file name, the same in every run; see split.csv)")
+    skip_bad_images: bool = _f(False, "for a folder of images: skip unreadable or corrupt images "
+                               "(counted, listed in split.csv) instead of stopping")
+    data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10; "
+                              "default: tensorflow-datasets' own, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     image_size: int = _f(32, "model input size in pixels; images of another size are resized")
     arch: str = _f("resnet50", "network: resnet50 (Keras' ResNet50, v1, Keras' ImageNet weights), "
                    "resnet50_v1_5 (torchvision's ResNet50, the network the paper trained; weights "
@@ -77,7 +83,8 @@ class Config:
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
                              "(--batch-size is the global batch, split evenly across them)")
     conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
-                   "the same function; trained 1.7-3x faster on XLA:CPU), auto (matmul on a CPU, "
+                   "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see README "
+                   "'Speed'), auto (matmul on a CPU, "
                    "xla on a GPU)", ("auto", "xla", "matmul"))
     keep_checkpoint: bool = _f(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
                                "the run finishes; a finished run otherwise keeps model.keras only")

@@ -10,6 +10,9 @@ traceback.
 class TlresError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
+    def __str__(self):  # one line even when the message quotes text from a file
+        return " ".join(super().__str__().splitlines())
+
 
 class TrainingFailed(TlresError):
     """Training itself went wrong (e.g. a non-finite loss); the run is marked failed."""
@@ -18,3 +21,13 @@ class TrainingFailed(TlresError):
 
 
 TlresError.exit_code = 2
+
+
+def quote(text, limit=120):
+    """`text` from a user's file, fit for a one-line message: as is when it is a plain
+    name (letters, digits, ``._-/``), else its repr, cut to `limit` characters."""
+    text = str(text)
+    if len(text) <= limit and text.isascii() and text.replace(".", "").replace("_", "").replace(
+            "-", "").replace("/", "").isalnum():
+        return text
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")

@@ -97,8 +97,21 @@ def confusion_matrix(labels, predictions, num_classes):
                        minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def metrics(logits, labels, num_classes, loss_fn=None):
-    """Every metric of metrics.json from test-set logits and integer labels."""
+def criterion(label_smoothing, smoothing_form):
+    """What a run's `loss` is, in words: metrics.json's `loss_criterion`."""
+    if not label_smoothing:
+        return "cross-entropy (the training criterion; no label smoothing)"
+    form = "the paper's eq. 11" if smoothing_form == "paper" else "Keras' and PyTorch's"
+    return (f"label-smoothed cross-entropy, epsilon {label_smoothing:g}, {form} form (the training "
+            "criterion; cross_entropy is the plain one)")
+
+
+def metrics(logits, labels, num_classes, loss_fn=None, loss_criterion=None):
+    """Every metric of metrics.json from test-set logits and integer labels.
+
+    `loss` is `loss_fn` (the training criterion) on the test split, and `loss_criterion` says
+    what that is (default: the loss_fn's own `criterion`); without a loss_fn it is plain
+    cross-entropy."""
     logits = np.asarray(logits, np.float64)
     labels = np.asarray(labels, np.int64)
     pred = logits.argmax(axis=1)
@@ -127,8 +140,10 @@ def metrics(logits, labels, num_classes, loss_fn=None):
     }
     if loss_fn is not None:  # the training criterion (label-smoothed when smoothing is on)
         out["loss"] = float(np.mean(np.asarray(loss_fn(labels, logits.astype(np.float32)))))
+        out["loss_criterion"] = loss_criterion or getattr(loss_fn, "criterion", "the training criterion")
     else:
         out["loss"] = out["cross_entropy"]
+        out["loss_criterion"] = loss_criterion or "cross-entropy"
     return out
 
 
@@ -149,6 +164,6 @@ def prediction_metrics(labels, predictions, num_classes):
     onehot = np.zeros((len(labels), num_classes))
     onehot[np.arange(len(labels)), predictions] = 1.0  # argmax = the prediction
     m = metrics(onehot, labels, num_classes)
-    for k in ("cross_entropy", "loss"):  # meaningless on one-hot scores
+    for k in ("cross_entropy", "loss", "loss_criterion"):  # meaningless on one-hot scores
         m.pop(k)
     return m

@@ -44,6 +44,13 @@ class SmoothedCrossEntropy(keras.losses.Loss):
             self._keras = keras.losses.CategoricalCrossentropy(
                 from_logits=True, label_smoothing=self.epsilon, reduction=None)
 
+    @property
+    def criterion(self):
+        """In words, for metrics.json's `loss_criterion`."""
+        from tlres.evaluate import criterion
+
+        return criterion(self.epsilon, self.form)
+
     def call(self, y_true, y_pred):
         labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
         logits = ops.cast(y_pred, "float32")  # the loss is always computed in float32

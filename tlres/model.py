@@ -17,6 +17,7 @@ import os
 from tlres.errors import TlresError
 
 MODEL_FILE = "model.keras"  # what a finished run leaves: the whole model, Keras' native format
+METADATA_FILE = "tlres.json"  # inside model.keras: preprocessing and class names (Keras ignores it)
 IMAGENET_NOTOP = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + IMAGENET_NOTOP
 
@@ -28,13 +29,12 @@ def imagenet_weights_path():
     return os.path.join(config.keras_home(), "models", IMAGENET_NOTOP)
 
 
-def resolve_weights(weights, arch="resnet50"):
-    """'imagenet' | 'torchvision' | 'none' | RUN_DIR | model.keras | .weights.h5 | a torch state
-    dict (.safetensors, .pth, .pt) -> what `build` loads.
+def weights_unavailable(weights, arch="resnet50"):
+    """Why `--weights` cannot be had here, with the fix, or None if it can (checked without
+    loading anything: the runner asks before it loads the data, to name every missing input at once).
 
     'imagenet' is the ImageNet weights of `arch`'s own network: Keras' file for
-    resnet50, torchvision's (= 'torchvision') for resnet50_v1_5. Checked before
-    anything is built or written, so a missing file is one line.
+    resnet50, torchvision's (= 'torchvision') for resnet50_v1_5.
     """
     from tlres import convert
     from tlres.resnet_v15 import NAME as V15
@@ -43,50 +43,75 @@ def resolve_weights(weights, arch="resnet50"):
         return None
     if weights == "torchvision" or (weights == "imagenet" and arch == V15):
         if arch != V15:
-            raise TlresError(f"--weights torchvision: torchvision's ResNet50 weights are v1.5 and fit "
-                             f"--arch {V15}, not --arch {arch} (whose ImageNet weights are --weights imagenet)")
-        path = convert.torchvision_weights_path()
+            return (f"--weights torchvision: torchvision's ResNet50 weights are v1.5 and fit --arch "
+                    f"{V15}, not --arch {arch} (whose ImageNet weights are --weights imagenet)")
         if not convert.torch_available():
-            raise TlresError(f"--weights {weights}: torchvision's {convert.TORCHVISION_FILE} is a torch "
-                             "file and needs PyTorch (pip install torch); or save its state dict as "
-                             ".safetensors and pass that path")
+            return (f"--weights {weights}: torchvision's {convert.TORCHVISION_FILE} is a torch file and "
+                    "needs PyTorch (pip install torch); or save its state dict as .safetensors and "
+                    "pass that path")
+        path = convert.torchvision_weights_path()
         if os.path.exists(path):
-            return path
+            return None
         from tlres.data import reachable
 
         if not reachable("download.pytorch.org"):
-            raise TlresError(
-                f"torchvision's ImageNet weights for ResNet50 ({convert.TORCHVISION_FILE}) are not in "
-                f"torch's hub cache ({os.path.dirname(path)}) and the download host is unreachable. Copy "
-                f"{convert.TORCHVISION_URL} to that folder (or set TORCH_HOME), or run with --weights none")
-        return "torchvision"  # torch.hub downloads, checks the hash prefix and caches it
+            return (f"torchvision's ImageNet weights for ResNet50 ({convert.TORCHVISION_FILE}) are not "
+                    f"in torch's hub cache ({os.path.dirname(path)}) and the download host is "
+                    f"unreachable: copy {convert.TORCHVISION_URL} to that folder (or set TORCH_HOME), "
+                    "or run with --weights none")
+        return None
     if weights == "imagenet":
+        if arch == "tiny":
+            return "--arch tiny has no ImageNet weights; use --weights none"
         path = imagenet_weights_path()
         if os.path.exists(path):
-            return path
+            return None
         from tlres.data import reachable
 
         if not reachable("storage.googleapis.com"):
-            raise TlresError(
-                f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
-                f"host is unreachable. Copy {IMAGENET_URL} to that path, or run with --weights none")
-        return "imagenet"  # Keras downloads, verifies the hash and caches it
+            return (f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
+                    f"host is unreachable: copy {IMAGENET_URL} to that path, or run with --weights none")
+        return None
     if os.path.isdir(weights):
-        path = os.path.join(weights, MODEL_FILE)
-        if not os.path.isfile(path):
-            raise TlresError(f"--weights {weights}: no {MODEL_FILE} in that folder (a finished tlres "
-                             "run writes one; a failed or running run has none yet)")
-        return path
+        if not os.path.isfile(os.path.join(weights, MODEL_FILE)):
+            return (f"--weights {weights}: no {MODEL_FILE} in that folder (a finished tlres run writes "
+                    "one; a failed or running run has none yet)")
+        return None
     if not os.path.isfile(weights):
-        raise TlresError(f"--weights {weights}: no such file or run directory (expected imagenet, "
-                         "torchvision, none, a finished run's directory, a .keras model, a .weights.h5 "
-                         "file or a torch state dict: .safetensors, .pth, .pt)")
+        return (f"--weights {weights}: no such file or run directory (expected imagenet, torchvision, "
+                "none, a finished run's directory, a .keras model, a .weights.h5 file or a torch "
+                "state dict: .safetensors, .pth, .pt)")
     if weights.endswith(convert.TORCH_FILES):
         if arch not in (V15, "tiny"):
-            raise TlresError(f"--weights {weights}: a torch state dict holds torchvision's ResNet50 "
-                             f"layout (v1.5), which fits --arch {V15}, not --arch {arch}")
+            return (f"--weights {weights}: a torch state dict holds torchvision's ResNet50 layout "
+                    f"(v1.5), which fits --arch {V15}, not --arch {arch}")
         if not weights.endswith(".safetensors") and not convert.torch_available():
-            convert.require_torch(weights)
+            return (f"--weights {weights}: reading a .pth/.pt file needs PyTorch (pip install torch); "
+                    "a .safetensors file of the same state dict needs no torch")
+    return None
+
+
+def resolve_weights(weights, arch="resnet50"):
+    """'imagenet' | 'torchvision' | 'none' | RUN_DIR | model.keras | .weights.h5 | a torch state
+    dict (.safetensors, .pth, .pt) -> what `build` loads (or one line)."""
+    from tlres import convert
+    from tlres.resnet_v15 import NAME as V15
+
+    problem = weights_unavailable(weights, arch)
+    if problem:
+        raise TlresError(problem)
+    if weights == "none":
+        return None
+    if weights == "torchvision" or (weights == "imagenet" and arch == V15):
+        path = convert.torchvision_weights_path()
+        # in torch's hub cache, or torch.hub downloads it, checks its hash prefix and caches it
+        return path if os.path.exists(path) else "torchvision"
+    if weights == "imagenet":
+        path = imagenet_weights_path()
+        # in the cache, or Keras downloads it, verifies the hash and caches it
+        return path if os.path.exists(path) else "imagenet"
+    if os.path.isdir(weights):
+        return os.path.join(weights, MODEL_FILE)
     return weights
 
 
@@ -97,8 +122,6 @@ def build(num_classes, cfg):
     from tlres import convert, resnet_v15
 
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.arch == "tiny" and cfg.weights == "imagenet":
-        raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
     weights = resolve_weights(cfg.weights, cfg.arch)
     shape = (cfg.image_size, cfg.image_size, 3)
     if cfg.arch == "tiny":
@@ -168,18 +191,80 @@ def saved_backbone(path, flag):
     return inner[0]
 
 
-def save(model, path):
+def save(model, path, metadata=None):
     """Write `model` as a plain Keras model file: loadable without tlres.
 
     Rebuilt from its config, so the file holds Keras' own Conv2D layers (the
     `matmul_conv` kernel is an instance attribute and is not saved), no
     optimizer and no tlres loss: `keras.saving.load_model(path)` works anywhere.
+    `metadata` (the run's preprocessing and class names) is stored as an extra
+    `tlres.json` member of the .keras zip, which Keras ignores, so the file alone
+    is enough for `tlres predict`.
     """
+    import json
+    import zipfile
+
     import keras
 
     plain = keras.Model.from_config(model.get_config())
     plain.set_weights(model.get_weights())
     plain.save(path)
+    if metadata is not None:
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr(METADATA_FILE, json.dumps(metadata, indent=2) + "\n")
+
+
+def read_metadata(path):
+    """The `tlres.json` that `save` stored in a .keras file, or None (a bare Keras file)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            if METADATA_FILE not in z.namelist():
+                return None
+            # tlres writes a few hundred bytes. Read in small chunks: z.read() asks the file
+            # for the member's declared compressed size at once, and a file's read(n)
+            # allocates n bytes first (a 274-byte zip could ask for 4 GiB)
+            chunks, size = [], 0
+            with z.open(METADATA_FILE) as f:
+                while size <= 2 ** 20:
+                    chunk = f.read(2 ** 16)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            if size > 2 ** 20:
+                raise TlresError(f"{path}: its {METADATA_FILE} is over 1 MiB; not tlres' record")
+            meta = json.loads(b"".join(chunks))
+    except TlresError:
+        raise
+    except Exception as e:  # BadZipFile, OSError, JSON errors, RecursionError; zipfile's
+        # NotImplementedError (compression method, zip version) and RuntimeError (encrypted)
+        raise TlresError(f"{path}: not a readable .keras file ({type(e).__name__}: {e})") from e
+    if not _is_record(meta):
+        raise TlresError(f"{path}: its {METADATA_FILE} is not tlres' record (preprocessing with input_norm "
+                         "and class_names, evaluation with batch_size and conv)")
+    return meta
+
+
+def _is_record(meta):
+    """The kinds `tlres predict` relies on, in a tlres.json from a file of unknown origin."""
+    if not isinstance(meta, dict):
+        return False
+    pre, ev = meta.get("preprocessing") or {}, meta.get("evaluation") or {}
+    if not (isinstance(pre, dict) and isinstance(ev, dict)):
+        return False
+    import dataclasses
+
+    from tlres.config import Config
+
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(Config)}
+    names, batch = pre.get("class_names"), ev.get("batch_size")
+    return ((names is None or isinstance(names, list) and all(isinstance(n, str) for n in names))
+            and (batch is None or type(batch) is int and batch > 0)
+            and pre.get("input_norm") in (None, *choices["input_norm"])
+            and ev.get("conv") in (None, *choices["conv"]))
 
 
 def tiny_backbone(shape):
@@ -218,7 +303,7 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 # XLA:CPU's convolution is pathologically slow on the small feature maps a 32 px
 # input leaves in ResNet50's later stages: a 3x3 "same" convolution of 64 maps of
 # 2x2x256 takes ~54 ms forward (PyTorch/oneDNN: ~3 ms) and ~115 ms with its
-# gradients on this project's 2-core CPU. Written as zero-pad, gather the k*k
+# gradients on this project's 2-core AVX2 CPU. Written as zero-pad, gather the k*k
 # shifted views (im2col) and one matmul, it takes ~2.3 ms and ~7.6 ms. On large
 # maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms), but with the
 # gradients, which is what training runs, the matmul form won or tied on nearly

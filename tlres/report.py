@@ -6,14 +6,16 @@ SOURCE: a run directory, a directory of runs (a grid: <grid>/<cell>/seed<k>),
 or a results file (see tlres.results). Runs are grouped by cell (or preset).
 Writes to --out (default: the first source's report/ folder):
 
-    summary.md, summary.csv   per group: runs, mean +- sd and min/median/max of
-                              accuracy and mean per-class accuracy, final val
-                              loss; the difference from its reference group
-                              (improved vs baseline, baseline+X vs baseline,
-                              improved-X vs improved) with a 95% interval:
-                              Welch's t over seeds when both sides have >= 2
-                              runs, Newcombe's score interval on one run each;
-                              the paper's numbers (n = 64 test images) beside.
+    summary.md, summary.csv   per group: its data, runs, mean +- sd and
+                              min/median/max of accuracy and mean per-class
+                              accuracy, final val loss; the difference from its
+                              reference group (improved vs baseline, baseline+X
+                              vs baseline, improved-X vs improved) with a 95%
+                              interval: Welch's t over seeds when both sides have
+                              >= 2 runs, Newcombe's score interval on one run
+                              each, none when the two were evaluated on different
+                              data (`results.same_data`); the paper's numbers
+                              (CIFAR-10, n = 64 test images) beside.
     fig2_accuracy.png         validation accuracy per epoch (mean, band = min..max
                               over seeds) and final accuracies beside the paper's
     fig3_loss.png             train and validation loss per epoch
@@ -71,31 +73,61 @@ def plot_confusion(ax, cm, class_names, title):
                         color="white" if cm[i, j] > thresh else "black")
 
 
-def _curves(plt, path, epochs, history, series, ylabel, title):
+def epoch_axis(ax, epochs):
+    """Integer epoch ticks, and half an epoch of room either side of a short run's points
+    (matplotlib would draw one epoch's point on an axis from 0.96 to 1.04)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs and max(epochs) - min(epochs) < 4:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+
+
+def _marker(epochs):
+    """A visible point on every epoch (a one-epoch run is one point), smaller on long runs."""
+    return {"marker": "o", "markersize": 4 if len(epochs) <= 20 else 2.5}
+
+
+def _curves(plt, path, epochs, history, series, ylabel, title, dpi=120):
+    """One PNG of per-epoch curves; returns what it drew: per series its colour and each
+    point's (column, row) pixel in the PNG, and the x ticks in view."""
+    from matplotlib.colors import to_rgb
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style, label in series:
-        ax.plot(epochs, [r[key] for r in history], style, label=label)
+    lines = [ax.plot(epochs, [r[key] for r in history], style, label=label, **_marker(epochs))[0]
+             for key, style, label in series]
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    epoch_axis(ax, epochs)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
+    scale, height = dpi / fig.dpi, fig.get_figheight() * dpi
+    drawn = {"series": {}, "xticks": [float(t) for t in ax.get_xticks()
+                                      if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]}
+    for line in lines:
+        xy = ax.transData.transform(line.get_xydata())
+        drawn["series"][line.get_label()] = {
+            "color": to_rgb(line.get_color()),
+            "pixels": [(float(x * scale), float(height - y * scale)) for x, y in xy]}
     plt.close(fig)
+    return drawn
 
 
 def run_figures(out, history, metrics, class_names, title=""):
-    """accuracy.png, loss.png and confusion.png in `out`."""
+    """accuracy.png, loss.png and confusion.png in `out`; returns {file: what `_curves` drew}."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
-
-    _curves(plt, os.path.join(out, "accuracy.png"), epochs, history,
-            [("accuracy", "-", "train accuracy"), ("val_accuracy", "-", "validation accuracy"),
-             ("val_mean_class_accuracy", "--", "validation mean per-class")],
-            "accuracy", f"Accuracy per epoch: {title}")
-    _curves(plt, os.path.join(out, "loss.png"), epochs, history,
-            [("loss", "-", "train loss"), ("val_loss", "-", "validation loss")],
-            "loss (training criterion)", f"Loss per epoch: {title}")
+    drawn = {}
+    drawn["accuracy.png"] = _curves(
+        plt, os.path.join(out, "accuracy.png"), epochs, history,
+        [("accuracy", "-", "train accuracy"), ("val_accuracy", "-", "validation accuracy"),
+         ("val_mean_class_accuracy", "--", "validation mean per-class")],
+        "accuracy", f"Accuracy per epoch: {title}")
+    drawn["loss.png"] = _curves(
+        plt, os.path.join(out, "loss.png"), epochs, history,
+        [("loss", "-", "train loss"), ("val_loss", "-", "validation loss")],
+        "loss (training criterion)", f"Loss per epoch: {title}")
 
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     plot_confusion(ax, metrics["confusion_matrix"], class_names,
@@ -103,6 +135,7 @@ def run_figures(out, history, metrics, class_names, title=""):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "confusion.png"), dpi=120)
     plt.close(fig)
+    return drawn
 
 
 # ---------------------------------------------------------------- summary table
@@ -147,13 +180,47 @@ def difference(runs, ref_runs, key="accuracy"):
     return float(np.mean(a) - np.mean(b)), (float("nan"), float("nan")), "n/a"
 
 
+def detectable(runs, ref_runs, key="accuracy"):
+    """The smallest difference of `key` this design detects with 80% power at the 5% level:
+    over seeds (Welch) when each side has two or more runs, else between two test-set
+    accuracies (`tlres.evaluate.detectable_proportions`, at the pooled accuracy)."""
+    from tlres import evaluate
+
+    a = [_final(r, key) for r in runs]
+    b = [_final(r, key) for r in ref_runs]
+    if len(a) >= 2 and len(b) >= 2:
+        return evaluate.detectable_welch(a, b)
+    if key == "accuracy":
+        ma, mb = runs[0]["metrics"], ref_runs[0]["metrics"]
+        pooled = (np.mean(a) + np.mean(b)) / 2
+        return evaluate.detectable_proportions(pooled, ma["num_test"], mb["num_test"])
+    return float("nan")
+
+
+DIFFERENT_DATA = "different data: no difference computed"
+
+
+def _data_name(runs):
+    """The dataset a group was evaluated on, e.g. 'digits' or 'CIFAR-10' ('?' if not recorded)."""
+    from tlres.results import data_of
+
+    names = []
+    for r in runs:
+        name = data_of(r)[0] or "?"
+        if name not in names:
+            names.append(name)
+    return " / ".join(names)
+
+
 def summarize(groups):
     """One row per group: counts, accuracy / mean per-class accuracy / loss statistics, difference."""
+    from tlres import results
+
     rows = []
     names = list(groups)
     for name, runs in groups.items():
-        row = {"group": name, "runs": len(runs), "num_test": runs[0]["metrics"]["num_test"],
-               "framework": runs[0]["framework"]["name"]}
+        row = {"group": name, "data": _data_name(runs), "runs": len(runs),
+               "num_test": runs[0]["metrics"]["num_test"], "framework": runs[0]["framework"]["name"]}
         for key in ("accuracy", "mean_class_accuracy", "val_loss", "cross_entropy"):
             vals = [_final(r, key) for r in runs]
             if all(v is not None for v in vals):
@@ -161,12 +228,15 @@ def summarize(groups):
         ref = reference_of(name, names)
         if name == "paper improved" and "paper baseline" in groups:
             ref = "paper baseline"
-        if ref:
+        if ref and not results.same_data(runs, groups[ref]):
+            row.update(reference=ref, accuracy_diff_method=DIFFERENT_DATA)
+        elif ref:
             for key in ("accuracy", "mean_class_accuracy"):
                 if f"{key}_mean" in row and all(_final(r, key) is not None for r in groups[ref]):
                     d, (lo, hi), how = difference(runs, groups[ref], key)
                     row.update({f"{key}_diff": d, f"{key}_diff_lo": lo, f"{key}_diff_hi": hi,
-                                f"{key}_diff_method": how})
+                                f"{key}_diff_method": how,
+                                f"{key}_detectable": detectable(runs, groups[ref], key)})
             row["reference"] = ref
         rows.append(row)
     return rows
@@ -183,10 +253,10 @@ def _num(v):
 
 
 def markdown_table(rows):
-    head = ("| group | runs | test images | accuracy % (mean ± sd) | min / median / max | "
+    head = ("| group | data | runs | test images | accuracy % (mean ± sd) | min / median / max | "
             "mean per-class acc. % (mean ± sd) | final val loss (own criterion) | plain CE | "
-            "Δ accuracy vs reference, pts [95% CI] |")
-    lines = [head, "|" + "---|" * 9]
+            "Δ accuracy vs reference, pts [95% CI] | detectable Δ, pts (80% power) |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         acc = f"{_pct(r.get('accuracy_mean'))} ± {_pct(r.get('accuracy_sd'))}"
         spread = (f"{_pct(r.get('accuracy_min'))} / {_pct(r.get('accuracy_median'))} / "
@@ -194,19 +264,23 @@ def markdown_table(rows):
         mca = (f"{_pct(r.get('mean_class_accuracy_mean'))} ± {_pct(r.get('mean_class_accuracy_sd'))}"
                if "mean_class_accuracy_mean" in r else "–")
         diff = "–"
-        if "accuracy_diff" in r:
+        if r.get("accuracy_diff_method") == DIFFERENT_DATA:
+            diff = f"{DIFFERENT_DATA} (vs {r['reference']})"
+        elif "accuracy_diff" in r:
             diff = (f"{_pct(r['accuracy_diff'], True)} [{_pct(r['accuracy_diff_lo'], True)}, "
                     f"{_pct(r['accuracy_diff_hi'], True)}] vs {r['reference']} "
                     f"({r['accuracy_diff_method']})")
-        lines.append(f"| {r['group']} | {r['runs']} | {r['num_test']} | {acc} | {spread} | {mca} | "
-                     f"{_num(r.get('val_loss_mean'))} | {_num(r.get('cross_entropy_mean'))} | {diff} |")
+        mdd = _pct(r.get("accuracy_detectable")) if "accuracy_detectable" in r else "–"
+        lines.append(f"| {r['group']} | {r['data']} | {r['runs']} | {r['num_test']} | {acc} | {spread} | {mca} | "
+                     f"{_num(r.get('val_loss_mean'))} | {_num(r.get('cross_entropy_mean'))} | {diff} | {mdd} |")
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ["group", "runs", "num_test", "framework", "reference"] + [
+CSV_FIELDS = ["group", "data", "runs", "num_test", "framework", "reference"] + [
     f"{k}_{s}" for k in ("accuracy", "mean_class_accuracy", "val_loss", "cross_entropy")
     for s in ("mean", "sd", "min", "median", "max")] + [
-    f"{k}_diff{s}" for k in ("accuracy", "mean_class_accuracy") for s in ("", "_lo", "_hi", "_method")]
+    f"{k}_diff{s}" for k in ("accuracy", "mean_class_accuracy") for s in ("", "_lo", "_hi", "_method")] + [
+    "accuracy_detectable", "mean_class_accuracy_detectable"]
 
 
 def write_csv(path, rows):
@@ -234,30 +308,25 @@ def _band(ax, runs, key, label, style="-", color=None):
     n = min(len(h) for h in rows)
     ep = [h["epoch"] for h in rows[0][:n]]
     v = np.array([[h[key] for h in hist[:n]] for hist in rows], np.float64)
-    (line,) = ax.plot(ep, v.mean(0), style, color=color, label=f"{label} (n={len(rows)})")
+    (line,) = ax.plot(ep, v.mean(0), style, color=color, label=f"{label} (n={len(rows)})",
+                      **_marker(ep))
     if len(rows) > 1:
         ax.fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
     return line.get_color()
 
 
-def figures(out, groups, paper_groups, data_label=""):
-    """fig2/3/4 PNGs in `out`; returns {file: [panel titles]} (what tests check)."""
+def _epochs(groups):
+    return sorted({h["epoch"] for runs in groups.values() for r in runs for h in r["history"] or []
+                   if h.get("epoch") is not None})
+
+
+def final_points(groups):
+    """Fig. 2's right panel: per group its final accuracy (mean over runs), its own 95% interval
+    and a tick label naming the group, its data and test-set size, runs and interval."""
     from tlres import evaluate
 
-    plt = _plt()
-    plotted = _plotted(groups)
-    panels = {}
-
-    # Fig. 2: validation accuracy per epoch, and final accuracy beside the paper's
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-    for name, runs in plotted.items():
-        _band(ax, runs, "val_accuracy", name)
-    ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title=f"Fig. 2: validation accuracy per epoch{data_label} (band: min-max over seeds)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3), ax.legend()
-    labels, ys, errs, colors = [], [], [], []
-    for name, runs in list(paper_groups.items()) + list(plotted.items()):
+    points = []
+    for name, runs in groups.items():
         m = runs[0]["metrics"]
         acc = [r["metrics"]["accuracy"] for r in runs]
         mean = float(np.mean(acc))
@@ -269,17 +338,54 @@ def figures(out, groups, paper_groups, data_label=""):
 
             half = stats.t.ppf(0.975, len(acc) - 1) * np.std(acc, ddof=1) / math.sqrt(len(acc))
             lo, hi, how = mean - half, mean + half, "t over seeds"
-        labels.append(f"{name}\n{m['num_test']} images" + (f"\nx {len(runs)} seeds" if len(runs) > 1 else "")
-                      + f"\n({how})")
-        ys.append(mean), errs.append((mean - lo, hi - mean))
-        colors.append("0.5" if name.startswith("paper") else "C0")
+        label = (f"{name}\n{_data_name(runs)}, {m['num_test']} images"
+                 + (f"\nx {len(runs)} seeds" if len(runs) > 1 else "") + f"\n({how})")
+        points.append({"group": name, "label": label, "accuracy": mean, "ci95": (lo, hi),
+                       "paper": name.startswith("paper")})
+    return points
+
+
+def figures(out, groups, paper_groups, data_label=None):
+    """fig2/3/4 PNGs in `out`; returns {file: [panel titles]} (what tests check).
+
+    Every curve and point names its data: in the titles when all plotted groups share one
+    dataset (or `data_label` says it), else in each legend entry and tick label."""
+    plt = _plt()
+    plotted = _plotted(groups)
+    panels = {}
+    data_names = {_data_name(runs) for runs in plotted.values()}
+    if data_label is None:
+        data_label = f" ({next(iter(data_names))})" if len(data_names) == 1 else ""
+
+    def named(name, runs):
+        return name if len(data_names) == 1 else f"{name} ({_data_name(runs)})"
+
+    # Fig. 2: validation accuracy per epoch, and final accuracy beside the paper's
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    for name, runs in plotted.items():
+        _band(ax, runs, "val_accuracy", named(name, runs))
+    ax.set(xlabel="epoch", ylabel="validation accuracy",
+           title=f"Fig. 2: validation accuracy per epoch{data_label} (band: min-max over seeds)")
+    epoch_axis(ax, _epochs(plotted))
+    ax.grid(alpha=0.3), ax.legend()
+    both = {**paper_groups, **plotted}
+    points = final_points(both)
+    labels = [p["label"] for p in points]
+    ys = [p["accuracy"] for p in points]
+    errs = [(p["accuracy"] - p["ci95"][0], p["ci95"][1] - p["accuracy"]) for p in points]
+    colors = ["0.5" if p["paper"] else "C0" for p in points]
     bx.errorbar(range(len(ys)), ys, yerr=np.array(errs).T, fmt="none", capsize=4, ecolor="k")
     for i, (y, c) in enumerate(zip(ys, colors)):
         bx.plot(i, y, "o", color=c)
         bx.annotate(f"{y * 100:.2f}%", (i, y), textcoords="offset points", xytext=(8, 0), fontsize=8)
     bx.set_xticks(range(len(labels)), labels, fontsize=7)
+    from tlres.results import same_data
+
+    groups_shown = list(both.values())
+    mixed = any(not same_data(groups_shown[0], g) for g in groups_shown[1:])
     bx.set(ylabel="final test accuracy (95% interval)",
-           title="final accuracy: the paper's (grey, one batch) and ours")
+           title="final accuracy: the paper's (grey, one batch) and ours"
+                 + ("\neach on its own data (below): not comparable across data" if mixed else ""))
     bx.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "fig2_accuracy.png"), dpi=110)
@@ -289,11 +395,11 @@ def figures(out, groups, paper_groups, data_label=""):
     # Fig. 3: train (solid) and validation (dashed) loss per epoch
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, runs in plotted.items():
-        color = _band(ax, runs, "loss", f"{name} train")
-        _band(ax, runs, "val_loss", f"{name} validation", "--", color)
+        color = _band(ax, runs, "loss", f"{named(name, runs)} train")
+        _band(ax, runs, "val_loss", f"{named(name, runs)} validation", "--", color)
     ax.set(xlabel="epoch", ylabel="loss (each run's own training criterion)",
            title=f"Fig. 3: train and validation loss per epoch{data_label}")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    epoch_axis(ax, _epochs(plotted))
     ax.grid(alpha=0.3), ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "fig3_loss.png"), dpi=110)
@@ -309,7 +415,7 @@ def figures(out, groups, paper_groups, data_label=""):
         classes = runs[0]["metrics"].get("class_names") or [str(i) for i in range(len(cm))]
         acc = np.trace(cm) / cm.sum()
         seeds = f", summed over {len(runs)} seeds" if len(runs) > 1 else ""
-        plot_confusion(ax, cm, classes, f"Fig. 4: {name}{seeds}\naccuracy {acc * 100:.2f}% of {cm.sum()}")
+        plot_confusion(ax, cm, classes, f"Fig. 4: {named(name, runs)}{seeds}\naccuracy {acc * 100:.2f}% of {cm.sum()}")
         titles.append(ax.get_title())
     fig.tight_layout()
     fig.savefig(os.path.join(out, "fig4_confusion.png"), dpi=110)
@@ -342,16 +448,65 @@ def describe(groups):
             f"Framework: {fw['name']}" + (f" ({vers})" if vers else "") + f", device: {dev}.")
 
 
+QUESTIONS = (
+    ("Transfer, added to the baseline", "baseline+transfer", "baseline"),
+    ("Transfer, within the improved recipe", "improved", "improved-transfer"),
+    ("Augmentation, on top of the rest of the improved recipe", "improved", "improved-augment"),
+    ("Label smoothing, on top of the rest of the improved recipe", "improved", "improved-smoothing"),
+    ("Cosine annealing, on top of the rest of the improved recipe", "improved", "improved-cosine"),
+    ("The improved recipe against the baseline", "improved", "baseline"),
+)
+"""The paper's claims as grid comparisons: (question, group with the change, group without)."""
+
+
+def findings(groups):
+    """One bullet per question of `QUESTIONS` the grid can answer (both groups, 2+ seeds each).
+
+    The verdict follows the 95% Welch interval alone: above 0 "helps", below 0 "hurts",
+    else "no difference found", with the smallest difference the design detects (80% power),
+    so that it reads "none larger than X".
+    """
+    from tlres import evaluate
+
+    out = []
+    for question, a, b in QUESTIONS:
+        if len(groups.get(a, ())) < 2 or len(groups.get(b, ())) < 2:
+            continue
+        va = [_final(r, "accuracy") for r in groups[a]]
+        vb = [_final(r, "accuracy") for r in groups[b]]
+        d, (lo, hi), _ = evaluate.welch_interval(va, vb)
+        mdd = evaluate.detectable_welch(va, vb)
+        numbers = f"{_pct(d, True)} points [{_pct(lo, True)}, {_pct(hi, True)}] ({a} vs {b})"
+        if lo > 0:
+            verdict = f"**helps**: {numbers}"
+        elif hi < 0:
+            verdict = f"**hurts**: {numbers}"
+        else:
+            verdict = (f"**no difference found**: {numbers}; this design detects {_pct(mdd)} points "
+                       "with 80% power, so no effect larger than about that")
+        out.append(f"* {question}: {verdict}.")
+    return out
+
+
 def build_markdown(groups, paper_groups, rows, fig_dir, command):
     paper_rows = summarize(paper_groups) if paper_groups else []
     seeds = sorted({len(g) for g in groups.values()})
     text = [f"_Generated by `{command}` on {time.strftime('%Y-%m-%d')}; do not edit by hand._", "",
             describe(groups), "",
             f"Each tlres number is over the whole test split, {'/'.join(map(str, seeds))} seed(s) "
-            "per group; sd is the sample standard deviation over seeds. The paper's rows are one "
-            "batch of 64 test images (60/64 and 56/64), shown for scale, not as a like-for-like "
-            "comparison: other data, other length.", "",
+            "per group; sd is the sample standard deviation over seeds. "
+            + ("The paper's rows are one batch of 64 test images (60/64 and 56/64), shown for scale, "
+               "not as a like-for-like comparison: other data, other length. " if paper_rows else "")
+            + "\"Detectable Δ\" is the smallest true difference "
+            "this design (its seeds, test size and observed spread) would detect with 80% power at "
+            "the 5% level: an interval that includes 0 means no difference larger than that was "
+            "found, not that there is none.", "",
             markdown_table(rows + paper_rows)]
+    said = findings(groups)
+    if said:
+        text += ["What these runs say about the paper's claims, on this data and training length "
+                 "(test accuracy, mean difference and 95% Welch interval over seeds; generated from "
+                 "the intervals, not written by hand):", ""] + said
     if fig_dir is not None:
         text += ["", f"![Fig. 2: validation accuracy]({fig_dir}/fig2_accuracy.png)",
                  f"![Fig. 3: loss]({fig_dir}/fig3_loss.png)",
@@ -404,8 +559,7 @@ def _main(a, argv, prog):
     os.makedirs(out, exist_ok=True)
     rows = summarize(groups)
     write_csv(os.path.join(out, "summary.csv"), rows + summarize(paper_groups))
-    ds = runs[0].get("dataset") or {}
-    figures(out, groups, paper_groups, f" ({ds.get('name')})" if ds.get("name") else "")
+    figures(out, groups, paper_groups)
     command = " ".join(["python -m tlres.report"] + argv)
     fig_rel = os.path.relpath(out, os.path.dirname(os.path.abspath(a.readme))) if a.readme else out
     md = build_markdown(groups, paper_groups, rows, fig_rel, command)

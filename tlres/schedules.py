@@ -44,6 +44,9 @@ def learning_rate(cfg, steps_per_epoch):
 
 
 def current_lr(optimizer):
-    """The rate the optimizer applies at its current step, as a float."""
-    lr = optimizer.learning_rate
-    return float(keras.ops.convert_to_numpy(lr))
+    """The rate the optimizer applies at its current step: the float32 it holds, as the shortest
+    decimal that identifies that float32 (0.001, not 0.0010000000474974513)."""
+    import numpy as np
+
+    lr = np.float32(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return float(str(lr))  # numpy prints a float32 with the fewest digits that round-trip it

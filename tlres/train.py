@@ -16,6 +16,8 @@ Run directory (see README "Results"):
                       finished); config.json's "preprocessing" says what input it expects
     metrics.json      final whole-test-split metrics (only once finished)
     predictions.csv   index,label,prediction,confidence per test image
+    split.csv         for a folder of images: split,index,class,path of every image (index = the
+                      row in its split, so predictions.csv's index is split.csv's test index)
     accuracy.png, loss.png, confusion.png
 """
 
@@ -28,6 +30,7 @@ import time
 
 from tlres.errors import TlresError
 
+SPLIT_FILE = "split.csv"
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                   "val_mean_class_accuracy", "lr", "seconds")
 
@@ -57,11 +60,11 @@ def device():
     """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
     import jax
 
-    from tlres.backend import cpu_name
+    from tlres.backend import cpu_features, cpu_name, host_description
 
     devs = jax.devices()
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
-            "host": f"{cpu_name()}, {os.cpu_count()} cores"}
+            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
 
 
 def preprocessing(cfg, class_names):
@@ -132,6 +135,32 @@ def validate(cfg):
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if not 0 < cfg.test_split < 1:
+        raise TlresError(f"--test-split must be between 0 and 1 (exclusive), got {cfg.test_split}")
+
+
+def load_inputs(cfg):
+    """The run's data, once its weights are known to be there too: every missing input
+    (data, weights) is named in one message, with the fix for each, before anything trains.
+
+    The weights are checked first (a file check, and offline a network probe of seconds),
+    so an unusable --data does not hide missing weights until the data is fixed.
+    """
+    from tlres import data, model
+
+    problems = []
+    weights = model.weights_unavailable(cfg.weights, cfg.arch)
+    try:
+        ds = data.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
+    except TlresError as e:
+        problems.append(str(e))
+    problems += [weights] if weights else []
+    if len(problems) > 1:
+        raise TlresError(f"{len(problems)} inputs are missing or unusable: "
+                         + " ".join(f"({i}) {p.rstrip('.')}." for i, p in enumerate(problems, 1)))
+    if problems:
+        raise TlresError(problems[0])
+    return ds
 
 
 def make_optimizer(cfg, learning_rate):
@@ -305,7 +334,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     """
     import socket
 
-    from tlres import backend, checkpoint, data, model as model_lib, pipeline
+    from tlres import backend, checkpoint, model as model_lib, pipeline
 
     backend.require_jax()
     validate(cfg)
@@ -315,7 +344,7 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     if cfg.compile_cache:
         backend.enable_compile_cache()
     t0 = time.perf_counter()
-    ds = data.load(cfg.data, cfg.data_dir, cfg.image_size)
+    ds = load_inputs(cfg)
     if len(ds.x_train) < cfg.batch_size:
         raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
                          f"than one batch of {cfg.batch_size}; lower --batch-size")
@@ -342,10 +371,13 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
             _write_json(os.path.join(out, "config.json"), {
                 "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
-                    "num_classes": ds.num_classes, "class_names": list(ds.class_names)},
+                    "num_classes": ds.num_classes, "class_names": list(ds.class_names),
+                    **(ds.record or {})},
                 "preprocessing": preprocessing(cfg, ds.class_names),
                 "versions": versions(), "device": device(),
                 "pipeline": pipeline.resolve(cfg.pipeline)})
+            if ds.files:
+                write_split(os.path.join(out, SPLIT_FILE), ds.files)
         return _run(cfg, out, ds, net, ckpt, t0, verbose)
     except BaseException as e:
         if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
@@ -368,11 +400,12 @@ def _epochs_done(out):
 
 def _run(cfg, out, ds, net, ckpt, t0, verbose):
     from tlres import checkpoint, evaluate, losses, model as model_lib, pipeline, report
+    from tlres.cli import plural
 
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
     history = list(ckpt[0]["history"]) if ckpt else []
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
-          f"{ds.num_classes} classes), {cfg.epochs} epochs, batch {cfg.batch_size}, "
+          f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
           f"weights={cfg.weights}, device={device()['kind']}, "
           f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}"
           + (f" (resuming after epoch {start_epoch})" if ckpt else ""), flush=True)
@@ -407,7 +440,9 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
     _write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
     report.run_figures(out, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})")
-    model_lib.save(net, os.path.join(out, model_lib.MODEL_FILE))
+    model_lib.save(net, os.path.join(out, model_lib.MODEL_FILE),
+                   {"preprocessing": preprocessing(cfg, ds.class_names),
+                    "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}})
     _write_json(os.path.join(out, "metrics.json"), m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
         import shutil
@@ -420,7 +455,35 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     print(f"tlres: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['num_test']}), "
           f"mean per-class accuracy {m['mean_class_accuracy']:.4f}, loss {m['loss']:.4f}; "
           f"{fit_seconds:.0f} s training -> {out}", flush=True)
+    note = bn_note(cfg.bn_momentum, cfg.epochs * steps)
+    if note:
+        print(f"tlres: note: {note}", flush=True)
     return out
+
+
+def bn_note(momentum, updates, threshold=0.01):
+    """Why a short run's evaluation can read far worse than its training, or None.
+
+    Evaluation uses BatchNorm's moving statistics; after k training steps their initial values
+    (mean 0, variance 1) still weigh momentum**k in them. Above `threshold` (1%: k < 44 steps at
+    momentum 0.9) the network is evaluated with statistics its layers never had, and a
+    validation loss in the hundreds is that, not a bug.
+    """
+    left = momentum ** updates
+    if left <= threshold:
+        return None
+    return (f"BatchNorm's moving statistics had only {updates} update{'s' if updates != 1 else ''} "
+            f"(at --bn-momentum {momentum:g} their initial values still weigh {100 * left:.0f}%), so "
+            "the evaluation, which uses them, can read far worse than training; train more steps "
+            "(more --epochs, a smaller --batch-size) before reading its loss and accuracy")
+
+
+def write_split(path, rows):
+    """split.csv of an image folder: which file is which training or test row (or was skipped)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "index", "class", "path"])
+        w.writerows(rows)
 
 
 def _write_history(path, rows):

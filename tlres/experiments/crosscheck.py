@@ -32,7 +32,8 @@ BEGIN, END = "<!-- tlres.crosscheck:begin -->", "<!-- tlres.crosscheck:end -->" 
 
 def parse(argv, prog=PROG):
     p = cli._Parser(prog=prog, description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=cli._checked(int, lambda v: v > 0, "must be positive"), default=3)
+    p.add_argument("--seeds", type=cli._checked(int, lambda v: v > 0, "must be positive"), default=3,
+                   help="runs per framework, seeds --seed, --seed+1, ... (default: 3)")
     p.add_argument("--out", required=True, help="directory: pytorch/, compare.md, compare.png")
     p.add_argument("--tlres-grid", help="the tlres grid directory (default OUT/keras-jax)")
     p.add_argument("--device", default=None, help="torch device for the PyTorch side")
@@ -46,7 +47,7 @@ def parse(argv, prog=PROG):
                    "side needs its own pretraining): a finished PyTorch reference run or a .pt/.pth")
     p.add_argument("--section", metavar="NAME", help="with --readme: write between "
                    "<!-- tlres.crosscheck:NAME:begin --> and its end marker instead")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args, rest = p.parse_known_args(argv)
     given = {a.split("=")[0] for a in rest if a.startswith("--")}
     bad = sorted(given & {"--preset", "--resume", "--overwrite"})

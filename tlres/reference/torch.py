@@ -65,7 +65,7 @@ import time
 
 from tlres import cli
 from tlres import config as config_lib
-from tlres.backend import cpu_name
+from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.errors import TlresError
 from tlres.train import _write_json
 
@@ -331,7 +331,8 @@ def device_info(dev):
 
     if dev.type == "cuda":
         return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
-    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads()}
+    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads(),
+            "host": host_description(), "vector_extensions": cpu_features()}
 
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True,
@@ -356,7 +357,7 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     except (RuntimeError, ValueError) as e:
         raise TlresError(f"--device {device}: not usable here ({str(e).splitlines()[0]})") from None
     t0 = time.perf_counter()
-    ds = tdata.load(cfg.data, cfg.data_dir, cfg.image_size)
+    ds = tdata.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     xtr, ytr = ds.x_train[:limit_train], ds.y_train[:limit_train]
     xte, yte = ds.x_test[:limit_test], ds.y_test[:limit_test]
     if len(xtr) < cfg.batch_size:
@@ -459,7 +460,8 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
             sched.step()
         seconds = time.perf_counter() - start
         logits = logits_of(x_test)
-        m = evaluate.metrics(logits, yte, C, eval_loss)
+        m = evaluate.metrics(logits, yte, C, eval_loss,
+                             evaluate.criterion(cfg.label_smoothing, cfg.smoothing_form))
         if not np.isfinite(tot):
             raise TlresError(f"non-finite training loss at epoch {epoch + 1}; lower --lr")
         history.append({"epoch": epoch + 1, "loss": tot / seen, "accuracy": correct / seen,
