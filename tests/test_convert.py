@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -84,7 +85,8 @@ def test_torchvision_resnet50_converted_gives_torchs_outputs(converted, torch_st
         sensitivity = np.abs(probe_net(x_torch.double()).numpy() - ref).max()
     bound = 100 * sensitivity
     saved = [np.asarray(w) for w in converted.non_trainable_weights]
-    keras_out = np.asarray(converted(x, training=train))
+    with jax.default_matmul_precision("float32"):  # true float32 on a GPU too (not TF32)
+        keras_out = np.asarray(converted(x, training=train))
     for w, v in zip(converted.non_trainable_weights, saved):  # train mode moved the BN statistics
         w.assign(v)
     assert 0 < bound < 0.05 * np.abs(ref).max()  # the check means something: bound << the logits
@@ -93,7 +95,8 @@ def test_torchvision_resnet50_converted_gives_torchs_outputs(converted, torch_st
     if not train:  # the bound tells a wrong layout apart: kernels with H and W swapped
         swapped = {k: (v.transpose(0, 1, 3, 2) if v.ndim == 4 else v) for k, v in numpy_state.items()}
         convert.from_torch(converted.get_layer("resnet50_v1_5"), swapped, "test")
-        wrong = np.asarray(converted(x, training=False))
+        with jax.default_matmul_precision("float32"):
+            wrong = np.asarray(converted(x, training=False))
         convert.from_torch(converted.get_layer("resnet50_v1_5"), numpy_state, "test")
         assert np.abs(wrong - ref).max() > 100 * bound
 
@@ -266,7 +269,8 @@ def test_tiny_net_and_the_references_tiny_mirror_are_the_same_function():
                 p.mul_(1.0 + U * torch.randint(0, 2, p.shape, generator=g, dtype=torch.float64).mul(2).sub(1))
             ref64, t32, probe = (n(x_torch.to(n[1].weight.dtype)).numpy() for n in nets)
         bound = 100 * np.abs(probe - ref64).max()
-        keras_out = np.asarray(net(x, training=train))
+        with jax.default_matmul_precision("float32"):
+            keras_out = np.asarray(net(x, training=train))
         assert 0 < bound < 0.05 * np.abs(ref64 - ref64.mean(0)).max()  # << how the logits vary
         assert np.abs(t32 - ref64).max() <= bound
         assert np.abs(keras_out - ref64).max() <= bound, (train, np.abs(keras_out - ref64).max(), bound)

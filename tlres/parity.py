@@ -48,6 +48,7 @@ def trajectories(cfg, x, y, num_classes, steps):
     "batches": those steps' (NHWC images, labels), "state": the shared initial weights (torch names)}."""
     import torch  # noqa: F401  first: torch imported after JAX has run can crash (triton)
     import torchvision  # noqa: F401
+    import jax
     import numpy as np
 
     from tlres import convert, model as model_lib, pipeline, train
@@ -68,12 +69,13 @@ def trajectories(cfg, x, y, num_classes, steps):
     state.update({f"{head}weight": np.array(kernel.T), f"{head}bias": np.array(bias)})
     callbacks = train.compile_model(net, cfg, num_classes, steps_per_epoch)
     keras_losses = []
-    for i, (xb, yb) in enumerate(batches):
-        if i % steps_per_epoch == 0:  # what fit does at an epoch's start: the per-epoch cosine rate
-            for cb in callbacks:
-                cb.set_model(net)
-                cb.on_epoch_begin(i // steps_per_epoch)
-        keras_losses.append(float(net.train_on_batch(xb, yb, return_dict=True)["loss"]))
+    with jax.default_matmul_precision("float32"):  # true float32 on a GPU too, not TF32
+        for i, (xb, yb) in enumerate(batches):
+            if i % steps_per_epoch == 0:  # what fit does at an epoch's start: the per-epoch cosine rate
+                for cb in callbacks:
+                    cb.set_model(net)
+                    cb.on_epoch_begin(i // steps_per_epoch)
+            keras_losses.append(float(net.train_on_batch(xb, yb, return_dict=True)["loss"]))
     out = {"keras": keras_losses}
     for name, dtype in (("torch32", torch.float32), ("torch64", torch.float64)):
         out[name] = torch_losses(cfg, state, batches, num_classes, steps_per_epoch, dtype)
