@@ -71,6 +71,9 @@ def call(self, y_true, y_pred):  # the loss without its float32 cast, for float6
 
 
 losses.SmoothedCrossEntropy.call = call
+# The stand-in Dense above is this script's own class, which Keras cannot deserialize: these runs
+# test numerics, not the model file (tests/test_model_file.py does), so the runner writes none.
+model.save = lambda *a, **k: None
 
 
 def float64(on):

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import pytest
 
-from tlres.config import EXECUTION_ONLY, QUICK
+from tlres.config import EXECUTION_ONLY, QUICK, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved-augment")
@@ -34,7 +34,7 @@ def recorded_bar(key, q=0.995):
     runs = sorted(os.listdir(RECORDED))
     for seed_dir in runs:
         with open(os.path.join(RECORDED, seed_dir, "config.json")) as f:
-            cfg = json.load(f)["config"]
+            cfg = recorded(json.load(f)["config"])  # fields added since: their defaults
         same = {k: v for k, v in dataclasses.asdict(QUICK).items() if k not in EXECUTION_ONLY + ("preset", "seed")}
         assert {k: cfg.get(k) for k in same} == same, seed_dir  # the quick preset's settings
     v = np.array([json.load(open(os.path.join(RECORDED, d, "metrics.json")))[key] for d in runs])

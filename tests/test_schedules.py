@@ -11,6 +11,9 @@ from tlres.config import IMPROVED
 # The per-epoch rate is eq. 14 in float64 Python, stored once in the optimizer's float32
 # variable: one rounding, <= u = 2**-24 relative.
 STORED = U32
+# current_lr shows that float32 as its shortest round-tripping decimal, which lies within half a
+# float32 ulp of it (<= u relative) again: the shown rate is within 2u of the float64 value.
+SHOWN = STORED + U32
 from tlres.schedules import EpochCosine, current_lr, learning_rate
 
 
@@ -24,7 +27,7 @@ def test_per_epoch_values_hand_computed():
     for t in range(4):
         cb.on_epoch_begin(t)
         got.append(current_lr(cb.model.optimizer))
-    assert got == pytest.approx([1.0, 0.8535533905932737, 0.5, 0.14644660940672627], rel=STORED, abs=0)
+    assert got == pytest.approx([1.0, 0.8535533905932737, 0.5, 0.14644660940672627], rel=SHOWN, abs=0)
 
 
 @pytest.mark.parametrize("lr_max,lr_min,T", [(0.01, 0.0, 50), (0.1, 1e-4, 7)])
@@ -36,7 +39,7 @@ def test_per_epoch_equation_14_every_epoch(lr_max, lr_min, T):
     for t in range(T):
         cb.on_epoch_begin(t)
         want = lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * t / T)) / 2
-        assert current_lr(cb.model.optimizer) == pytest.approx(want, rel=STORED, abs=0)
+        assert current_lr(cb.model.optimizer) == pytest.approx(want, rel=SHOWN, abs=0)
 
 
 def cosine_decay_error(f, alpha):

@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 
-from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED, Config
+from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED, recorded
 
 DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
               weight_decay=0.0, epochs=4)
@@ -78,9 +78,7 @@ def _finished_with(run_dir, cfg):
         with open(os.path.join(run_dir, "config.json")) as fh:
             saved = json.load(fh)["config"]
         want = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        for f in dataclasses.fields(Config):  # a setting added since: the run had its default
-            if f.name not in saved and f.name != "conv":  # (conv: see train.resumed_config)
-                saved[f.name] = json.loads(json.dumps(f.default))
+        saved = recorded(saved)  # a setting added since: the run had its default
         for key in EXECUTION_ONLY:  # e.g. a moved grid is still the same grid
             saved.pop(key, None), want.pop(key, None)
         return saved == want

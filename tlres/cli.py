@@ -71,7 +71,7 @@ def positive(kind):
 
 
 POSITIVE = {"epochs", "batch_size", "lr", "image_size"}
-NON_NEGATIVE = {"lr_min", "weight_decay", "momentum", "crop_padding", "label_smoothing"}
+NON_NEGATIVE = {"lr_min", "weight_decay", "momentum", "crop_padding", "label_smoothing", "checkpoint_every"}
 
 
 FRACTION = {"test_split"}
@@ -99,8 +99,9 @@ def build_parser(prog, defaults, presets):
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory at --out (only one tlres wrote)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue a killed or failed run from its last epoch checkpoint, with the "
-                        "settings in RUN_DIR/config.json (no other flags)")
+                   help="continue a killed, interrupted or failed run from its last checkpoint (an "
+                        "epoch's end, or a step within one), with the settings in RUN_DIR/config.json "
+                        "(no other flags)")
     for f in dataclasses.fields(defaults):
         if f.name == "preset":
             continue
@@ -168,7 +169,9 @@ def guarded(prog, debug, fn, interrupted="interrupted"):
 
     Returns fn's exit status when it returns an int, else 0; a TlresError prints one line
     (``prog: error: ...``) and returns its exit code, or re-raises with --debug;
-    Ctrl-C prints ``prog: <interrupted>`` and returns 130.
+    Ctrl-C prints ``prog: <interrupted>`` and returns 130; a run stopped by a signal
+    (`tlres.preempt.Interrupted`) prints its own line, with the resume command, and
+    returns 128 + the signal number.
     """
     try:
         status = fn()
@@ -178,9 +181,9 @@ def guarded(prog, debug, fn, interrupted="interrupted"):
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: {interrupted}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"{prog}: {getattr(e, 'message', interrupted)}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 def entry(default_preset):

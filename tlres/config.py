@@ -88,6 +88,11 @@ class Config:
                    "xla on a GPU)", ("auto", "xla", "matmul"))
     keep_checkpoint: bool = _f(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
                                "the run finishes; a finished run otherwise keeps model.keras only")
+    checkpoint_every: int = _f(0, "also write the checkpoint every N training steps, not only at "
+                               "each epoch's end (0: epoch ends only); --resume continues at that step")
+    checkpoint_on_signal: bool = _f(True, "on SIGTERM or SIGINT, finish the current step, write a "
+                                    "checkpoint there and stop (exit 143 or 130); off: stop at once, "
+                                    "keeping the last checkpoint")
     compile_cache: bool = _f(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
     preset: str = _f("improved", "the preset these settings started from")
 
@@ -122,7 +127,8 @@ and digits are not mirror-symmetric (flips: 54% after 4 epochs). Label
 smoothing (paper form) and per-epoch cosine annealing stay on.
 """
 
-EXECUTION_ONLY = ("out", "compile_cache", "conv", "keep_checkpoint")
+EXECUTION_ONLY = ("out", "compile_cache", "conv", "keep_checkpoint", "checkpoint_every",
+                  "checkpoint_on_signal")
 """Fields that change how a run is executed, not what it computes: a grid reuses a
 finished run that differs only in these. (`conv` changes float rounding, not the
 function; `tests/test_conv.py` holds the two kernels to the same outputs.)"""
@@ -166,6 +172,19 @@ the improved preset's (flip, pad-4 crop, paper label smoothing, per-epoch cosine
 with the quick preset's Adam at 1e-3, which learns ResNet50 from scratch where SGD
 at 0.01 is slow to start. 5 epochs: see experiments/results for the measured curve.
 """
+
+def recorded(saved):
+    """A run's recorded settings (config.json's "config") with every field added to `Config`
+    since then set to its default, which is what that run had (`conv` excepted: runs from
+    before it used XLA's kernel, see `tlres.train.resumed_config`)."""
+    import json
+
+    out = dict(saved)
+    for f in dataclasses.fields(Config):
+        if f.name not in out and f.name != "conv":
+            out[f.name] = json.loads(json.dumps(f.default))
+    return out
+
 
 PRESETS = {"improved": IMPROVED, "baseline": BASELINE, "quick": QUICK, "pretrain": PRETRAIN}
 

@@ -19,7 +19,8 @@ augmentation from the stateless key (seed, e, b).
 So every epoch's data order and augmentation are a pure function of
 (seed, epoch): a different order each epoch, yet the same order for epoch e
 whether the process trained epochs 0..e-1 itself or resumed from a checkpoint
-(`train_dataset(..., start_epoch=e)`). tf.data's `reshuffle_each_iteration`
+(`train_dataset(..., start_epoch=e)`), and the same batches from step k on
+when it resumes in the middle of epoch e (`start_step=k`). tf.data's `reshuffle_each_iteration`
 would not give that: its order for an epoch depends on how many times this
 process already iterated the dataset.
 
@@ -46,11 +47,15 @@ def resolve(name):
     return "tf" if found else "jax"
 
 
-def train_data(x, y, cfg, start_epoch=0, end_epoch=None):
-    """The training input for `model.fit`, from the pipeline `cfg.pipeline` names."""
+def train_data(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
+    """The training input for `model.fit`, from the pipeline `cfg.pipeline` names.
+
+    `start_step` skips the first batches of `start_epoch` (a mid-epoch resume): the rest
+    are the very batches, with the same augmentation draws, that epoch has from the start.
+    """
     if resolve(cfg.pipeline) == "jax":
-        return jax_batches(x, y, cfg, start_epoch, end_epoch)
-    return train_dataset(x, y, cfg, start_epoch, end_epoch)
+        return jax_batches(x, y, cfg, start_epoch, end_epoch, start_step)
+    return train_dataset(x, y, cfg, start_epoch, end_epoch, start_step)
 
 
 def _check_size(x, batch_size):
@@ -75,7 +80,7 @@ def device_transform(cfg):
     return jax.jit(transform)
 
 
-def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None):
+def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
     """(normalized batch on the device, int32 labels) for epochs start_epoch..end_epoch-1, tensorflow-free.
 
     As with `train_dataset`, epoch e is a pure function of (seed, e): its order is
@@ -95,19 +100,21 @@ def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None):
         for e in range(start_epoch, end_epoch):
             order = np.random.default_rng([cfg.seed, e]).permutation(len(x))
             key = jax.random.fold_in(base, e)
-            for b in range(steps):
+            for b in range(start_step if e == start_epoch else 0, steps):
                 idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted: a faster gather, same set
                 yield transform(x[idx], jax.random.fold_in(key, b)), y[idx]
 
     return batches()
 
 
-def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None):
+def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
     """(normalized float32 batch, int32 labels) for epochs start_epoch..end_epoch-1.
 
     `end_epoch` defaults to start_epoch + 1 (one epoch). Each epoch is exactly
     len(x) // batch_size batches, so `model.fit(steps_per_epoch=...)` consumes
-    one epoch of this stream per Keras epoch.
+    one epoch of this stream per Keras epoch. `start_step` drops the first batches
+    of `start_epoch` (before they are gathered or augmented); each batch keeps its
+    own step number, hence its augmentation key.
     """
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp
@@ -135,7 +142,7 @@ def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None):
             batch_x = aug.augment(tnp, batch_x, flip, dy, dx, cfg.crop_padding, cfg.flip)
         return aug.normalize(tnp, batch_x, cfg.input_norm), batch_y
 
-    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch)
+    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch).skip(start_step)
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 

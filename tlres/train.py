@@ -8,10 +8,11 @@ Every experiment (presets, ablation cells, the quick run) goes through here:
 
 Run directory (see README "Results"):
     config.json       every resolved setting, versions, device
-    status.json       {"state": "running" | "finished" | "failed", ...}
+    status.json       {"state": "running" | "finished" | "failed" | "interrupted", ...}
     history.csv       one row per epoch, written as each epoch ends
-    ckpt/checkpoint.npz  the last finished epoch (tlres.checkpoint), for --resume; deleted
-                      when the run finishes unless --keep-checkpoint
+    ckpt/checkpoint.npz  the last finished epoch, or a step within one (--checkpoint-every,
+                      a signal; tlres.checkpoint), for --resume; deleted when the run
+                      finishes unless --keep-checkpoint
     model.keras       the trained model (Keras' native format, plain Keras layers; only once
                       finished); config.json's "preprocessing" says what input it expects
     metrics.json      final whole-test-split metrics (only once finished)
@@ -19,6 +20,10 @@ Run directory (see README "Results"):
     split.csv         for a folder of images: split,index,class,path of every image (index = the
                       row in its split, so predictions.csv's index is split.csv's test index)
     accuracy.png, loss.png, confusion.png
+
+Every file is written atomically and a full disk is one line (`tlres.writes`);
+SIGTERM and SIGINT stop at a step with a checkpoint and the resume command
+(`tlres.preempt`).
 """
 
 import csv
@@ -36,11 +41,9 @@ HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
 
 
 def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    from tlres import writes
+
+    writes.atomic_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def versions():
@@ -137,6 +140,8 @@ def validate(cfg):
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if not 0 < cfg.test_split < 1:
         raise TlresError(f"--test-split must be between 0 and 1 (exclusive), got {cfg.test_split}")
+    if cfg.checkpoint_every < 0:
+        raise TlresError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
 
 
 def load_inputs(cfg):
@@ -222,8 +227,10 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
 
     class EpochEnd(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.lr = schedules.current_lr(self.model.optimizer)
-            self.start = time.perf_counter()
+            resumed = state.pop("resume_epoch", None)  # resumed mid-epoch: its start's rate and time
+            self.lr = resumed["lr"] if resumed else schedules.current_lr(self.model.optimizer)
+            self.start = time.perf_counter() - (resumed["seconds"] if resumed else 0.0)
+            state["epoch_lr"], state["epoch_start"] = self.lr, self.start
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.start
@@ -235,19 +242,18 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
             row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                    **{k: logs.get(k) for k in HISTORY_FIELDS if k not in ("epoch", "seconds")}}
             state["history"].append(row)
-            path = os.path.join(out, "history.csv")
-            with open(path, "a", newline="") as f:  # header written by _write_history
-                csv.DictWriter(f, HISTORY_FIELDS).writerow(row)
+            _write_history(os.path.join(out, "history.csv"), state["history"])
 
     return EpochEnd()
 
 
-def _nan_callback(out):
+def _nan_callback(out, state):
     """Stop at the first batch whose loss is not finite, naming epoch and step."""
     import math
 
     import keras
 
+    from tlres import preempt
     from tlres.errors import TrainingFailed
 
     class StopOnNonFinite(keras.callbacks.Callback):
@@ -258,27 +264,16 @@ def _nan_callback(out):
             loss = float((logs or {}).get("loss", 0.0))  # the epoch's running mean: non-finite
             if not math.isfinite(loss):                 # from the first bad batch on
                 self.model.stop_training = True
-                kept = "no checkpoint yet (it failed in its first epoch)"
-                if self.epoch > 0:
-                    kept = (f"the last good checkpoint (end of epoch {self.epoch}) is kept in "
+                kept = "no checkpoint yet (it failed before the first)"
+                if state.get("saved"):
+                    kept = (f"the last good checkpoint ({preempt.position(state['saved'])}) is kept in "
                             f"{os.path.join(out, 'ckpt')}")
                 raise TrainingFailed(
-                    f"non-finite training loss ({loss}) at epoch {self.epoch + 1}, step {batch + 1}; "
+                    f"non-finite training loss ({loss}) at epoch {self.epoch + 1}, "
+                    f"step {state['offset'] + batch + 1}; "
                     f"training stopped, {kept}; lower --lr (or --lr-min) or check the data")
 
     return StopOnNonFinite()
-
-
-def _checkpoint_callback(out, state):
-    import keras
-
-    from tlres import checkpoint
-
-    class EpochCheckpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):  # after EpochEnd has added the history row
-            checkpoint.save(out, self.model, epoch + 1, state["history"])
-
-    return EpochCheckpoint()
 
 
 def resumed_config(run_dir):
@@ -330,15 +325,24 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     Everything a user can get wrong (flags, --out, data, weights) is checked
     before the run directory is created; a TlresError before training leaves
     no directory behind. `resume=True` continues the run in `cfg.out` (see
-    `resumed_config`) from its last checkpoint.
+    `resumed_config`) from its last checkpoint. SIGTERM and SIGINT stop it at a step
+    (`tlres.preempt`); a full disk is one `tlres.writes.DiskFull` line.
     """
+    from tlres import preempt
+
+    with preempt.Guard() as guard:
+        return _guarded_run(cfg, verbose, overwrite, resume, guard)
+
+
+def _guarded_run(cfg, verbose, overwrite, resume, guard):
     import socket
 
-    from tlres import backend, checkpoint, model as model_lib, pipeline
+    from tlres import backend, checkpoint, model as model_lib, pipeline, writes
 
     backend.require_jax()
     validate(cfg)
     out = cfg.out if resume else default_out(cfg)
+    guard.run_dir = out
     if not resume:
         check_out(out, overwrite)
     if cfg.compile_cache:
@@ -361,11 +365,14 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
                              f"{saved['num_train']}/{saved['num_test']} images and "
                              f"{saved['num_classes']} classes")
     created = False if resume else create_out(out)
+    stale = writes.describe_removed(writes.remove_stale(out))
+    if stale:
+        print(f"tlres: {stale}", flush=True)
     status = os.path.join(out, "status.json")
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
     _write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                          "pid": os.getpid(), "host": socket.gethostname(),
-                         "start_epoch": start_epoch})
+                         "start_epoch": start_epoch, "start_step": ckpt[0]["step"] if ckpt else 0})
     try:
         if not resume:
             _write_json(os.path.join(out, "config.json"), {
@@ -378,58 +385,110 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
                 "pipeline": pipeline.resolve(cfg.pipeline)})
             if ds.files:
                 write_split(os.path.join(out, SPLIT_FILE), ds.files)
-        return _run(cfg, out, ds, net, ckpt, t0, verbose)
+        return _run(cfg, out, ds, net, ckpt, t0, verbose, guard)
     except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):  # a signal (tlres.preempt.Interrupted) or Ctrl-C
+            if created and not os.path.exists(os.path.join(out, "config.json")):
+                import shutil  # stopped before the run was set up: nothing to resume, leave nothing
+
+                shutil.rmtree(out, ignore_errors=True)
+                e.message = f"{getattr(e, 'message', 'interrupted')} before the run was set up; nothing was kept"
+                e.exit_code = getattr(e, "exit_code", 130)
+            else:
+                _stopped(out, e)
+            raise
         if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
-                and not getattr(e, "exit_code", 2) == 3:
+                and (e.exit_code == 2 or getattr(e, "before_training", False)):
             import shutil  # an input problem found late: leave nothing that looks like a run
 
             shutil.rmtree(out, ignore_errors=True)
-        else:
+            raise
+        meta = checkpoint.read_meta(out)
+        try:  # on a full disk this small file may still fit; if not, the error says why
             _write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}",
-                                 "epochs_done": _epochs_done(out)})
+                                 "epochs_done": meta["epochs_done"] if meta else 0,
+                                 "step": meta.get("step", 0) if meta else 0})
+        except (OSError, TlresError):
+            pass
+        if isinstance(e, writes.DiskFull) and not getattr(e, "before_training", False):
+            raise writes.DiskFull(f"{e}; {_what_is_kept(out, meta, e.remedy)}") from e
         raise
 
 
-def _epochs_done(out):
-    from tlres import checkpoint
+def _what_is_kept(out, meta, remedy):
+    """The end of a full disk's line: what survives and how to continue."""
+    from tlres import preempt
 
-    c = checkpoint.load(out) if os.path.exists(checkpoint.path(out)) else None
-    return c[0]["epochs_done"] if c else 0
+    if meta is None:
+        return f"no checkpoint was written yet; {remedy} and start again"
+    return (f"the last complete checkpoint ({preempt.position(meta)}) is kept; {remedy}, then "
+            f"continue with: {preempt.resume_command(out)}")
 
 
-def _run(cfg, out, ds, net, ckpt, t0, verbose):
-    from tlres import checkpoint, evaluate, losses, model as model_lib, pipeline, report
+def _stopped(out, exc):
+    """Mark a run stopped by a signal as interrupted, and give `exc` its one line."""
+    import signal
+
+    from tlres import preempt
+
+    signum = getattr(exc, "signum", signal.SIGINT)  # a bare KeyboardInterrupt is Ctrl-C
+    record, message = preempt.interrupted_status(out, signum, getattr(exc, "checkpointed", False))
+    try:
+        _write_json(os.path.join(out, "status.json"), record)
+    except (OSError, TlresError):
+        pass
+    exc.message, exc.exit_code = message, 128 + signum
+
+
+def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
+    from tlres import checkpoint, evaluate, losses, model as model_lib, pipeline, preempt, report, writes
     from tlres.cli import plural
 
-    start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
-    history = list(ckpt[0]["history"]) if ckpt else []
+    meta = ckpt[0] if ckpt else None
+    start_epoch = meta["epochs_done"] if meta else 0
+    start_step = meta["step"] if meta else 0  # > 0: resumed within epoch start_epoch + 1
+    history = list(meta["history"]) if meta else []
+    steps = len(ds.x_train) // cfg.batch_size
+
+    x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
+    callbacks = compile_model(net, cfg, ds.num_classes, steps)
+    if not net.optimizer.built:  # as fit would: its variables are part of the checkpoint's size
+        net.optimizer.build(net.trainable_variables)
+    if ckpt:
+        checkpoint.restore(net, ckpt)
+    check_space(cfg, out, net, len(ds.x_test))
+    resuming = ""
+    if meta:
+        resuming = (f" (resuming at epoch {start_epoch + 1}, step {start_step} of {steps})" if start_step
+                    else f" (resuming after epoch {start_epoch})")
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
           f"weights={cfg.weights}, device={device()['kind']}, "
-          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}"
-          + (f" (resuming after epoch {start_epoch})" if ckpt else ""), flush=True)
-
-    train_ds = pipeline.train_data(ds.x_train, ds.y_train, cfg, start_epoch, cfg.epochs)
-    steps = len(ds.x_train) // cfg.batch_size
-    x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
-    callbacks = compile_model(net, cfg, ds.num_classes, steps)
-    if ckpt:
-        checkpoint.restore(net, ckpt)
+          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}" + resuming, flush=True)
     _write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
     eval_loss = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing,
                                             cfg.smoothing_form, reduction=None)
-    state = {"history": history}
-    callbacks += [_nan_callback(out),
+    state = {"history": history, "offset": start_step, "saved": meta}
+    if start_step:  # the epoch in progress: its rate, seconds and running sums go on where they were
+        state["resume_epoch"], state["resume_meta"] = meta["epoch"], meta
+    callbacks += [_nan_callback(out, state),
                   _epoch_callback(cfg, out, x_eval, n_eval, ds.y_test, ds.num_classes, eval_loss, state),
-                  _checkpoint_callback(out, state)]
+                  preempt.step_callback(out, cfg, steps, guard, state)]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t_fit = time.perf_counter()
-    if start_epoch < cfg.epochs:
-        net.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
-                shuffle=False,  # the pipeline shuffles, by (seed, epoch)
-                callbacks=callbacks, verbose=verbose)
+    # A mid-epoch resume trains the rest of that epoch as one fit, then the later epochs as another:
+    # the same batches, optimizer steps and schedule position as one uninterrupted fit.
+    phases = [(start_epoch, start_epoch + 1, start_step)] if start_step else []
+    phases.append((start_epoch + (1 if start_step else 0), cfg.epochs, 0))
+    guard.deferring = cfg.checkpoint_on_signal  # a signal stops at the end of a step, checkpointed
+    for first, end, skip in phases:
+        if first < end:
+            net.fit(pipeline.train_data(ds.x_train, ds.y_train, cfg, first, end, start_step=skip),
+                    epochs=end, initial_epoch=first, steps_per_epoch=steps - skip,
+                    shuffle=False,  # the pipeline shuffles, by (seed, epoch)
+                    callbacks=callbacks, verbose=verbose)
+    guard.deferring = True  # trained: writing the results takes seconds, so a signal lets them finish
     fit_seconds = time.perf_counter() - t_fit
     if "metrics" not in state:  # resumed after the last epoch's checkpoint: evaluate it again
         logits = evaluate.predict_logits(net, x_eval, n_eval, cfg.batch_size)
@@ -439,10 +498,12 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     m = state["metrics"]  # the last epoch's validation is the final evaluation
     m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
     _write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
-    report.run_figures(out, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})")
-    model_lib.save(net, os.path.join(out, model_lib.MODEL_FILE),
-                   {"preprocessing": preprocessing(cfg, ds.class_names),
-                    "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}})
+    writes.staged_files(out, FIGURES, lambda folder: report.run_figures(
+        folder, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))
+    metadata = {"preprocessing": preprocessing(cfg, ds.class_names),
+                "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}}
+    writes.staged(os.path.join(out, model_lib.MODEL_FILE),
+                  lambda path: model_lib.save(net, path, metadata), needed=_weights_bytes(net) + 100_000)
     _write_json(os.path.join(out, "metrics.json"), m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
         import shutil
@@ -459,6 +520,38 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose):
     if note:
         print(f"tlres: note: {note}", flush=True)
     return out
+
+
+FIGURES = ("accuracy.png", "loss.png", "confusion.png")  # what report.run_figures writes
+
+
+def _weights_bytes(net):
+    import numpy as np
+
+    return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in net.weights)
+
+
+def check_space(cfg, out, net, num_test):
+    """Stop before training when `out`'s filesystem cannot hold what the run will write.
+
+    The peak is two checkpoints (the next is written beside the last before replacing
+    it; `checkpoint.estimate_bytes` from the model, optimizer built), less a checkpoint
+    already there, plus the small files (figures, predictions, history: ~0.5 MB and
+    40 bytes per test image). model.keras (the weights only) is written while one
+    checkpoint remains, so it fits in the second checkpoint's room.
+    """
+    from tlres import checkpoint, writes
+
+    one = checkpoint.estimate_bytes(net, cfg.epochs)
+    existing = os.path.getsize(checkpoint.path(out)) if os.path.exists(checkpoint.path(out)) else 0
+    small = 500_000 + 40 * num_test + 300 * cfg.epochs
+    needed = 2 * max(one, _weights_bytes(net) + 100_000) + small - existing
+    try:
+        writes.check_free(out, needed, f"two checkpoints of about {writes.human(one)}, as the next is "
+                                       f"written beside the last, and {writes.human(small)} of results")
+    except writes.DiskFull as e:
+        e.before_training = True
+        raise
 
 
 def bn_note(momentum, updates, threshold=0.01):
@@ -480,29 +573,42 @@ def bn_note(momentum, updates, threshold=0.01):
 
 def write_split(path, rows):
     """split.csv of an image folder: which file is which training or test row (or was skipped)."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["split", "index", "class", "path"])
-        w.writerows(rows)
+    import io
+
+    from tlres import writes
+
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["split", "index", "class", "path"])
+    w.writerows(rows)
+    writes.atomic_text(path, f.getvalue())
 
 
 def _write_history(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, HISTORY_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    import io
+
+    from tlres import writes
+
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, HISTORY_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    writes.atomic_text(path, f.getvalue())
 
 
 def _write_predictions(path, logits, labels):
+    import io
+
     import numpy as np
+
+    from tlres import writes
 
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     pred = logits.argmax(axis=1)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "label", "prediction", "confidence"])
-        for i, (y, p) in enumerate(zip(labels, pred)):
-            w.writerow([i, int(y), int(p), f"{probs[i, p]:.6f}"])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["index", "label", "prediction", "confidence"])
+    for i, (y, p) in enumerate(zip(labels, pred)):
+        w.writerow([i, int(y), int(p), f"{probs[i, p]:.6f}"])
+    writes.atomic_text(path, f.getvalue())

@@ -1,0 +1,217 @@
+"""Safe writes into a run directory: atomic, and a full disk is one line.
+
+Every file a run writes goes to a temporary name beside it (``NAME.tmp``, or a
+``NAME.tmp/`` folder for writers that insist on the final file name), is
+flushed to disk and renamed over the target, so a kill or a failure at any
+instant leaves the previous version or the new one, never a torn file.
+
+When a write fails because the filesystem is full (ENOSPC) or the file is over
+the process' file size limit (EFBIG, ``ulimit -f``), the temporary file is
+removed and `DiskFull` says in one line which file, how many bytes it needed and
+how many are free (exit status 4). `check_free` makes the same check before
+training, from the size the run's files will need; `remove_stale` removes the
+temporary files a killed process left behind.
+"""
+
+import errno
+import os
+import shutil
+
+from tlres.errors import TlresError
+
+TMP = ".tmp"
+FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class DiskFull(TlresError):
+    """A write into the run directory found no room (full filesystem, quota, or file size limit)."""
+
+    exit_code = 4
+    remedy = "free some space"  # what the user does, in words
+
+
+def human(n):
+    """Bytes for a person: '812 bytes', '81.3 kB', '283.2 MB' (powers of 1000, as df -H)."""
+    if n < 10_000:
+        return f"{int(n)} bytes"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000.0
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+
+
+def free_bytes(path):
+    """Bytes an unprivileged process may still write on `path`'s filesystem (its nearest
+    existing folder's)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def file_size_limit():
+    """This process' soft RLIMIT_FSIZE in bytes, or None when unlimited (or unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def full_error(exc):
+    """The ENOSPC/EFBIG/EDQUOT OSError behind `exc`, or None. Writers that clean up after a failed
+    write (zipfile, in np.savez) can raise a second error whose context is the real one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in FULL:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _remove(path):
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def no_room(path, needed, exc, written=0):
+    """The one-line `DiskFull` for a failed write of `path` (its temporary files already removed):
+    `needed` bytes when known, else more than the `written` bytes it had written."""
+    free = free_bytes(os.path.dirname(os.path.abspath(path)) or ".")
+    need = f"it needs about {human(needed)}" if needed else f"it needs more than {human(written)}"
+    limit = file_size_limit()
+    if exc.errno == errno.EFBIG and limit is not None:
+        e = DiskFull(f"cannot write {path}: over this process' file size limit (ulimit -f) of "
+                     f"{human(limit)}: {need} ({human(free)} free on its filesystem)")
+        e.remedy = "raise the file size limit (ulimit -f)"
+        return e
+    what = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on its filesystem"
+    return DiskFull(f"cannot write {path}: {what}: {need}, {human(free)} free")
+
+
+def atomic(path, write, needed=None):
+    """Write `path` through `path.tmp`: `write(f)` fills the binary file `f`; then fsync and rename.
+
+    On any failure the temporary file is removed; ENOSPC/EFBIG/EDQUOT become `DiskFull`
+    naming `path`, the `needed` bytes (when not given: more than it had written) and the
+    bytes free.
+    """
+    tmp = path + TMP
+    written = 0
+    try:
+        with open(tmp, "wb") as f:
+            try:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                written = f.tell() if not f.closed else written
+        os.replace(tmp, path)
+    except BaseException as e:
+        _remove(tmp)
+        full = full_error(e)
+        if full:
+            raise no_room(path, needed, full, written) from e
+        raise
+
+
+def atomic_text(path, text):
+    """`atomic` for a str (UTF-8); the bytes it needs are known exactly."""
+    data = text.encode()
+    atomic(path, lambda f: f.write(data), needed=len(data))
+
+
+def staged(path, save, needed=None):
+    """Write `path` with a writer that needs the final file name (`save(p)` writes file `p`):
+    it writes `path.tmp/<name>`, which is then renamed to `path`. Same guarantees as `atomic`."""
+    folder = path + TMP
+    _remove(folder)
+    try:
+        os.makedirs(folder)
+        inner = os.path.join(folder, os.path.basename(path))
+        save(inner)
+        with open(inner, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(inner, path)
+        os.rmdir(folder)
+    except BaseException as e:
+        written = _size(folder)
+        _remove(folder)
+        full = full_error(e)
+        if full:
+            raise no_room(path, needed, full, written) from e
+        raise
+
+
+def staged_files(out, names, save):
+    """Write several files of folder `out` at once: `save(folder)` writes `names` into a
+    temporary folder, then each is renamed into `out`. A full disk names the file that failed."""
+    folder = os.path.join(out, "files" + TMP)
+    _remove(folder)
+    try:
+        os.makedirs(folder)
+        save(folder)
+        for name in names:
+            os.replace(os.path.join(folder, name), os.path.join(out, name))
+        os.rmdir(folder)
+    except BaseException as e:
+        present = [n for n in names if os.path.exists(os.path.join(folder, n))]
+        failed = present[-1] if present else names[0]  # written in order: the last one is torn
+        written = _size(folder)
+        _remove(folder)
+        full = full_error(e)
+        if full:
+            raise no_room(os.path.join(out, failed), None, full, written) from e
+        raise
+
+
+def _size(folder):
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def check_free(out, needed, why):
+    """Raise `DiskFull` now, before training, when `out`'s filesystem has fewer than `needed` bytes free."""
+    free = free_bytes(out)
+    if free < needed:
+        raise DiskFull(f"--out {out}: {human(free)} free on its filesystem, but the run needs about "
+                       f"{human(needed)} ({why}); free some space or choose another --out")
+
+
+def remove_stale(run_dir):
+    """Remove `*.tmp` files and folders a killed process left in `run_dir` (and its ckpt/);
+    returns [(relative path, bytes)] of what was removed."""
+    removed = []
+    for folder in (run_dir, os.path.join(run_dir, "ckpt")):
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(TMP):
+                p = os.path.join(folder, name)
+                size = _size(p) if os.path.isdir(p) else os.path.getsize(p)
+                _remove(p)
+                removed.append((os.path.relpath(p, run_dir), size))
+    return removed
+
+
+def describe_removed(removed):
+    """One line for `remove_stale`'s result, or None when nothing was removed."""
+    if not removed:
+        return None
+    files = ", ".join(f"{p} ({human(n)})" for p, n in removed)
+    return (f"removed {len(removed)} temporary file{'s' if len(removed) != 1 else ''} an earlier "
+            f"process left behind: {files}")
