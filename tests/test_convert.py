@@ -101,6 +101,36 @@ def test_torchvision_resnet50_converted_gives_torchs_outputs(converted, torch_st
         assert np.abs(wrong - ref).max() > 100 * bound
 
 
+def test_timm_resnet50_state_dict_loads_and_gives_timms_logits(converted, numpy_state):
+    """timm's resnet50 has torchvision's names and shapes; its weights give timm's eval logits
+    (bound as above). Runs where timm is installed (not a tlres dependency)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(4)
+    net = timm.create_model("resnet50", pretrained=False, num_classes=10)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        ref = net.double().eval()(torch.from_numpy(x).permute(0, 3, 1, 2).double()).numpy()
+        g = torch.Generator().manual_seed(2)
+        for p in net.parameters():
+            p.mul_(1.0 + U * torch.randint(0, 2, p.shape, generator=g, dtype=torch.float64).mul(2).sub(1))
+        bound = 100 * np.abs(net(torch.from_numpy(x).permute(0, 3, 1, 2).double()).numpy() - ref).max()
+    convert.from_torch(converted.get_layer("resnet50_v1_5"), state, "timm")
+    head = converted.get_layer("head").get_weights()
+    converted.get_layer("head").set_weights([state["fc.weight"].T, state["fc.bias"]])
+    with jax.default_matmul_precision("float32"):
+        keras_out = np.asarray(converted(x, training=False))
+    convert.from_torch(converted.get_layer("resnet50_v1_5"), numpy_state, "test")
+    converted.get_layer("head").set_weights(head)
+    assert 0 < bound < 0.05 * np.abs(ref).max()
+    assert np.abs(keras_out - ref).max() <= bound, (np.abs(keras_out - ref).max(), bound)
+
+
 def test_layer_names_are_torchvisions_and_round_trip_is_exact():
     net = model_lib.build(10, V15.replace(seed=3))
     backbone = net.get_layer("resnet50_v1_5")
