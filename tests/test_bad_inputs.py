@@ -282,3 +282,21 @@ def test_missing_weights_file(tmp_path, capsys):
 def test_resume_of_a_missing_run(tmp_path, capsys):
     code, lines, _ = run_main(capsys, ["--resume", str(tmp_path / "nope")])
     assert code == 2 and len(lines) == 1 and "no such run directory" in lines[0]
+
+
+def test_torch_state_dict_of_another_network(tmp_path, capsys):
+    """A safetensors state dict that is not torchvision's ResNet50 (two resnet18-shaped tensors)."""
+    from safetensors.numpy import save_file
+
+    path = str(tmp_path / "r18.safetensors")
+    save_file({"conv1.weight": np.zeros((64, 3, 7, 7), np.float32),
+               "layer1.0.conv1.weight": np.zeros((64, 64, 3, 3), np.float32)}, path)
+    out = str(tmp_path / "run")
+    data = ["--data", npz(tmp_path / "ok.npz"), "--weights", path, "--out", out]
+    v15 = ["--preset", "quick", "--arch", "resnet50_v1_5", "--epochs", "1", "--batch-size", "8"]
+    line = expect_one_line(capsys, v15 + data,
+                           "does not fit --arch resnet50_v1_5", out)
+    assert "missing" in line and "layer1.0.conv1.weight (64, 64, 3, 3), not (64, 64, 1, 1)" in line
+    expect_one_line(capsys, TINY + data, "does not fit --arch tiny (the PyTorch reference's tiny", out)
+    expect_one_line(capsys, ["--preset", "quick", "--batch-size", "8"] + data,
+                    "fits --arch resnet50_v1_5, not --arch resnet50", out)

@@ -174,12 +174,54 @@ def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tm
     for k, v in backbone.items():
         assert torch.equal(net.state_dict()[k], v), k
     assert net[-1].out_features == 4  # a new head for the new classes
-    keras_run = tmp_path / "keras"
+    from tlres import model as model_lib  # and tlres' tiny net takes the same backbone: torch -> Keras
+
+    keras_net = model_lib.build(4, QUICK.replace(arch="tiny", weights=str(src / "model.pt")))
+    np.testing.assert_array_equal(np.asarray(keras_net.get_layer("tiny").get_layer("conv2").kernel),
+                                  saved["9.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(np.asarray(keras_net.get_layer("tiny").get_layer("bn1").moving_variance),
+                                  saved["6.running_var"].numpy())
+    import keras
+
+    keras_run = tmp_path / "keras"  # a tlres-style model whose backbone has no torch twin (as v1's)
     keras_run.mkdir()
-    (keras_run / "model.keras").write_bytes(b"")
+    inputs = keras.Input((32, 32, 3))
+    other = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c")(inputs), name="other")
+    keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(other(inputs)))
+                ).save(keras_run / "model.keras")
     rc = ref.main(["--arch", "tiny", "--weights", str(keras_run), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "v1.5" in err
     rc = ref.main(["--data", "digits", "--weights", str(src), "--out", str(tmp_path / "o")])  # tiny source
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "does not fit" in err and not (tmp_path / "o").exists()
+
+
+def test_reference_starts_from_a_keras_resnet50_v1_5_run(tmp_path):
+    """Keras -> torch: a tlres --arch resnet50_v1_5 model's backbone becomes the torch model's, tensor
+    for tensor (kernels HWIO -> OIHW, BatchNorm gamma/beta/moving stats), with a new fc."""
+    import torch
+
+    from tlres import model as model_lib
+    from tlres.config import QUICK
+    from tlres.reference import torch as ref
+
+    cfg = QUICK.replace(arch="resnet50_v1_5")
+    net = model_lib.build(10, cfg)
+    backbone = net.get_layer("resnet50_v1_5")
+    rng = np.random.default_rng(0)
+    for v in backbone.non_trainable_weights:
+        v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+    run = tmp_path / "keras_run"
+    run.mkdir()
+    model_lib.save(net, str(run / "model.keras"))
+    for source in (run, run / "model.keras"):
+        tnet = ref.build(cfg.replace(weights=str(source)), 4)
+        state = tnet.state_dict()
+        np.testing.assert_array_equal(state["conv1.weight"].numpy(),
+                                      np.asarray(backbone.get_layer("conv1").kernel).transpose(3, 2, 0, 1))
+        bn = backbone.get_layer("layer4_0_downsample_1")
+        for suffix, var in [("weight", bn.gamma), ("bias", bn.beta), ("running_mean", bn.moving_mean),
+                            ("running_var", bn.moving_variance)]:
+            np.testing.assert_array_equal(state[f"layer4.0.downsample.1.{suffix}"].numpy(), np.asarray(var))
+        assert tnet.fc.out_features == 4

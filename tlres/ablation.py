@@ -113,9 +113,9 @@ def check_weights(grid):
     from tlres import model
     from tlres.errors import TlresError
 
-    for weights in dict.fromkeys(c.weights for c in grid.values()):
-        need = [n for n, c in grid.items() if c.weights == weights]
-        problem = model.weights_unavailable(weights, next(iter(grid.values())).arch)
+    for weights, arch in dict.fromkeys((c.weights, c.arch) for c in grid.values()):
+        need = [n for n, c in grid.items() if (c.weights, c.arch) == (weights, arch)]
+        problem = model.weights_unavailable(weights, arch)
         if problem:
             hint = (" (with --weights none the transfer cells collapse into the others; "
                     "--transfer-from takes a backbone you pretrained)" if weights == "imagenet" else "")

@@ -1,6 +1,6 @@
 """Throughput benchmark: tlres training and inference, the input pipeline, PyTorch.
 
-    python -m tlres.bench [--arch resnet50|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
+    python -m tlres.bench [--arch resnet50|resnet50_v1_5|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
                           [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
                           [--steps-per-execution K] [--conv auto|xla|matmul] [--conv-layers]
                           [--json PATH]
@@ -72,7 +72,7 @@ def parser(prog=PROG):
 
     p = _Parser(prog=prog, description=__doc__.split("\n")[0], formatter_class=DefaultsHelp)
     pos = _checked(int, lambda v: v > 0, "must be positive")
-    p.add_argument("--arch", choices=("resnet50", "tiny"), default="resnet50",
+    p.add_argument("--arch", choices=("resnet50", "resnet50_v1_5", "tiny"), default="resnet50",
                    help="network, as the runner's --arch (tiny: a 3-conv net for smoke runs)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 256],
                    help="comma-separated (default: 64,256, the paper's batch and a larger one)")

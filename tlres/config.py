@@ -36,11 +36,18 @@ class Config:
     data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10; "
                               "default: tensorflow-datasets' own, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     image_size: int = _f(32, "model input size in pixels; images of another size are resized")
-    arch: str = _f("resnet50", "network: resnet50 (the paper's), or tiny (a 3-conv network for "
-                   "fast plumbing tests; not for results)", ("resnet50", "tiny"))
+    arch: str = _f("resnet50", "network: resnet50 (Keras' ResNet50, v1, Keras' ImageNet weights), "
+                   "resnet50_v1_5 (torchvision's ResNet50, the network the paper trained; weights "
+                   "from torchvision/timm files), or tiny (a 3-conv network for fast plumbing tests; "
+                   "not for results)", ("resnet50", "resnet50_v1_5", "tiny"))
     # -- the four improvements of the paper
-    weights: str = _f("imagenet", "backbone initialisation: imagenet (Keras' cache), none (random), "
-                      "or a path to a .weights.h5 file")
+    weights: str = _f("imagenet", "backbone initialisation: imagenet (the --arch's own ImageNet "
+                      "weights: Keras' cache for resnet50, torch's hub cache for resnet50_v1_5), "
+                      "torchvision (torchvision's IMAGENET1K_V1 file, resnet50_v1_5 only), none "
+                      "(random), a finished run's directory or .keras model (its backbone), a "
+                      ".weights.h5 file, or a torchvision/timm-layout state dict (.safetensors; "
+                      ".pth/.pt with torch installed) for resnet50_v1_5 (tiny: the PyTorch "
+                      "reference's tiny model.pt)")
     augment: bool = _f(True, "training-time augmentation (flip and pad-crop below); "
                        "off = normalization only")
     label_smoothing: float = _f(0.1, "label smoothing epsilon; 0 = plain cross-entropy")

@@ -4,9 +4,12 @@ As in the paper (eq. 2, ``model.fc = nn.Linear(2048, 10)``): the ImageNet
 classifier is dropped and replaced by one Dense layer with as many outputs as
 the data has classes; every layer is trained.
 
-Keras' ResNet50 is ResNet v1 (stride 2 on the first 1x1 convolution of a
-downsampling block); torchvision's is v1.5 (stride on the 3x3). Their ImageNet
-weights belong to different networks and are not interchangeable.
+Two ResNet50s: `--arch resnet50` is Keras' (`keras.applications.ResNet50`,
+ResNet v1: stride 2 on the first 1x1 convolution of a downsampling block,
+Keras' ImageNet weights); `--arch resnet50_v1_5` is torchvision's
+(`tlres.resnet_v15`: stride on the 3x3, the network the paper trained, weights
+from torchvision/timm files via `tlres.convert`). Their ImageNet weights belong
+to different networks and are not interchangeable.
 """
 
 import os
@@ -28,8 +31,34 @@ def imagenet_weights_path():
 
 def weights_unavailable(weights, arch="resnet50"):
     """Why `--weights` cannot be had here, with the fix, or None if it can (checked without
-    loading anything: the runner asks before it loads the data, to name every missing input at once)."""
+    loading anything: the runner asks before it loads the data, to name every missing input at once).
+
+    'imagenet' is the ImageNet weights of `arch`'s own network: Keras' file for
+    resnet50, torchvision's (= 'torchvision') for resnet50_v1_5.
+    """
+    from tlres import convert
+    from tlres.resnet_v15 import NAME as V15
+
     if weights == "none":
+        return None
+    if weights == "torchvision" or (weights == "imagenet" and arch == V15):
+        if arch != V15:
+            return (f"--weights torchvision: torchvision's ResNet50 weights are v1.5 and fit --arch "
+                    f"{V15}, not --arch {arch} (whose ImageNet weights are --weights imagenet)")
+        if not convert.torch_available():
+            return (f"--weights {weights}: torchvision's {convert.TORCHVISION_FILE} is a torch file and "
+                    "needs PyTorch (pip install torch); or save its state dict as .safetensors and "
+                    "pass that path")
+        path = convert.torchvision_weights_path()
+        if os.path.exists(path):
+            return None
+        from tlres.data import reachable
+
+        if not reachable("download.pytorch.org"):
+            return (f"torchvision's ImageNet weights for ResNet50 ({convert.TORCHVISION_FILE}) are not "
+                    f"in torch's hub cache ({os.path.dirname(path)}) and the download host is "
+                    f"unreachable: copy {convert.TORCHVISION_URL} to that folder (or set TORCH_HOME), "
+                    "or run with --weights none")
         return None
     if weights == "imagenet":
         if arch == "tiny":
@@ -49,18 +78,34 @@ def weights_unavailable(weights, arch="resnet50"):
                     "one; a failed or running run has none yet)")
         return None
     if not os.path.isfile(weights):
-        return (f"--weights {weights}: no such file or run directory (expected imagenet, none, a "
-                "finished run's directory, a .keras model or a .weights.h5 file)")
+        return (f"--weights {weights}: no such file or run directory (expected imagenet, torchvision, "
+                "none, a finished run's directory, a .keras model, a .weights.h5 file or a torch "
+                "state dict: .safetensors, .pth, .pt)")
+    if weights.endswith(convert.TORCH_FILES):
+        if arch not in (V15, "tiny"):
+            return (f"--weights {weights}: a torch state dict holds torchvision's ResNet50 layout "
+                    f"(v1.5), which fits --arch {V15}, not --arch {arch}")
+        if not weights.endswith(".safetensors") and not convert.torch_available():
+            return (f"--weights {weights}: reading a .pth/.pt file needs PyTorch (pip install torch); "
+                    "a .safetensors file of the same state dict needs no torch")
     return None
 
 
 def resolve_weights(weights, arch="resnet50"):
-    """'imagenet' | 'none' | RUN_DIR | model.keras | .weights.h5 -> what `build` loads (or one line)."""
+    """'imagenet' | 'torchvision' | 'none' | RUN_DIR | model.keras | .weights.h5 | a torch state
+    dict (.safetensors, .pth, .pt) -> what `build` loads (or one line)."""
+    from tlres import convert
+    from tlres.resnet_v15 import NAME as V15
+
     problem = weights_unavailable(weights, arch)
     if problem:
         raise TlresError(problem)
     if weights == "none":
         return None
+    if weights == "torchvision" or (weights == "imagenet" and arch == V15):
+        path = convert.torchvision_weights_path()
+        # in torch's hub cache, or torch.hub downloads it, checks its hash prefix and caches it
+        return path if os.path.exists(path) else "torchvision"
     if weights == "imagenet":
         path = imagenet_weights_path()
         # in the cache, or Keras downloads it, verifies the hash and caches it
@@ -74,11 +119,15 @@ def build(num_classes, cfg):
     """The classifier for `cfg`: weights, BatchNorm settings and input size applied."""
     import keras
 
+    from tlres import convert, resnet_v15
+
     keras.utils.set_random_seed(cfg.seed)
     weights = resolve_weights(cfg.weights, cfg.arch)
     shape = (cfg.image_size, cfg.image_size, 3)
     if cfg.arch == "tiny":
         backbone = tiny_backbone(shape)
+    elif cfg.arch == resnet_v15.NAME:
+        backbone = resnet_v15.resnet50_v1_5(shape)
     else:
         backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape)
     for layer in backbone.layers:  # PyTorch fidelity: read at call time, so set before tracing
@@ -95,9 +144,15 @@ def build(num_classes, cfg):
         keras.applications.ResNet50(include_top=False, weights="imagenet",
                                     input_shape=(cfg.image_size, cfg.image_size, 3))
         weights = imagenet_weights_path()
-    if weights is not None and weights.endswith(".keras"):
+    if weights == "torchvision":
+        weights = convert.download_torchvision_weights()
+    if weights is None:
+        pass
+    elif weights.endswith(".keras"):
         load_backbone(backbone, weights, cfg.weights, cfg.arch)
-    elif weights is not None:
+    elif weights.endswith(convert.TORCH_FILES):
+        convert.from_torch(backbone, convert.read_state_dict(weights, cfg.weights), cfg.weights, cfg.arch)
+    else:
         _load(model, backbone, weights, cfg.weights, cfg.arch)
     return model
 
@@ -107,8 +162,21 @@ def load_backbone(backbone, path, flag, arch="resnet50"):
 
     The transfer step of the recipe, with a model of your own as the source: like
     --weights imagenet, only the backbone is taken and the head stays new, whatever
-    the source's classes were. The file is read with Keras' safe_mode (no code runs).
+    the source's classes were.
     """
+    source = saved_backbone(path, flag)
+    found = [w.shape for w in source.weights]
+    wanted = [w.shape for w in backbone.weights]
+    if found != wanted:
+        raise TlresError(f"--weights {flag}: does not fit --arch {arch}: its backbone {source.name!r} "
+                         f"has {len(found)} weights, not the {len(wanted)} of --arch {arch}'s backbone; "
+                         "train the source with the same --arch")
+    backbone.set_weights(source.get_weights())
+
+
+def saved_backbone(path, flag):
+    """The backbone (the one nested Keras model) of a tlres model file, read with Keras' safe_mode
+    (no code runs); one line if the file is unreadable or has no single backbone."""
     import keras
 
     try:
@@ -117,14 +185,10 @@ def load_backbone(backbone, path, flag, arch="resnet50"):
         raise TlresError(f"--weights {flag}: not a readable Keras model "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
     inner = [l for l in source.layers if isinstance(l, keras.Model)]
-    found = [w.shape for w in inner[0].weights] if len(inner) == 1 else None
-    wanted = [w.shape for w in backbone.weights]
-    if found != wanted:
-        what = (f"its backbone {inner[0].name!r} has {len(found)} weights" if found is not None
-                else "it has no single backbone model inside")
-        raise TlresError(f"--weights {flag}: does not fit --arch {arch}: {what}, not the "
-                         f"{len(wanted)} of --arch {arch}'s backbone; train the source with the same --arch")
-    backbone.set_weights(inner[0].get_weights())
+    if len(inner) != 1:
+        raise TlresError(f"--weights {flag}: does not fit: it has no single backbone model inside "
+                         "(a tlres model file has one)")
+    return inner[0]
 
 
 def save(model, path, metadata=None):

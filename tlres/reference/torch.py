@@ -5,25 +5,31 @@
         --limit-train 128 --limit-test 64 --out /tmp/t
 
 Takes the same flags as `python -m tlres.experiments.improved` (the parser is
-generated from `tlres.config.Config` by `tlres.cli`) plus three reference-only
-ones: `--limit-train N` / `--limit-test N` (first N images, for tests) and
-`--device cpu|cuda|cuda:K`. It writes the same run directory as `tlres.train`
+generated from `tlres.config.Config` by `tlres.cli`) plus reference-only
+ones: `--limit-train N` / `--limit-test N` (first N images, for tests),
+`--device cpu|cuda|cuda:K` and `--draws torch|tlres`. It writes the same run directory as `tlres.train`
 (config.json with "framework": "pytorch", status.json, history.csv with epochs
 numbered from 1, metrics.json from `tlres.evaluate.metrics`, predictions.csv),
 so `tlres.results` and `tlres.compare` read both alike.
 
 What each setting means here (README "Cross-framework check"):
 
-* model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)`, or the tiny
-  3-conv mirror of `tlres.model.tiny_backbone`; --weights imagenet loads
-  torchvision's IMAGENET1K_V1 (a different network from Keras' v1 weights).
+* model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)` for --arch
+  resnet50 and resnet50_v1_5 alike (torch has no v1; tlres' resnet50_v1_5 is
+  this network), or the tiny 3-conv mirror of `tlres.model.tiny_backbone`
+  (with Keras' "same" padding: the same function);
+  --weights imagenet (or torchvision) loads torchvision's IMAGENET1K_V1 (a
+  different network from Keras' v1 weights).
   BatchNorm2d(momentum = 1 - --bn-momentum, eps = --bn-epsilon).
 * data: `tlres.data.load` (same split, same indices); epoch e's order is
   `numpy.random.default_rng([seed, e]).permutation(n)`, remainder dropped,
   indices sorted within a batch: the batches of tlres' `--pipeline jax`.
 * augmentation: torchvision RandomHorizontalFlip (if --flip) and
   RandomCrop(size, padding=--crop-padding) per image (if --augment), drawn
-  from torch's generator seeded with --seed; Normalize(0.5, 0.5).
+  from torch's generator seeded with --seed; Normalize(0.5, 0.5). With
+  `--draws tlres`: tlres' own `--pipeline jax` batches instead (the same
+  draws, from `tlres.pipeline.jax_batches`), so both frameworks see
+  identical batches.
 * loss: --smoothing-form paper = eq. 11 targets; keras =
   CrossEntropyLoss(label_smoothing=eps) (the same targets as Keras').
 * schedule: cosine-epoch = CosineAnnealingLR(T_max=epochs, eta_min=lr_min)
@@ -37,15 +43,21 @@ What each setting means here (README "Cross-framework check"):
 
 A finished run also writes `model.pt`, the model's state dict (torch.save); a
 later run takes its backbone with `--weights RUN_DIR` (or a `.pt`/`.pth` file of a
-torchvision-layout state dict), with a new `fc` head, read with
-`torch.load(weights_only=True)`: the PyTorch side of offline transfer.
+torchvision-layout state dict, read with `torch.load(weights_only=True)`, or a
+`.safetensors` one), with a new `fc` head: the PyTorch side of offline transfer.
+A tlres (Keras) run of `--arch resnet50_v1_5` is a source too: `--weights
+RUN_DIR` (its model.keras, when the folder has no model.pt) or a `.keras` file,
+converted by `tlres.convert`, so both frameworks can start from the same weights.
+A tiny Keras run converts to the tiny mirror the same way. Keras runs of
+`--arch resnet50` (v1) do not convert: one line.
 
 Not supported (one line, exit 2): --input-norm caffe, --precision
-mixed_bfloat16, --data-parallel, --weights of a Keras file or run, --resume. --pipeline and
---compile-cache do not apply and are recorded only.
+mixed_bfloat16, --data-parallel, --weights of a Keras v1 model or a .weights.h5
+file, --resume. --pipeline and --compile-cache do not apply and are recorded only.
 """
 
 import dataclasses
+import functools
 import os
 import socket
 import sys
@@ -71,6 +83,10 @@ def build_parser(preset="improved", prog=PROG):
                    help="use only the first N test images (tests)")
     g.add_argument("--device", default=None,
                    help="torch device: cpu, cuda, cuda:K (default: cuda if available, else cpu)")
+    g.add_argument("--draws", choices=("torch", "tlres"), default="torch",
+                   help="augmentation draws: torch (torchvision transforms, torch's generator) or "
+                        "tlres (the batches of tlres' --pipeline jax, draw for draw: both frameworks "
+                        "see identical batches)")
     return parser
 
 
@@ -103,9 +119,9 @@ def check_supported(cfg):
         raise TlresError(f"--precision {cfg.precision}: the PyTorch reference runs float32 only")
     if cfg.data_parallel:
         raise TlresError("--data-parallel: the PyTorch reference runs on one device only")
-    if cfg.weights not in ("imagenet", "none"):
-        torch_weights_path(cfg.weights)
-    if cfg.arch == "tiny" and cfg.weights == "imagenet":
+    if cfg.weights not in IMAGENET + ("none",) and torch_weights_path(cfg.weights).endswith(".keras"):
+        keras_state(torch_weights_path(cfg.weights), cfg.weights)  # a Keras v1 model: one line now
+    if cfg.arch == "tiny" and cfg.weights in IMAGENET:
         raise TlresError("--arch tiny has no ImageNet weights; use --weights none")
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
@@ -113,35 +129,68 @@ def check_supported(cfg):
 
 
 MODEL_FILE = "model.pt"
+IMAGENET = ("imagenet", "torchvision")  # both: torchvision's IMAGENET1K_V1
+TORCH_FILES = (".pt", ".pth", ".safetensors")
 
 
 def torch_weights_path(weights):
-    """A run directory's model.pt, or a .pt/.pth state-dict file; one line otherwise."""
-    path = os.path.join(weights, MODEL_FILE) if os.path.isdir(weights) else weights
-    if os.path.isdir(weights) and not os.path.isfile(path):
-        keras_run = os.path.isfile(os.path.join(weights, "model.keras"))
-        raise TlresError(f"--weights {weights}: no {MODEL_FILE} there" + (
-            " (it is a Keras run: Keras' ResNet50 is v1, torchvision's v1.5, so its weights do not "
-            "fit the PyTorch reference)" if keras_run else " (a finished PyTorch reference run writes one)"))
-    if not path.endswith((".pt", ".pth")) or not os.path.isfile(path):
-        raise TlresError(f"--weights {weights}: the PyTorch reference takes imagenet, none, a finished "
-                         "PyTorch reference run's directory, or a .pt/.pth state dict")
+    """A run directory's model.pt (else its model.keras), or a .pt/.pth/.safetensors/.keras file;
+    one line otherwise."""
+    path = weights
+    if os.path.isdir(weights):
+        path = os.path.join(weights, MODEL_FILE)
+        if not os.path.isfile(path):
+            path = os.path.join(weights, "model.keras")
+        if not os.path.isfile(path):
+            raise TlresError(f"--weights {weights}: no {MODEL_FILE} or model.keras there (a finished "
+                             "PyTorch reference or tlres run writes one)")
+    if not path.endswith(TORCH_FILES + (".keras",)) or not os.path.isfile(path):
+        raise TlresError(f"--weights {weights}: the PyTorch reference takes imagenet, torchvision, none, "
+                         "a finished run's directory (PyTorch reference, or tlres --arch resnet50_v1_5 "
+                         "or tiny), a .pt/.pth/.safetensors state dict or such a tlres .keras model")
     return path
 
 
-def load_backbone(model, weights):
-    """Every tensor of a saved state dict except the classifier (fc.*): the head stays new."""
+def read_state(weights):
+    """{name: tensor} from the file `torch_weights_path` finds; a .keras model is converted."""
     import torch
 
-    head = "fc." if hasattr(model, "fc") else f"{len(model) - 1}."  # resnet50 | the tiny Sequential
     path = torch_weights_path(weights)
+    if path.endswith(".keras"):  # a tlres run: --arch resnet50_v1_5 (torchvision's layout) or tiny
+        return {k: torch.from_numpy(v) for k, v in keras_state(path, weights).items()}
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path)
+        except Exception as e:
+            raise TlresError(f"--weights {weights}: not a readable safetensors file "
+                             f"({type(e).__name__})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle of anything but tensors, truncated file
         raise TlresError(f"--weights {weights}: not a readable state dict ({type(e).__name__})") from None
     if not isinstance(state, dict):
         raise TlresError(f"--weights {weights}: holds a {type(state).__name__}, not a state dict")
-    state = {k: v for k, v in state.items() if not k.startswith(head)}
+    return state
+
+
+def keras_state(path, weights):
+    """A tlres --arch resnet50_v1_5 (or tiny) model file's backbone as a torch state dict (numpy)."""
+    return _keras_state(path, weights, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)  # checked before the data loads, then used by build: read once
+def _keras_state(path, weights, mtime):
+    from tlres import convert
+
+    return convert.keras_file_to_torch(path, weights)
+
+
+def load_backbone(model, weights):
+    """Every tensor of a saved state dict except the classifier (fc.*): the head stays new."""
+    head = "fc." if hasattr(model, "fc") else f"{len(model) - 1}."  # resnet50 | the tiny Sequential
+    state = {k: v for k, v in read_state(weights).items() if not k.startswith(head)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         raise TlresError(f"--weights {weights}: does not fit this --arch (its tensors differ in names "
@@ -154,17 +203,17 @@ def build(cfg, num_classes):
     import torch
     import torchvision
 
-    if cfg.arch == "tiny":  # mirrors tlres.model.tiny_backbone + GAP + Dense
+    if cfg.arch == "tiny":  # mirrors tlres.model.tiny_backbone + GAP + Dense, padding included
         layers, cin = [], 3
         for w in (8, 16, 32):
-            layers += [torch.nn.Conv2d(cin, w, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(w),
-                       torch.nn.ReLU()]
+            layers += [KerasSamePad(3, 2), torch.nn.Conv2d(cin, w, 3, 2, 0, bias=False),
+                       torch.nn.BatchNorm2d(w), torch.nn.ReLU()]
             cin = w
         model = torch.nn.Sequential(*layers, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                     torch.nn.Linear(cin, num_classes))
     else:
         weights = None
-        if cfg.weights == "imagenet":
+        if cfg.weights in IMAGENET:
             weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V1
         try:
             model = torchvision.models.resnet50(weights=weights)
@@ -174,12 +223,27 @@ def build(cfg, num_classes):
                              f"{cache} and could not be downloaded ({type(e).__name__}); put the "
                              f"file there or use --weights none") from None
         model.fc = torch.nn.Linear(2048, num_classes)
-    if cfg.weights not in ("imagenet", "none"):
+    if cfg.weights not in IMAGENET + ("none",):
         load_backbone(model, cfg.weights)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum, m.eps = 1.0 - cfg.bn_momentum, cfg.bn_epsilon
     return model
+
+
+def KerasSamePad(kernel, stride):
+    """Keras' (TensorFlow's) padding="same": total max((ceil(n/s)-1)*s + k - n, 0), the odd pixel
+    at the bottom/right; torch's Conv2d(padding=1) pads both sides, a different function."""
+    import torch
+
+    class SamePad(torch.nn.Module):
+        def forward(self, x):
+            h, w = x.shape[-2:]
+            ph = max((-(-h // stride) - 1) * stride + kernel - h, 0)
+            pw = max((-(-w // stride) - 1) * stride + kernel - w, 0)
+            return torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+    return SamePad()
 
 
 def eq11_loss(logits, labels, num_classes, eps, reduction="mean"):
@@ -271,9 +335,11 @@ def device_info(dev):
             "host": host_description(), "vector_extensions": cpu_features()}
 
 
-def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True):
+def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True,
+        draws="torch"):
     """Train and evaluate cfg in PyTorch; returns the run directory (tlres.train's layout)."""
     import torch
+    import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
 
     from tlres import data as tdata
     from tlres import train
@@ -309,16 +375,39 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
         "config": dataclasses.asdict(cfg.replace(out=out)),
         "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
                     "num_classes": C, "class_names": list(ds.class_names)},
-        "reference": {"limit_train": limit_train, "limit_test": limit_test},
+        "reference": {"limit_train": limit_train, "limit_test": limit_test, "draws": draws},
         "versions": versions(), "device": device_info(dev)})
     try:
-        return _train(cfg, out, model, dev, xtr, ytr, xte, yte, ds.class_names, t0, verbose)
+        return _train(cfg, out, model, dev, xtr, ytr, xte, yte, ds.class_names, t0, verbose, draws)
     except BaseException as e:
         _write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}"})
         raise
 
 
-def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
+def tlres_batches(cfg, x, y, start_epoch=0, end_epoch=None):
+    """tlres' `--pipeline jax` training batches as torch tensors (NCHW float32, int64 labels):
+    the same order, flips, crop offsets and normalization, computed by tlres' own code."""
+    import numpy as np
+    import torch
+
+    from tlres import pipeline
+
+    for xb, yb in pipeline.jax_batches(x, y, cfg, start_epoch, cfg.epochs if end_epoch is None else end_epoch):
+        yield (torch.from_numpy(np.array(xb)).permute(0, 3, 1, 2).contiguous(),
+               torch.from_numpy(np.asarray(yb, np.int64)))
+
+
+def train_step(model, opt, decay, loss_of, x, y):
+    """One training step on a batch; returns (mean loss, logits)."""
+    logits = model(x)
+    loss = loss_of(logits, y).mean()
+    opt.zero_grad()
+    loss.backward()
+    optimizer_step(opt, decay)
+    return loss, logits
+
+
+def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, draws="torch"):
     import numpy as np
     import torch
 
@@ -345,27 +434,28 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose):
                                      torch.from_numpy(np.asarray(y, np.int64))).numpy()
     history, t_fit = [], time.perf_counter()
     hist_path = os.path.join(out, "history.csv")
+    shared = tlres_batches(cfg, xtr, ytr) if draws == "tlres" else None
     for epoch in range(cfg.epochs):
         start, lr = time.perf_counter(), opt.param_groups[0]["lr"]
         model.train()
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(xtr))
         tot, correct, seen = 0.0, 0, 0
         for b in range(steps):
-            idx = torch.from_numpy(np.sort(order[b * bs:(b + 1) * bs]))
-            x = x_train[idx]
-            if tf is not None:
-                x = torch.stack([tf(im) for im in x])
-            x, y = norm(x).to(dev), y_train[idx].to(dev)
-            logits = model(x)
-            loss = loss_of(logits, y).mean()
-            opt.zero_grad()
-            loss.backward()
-            optimizer_step(opt, decay)
+            if shared is not None:  # tlres' batch b of this epoch, already normalized
+                x, y = next(shared)
+            else:
+                idx = torch.from_numpy(np.sort(order[b * bs:(b + 1) * bs]))
+                x = x_train[idx]
+                if tf is not None:
+                    x = torch.stack([tf(im) for im in x])
+                x, y = norm(x), y_train[idx]
+            x, y = x.to(dev), y.to(dev)
+            loss, logits = train_step(model, opt, decay, loss_of, x, y)
             if every == "step":
                 sched.step()
-            tot += loss.item() * len(idx)
+            tot += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
+            seen += len(y)
         if every == "epoch":
             sched.step()
         seconds = time.perf_counter() - start
@@ -402,7 +492,8 @@ def main(argv=None, prog=PROG):
     argv = sys.argv[1:] if argv is None else argv
     cfg, args = parse(argv, prog)
     return cli.guarded(prog, args.debug, lambda: run(cfg, args.limit_train, args.limit_test,
-                                                     args.device, overwrite=args.overwrite))
+                                                     args.device, overwrite=args.overwrite,
+                                                     draws=args.draws))
 
 
 if __name__ == "__main__":
