@@ -382,7 +382,9 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
                     **(ds.record or {})},
                 "preprocessing": preprocessing(cfg, ds.class_names),
                 "versions": versions(), "device": device(),
-                "pipeline": pipeline.resolve(cfg.pipeline)})
+                "pipeline": pipeline.resolve(cfg.pipeline),
+                # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
+                "xla_flags": os.environ.get("XLA_FLAGS", "")})
             if ds.files:
                 write_split(os.path.join(out, SPLIT_FILE), ds.files)
         return _run(cfg, out, ds, net, ckpt, t0, verbose, guard)
