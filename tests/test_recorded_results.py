@@ -137,10 +137,11 @@ def test_readme_crosscheck_section_is_what_its_command_makes_of_the_recorded_run
     argv = _command(block, "tlres.experiments.crosscheck")
     assert "--no-train-tlres" in argv  # compares the recorded runs, trains none
 
-    def recorded_torch_side(out, cell, seeds, base_seed, device):  # reuse, never train
+    def recorded_torch_side(out, cell, seeds, base_seed, device, draws, inits):  # reuse, never train
+        assert inits is None  # Keras' v1 against torchvision's v1.5: each initialises its own
         dirs = [os.path.join(out, "pytorch", "improved", f"seed{k}") for k in range(seeds)]
         for k, d in enumerate(dirs):
-            assert crosscheck._finished_reference(d, cell.replace(seed=base_seed + k, out=d)), d
+            assert crosscheck._finished_reference(d, cell.replace(seed=base_seed + k, out=d), draws), d
         return dirs
 
     monkeypatch.setattr(crosscheck, "torch_side", recorded_torch_side)

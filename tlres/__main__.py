@@ -19,6 +19,8 @@ VERBS = {
     "crosscheck": ("tlres.experiments.crosscheck", "main",
                    "train the same recipe in PyTorch and Keras and compare them"),
     "torch": ("tlres.reference.torch", "main", "the PyTorch reference runner (needs torch)"),
+    "parity": ("tlres.experiments.parity", "main",
+               "per-step training losses, Keras against PyTorch, from the same weights and batches"),
 }
 
 

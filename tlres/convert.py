@@ -144,6 +144,27 @@ def to_torch(backbone, flag="?"):
     return state
 
 
+def model_to_torch(net):
+    """A whole tlres model (backbone and Dense head) as the PyTorch reference's state dict (numpy):
+    its initial weights, say, so that both frameworks start from the same ones."""
+    import numpy as np
+
+    backbone = next(l for l in net.layers if hasattr(l, "layers"))  # the one nested model
+    state = to_torch(backbone)
+    head = layout(backbone)[2]  # "fc." | the tiny Sequential's "14."
+    kernel, bias = net.get_layer("head").get_weights()  # Dense (in, out) -> Linear weight (out, in)
+    state.update({f"{head}weight": np.array(kernel.T), f"{head}bias": np.array(bias)})
+    return state
+
+
+def save_state_dict(state, path):
+    """Write {name: numpy array} as a .safetensors file (no pickle, no torch needed to read it)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({k: np.asarray(v, order="C") for k, v in state.items()}, path)  # (not ascontiguousarray: it makes 0-d arrays 1-d)
+
+
 def read_state_dict(path, flag):
     """{name: numpy array} from a .safetensors (no torch) or .pth/.pt (torch, weights_only) file."""
     if path.endswith(".safetensors"):

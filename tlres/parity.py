@@ -41,6 +41,7 @@ PROBE_SIZE = 100 * U  # ~ sqrt(longest sum) * u: a batch-32 gradient at 16x16 su
 PROBES = 2
 BOUND_FACTOR = 10
 BOUND_FLOOR = 1e-6  # relative to the loss: ~4 float32 ulps of a loss near 2.3
+COLUMNS = ("keras", "torch32", "torch64", "probe_gap", "bound")  # per-step lists `trajectories` returns
 
 
 def trajectories(cfg, x, y, num_classes, steps):
@@ -62,11 +63,7 @@ def trajectories(cfg, x, y, num_classes, steps):
             break
     train.setup_engine(cfg)
     net = model_lib.build(num_classes, cfg)
-    backbone = next(l for l in net.layers if hasattr(l, "layers"))  # the one nested model
-    state = convert.to_torch(backbone)
-    head = convert.layout(backbone)[2]  # "fc." | the tiny Sequential's "14."
-    kernel, bias = net.get_layer("head").get_weights()  # Dense (in, out) -> Linear weight (out, in)
-    state.update({f"{head}weight": np.array(kernel.T), f"{head}bias": np.array(bias)})
+    state = convert.model_to_torch(net)
     callbacks = train.compile_model(net, cfg, num_classes, steps_per_epoch)
     keras_losses = []
     with jax.default_matmul_precision("float32"):  # true float32 on a GPU too, not TF32

@@ -3,7 +3,16 @@
     python -m tlres.experiments.crosscheck --seeds 3 --out runs/crosscheck [tlres flags...]
 
 Defaults to the offline digits comparison: the improved preset with
-`tlres.ablation.DIGITS` overrides (any tlres flag given overrides those).
+`tlres.ablation.DIGITS` overrides (any tlres flag given overrides those), on
+torchvision's network in both frameworks (`--arch resnet50_v1_5`), each seed's
+PyTorch run starting from the very weights tlres' run of that seed starts from
+(`--init tlres`: tlres' model for the seed, head included, converted to
+OUT/init/seed<k>.safetensors) and training on tlres' batches (`--draws tlres`).
+What is left to differ is the frameworks: their kernels and float rounding,
+Adam's epsilon placement and BatchNorm's running variance (tlres.parity).
+`--init own --draws torch` gives each framework its own initialisation and
+augmentation draws instead (needed for `--arch resnet50`, Keras' v1, which has no
+PyTorch twin).
 tlres side: `ablation.run_grid(<--tlres-grid, default OUT/keras-jax>, seeds=N,
 names=["improved"], **overrides)`, which reuses finished runs of the same
 config. PyTorch side: `tlres.reference.torch` on the identical Config, seed
@@ -47,6 +56,13 @@ def parse(argv, prog=PROG):
                    "side needs its own pretraining): a finished PyTorch reference run or a .pt/.pth")
     p.add_argument("--section", metavar="NAME", help="with --readme: write between "
                    "<!-- tlres.crosscheck:NAME:begin --> and its end marker instead")
+    p.add_argument("--init", choices=("tlres", "own"), default="tlres",
+                   help="tlres: per seed, the PyTorch run starts from tlres' initial weights for "
+                        "that seed, head included; own: each framework initialises its own model "
+                        "(default: tlres)")
+    p.add_argument("--draws", choices=("tlres", "torch"), default="tlres",
+                   help="the PyTorch side's augmentation draws: tlres' batches, draw for draw, or "
+                        "torchvision's transforms (default: tlres)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     args, rest = p.parse_known_args(argv)
     given = {a.split("=")[0] for a in rest if a.startswith("--")}
@@ -54,7 +70,7 @@ def parse(argv, prog=PROG):
     if bad:
         p.error(f"{', '.join(bad)}: not taken here (the improved cell with the digits overrides)")
     cfg, _ = cli.parse_all(rest, "improved", prog)  # validates the tlres flags, one line on error
-    overrides = dict(ablation.DIGITS)
+    overrides = dict(ablation.DIGITS, arch="resnet50_v1_5")
     for f in dataclasses.fields(cfg):
         flag = "--" + f.name.replace("_", "-")
         if flag in given or "--no-" + flag[2:] in given:
@@ -62,8 +78,16 @@ def parse(argv, prog=PROG):
     return args, overrides
 
 
-def torch_cell(cell, torch_weights):
+def torch_cell(cell, torch_weights, init="own"):
     """The PyTorch side's Config: the tlres cell, with its own pretrained weights if any."""
+    if init == "tlres":
+        if cell.arch == "resnet50":
+            raise TlresError("--arch resnet50 (Keras' ResNet v1) has no PyTorch twin to share initial "
+                             "weights with: use --arch resnet50_v1_5, or --init own")
+        if torch_weights:
+            raise TlresError("--torch-weights goes with --init own: with --init tlres the PyTorch "
+                             "side starts from tlres' own initial weights, pretrained backbone included")
+        return cell
     if cell.weights in ("imagenet", "none"):
         if torch_weights:
             raise TlresError("--torch-weights goes with --weights RUN_DIR|FILE (the tlres side's "
@@ -76,30 +100,61 @@ def torch_cell(cell, torch_weights):
     return cell.replace(weights=torch_weights)
 
 
-def torch_side(out, cell, seeds, base_seed, device):
+def initial_weights(out, cell, seeds, base_seed):
+    """Per seed, tlres' initial model for `cell` (as its runner builds it: `tlres.model.build` with
+    that seed), head included, as a PyTorch state dict in OUT/init/seed<k>.safetensors."""
+    import torch  # noqa: F401  before JAX runs: torch/torchvision imported after it can crash (triton)
+    import torchvision  # noqa: F401
+
+    from tlres import convert, data, model, train
+
+    ds = data.load(cell.data, cell.data_dir, cell.image_size, cell.test_split, cell.skip_bad_images)
+    os.makedirs(os.path.join(out, "init"), exist_ok=True)
+    paths = []
+    for k in range(seeds):
+        c = cell.replace(seed=base_seed + k)
+        train.setup_engine(c)
+        path = os.path.join(out, "init", f"seed{k}.safetensors")
+        convert.save_state_dict(convert.model_to_torch(model.build(ds.num_classes, c)), path)
+        paths.append(path)
+    return paths
+
+
+def torch_side(out, cell, seeds, base_seed, device, draws="torch", inits=None):
+    import hashlib
+
     from tlres.reference import torch as ref
 
     dirs = []
     for k in range(seeds):
         run_dir = os.path.join(out, "pytorch", "improved", f"seed{k}")
         c = cell.replace(seed=base_seed + k, out=run_dir)
-        if not _finished_reference(run_dir, c):
+        init = inits[k] if inits else None
+        sha = None
+        if init:
+            with open(init, "rb") as f:
+                sha = hashlib.sha256(f.read()).hexdigest()
+        if not _finished_reference(run_dir, c, draws, sha):
             if os.path.exists(run_dir):
                 shutil.rmtree(run_dir)
             print(f"{PROG}: PyTorch seed {base_seed + k} -> {run_dir}", flush=True)
-            ref.run(c, device=device)
+            ref.run(c, device=device, draws=draws, init=init)
         else:
             print(f"{PROG}: reusing finished PyTorch run {run_dir}", flush=True)
         dirs.append(run_dir)
     return dirs
 
 
-def _finished_reference(run_dir, cfg):
+def _finished_reference(run_dir, cfg, draws="torch", init_sha256=None):
+    """A finished PyTorch run of `cfg` on the whole data, with these draws and initial weights."""
     if not ablation._finished_with(run_dir, cfg):
         return False
     with open(os.path.join(run_dir, "config.json")) as f:
         saved = json.load(f)
-    return saved.get("framework") == "pytorch" and not any((saved.get("reference") or {}).values())
+    got = saved.get("reference") or {}
+    return (saved.get("framework") == "pytorch" and got.get("limit_train") is None
+            and got.get("limit_test") is None and got.get("draws", "torch") == draws
+            and got.get("init_sha256") == init_sha256)
 
 
 def main(argv=None, prog=PROG):
@@ -118,8 +173,9 @@ def _main(args, overrides, argv):
     base_seed = overrides.get("seed", 0)
     grid = args.tlres_grid or os.path.join(args.out, "keras-jax")
     os.makedirs(args.out, exist_ok=True)
-    torch_dirs = torch_side(args.out, torch_cell(cell, args.torch_weights), args.seeds, base_seed,
-                            args.device)
+    tcell = torch_cell(cell, args.torch_weights, args.init)
+    inits = initial_weights(args.out, cell, args.seeds, base_seed) if args.init == "tlres" else None
+    torch_dirs = torch_side(args.out, tcell, args.seeds, base_seed, args.device, args.draws, inits)
     if args.torch_only:
         return 0
     if args.no_train_tlres:
@@ -138,6 +194,10 @@ def _main(args, overrides, argv):
     setup = (f"Data: {cell.data}; config: the improved preset with "
              + ", ".join(f"{k}={v}" for k, v in overrides.items())
              + (f"; PyTorch side weights={args.torch_weights}" if args.torch_weights else "")
+             + ("; both frameworks start each seed from the same weights (tlres' initial model, "
+                "converted)" if args.init == "tlres" else "; each framework initialises its own model")
+             + ("; both train on tlres' batches (same order, flips and crops)" if args.draws == "tlres"
+                else "; each framework draws its own augmentation")
              + f"; seeds {base_seed}..{base_seed + args.seeds - 1}. Devices: {devices}.")
     head = [f"# Cross-framework check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
             f"`{PROG} {' '.join(argv)}`", "", setup, ""]

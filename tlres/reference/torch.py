@@ -51,6 +51,12 @@ converted by `tlres.convert`, so both frameworks can start from the same weights
 A tiny Keras run converts to the tiny mirror the same way. Keras runs of
 `--arch resnet50` (v1) do not convert: one line.
 
+`--init FILE` sets the model's complete initial weights, head included, from a
+state dict of the reference's layout (`.safetensors`, `.pt`, `.pth`), after
+`--weights` (so it wins). `tlres.convert.model_to_torch` writes one from a tlres
+model: the cross-framework check uses it so that, per seed, both frameworks start
+from the very weights tlres' run starts from.
+
 Not supported (one line, exit 2): --input-norm caffe, --precision
 mixed_bfloat16, --data-parallel, --weights of a Keras v1 model or a .weights.h5
 file, --resume. --pipeline and --compile-cache do not apply and are recorded only.
@@ -87,6 +93,10 @@ def build_parser(preset="improved", prog=PROG):
                    help="augmentation draws: torch (torchvision transforms, torch's generator) or "
                         "tlres (the batches of tlres' --pipeline jax, draw for draw: both frameworks "
                         "see identical batches)")
+    g.add_argument("--init", metavar="FILE", default=None,
+                   help="complete initial weights, head included (a .safetensors/.pt/.pth state "
+                        "dict of this model's layout, e.g. a tlres model's, converted); loaded "
+                        "after --weights")
     return parser
 
 
@@ -196,6 +206,26 @@ def load_backbone(model, weights):
         raise TlresError(f"--weights {weights}: does not fit this --arch (its tensors differ in names "
                          "or shapes); train the source with the same --arch")
     model.load_state_dict(state, strict=False)
+
+
+def load_init(model, path):
+    """Load a complete state dict (head included) from `path`; returns the file's sha256."""
+    import hashlib
+
+    import torch
+
+    from tlres import convert
+
+    if not os.path.isfile(path):
+        raise TlresError(f"--init {path}: no such file")
+    state = convert.read_state_dict(path, path)
+    own = model.state_dict()
+    if set(state) != set(own) or any(tuple(state[k].shape) != tuple(own[k].shape) for k in own):
+        raise TlresError(f"--init {path}: does not fit this --arch and class count (its tensors "
+                         "differ in names or shapes)")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def build(cfg, num_classes):
@@ -336,7 +366,7 @@ def device_info(dev):
 
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True,
-        draws="torch"):
+        draws="torch", init=None):
     """Train and evaluate cfg in PyTorch; returns the run directory (tlres.train's layout)."""
     import torch
     import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
@@ -365,7 +395,9 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
                          f"than one batch of {cfg.batch_size}; lower --batch-size")
     C = ds.num_classes
     torch.manual_seed(cfg.seed)
-    model = build(cfg, C).to(dev)  # raises before the run directory exists
+    model = build(cfg, C)  # raises before the run directory exists
+    init_sha = load_init(model, init) if init else None
+    model = model.to(dev)
     train.create_out(out)
     status = os.path.join(out, "status.json")
     _write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -375,7 +407,8 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
         "config": dataclasses.asdict(cfg.replace(out=out)),
         "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
                     "num_classes": C, "class_names": list(ds.class_names)},
-        "reference": {"limit_train": limit_train, "limit_test": limit_test, "draws": draws},
+        "reference": {"limit_train": limit_train, "limit_test": limit_test, "draws": draws,
+                      "init_sha256": init_sha},
         "versions": versions(), "device": device_info(dev)})
     try:
         return _train(cfg, out, model, dev, xtr, ytr, xte, yte, ds.class_names, t0, verbose, draws)
@@ -493,7 +526,7 @@ def main(argv=None, prog=PROG):
     cfg, args = parse(argv, prog)
     return cli.guarded(prog, args.debug, lambda: run(cfg, args.limit_train, args.limit_test,
                                                      args.device, overwrite=args.overwrite,
-                                                     draws=args.draws))
+                                                     draws=args.draws, init=args.init))
 
 
 if __name__ == "__main__":
