@@ -26,13 +26,13 @@ def test_help_states_each_default_once():
     assert "(default: --augment)" in text and "--epochs EPOCHS training epochs (default: 50)" in text
 
 
-def test_readme_quotes_the_preset_error_as_it_is(capsys):
+def test_docs_quote_the_preset_error_as_it_is(capsys):
     with pytest.raises(SystemExit):
         cli.parse_all(["--preset", "paper"], "improved", "prog")
     err = capsys.readouterr().err
     quoted = re.search(r"argument --preset: invalid choice: 'paper' \(choose from [^)]*\)", err).group(0)
     assert all(name in quoted for name in config.PRESETS), quoted
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "bad-input.md")) as f:  # the bad-input table
         assert quoted in f.read()
 
 

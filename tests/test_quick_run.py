@@ -52,12 +52,12 @@ def quick_run(tmp_path_factory):
 
 
 def test_the_bars_derive_from_the_recorded_runs_of_this_config():
-    """What the docstring and README state, from the files: 89.2% and 89.3% (seeds 0-2 of the cell)."""
+    """What the docstring and docs/presets.md state, from the files: 89.2% and 89.3% (seeds 0-2 of the cell)."""
     assert round(recorded_bar("accuracy"), 3) == 0.892
     assert round(recorded_bar("mean_class_accuracy"), 3) == 0.893
     accs = [json.load(open(os.path.join(RECORDED, d, "metrics.json")))["accuracy"]
             for d in sorted(os.listdir(RECORDED))]
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "presets.md")) as f:  # "The quick preset"
         readme = " ".join(f.read().split())
     assert f"same function: {', '.join(f'{a * 100:.2f}%' for a in accs)})" in readme
     assert (f"at least {recorded_bar('accuracy') * 100:.1f}% test accuracy and "

@@ -137,7 +137,7 @@ def test_readme_summary_quotes_the_grid():
     from tlres.evaluate import detectable_welch, welch_interval
 
     with open(os.path.join(ROOT, "README.md")) as f:
-        text = f.read().split("### With transfer, offline")[1].split("### Results on digits")[0]
+        text = f.read().split("### With transfer, offline")[1].split("\n## ")[0].split("\n### ")[0]
     text = " ".join(text.split())  # as rendered: line breaks are spaces
     grid = results.group(results.load(GRID))
     acc = lambda g: [r["metrics"]["accuracy"] * 100 for r in grid[g]]

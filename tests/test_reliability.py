@@ -22,7 +22,7 @@ EPOCHS = 4
 
 def _cpu_only(reason="bit-identical reruns are promised on one CPU host and software stack; on a "
                      "GPU, XLA's reductions and cuDNN's autotuning may reorder sums between "
-                     "processes (README, Resume and determinism)"):
+                     "processes (docs/reproducibility.md, Determinism)"):
     import jax
 
     return pytest.mark.skipif(jax.default_backend() != "cpu", reason=reason)
@@ -136,7 +136,7 @@ def test_resumed_run_equals_uninterrupted_run_metric_for_metric(runs):
 @pytest.mark.slow  # the runs fixture: real tiny-net training in several processes
 @_cpu_only()
 def test_same_seed_and_config_give_identical_metrics_json_in_another_process(runs):
-    """Exact, byte for byte, on one host and software stack (not across CPUs: README)."""
+    """Exact, byte for byte, on one host and software stack (not across CPUs: docs/reproducibility.md)."""
     from tlres import cli as cli_lib, train
 
     again = str(runs["tmp"] / "again")

@@ -29,7 +29,7 @@ from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED, recorded
 
 DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
               weight_decay=0.0, epochs=4)
-"""Overrides for the offline comparisons on scikit-learn's digits (README "Results").
+"""Overrides for the offline comparisons on scikit-learn's digits (README "Comparison results").
 
 ImageNet weights are unavailable offline (so both cells start from random
 weights); digits are not mirror-symmetric, so the flip is off and

@@ -1,4 +1,4 @@
-"""Compare results across runs and frameworks (issue #5).
+"""Compare results across runs and frameworks.
 
     python -m tlres.compare SOURCE... [--markdown PATH] [--plot PATH]
 

@@ -10,7 +10,7 @@ new 10-way head, all layers trained; CIFAR-10 at 32x32; flip p=0.5, pad 4 and
 random crop, normalize with mean 0.5 / std 0.5; label-smoothed cross-entropy
 in its eq. 11 form; cosine annealing (eq. 14); batch 64; 50 epochs. It leaves
 open the optimizer, learning rates, epsilon and weight decay: the defaults for
-those are ours and README.md says why.
+those are ours and docs/presets.md says why.
 """
 
 import dataclasses
@@ -69,7 +69,7 @@ class Config:
     lr: float = _f(0.01, "peak learning rate (eta_max)")
     lr_min: float = _f(0.0, "final learning rate of the cosine schedules (eta_min)")
     momentum: float = _f(0.9, "SGD momentum (Nesterov off, as torch.optim.SGD's default)")
-    weight_decay: float = _f(5e-4, "weight decay (Keras' decoupled form; see README)")
+    weight_decay: float = _f(5e-4, "weight decay (Keras' decoupled form; see docs/presets.md)")
     epochs: int = _f(50, "training epochs")
     batch_size: int = _f(64, "batch size (training batches are all this size; the remainder is dropped)")
     seed: int = _f(0, "seed for weights, data order and augmentation")
@@ -83,8 +83,8 @@ class Config:
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
                              "(--batch-size is the global batch, split evenly across them)")
     conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
-                   "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see README "
-                   "'Speed'), auto (matmul on a CPU, "
+                   "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see "
+                   "docs/speed.md), auto (matmul on a CPU, "
                    "xla on a GPU)", ("auto", "xla", "matmul"))
     keep_checkpoint: bool = _f(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
                                "the run finishes; a finished run otherwise keeps model.keras only")

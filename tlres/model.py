@@ -309,7 +309,7 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 # gradients, which is what training runs, the matmul form won or tied on nearly
 # every layer measured, and whole training steps at 32, 128 and 224 px (2.5-3x,
 # 1.7x, 2.1x). So "auto" is the matmul form on a CPU and XLA's kernel (cuDNN)
-# elsewhere. README ("Where the time went, and the fix") has the figures;
+# elsewhere. docs/speed.md ("Why --conv auto ...") has the figures;
 # `python -m tlres.bench --conv-layers` measures them per layer on any machine.
 
 

@@ -6,7 +6,7 @@ Every experiment (presets, ablation cells, the quick run) goes through here:
       -> model.fit(tf.data pipeline, per-epoch validation on the whole test split)
       -> metrics.json, predictions.csv, history.csv, figures
 
-Run directory (see README "Results"):
+Run directory (see docs/results.md):
     config.json       every resolved setting, versions, device
     status.json       {"state": "running" | "finished" | "failed" | "interrupted", ...}
     history.csv       one row per epoch, written as each epoch ends

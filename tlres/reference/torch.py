@@ -2,7 +2,7 @@
 
     python -m tlres.reference.torch --preset quick --out runs/torch-quick
     python -m tlres.reference.torch --arch tiny --data digits --weights none --epochs 1 \\
-        --limit-train 128 --limit-test 64 --out /tmp/t
+        --limit-train 128 --limit-test 64 --out runs/t
 
 Takes the same flags as `python -m tlres.experiments.improved` (the parser is
 generated from `tlres.config.Config` by `tlres.cli`) plus reference-only
@@ -12,7 +12,7 @@ ones: `--limit-train N` / `--limit-test N` (first N images, for tests),
 numbered from 1, metrics.json from `tlres.evaluate.metrics`, predictions.csv),
 so `tlres.results` and `tlres.compare` read both alike.
 
-What each setting means here (README "Cross-framework check"):
+What each setting means here (docs/pytorch.md, "The PyTorch reference runner"):
 
 * model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)` for --arch
   resnet50 and resnet50_v1_5 alike (torch has no v1; tlres' resnet50_v1_5 is
