@@ -3,7 +3,7 @@
 The paper's "accuracy" is the mean of per-class accuracies (its section IV.B);
 we report it as ``mean_class_accuracy`` beside plain ``accuracy`` (correct /
 total). The paper's headline 93.75% vs 87.50% are 60/64 and 56/64: one batch.
-Here every number is over the whole test split, with a 95% interval.
+Here every number is over the whole test split, with a 95% interval (`tlres.stats`).
 """
 
 import math

@@ -52,8 +52,8 @@ def model_path(model):
     if os.path.isdir(model):
         path = os.path.join(model, model_lib.MODEL_FILE)
         if not os.path.isfile(path):
-            raise TlresError(f"{model}: no {model_lib.MODEL_FILE} in that folder (a finished tlres run writes one; "
-                             "a failed or running run has none yet)")
+            raise TlresError(f"{model}: no {model_lib.MODEL_FILE} in that folder (a finished tlres run "
+                             "writes one; a failed or running run has none yet)")
         return path
     if not os.path.isfile(model):
         raise TlresError(f"{model}: no such run directory or .keras file")
