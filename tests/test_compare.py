@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from tlres import compare, results
+from tlres import compare, results, stats
 
 
 def _result(path, name, labels, preds, seed=0, framework="keras-jax", history=None):
@@ -69,7 +69,7 @@ def test_mcnemar_hand_computed_and_scipy():
     # A right / B wrong on 7, A wrong / B right on 2, both right on 11.
     a = np.array([1] * 7 + [0] * 2 + [1] * 11, bool)
     b = np.array([0] * 7 + [1] * 2 + [1] * 11, bool)
-    bb, cc, p = compare.mcnemar_exact(a, b)
+    bb, cc, p = stats.mcnemar_exact(a, b)
     assert (bb, cc) == (7, 2)
     # 2 * (C(9,0) + C(9,1) + C(9,2)) / 2^9 = 2 * 46 / 512; both sides are sums of a few exact
     # binomial terms in float64: a few ulps apart at most

@@ -9,7 +9,9 @@ default, 1e-6 relative, is ~1e9 float64 ulps above their rounding and far below 
 import numpy as np
 import pytest
 
-from tlres.evaluate import confusion_matrix, metrics, wilson_interval
+from tlres import stats
+from tlres.evaluate import confusion_matrix, metrics
+from tlres.stats import wilson_interval
 
 
 def test_wilson_interval_matches_newcombe_1998_example():
@@ -51,7 +53,7 @@ def test_confusion_matrix_rows_are_true_classes():
 def test_newcombe_difference_matches_newcombe_1998_example():
     # Newcombe (1998), Stat. Med. 17:873, table II, example (a) 56/70 vs 48/80: method 10
     # (score interval) gives 0.2000 with 95% CI 0.0524 to 0.3339.
-    from tlres.evaluate import newcombe_interval
+    from tlres.stats import newcombe_interval
 
     d, (lo, hi) = newcombe_interval(56, 70, 48, 80)
     assert d == pytest.approx(0.2, abs=1e-12)  # 56/70 - 48/80 in float64: a few ulps
@@ -61,7 +63,7 @@ def test_newcombe_difference_matches_newcombe_1998_example():
 def test_welch_interval_matches_scipy_and_a_hand_computation():
     from scipy import stats
 
-    from tlres.evaluate import welch_interval
+    from tlres.stats import welch_interval
 
     a, b = [0.91, 0.93, 0.92, 0.95], [0.88, 0.90, 0.86]
     d, (lo, hi), df = welch_interval(a, b)
@@ -77,18 +79,14 @@ def test_welch_interval_matches_scipy_and_a_hand_computation():
 
 
 def test_detectable_difference_welch_against_a_hand_computed_case():
-    from tlres import evaluate
-
     # sd 1 on both sides, 3 seeds each: se = sqrt(2/3), Welch df = (2/3)^2 / (2 (1/3)^2 / 2) = 4;
     # t tables: t_0.975,4 = 2.776445, t_0.80,4 = 0.940965 -> (3.717410) * 0.816497 = 3.035257
     a, b = [0.0, 1.0, 2.0], [5.0, 6.0, 7.0]
-    assert evaluate.detectable_welch(a, b) == pytest.approx(3.035257, abs=1e-5)
-    assert evaluate.detectable_welch([1.0], b) != evaluate.detectable_welch([1.0], b)  # nan
-    assert evaluate.detectable_welch([1.0, 1.0], [2.0, 2.0]) == 0.0
+    assert stats.detectable_welch(a, b) == pytest.approx(3.035257, abs=1e-5)
+    assert stats.detectable_welch([1.0], b) != stats.detectable_welch([1.0], b)  # nan
+    assert stats.detectable_welch([1.0, 1.0], [2.0, 2.0]) == 0.0
 
 
 def test_detectable_difference_of_proportions_against_a_hand_computed_case():
-    from tlres import evaluate
-
     # p = 0.9, 360 images each: sqrt(0.09 * 2/360) = 0.0223607; z_0.975 + z_0.8 = 2.801585
-    assert evaluate.detectable_proportions(0.9, 360, 360) == pytest.approx(0.0626453, abs=1e-6)
+    assert stats.detectable_proportions(0.9, 360, 360) == pytest.approx(0.0626453, abs=1e-6)

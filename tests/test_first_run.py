@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from tlres import cli, config, evaluate, train
+from tlres import cli, config, errors, evaluate, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,7 @@ def test_docs_quote_the_preset_error_as_it_is(capsys):
 
 
 def test_plural():
-    assert [cli.plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert [errors.plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
 
 
 def test_lr_is_the_optimizers_float32_in_its_shortest_digits():

@@ -23,7 +23,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tlres import report
+from tlres import report, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "experiments", "results", "digits")
@@ -208,7 +208,7 @@ def test_the_other_stated_numbers_recompute():
 
 @pytest.mark.skipif(not os.path.isdir(CROSS), reason="no recorded cross-framework runs")
 def test_the_stated_crosscheck_numbers_recompute():
-    from tlres import compare, results
+    from tlres import results
 
     keras_side = sorted(results.load(os.path.join(RUNS, "improved")), key=lambda r: r["config"]["seed"])
     torch_side = sorted(results.load(os.path.join(CROSS, "pytorch", "improved")),
@@ -226,7 +226,7 @@ def test_the_stated_crosscheck_numbers_recompute():
     p = []
     for k, t in zip(keras_side, torch_side):
         labels = np.array(t["predictions"]["label"])
-        only_torch, only_keras, pv = compare.mcnemar_exact(
+        only_torch, only_keras, pv = stats.mcnemar_exact(
             np.array(t["predictions"]["prediction"]) == labels, np.array(k["predictions"]["prediction"]) == labels)
         p.append((only_torch > only_keras, pv))
     assert "McNemar finds the PyTorch model better for seeds 1 and 2 (p ≈ 0.03)" in text

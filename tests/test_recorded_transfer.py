@@ -110,7 +110,7 @@ def test_grid_runs_are_what_the_doc_says_and_its_section_is_their_report():
 
 @pytest.mark.skipif(not os.path.isdir(GRID), reason="no recorded transfer grid")
 def test_the_numbers_typed_in_the_prose_are_the_recorded_ones():
-    from tlres.evaluate import detectable_proportions
+    from tlres.stats import detectable_proportions
 
     doc = " ".join(_doc().split("### What it says")[1].split())
     acc = lambda runs: np.array([r["metrics"]["accuracy"] for r in runs]) * 100
@@ -134,7 +134,7 @@ def test_the_numbers_typed_in_the_prose_are_the_recorded_ones():
 
 @pytest.mark.skipif(not os.path.isdir(GRID), reason="no recorded transfer grid")
 def test_readme_summary_quotes_the_grid():
-    from tlres.evaluate import detectable_welch, welch_interval
+    from tlres.stats import detectable_welch, welch_interval
 
     with open(os.path.join(ROOT, "README.md")) as f:
         text = f.read().split("### With transfer, offline")[1].split("\n## ")[0].split("\n### ")[0]

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from tlres import report, results
+from tlres import plots, report, results
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -100,7 +100,7 @@ def test_table_reproduces_known_means_sds_and_welch_difference(grid, tmp_path, c
 
 
 def test_single_runs_get_newcombe_interval(tmp_path):
-    from tlres.evaluate import newcombe_interval
+    from tlres.stats import newcombe_interval
 
     write_run(tmp_path / "improved", 0.9, 0.9, 0.3, preset="improved")
     write_run(tmp_path / "baseline", 0.8, 0.8, 0.4, preset="baseline")
@@ -181,7 +181,7 @@ def test_one_epoch_run_figures_show_their_points(tmp_path):
     history = [{"epoch": 1, "loss": 2.0, "accuracy": 0.3, "val_loss": 1.0, "val_accuracy": 0.6,
                 "val_mean_class_accuracy": 0.9, "lr": 0.001, "seconds": 1.0}]
     metrics = {"confusion_matrix": [[3, 1], [0, 4]], "accuracy": 0.875, "num_test": 8}
-    drawn = report.run_figures(str(tmp_path), history, metrics, ["a", "b"], title="t")
+    drawn = plots.run_figures(str(tmp_path), history, metrics, ["a", "b"], title="t")
     for name, expect in (("accuracy.png", 3), ("loss.png", 2)):
         img = mpimg.imread(tmp_path / name)[..., :3]
         h, w = img.shape[:2]
@@ -230,7 +230,7 @@ def test_groups_on_different_data_get_no_difference_and_name_their_data(tmp_path
 def test_findings_follow_the_interval_and_state_the_detectable_difference(grid, tmp_path):
     from scipy import stats
 
-    from tlres.evaluate import detectable_welch
+    from tlres.stats import detectable_welch
 
     groups = results.group(results.load(str(grid)))
     (line,) = report.findings(groups)  # only improved vs baseline can be answered here

@@ -43,11 +43,10 @@ def main(argv=None):
         return 2
     module, func, _ = VERBS[verb]
     prog = f"tlres {verb}"
+    command = importlib.import_module(module)
     if func == "train":
-        from tlres import cli
-
-        return cli.main("improved", rest, prog)
-    return getattr(importlib.import_module(module), func)(rest, prog=prog)
+        return command.main("improved", rest, prog)
+    return getattr(command, func)(rest, prog=prog)
 
 
 if __name__ == "__main__":

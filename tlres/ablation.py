@@ -25,7 +25,9 @@ import os
 import shutil
 import sys
 
+from tlres import cli, model, report, train
 from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED, recorded
+from tlres.errors import TlresError, plural
 
 DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
               weight_decay=0.0, epochs=4)
@@ -70,7 +72,9 @@ def cells(transfer_from=None, **overrides):
     return out
 
 
-def _finished_with(run_dir, cfg):
+def finished_with(run_dir, cfg):
+    """Whether `run_dir` holds a finished run of `cfg` (settings that only change how a run is
+    executed, `config.EXECUTION_ONLY`, aside): such a run is reused, not trained again."""
     try:
         with open(os.path.join(run_dir, "status.json")) as fh:
             if json.load(fh).get("state") != "finished":
@@ -88,8 +92,6 @@ def _finished_with(run_dir, cfg):
 
 def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **overrides):
     """Run (or reuse) every cell x seed; returns {cell: [run dirs]} and the list of dirs trained."""
-    from tlres import train
-
     grid = cells(transfer_from, **overrides)
     if names is not None:
         grid = {n: grid[n] for n in names if n in grid}
@@ -99,7 +101,7 @@ def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **override
         for k in range(seeds):
             run_dir = os.path.join(out, name, f"seed{k}")
             c = cfg.replace(seed=base_seed + k, out=run_dir)
-            if not _finished_with(run_dir, c):
+            if not finished_with(run_dir, c):
                 if os.path.exists(run_dir):
                     shutil.rmtree(run_dir)
                 train.run(c, verbose=verbose)
@@ -110,9 +112,6 @@ def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **override
 
 def check_weights(grid):
     """Fail before training anything when a cell needs weights that cannot be had."""
-    from tlres import model
-    from tlres.errors import TlresError
-
     for weights, arch in dict.fromkeys((c.weights, c.arch) for c in grid.values()):
         need = [n for n, c in grid.items() if (c.weights, c.arch) == (weights, arch)]
         problem = model.weights_unavailable(weights, arch)
@@ -124,21 +123,14 @@ def check_weights(grid):
 
 def parse(argv, prog="python -m tlres.ablation"):
     """(out, seeds, cell names or None, overrides given on the command line, no-report flag)."""
-    from tlres import cli, config
-
-    p = cli.build_parser(prog, config.IMPROVED, config.PRESETS)
-    p.description = ("Run the ablation grid (baseline, improved, each change added to the baseline "
-                     "and removed from the improved preset) over seeds, reusing finished runs, then "
-                     "report it. Runner flags given here apply to every cell.")
-    for a in p._actions:  # only flags actually given become overrides
-        if a.dest not in ("help",):
-            a.default = argparse.SUPPRESS
-    for a in list(p._actions):
-        if a.dest in ("preset", "resume", "overwrite"):
-            p._remove_action(a)
-            for opt in a.option_strings:
-                p._option_string_actions.pop(opt, None)
-    p.add_argument("--seeds", type=cli._checked(int, lambda v: v > 0, "must be positive"), default=1,
+    p = cli.Parser(prog=prog, formatter_class=cli.DefaultsHelp, description=(
+        "Run the ablation grid (baseline, improved, each change added to the baseline and removed "
+        "from the improved preset) over seeds, reusing finished runs, then report it. Runner flags "
+        "given here apply to every cell."))
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks for errors")
+    cli.add_config_flags(p, IMPROVED, given_only=True)  # only flags actually given become overrides
+    p.add_argument("--seeds", type=cli.positive(int), default=1,
                    help="runs per cell, seeds --seed, --seed+1, ... (default 1)")
     p.add_argument("--cells", default=None,
                    help="comma-separated cells to run (default all): " + ", ".join(cells()))
@@ -169,8 +161,6 @@ def parse(argv, prog="python -m tlres.ablation"):
 
 
 def main(argv=None, prog="python -m tlres.ablation"):
-    from tlres import cli
-
     argv = sys.argv[1:] if argv is None else argv
     out, seeds, names, overrides, no_report, debug = parse(argv, prog)
 
@@ -182,14 +172,12 @@ def main(argv=None, prog="python -m tlres.ablation"):
                 print(f"{prog}: {', '.join(dropped)} equal other cells under these flags; skipped")
         chosen = {n: c for n, c in grid.items() if names is None or n in names}
         check_weights(chosen)
-        print(f"{prog}: {cli.plural(len(chosen), 'cell')} x {cli.plural(seeds, 'seed')} -> {out}: "
+        print(f"{prog}: {plural(len(chosen), 'cell')} x {plural(seeds, 'seed')} -> {out}: "
               f"{', '.join(chosen)}", flush=True)
         dirs, trained = run_grid(out, seeds, list(chosen), **overrides)
-        print(f"{prog}: trained {cli.plural(len(trained), 'run')}, reused "
+        print(f"{prog}: trained {plural(len(trained), 'run')}, reused "
               f"{sum(map(len, dirs.values())) - len(trained)}")
         if not no_report:
-            from tlres import report
-
             return report.main([out, "--out", os.path.join(out, "report")])
 
     return cli.guarded(prog, debug, go,

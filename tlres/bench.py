@@ -36,6 +36,7 @@ Bad flags print one line and exit 2. The persistent compile cache is not used,
 so compile s is a cold compile.
 """
 
+import argparse
 import json
 import math
 import os
@@ -45,8 +46,10 @@ import time
 
 import numpy as np
 
-from tlres.cli import _checked, _Parser
+from tlres import augment, backend, cli, model, pipeline, train
+from tlres.config import IMPROVED
 from tlres.errors import TlresError
+from tlres.reference import torch as ref
 
 PROG = "python -m tlres.bench"
 NUM_CLASSES = 10
@@ -58,8 +61,6 @@ def _batch_sizes(text):
     except ValueError:
         sizes = []
     if not sizes or any(b <= 0 for b in sizes):
-        import argparse
-
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
     return sizes
 
@@ -67,28 +68,21 @@ def _batch_sizes(text):
 _batch_sizes.__name__ = "batch sizes"
 
 
-def parser(prog=PROG):
-    from tlres.cli import DefaultsHelp
+CONFIG_FLAGS = ("arch", "image_size", "pipeline", "precision", "conv")
+"""The runner's flags bench takes, from `Config` as the runner's are (help, checks, choices);
+their defaults are the improved preset's. --precision also sets torch's autocast (bf16)."""
 
-    p = _Parser(prog=prog, description=__doc__.split("\n")[0], formatter_class=DefaultsHelp)
-    pos = _checked(int, lambda v: v > 0, "must be positive")
-    p.add_argument("--arch", choices=("resnet50", "resnet50_v1_5", "tiny"), default="resnet50",
-                   help="network, as the runner's --arch (tiny: a 3-conv net for smoke runs)")
+
+def parser(prog=PROG):
+    p = cli.Parser(prog=prog, description=__doc__.split("\n")[0], formatter_class=cli.DefaultsHelp)
+    cli.add_config_flags(p, IMPROVED, names=CONFIG_FLAGS)
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 256],
                    help="comma-separated (default: 64,256, the paper's batch and a larger one)")
-    p.add_argument("--image-size", type=pos, default=32, help="input size in pixels (the paper's 32)")
-    p.add_argument("--steps", type=pos, default=20, help="timed steps")
-    p.add_argument("--warmup", type=_checked(int, lambda v: v >= 0, "must be >= 0"), default=3,
+    p.add_argument("--steps", type=cli.positive(int), default=20, help="timed steps")
+    p.add_argument("--warmup", type=cli.checked(int, lambda v: v >= 0, "must be >= 0"), default=3,
                    help="untimed steps after the first (compile) execution")
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
-                   help="Keras dtype policy, as the runner's --precision (torch: autocast bf16)")
-    p.add_argument("--conv", choices=("auto", "xla", "matmul"), default="auto",
-                   help="convolution kernels, as the runner's --conv "
-                        "(auto: matmul on a CPU, xla on a GPU)")
-    p.add_argument("--steps-per-execution", type=pos, default=1,
+    p.add_argument("--steps-per-execution", type=cli.positive(int), default=1,
                    help="Keras compile(steps_per_execution=K): K train steps per fit iteration")
-    p.add_argument("--pipeline", choices=("auto", "tf", "jax"), default="auto",
-                   help="the input pipeline to time (auto: the one the runner would use)")
     p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
     p.add_argument("--conv-layers", action="store_true",
                    help="time each distinct convolution of the model with both kernels, only that")
@@ -101,8 +95,6 @@ def parser(prog=PROG):
 
 
 def _config(a, batch_size):
-    from tlres.config import IMPROVED
-
     return IMPROVED.replace(arch=a.arch, weights="none", image_size=a.image_size,
                             batch_size=batch_size, precision=a.precision, pipeline=a.pipeline, conv=a.conv,
                             data_parallel=False, compile_cache=False, preset="bench")
@@ -218,8 +210,6 @@ def time_pipeline(cfg, warmup, steps):
     """`pipeline.train_data` alone, augmentation on: (name, img/s)."""
     import jax
 
-    from tlres import pipeline
-
     n_batches = 1 + warmup + max(steps, 10)
     x, y = synthetic(n_batches * cfg.batch_size, cfg.image_size, seed=1)
     c = cfg.replace(augment=True, flip=True, crop_padding=4)
@@ -248,8 +238,6 @@ def conv_layers(cfg, warmup, steps):
     import jax
     import jax.numpy as jnp
     from keras import ops
-
-    from tlres import model
 
     net = model.build(NUM_CLASSES, cfg.replace(conv="xla"))
     shapes = collections.Counter()
@@ -298,8 +286,6 @@ def conv_table(report):
 def measure_tlres(cfg, a):
     import jax.numpy as jnp
 
-    from tlres import augment, model, train
-
     train.setup_engine(cfg)
     net = model.build(NUM_CLASSES, cfg)
     train.compile_model(net, cfg, NUM_CLASSES, steps_per_epoch=1000,
@@ -326,8 +312,6 @@ def _one_line(e):
 def measure_torch(cfg, a, device):
     """torchvision's model in PyTorch: eager train/infer, torch.compile train."""
     import torch
-
-    from tlres.reference.torch import build
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -382,14 +366,14 @@ def measure_torch(cfg, a, device):
             return a.steps * batch_size / (time.perf_counter() - t0)
 
     res = {"device": str(dev), "threads": torch.get_num_threads()}
-    model = build(cfg, NUM_CLASSES).to(dev)  # the runner's BatchNorm settings, random init
+    model = ref.build(cfg, NUM_CLASSES).to(dev)  # the runner's BatchNorm settings, random init
     first, ips = train_rate(model)
     res["eager"] = {"first_step_s": first, "train_img_per_s": ips,
                     "infer_img_per_s": forward_rate(model, training=False),
                     "forward_img_per_s": forward_rate(model, training=True)}
     if a.torch_compile:
         try:
-            compiled = torch.compile(build(cfg, NUM_CLASSES).to(dev))
+            compiled = torch.compile(ref.build(cfg, NUM_CLASSES).to(dev))
             first, ips = train_rate(compiled)
             res["compile"] = {"compile_s": first, "train_img_per_s": ips}
         except Exception as e:  # no C++ compiler, unsupported op, ...: record, go on
@@ -464,15 +448,11 @@ def table(report):
 
 
 def main(argv=None, prog=PROG):
-    from tlres import cli
-
     a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
     return cli.guarded(prog, a.debug, lambda: _main(a))
 
 
 def _main(a):
-    from tlres import backend, train
-
     if a.json:
         parent = os.path.dirname(os.path.abspath(a.json))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
@@ -491,8 +471,6 @@ def _main(a):
               "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
               "versions": train.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "results": []}
-    from tlres import pipeline
-
     report["pipeline"] = pipeline.resolve(a.pipeline)
     report["conv"] = a.conv
     if report["torch"]:

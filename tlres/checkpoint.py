@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from tlres import writes
 from tlres.errors import TlresError
 
 DIRNAME, FILENAME = "ckpt", "checkpoint.npz"
@@ -47,8 +48,6 @@ def save(run_dir, model, epochs_done, history, step=0, epoch_state=None, steps_p
     `epoch_state` (mid-epoch only): {"lr": the rate the epoch started at, "seconds": it trained}.
     """
     import keras
-
-    from tlres import writes
 
     folder = os.path.join(run_dir, DIRNAME)
     os.makedirs(folder, exist_ok=True)

@@ -12,10 +12,13 @@ import dataclasses
 import sys
 
 from tlres import config as config_lib
+from tlres import train
 from tlres.errors import TlresError
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
+    """Every tlres command's argument parser: no prefixes, one-line errors."""
+
     def __init__(self, *args, **kwargs):  # no prefixes: a typo like --epoch must not pass as --epochs
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
@@ -43,12 +46,7 @@ class DefaultsHelp(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def plural(n, noun):
-    """'1 epoch', '2 epochs'."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _checked(kind, ok, rule):
+def checked(kind, ok, rule):
     """An argparse type: parse with `kind`, then require `ok(value)`."""
     def parse(text):
         try:
@@ -62,12 +60,9 @@ def _checked(kind, ok, rule):
     return parse
 
 
-Parser = _Parser  # public: every tlres command's argument parser (no prefixes, one-line errors)
-
-
 def positive(kind):
     """An argparse type: a `kind` number > 0."""
-    return _checked(kind, lambda v: v > 0, "must be positive")
+    return checked(kind, lambda v: v > 0, "must be positive")
 
 
 POSITIVE = {"epochs", "batch_size", "lr", "image_size"}
@@ -80,16 +75,16 @@ FRACTION = {"test_split"}
 def _type(f):
     kind = type(f.default) if f.default is not None else str
     if f.name in FRACTION:
-        return _checked(kind, lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
+        return checked(kind, lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
     if f.name in POSITIVE:
-        return _checked(kind, lambda v: v > 0, "must be positive")
+        return checked(kind, lambda v: v > 0, "must be positive")
     if f.name in NON_NEGATIVE:
-        return _checked(kind, lambda v: v >= 0, "must be >= 0")
+        return checked(kind, lambda v: v >= 0, "must be >= 0")
     return kind
 
 
 def build_parser(prog, defaults, presets):
-    p = _Parser(prog=prog, description=("Train and evaluate the paper's transfer-learning ResNet50 recipe "
+    p = Parser(prog=prog, description=("Train and evaluate the paper's transfer-learning ResNet50 recipe "
                              "(Keras 3 on JAX). The preset supplies every default shown; "
                              "any flag overrides it."),
                 formatter_class=DefaultsHelp)
@@ -102,18 +97,25 @@ def build_parser(prog, defaults, presets):
                    help="continue a killed, interrupted or failed run from its last checkpoint (an "
                         "epoch's end, or a step within one), with the settings in RUN_DIR/config.json "
                         "(no other flags)")
+    add_config_flags(p, defaults)
+    return p
+
+
+def add_config_flags(parser, defaults, names=None, given_only=False):
+    """Add to `parser` one flag per field of `defaults` (a Config) but `preset`, or per field in
+    `names`: the field's help text, type, check and choices; default `defaults`' value, or, with
+    `given_only`, no attribute at all unless the flag is given (overrides of something else)."""
     for f in dataclasses.fields(defaults):
-        if f.name == "preset":
+        if f.name == "preset" or (names is not None and f.name not in names):
             continue
         flag = "--" + f.name.replace("_", "-")
-        value = getattr(defaults, f.name)
+        value = argparse.SUPPRESS if given_only else getattr(defaults, f.name)
         helptext = f.metadata.get("help", "")
         if isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=helptext)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=helptext)
         else:
-            p.add_argument(flag, type=_type(f), default=value, choices=f.metadata.get("choices"),
-                           help=helptext)
-    return p
+            parser.add_argument(flag, type=_type(f), default=value, choices=f.metadata.get("choices"),
+                                help=helptext)
 
 
 RUN_FLAGS = {"--debug", "--resume"}  # the only flags allowed with --resume
@@ -126,7 +128,7 @@ def parse(argv, default_preset, prog):
 
 
 def parse_all(argv, default_preset, prog):
-    pre = _Parser(add_help=False)
+    pre = Parser(add_help=False)
     pre.add_argument("--preset", default=default_preset)
     known, _ = pre.parse_known_args(argv)
     if known.preset not in config_lib.PRESETS:
@@ -154,8 +156,6 @@ def main(default_preset, argv=None, prog=None):
     cfg, args = parse_all(argv, default_preset, prog)
 
     def go():
-        from tlres import train
-
         if args.resume is not None:
             train.run(train.resumed_config(args.resume), resume=True)
         else:
@@ -191,5 +191,5 @@ def entry(default_preset):
     sys.exit(main(default_preset))
 
 
-__all__ = ["main", "parse", "parse_all", "build_parser", "entry", "guarded", "plural", "DefaultsHelp",
-           "Parser", "positive"]
+__all__ = ["main", "parse", "parse_all", "build_parser", "add_config_flags", "entry", "guarded", "DefaultsHelp",
+           "Parser", "checked", "positive"]

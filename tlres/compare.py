@@ -20,44 +20,19 @@ confusion-matrix difference, per seed-matched pair of runs. A bad source is
 one line on stderr and exit status 2.
 """
 
-import math
+import sys
 
 import numpy as np
 
+from tlres import cli, plots, results as results_lib, stats
 from tlres.errors import TlresError
-
-
-def binom_cdf_half(k, n):
-    """P(X <= k) for X ~ Binomial(n, 1/2), exact in rationals then as float."""
-    if k < 0:
-        return 0.0
-    return sum(math.comb(n, i) for i in range(0, min(k, n) + 1)) / 2 ** n
-
-
-def mcnemar_exact(correct_a, correct_b):
-    """Two-sided exact McNemar test on paired per-example correctness.
-
-    b = examples A gets right and B wrong, c = the reverse. Returns
-    (b, c, p) with p = min(1, 2 * P(X <= min(b, c))), X ~ Bin(b + c, 1/2);
-    p = 1 when b + c = 0.
-    """
-    a = np.asarray(correct_a, bool)
-    bb = np.asarray(correct_b, bool)
-    if a.shape != bb.shape:
-        raise ValueError(f"paired predictions differ in length: {a.shape} vs {bb.shape}")
-    b = int(np.sum(a & ~bb))
-    c = int(np.sum(~a & bb))
-    if b + c == 0:
-        return b, c, 1.0
-    return b, c, min(1.0, 2.0 * binom_cdf_half(min(b, c), b + c))
+from tlres.evaluate import confusion_matrix
 
 
 def paired(labels, pred_a, pred_b, num_classes):
     """McNemar, agreement rate and confusion-matrix difference (A - B) for one test set."""
-    from tlres.evaluate import confusion_matrix
-
     labels, pred_a, pred_b = (np.asarray(v) for v in (labels, pred_a, pred_b))
-    b, c, p = mcnemar_exact(pred_a == labels, pred_b == labels)
+    b, c, p = stats.mcnemar_exact(pred_a == labels, pred_b == labels)
     return {
         "n": int(labels.size),
         "only_a_correct": b,
@@ -79,8 +54,6 @@ METRICS = (("accuracy", "accuracy"), ("mean_class_accuracy", "mean per-class acc
 
 def sides_of(source):
     """[(label, [results])] for one SOURCE: one side, or one per name it holds (`paper`: two)."""
-    from tlres import results as results_lib
-
     groups = results_lib.group(results_lib.load(source))
     out = []
     for name, runs in groups.items():
@@ -97,53 +70,45 @@ def _values(runs, key):
 def _summary(vals):
     if vals is None:
         return None
-    a = np.asarray(vals, np.float64)
-    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if a.size > 1 else None, "n": int(a.size)}
+    return {k: v for k, v in stats.summary(vals).items() if k in ("mean", "sd", "n")}
 
 
 DIFFERENT_DATA = "different data: no difference computed"
 
 
+def _counts(r):
+    """(correct, n) of a run's test accuracy."""
+    m = r["metrics"]
+    return m.get("correct", round(m["accuracy"] * m["num_test"])), m["num_test"]
+
+
 def own_interval(runs, key):
     """A side's own 95% interval for `key`: t over runs (two or more), Wilson for one run's
     accuracy, the run's own normal interval for its mean per-class accuracy; else None."""
-    from tlres.evaluate import wilson_interval
-
     vals = _values(runs, key)
     if vals is None:
         return None
     if len(vals) >= 2:
-        from scipy import stats
-
-        a = np.asarray(vals, np.float64)
-        half = float(stats.t.ppf(0.975, a.size - 1)) * a.std(ddof=1) / math.sqrt(a.size)
-        return {"ci95": [a.mean() - half, a.mean() + half], "interval": "t over runs"}
+        return {"ci95": list(stats.t_interval(vals)[1]), "interval": "t over runs"}
     m = runs[0]["metrics"]
     if key == "accuracy":
-        correct = m.get("correct", round(m["accuracy"] * m["num_test"]))
-        return {"ci95": list(wilson_interval(correct, m["num_test"])), "interval": "Wilson"}
+        return {"ci95": list(stats.wilson_interval(*_counts(runs[0]))), "interval": "Wilson"}
     if key == "mean_class_accuracy" and m.get("mean_class_accuracy_ci95"):
         return {"ci95": list(m["mean_class_accuracy_ci95"]), "interval": "normal approximation"}
     return None
 
 
 def _difference(key, side, first):
-    """side - first for one metric, with its 95% interval and the interval's name."""
-    from tlres.evaluate import newcombe_interval, welch_interval
-
+    """side - first for one metric, with its 95% interval and the interval's name (`stats.difference`)."""
     a, b = _values(side, key), _values(first, key)
     if a is None or b is None:
         return None
-    if len(a) >= 2 and len(b) >= 2:
-        d, (lo, hi), df = welch_interval(a, b)
-        return {"difference": d, "ci95": [lo, hi], "interval": f"Welch t over runs (df {df:.1f})"}
-    d = float(np.mean(a) - np.mean(b))
-    if key == "accuracy" and len(a) == 1 and len(b) == 1:
-        ma, mb = side[0]["metrics"], first[0]["metrics"]
-        ca = ma.get("correct", round(ma["accuracy"] * ma["num_test"]))
-        cb = mb.get("correct", round(mb["accuracy"] * mb["num_test"]))
-        d, (lo, hi) = newcombe_interval(ca, ma["num_test"], cb, mb["num_test"])
-        return {"difference": d, "ci95": [lo, hi], "interval": "Newcombe score (independent samples)"}
+    counts = (_counts(side[0]), _counts(first[0])) if key == "accuracy" else None
+    d, ci, method, df = stats.difference(a, b, counts)
+    if method == "welch":
+        return {"difference": d, "ci95": list(ci), "interval": f"Welch t over runs (df {df:.1f})"}
+    if method == "newcombe":
+        return {"difference": d, "ci95": list(ci), "interval": "Newcombe score (independent samples)"}
     return {"difference": d, "ci95": None, "interval": "n/a"}
 
 
@@ -201,8 +166,6 @@ def paired_section(side, first):
 def compare(sides):
     """The comparison of [(label, [results])]: per-side summaries, differences from the first
     side, and paired statistics where both hold predictions on the same test set."""
-    from tlres import results as results_lib
-
     if not sides:
         raise TlresError("nothing to compare")
     first = sides[0][1]
@@ -339,51 +302,16 @@ def _mean_curve(runs, key):
 
 
 def plot(sides, path):
-    """One PNG: validation accuracy (left), train and validation loss (right), mean over runs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
-    from tlres.results import data_label
-
-    for i, (label, runs) in enumerate(sides):
-        color = f"C{i}"
-        n = f" ({data_label(runs)}" + (f", mean of {len(runs)})" if len(runs) > 1 else ")")
-        c = _mean_curve(runs, "val_accuracy")
-        if c:
-            ax_acc.plot(*zip(*c), "o-", color=color, label=label + n)
-        for key, style in (("loss", "--"), ("val_loss", "-")):
-            c = _mean_curve(runs, key)
-            if c:
-                ax_loss.plot(*zip(*c), style, marker="o", color=color,
-                             label=f"{label} {'train' if key == 'loss' else 'val'}{n}")
-    from tlres.report import epoch_axis
-
-    epochs = sorted({e for _, runs in sides for e, _ in _mean_curve(runs, "val_accuracy")})
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss (dashed: train, solid: validation)")
-    for ax in (ax_acc, ax_loss):
-        epoch_axis(ax, epochs)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=100)
-    except OSError as e:
-        raise TlresError(f"--plot {path}: cannot write it ({e.strerror})") from None
-    finally:
-        plt.close(fig)
+    """One PNG: validation accuracy (left), train and validation loss (right), mean over runs
+    (`tlres.plots.compare_curves`)."""
+    plots.compare_curves([
+        (label, f" ({results_lib.data_label(runs)}" + (f", mean of {len(runs)})" if len(runs) > 1 else ")"),
+         {key: _mean_curve(runs, key) for key in ("val_accuracy", "loss", "val_loss")})
+        for label, runs in sides], path)
 
 
 def main(argv=None, prog=PROG):
-    import sys
-
-    from tlres import cli
-
-    p = cli._Parser(prog=prog, description="Compare results side by side: per-metric values and "
+    p = cli.Parser(prog=prog, description="Compare results side by side: per-metric values and "
                 "differences with 95% intervals; McNemar, agreement and confusion difference on "
                 "shared test sets.")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -420,6 +348,4 @@ def _unique(sides):
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

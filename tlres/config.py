@@ -16,6 +16,8 @@ those are ours and docs/presets.md says why.
 import dataclasses
 from dataclasses import dataclass, field
 
+from tlres.errors import TlresError
+
 
 def _f(default, help, choices=None):
     return field(default=default, metadata={"help": help, "choices": choices})
@@ -190,8 +192,6 @@ PRESETS = {"improved": IMPROVED, "baseline": BASELINE, "quick": QUICK, "pretrain
 
 
 def preset(name):
-    from tlres.errors import TlresError
-
     if name not in PRESETS:
         raise TlresError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]

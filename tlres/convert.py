@@ -19,7 +19,11 @@ Conversions are transposes and copies, so Keras -> torch -> Keras is exact.
 
 import os
 
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
 from tlres.errors import TlresError
+from tlres.resnet_v15 import NAME
 
 TORCHVISION_FILE = "resnet50-0676ba61.pth"  # torchvision's ResNet50_Weights.IMAGENET1K_V1
 TORCHVISION_URL = "https://download.pytorch.org/models/" + TORCHVISION_FILE
@@ -71,8 +75,6 @@ def tiny_torch_name(layer_name):
 def layout(backbone, flag="?"):
     """(how torch names the backbone's layers, a description, the classifier's prefix) for the
     backbones with a torch twin."""
-    from tlres.resnet_v15 import NAME
-
     if backbone.name == NAME:
         return torch_name, "torchvision's ResNet50 layout", "fc."
     if backbone.name == "tiny":
@@ -108,8 +110,6 @@ def torch_shapes(backbone):
 
 def from_torch(backbone, state, flag, arch="resnet50_v1_5"):
     """Load a torchvision-layout state dict ({name: array}) into a v1.5 backbone; one line if it does not fit."""
-    import numpy as np
-
     mapped = mapped_layers(backbone, flag)
     _, what, head = layout(backbone, flag)
     want = torch_shapes(backbone)
@@ -132,8 +132,6 @@ def from_torch(backbone, state, flag, arch="resnet50_v1_5"):
 
 def to_torch(backbone, flag="?"):
     """The backbone as a torchvision-layout state dict of numpy arrays (num_batches_tracked = 0)."""
-    import numpy as np
-
     state = {}
     for prefix, layer, names, perm in mapped_layers(backbone, flag):
         for suffix, var in names.items():
@@ -147,8 +145,6 @@ def to_torch(backbone, flag="?"):
 def model_to_torch(net):
     """A whole tlres model (backbone and Dense head) as the PyTorch reference's state dict (numpy):
     its initial weights, say, so that both frameworks start from the same ones."""
-    import numpy as np
-
     backbone = next(l for l in net.layers if hasattr(l, "layers"))  # the one nested model
     state = to_torch(backbone)
     head = layout(backbone)[2]  # "fc." | the tiny Sequential's "14."
@@ -159,17 +155,12 @@ def model_to_torch(net):
 
 def save_state_dict(state, path):
     """Write {name: numpy array} as a .safetensors file (no pickle, no torch needed to read it)."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
     save_file({k: np.asarray(v, order="C") for k, v in state.items()}, path)  # (not ascontiguousarray: it makes 0-d arrays 1-d)
 
 
 def read_state_dict(path, flag):
     """{name: numpy array} from a .safetensors (no torch) or .pth/.pt (torch, weights_only) file."""
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
         try:
             return load_file(path)
         except Exception as e:  # not safetensors, truncated, a dtype numpy lacks (bfloat16)
@@ -200,13 +191,6 @@ def torch_available():
     import importlib.util
 
     return importlib.util.find_spec("torch") is not None
-
-
-def keras_file_to_torch(path, flag):
-    """The backbone of a tlres `--arch resnet50_v1_5` (or tiny) model file as a torch state dict (numpy)."""
-    from tlres.model import saved_backbone
-
-    return to_torch(saved_backbone(path, flag), flag)
 
 
 def _first_line(e):

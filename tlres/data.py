@@ -30,10 +30,11 @@ import stat
 import tarfile
 
 import numpy as np
+from numpy.lib import format as npy
 
 from tlres.dataset import Dataset
 
-from tlres import safe_pickle
+from tlres import imagefolder, safe_pickle
 from tlres.errors import TlresError, quote
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -70,8 +71,6 @@ def load(spec, data_dir=None, image_size=32, test_split=0.2, skip_bad_images=Fal
     if os.path.isdir(spec) and _idx_path(spec, IDX_FILES[0]):
         return _idx_folder(spec, image_size, os.path.basename(os.path.normpath(spec)), None)
     if os.path.isdir(spec) and not is_cifar_folder(spec):
-        from tlres import imagefolder
-
         return imagefolder.load(spec, image_size, test_split, skip_bad_images)
     if os.path.isdir(spec) or spec.endswith((".tar.gz", ".tgz", ".tar")):
         return _cifar10_archive(spec, image_size)
@@ -207,8 +206,6 @@ def check_npz_sizes(path):
     the allocator) or tens of gigabytes (granted, then filled page by page).
     """
     import zipfile
-
-    from numpy.lib import format as npy
 
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():

@@ -1,4 +1,4 @@
-"""The one exception type users see.
+"""The one exception type users see, and the words of its one-line messages (`quote`, `plural`).
 
 Anything a user can fix (a missing file, a bad flag value, an unreachable
 download) is raised as `TlresError`; the command line prints its message as a
@@ -31,3 +31,8 @@ def quote(text, limit=120):
             "-", "").replace("/", "").isalnum():
         return text
     return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def plural(n, noun):
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

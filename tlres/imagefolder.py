@@ -35,6 +35,8 @@ import sys
 import warnings
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from tlres.dataset import Dataset
 from tlres.errors import TlresError
@@ -65,8 +67,6 @@ def open_image(path):
     allocated 2 GiB). Regular files only: a FIFO named x.png would block forever.
     """
     import io
-
-    from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above it and refuses at twice it
     try:
@@ -290,8 +290,6 @@ def progress(total, desc, enabled=True):
 
     Redrawn 10 times a second on a terminal, every 10 s into a log file.
     """
-    from tqdm import tqdm
-
     tty = sys.stderr.isatty()
     return tqdm(total=total, desc=desc, unit="img", delay=PROGRESS_AFTER_S, file=sys.stderr,
                 leave=False, disable=not enabled, mininterval=0.1 if tty else 10.0,

@@ -20,6 +20,8 @@ mean: the paper's form moves eps/C of target mass off the true class.
 import keras
 from keras import ops
 
+from tlres.evaluate import criterion
+
 
 def paper_targets(labels, num_classes, epsilon):
     one_hot = ops.one_hot(labels, num_classes)
@@ -47,8 +49,6 @@ class SmoothedCrossEntropy(keras.losses.Loss):
     @property
     def criterion(self):
         """In words, for metrics.json's `loss_criterion`."""
-        from tlres.evaluate import criterion
-
         return criterion(self.epsilon, self.form)
 
     def call(self, y_true, y_pred):

@@ -12,9 +12,13 @@ from torchvision/timm files via `tlres.convert`). Their ImageNet weights belong
 to different networks and are not interchangeable.
 """
 
+import dataclasses
 import os
 
+from tlres import convert, data, resnet_v15
+from tlres.config import Config
 from tlres.errors import TlresError
+from tlres.resnet_v15 import NAME as V15
 
 MODEL_FILE = "model.keras"  # what a finished run leaves: the whole model, Keras' native format
 METADATA_FILE = "tlres.json"  # inside model.keras: preprocessing and class names (Keras ignores it)
@@ -36,9 +40,6 @@ def weights_unavailable(weights, arch="resnet50"):
     'imagenet' is the ImageNet weights of `arch`'s own network: Keras' file for
     resnet50, torchvision's (= 'torchvision') for resnet50_v1_5.
     """
-    from tlres import convert
-    from tlres.resnet_v15 import NAME as V15
-
     if weights == "none":
         return None
     if weights == "torchvision" or (weights == "imagenet" and arch == V15):
@@ -52,9 +53,7 @@ def weights_unavailable(weights, arch="resnet50"):
         path = convert.torchvision_weights_path()
         if os.path.exists(path):
             return None
-        from tlres.data import reachable
-
-        if not reachable("download.pytorch.org"):
+        if not data.reachable("download.pytorch.org"):
             return (f"torchvision's ImageNet weights for ResNet50 ({convert.TORCHVISION_FILE}) are not "
                     f"in torch's hub cache ({os.path.dirname(path)}) and the download host is "
                     f"unreachable: copy {convert.TORCHVISION_URL} to that folder (or set TORCH_HOME), "
@@ -66,9 +65,7 @@ def weights_unavailable(weights, arch="resnet50"):
         path = imagenet_weights_path()
         if os.path.exists(path):
             return None
-        from tlres.data import reachable
-
-        if not reachable("storage.googleapis.com"):
+        if not data.reachable("storage.googleapis.com"):
             return (f"ImageNet weights for ResNet50 are not in Keras' cache ({path}) and the download "
                     f"host is unreachable: copy {IMAGENET_URL} to that path, or run with --weights none")
         return None
@@ -94,9 +91,6 @@ def weights_unavailable(weights, arch="resnet50"):
 def resolve_weights(weights, arch="resnet50"):
     """'imagenet' | 'torchvision' | 'none' | RUN_DIR | model.keras | .weights.h5 | a torch state
     dict (.safetensors, .pth, .pt) -> what `build` loads (or one line)."""
-    from tlres import convert
-    from tlres.resnet_v15 import NAME as V15
-
     problem = weights_unavailable(weights, arch)
     if problem:
         raise TlresError(problem)
@@ -118,8 +112,6 @@ def resolve_weights(weights, arch="resnet50"):
 def build(num_classes, cfg):
     """The classifier for `cfg`: weights, BatchNorm settings and input size applied."""
     import keras
-
-    from tlres import convert, resnet_v15
 
     keras.utils.set_random_seed(cfg.seed)
     weights = resolve_weights(cfg.weights, cfg.arch)
@@ -255,10 +247,6 @@ def _is_record(meta):
     pre, ev = meta.get("preprocessing") or {}, meta.get("evaluation") or {}
     if not (isinstance(pre, dict) and isinstance(ev, dict)):
         return False
-    import dataclasses
-
-    from tlres.config import Config
-
     choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(Config)}
     names, batch = pre.get("class_names"), ev.get("batch_size")
     return ((names is None or isinstance(names, list) and all(isinstance(n, str) for n in names))

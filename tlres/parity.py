@@ -36,6 +36,11 @@ changing rate (Keras' velocity holds past rates, torch's buffer does not; equal
 within an epoch of cosine-epoch, or with a constant rate).
 """
 
+import numpy as np
+
+from tlres import convert, model as model_lib, pipeline, train
+from tlres.reference import torch as ref
+
 U = 2.0 ** -24  # float32's unit roundoff
 PROBE_SIZE = 100 * U  # ~ sqrt(longest sum) * u: a batch-32 gradient at 16x16 sums 8,192 terms
 PROBES = 2
@@ -50,9 +55,6 @@ def trajectories(cfg, x, y, num_classes, steps):
     import torch  # noqa: F401  first: torch imported after JAX has run can crash (triton)
     import torchvision  # noqa: F401
     import jax
-    import numpy as np
-
-    from tlres import convert, model as model_lib, pipeline, train
 
     steps_per_epoch = len(x) // cfg.batch_size
     epochs = -(-steps // steps_per_epoch)
@@ -90,8 +92,6 @@ def trajectories(cfg, x, y, num_classes, steps):
 
 def perturbed(state, size, seed):
     """Every float tensor times (1 +- size), random signs; counters untouched."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     return {k: (v * (1.0 + size * rng.choice([-1.0, 1.0], v.shape))).astype(v.dtype)
             if v.dtype.kind == "f" else v for k, v in state.items()}
@@ -100,8 +100,6 @@ def perturbed(state, size, seed):
 def torch_losses(cfg, state, batches, num_classes, steps_per_epoch, dtype):
     """The reference's per-step training losses from `state` on `batches` (NHWC numpy)."""
     import torch
-
-    from tlres.reference import torch as ref
 
     torch.manual_seed(cfg.seed)
     model = ref.build(cfg.replace(weights="none"), num_classes)

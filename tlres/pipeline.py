@@ -31,6 +31,7 @@ to whole batches so inference compiles once; padded rows are dropped again.
 import numpy as np
 
 from tlres import augment as aug
+from tlres.errors import TlresError
 
 _SHUFFLE, _AUGMENT = 0, 1  # stream ids folded into the seed: independent draws
 
@@ -60,8 +61,6 @@ def train_data(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
 
 def _check_size(x, batch_size):
     if len(x) < batch_size:
-        from tlres.errors import TlresError
-
         raise TlresError(f"the training split has {len(x)} images, fewer than one batch "
                          f"of {batch_size}; lower --batch-size")
 

@@ -25,6 +25,8 @@ import sys
 
 import numpy as np
 
+from tlres import backend, cli, data, evaluate, imagefolder, pipeline
+from tlres import model as model_lib
 from tlres.errors import TlresError
 
 PROG = "python -m tlres.predict"
@@ -41,21 +43,17 @@ class Predictor:
 
     def logits(self, x):
         """float32 logits of uint8 (N, S, S, 3) images, as the run evaluated its test split."""
-        from tlres import evaluate, pipeline
-
         padded, n = pipeline.eval_arrays(x, self.batch_size, self.input_norm)
         return evaluate.predict_logits(self.model, padded, n, self.batch_size)
 
 
 def model_path(model):
     """MODEL (a run directory or a .keras file) -> the .keras path, checked."""
-    from tlres.model import MODEL_FILE
-
     if os.path.isdir(model):
-        path = os.path.join(model, MODEL_FILE)
+        path = os.path.join(model, model_lib.MODEL_FILE)
         if not os.path.isfile(path):
-            raise TlresError(f"{model}: no {MODEL_FILE} in that folder (a finished tlres run writes one; "
-                             "a failed or running run has none yet)")
+            raise TlresError(f"{model}: no {model_lib.MODEL_FILE} in that folder (a finished tlres run "
+                             "writes one; a failed or running run has none yet)")
         return path
     if not os.path.isfile(model):
         raise TlresError(f"{model}: no such run directory or .keras file")
@@ -67,8 +65,6 @@ def model_path(model):
 def load(model, input_norm=None, batch_size=None, conv=None):
     """A `Predictor` for MODEL; `input_norm`/`batch_size`/`conv` override the stored ones."""
     import keras
-
-    from tlres import backend, model as model_lib
 
     backend.require_jax()
     path = model_path(model)
@@ -101,8 +97,6 @@ def load(model, input_norm=None, batch_size=None, conv=None):
 
 def gather(inputs):
     """INPUT arguments -> ('paths', [(shown path, file path)]) or ('npz', path)."""
-    from tlres import imagefolder
-
     if not inputs:
         raise TlresError("no INPUT given: name image files, folders or one .npz")
     npz = [i for i in inputs if i.endswith(".npz")]
@@ -129,8 +123,6 @@ def gather(inputs):
 
 def npz_images(path, size):
     """The `x` (or `x_test`) array of an .npz as uint8 (N, size, size, 3), as `tlres.data` reads them."""
-    from tlres import data
-
     try:
         data.check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as f:
@@ -153,8 +145,6 @@ def rows(predictor, gathered, top_k=1, skip_bad_images=False, bar=True):
     Images are decoded and predicted a chunk at a time; a chunk is whole batches, so
     every image sits at the same place in its batch as in one long array (as in the run).
     """
-    from tlres import imagefolder
-
     names = predictor.class_names
     if not 1 <= top_k <= len(names):
         raise TlresError(f"--top-k {top_k}: the model has {len(names)} classes; choose 1..{len(names)}")
@@ -251,8 +241,6 @@ def run(model, inputs, out="predictions.csv", top_k=1, skip_bad_images=False, in
 def parser(prog=PROG):
     import argparse
 
-    from tlres import cli
-
     head, _, rest = __doc__.partition("\n\n")
     p = cli.Parser(prog=prog, description=head.split(": ")[0] + ".", epilog=rest,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,8 +265,6 @@ def parser(prog=PROG):
 
 
 def main(argv=None, prog=PROG):
-    from tlres import cli
-
     a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
 
     def go():

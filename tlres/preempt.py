@@ -28,6 +28,8 @@ import signal
 import sys
 import threading
 
+from tlres import checkpoint, writes
+
 RESUME_MODULE = "tlres.experiments.improved"  # --resume reads every setting from the run directory
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -66,8 +68,6 @@ def position(meta):
 
 def interrupted_status(run_dir, signum, checkpointed, again=False):
     """(status.json record, one-line message) for a run stopped by `signum`."""
-    from tlres import checkpoint
-
     meta = checkpoint.read_meta(run_dir)
     where = position(meta)
     name = signal.Signals(signum).name
@@ -123,8 +123,6 @@ class Guard:
 
     def exit_now(self, signum):
         """Remove temporary files, mark the run interrupted, print the resume line, and exit."""
-        from tlres import writes
-
         code = 128 + signum
         try:
             if self.run_dir and os.path.exists(os.path.join(self.run_dir, "status.json")):
@@ -155,8 +153,6 @@ def step_callback(out, cfg, steps, guard, state):
     import time
 
     import keras
-
-    from tlres import checkpoint
 
     class AtStep(keras.callbacks.Callback):
         def set_model(self, model):

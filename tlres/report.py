@@ -23,8 +23,9 @@ Writes to --out (default: the first source's report/ folder):
 
 `--readme FILE` replaces the text between `<!-- tlres.report:begin -->` and
 `<!-- tlres.report:end -->` in FILE with the generated section, so README
-results are never typed by hand. Per-run figures (`run_figures`) are written
-by the runner itself.
+results are never typed by hand. Per-run figures (`tlres.plots.run_figures`)
+are written by the runner itself. Intervals come from `tlres.stats`, figures are
+drawn by `tlres.plots`.
 """
 
 import csv
@@ -35,6 +36,7 @@ import time
 
 import numpy as np
 
+from tlres import cli, plots, results, stats
 from tlres.errors import TlresError
 
 BEGIN, END = "<!-- tlres.report:begin -->", "<!-- tlres.report:end -->"
@@ -45,97 +47,6 @@ def markers(kind, section=None):
     `section` one of several sections it writes (e.g. ``transfer``)."""
     name = f"tlres.{kind}" + (f":{section}" if section else "")
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_confusion(ax, cm, class_names, title):
-    cm = np.asarray(cm)
-    ax.imshow(cm, cmap="Blues")
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if len(class_names) <= 20:
-        thresh = cm.max() / 2 if cm.size else 0
-        for i in range(cm.shape[0]):
-            for j in range(cm.shape[1]):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > thresh else "black")
-
-
-def epoch_axis(ax, epochs):
-    """Integer epoch ticks, and half an epoch of room either side of a short run's points
-    (matplotlib would draw one epoch's point on an axis from 0.96 to 1.04)."""
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    if epochs and max(epochs) - min(epochs) < 4:
-        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-
-
-def _marker(epochs):
-    """A visible point on every epoch (a one-epoch run is one point), smaller on long runs."""
-    return {"marker": "o", "markersize": 4 if len(epochs) <= 20 else 2.5}
-
-
-def _curves(plt, path, epochs, history, series, ylabel, title, dpi=120):
-    """One PNG of per-epoch curves; returns what it drew: per series its colour and each
-    point's (column, row) pixel in the PNG, and the x ticks in view."""
-    from matplotlib.colors import to_rgb
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    lines = [ax.plot(epochs, [r[key] for r in history], style, label=label, **_marker(epochs))[0]
-             for key, style, label in series]
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    epoch_axis(ax, epochs)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    scale, height = dpi / fig.dpi, fig.get_figheight() * dpi
-    drawn = {"series": {}, "xticks": [float(t) for t in ax.get_xticks()
-                                      if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]}
-    for line in lines:
-        xy = ax.transData.transform(line.get_xydata())
-        drawn["series"][line.get_label()] = {
-            "color": to_rgb(line.get_color()),
-            "pixels": [(float(x * scale), float(height - y * scale)) for x, y in xy]}
-    plt.close(fig)
-    return drawn
-
-
-def run_figures(out, history, metrics, class_names, title=""):
-    """accuracy.png, loss.png and confusion.png in `out`; returns {file: what `_curves` drew}."""
-    plt = _plt()
-    epochs = [r["epoch"] for r in history]
-    drawn = {}
-    drawn["accuracy.png"] = _curves(
-        plt, os.path.join(out, "accuracy.png"), epochs, history,
-        [("accuracy", "-", "train accuracy"), ("val_accuracy", "-", "validation accuracy"),
-         ("val_mean_class_accuracy", "--", "validation mean per-class")],
-        "accuracy", f"Accuracy per epoch: {title}")
-    drawn["loss.png"] = _curves(
-        plt, os.path.join(out, "loss.png"), epochs, history,
-        [("loss", "-", "train loss"), ("val_loss", "-", "validation loss")],
-        "loss (training criterion)", f"Loss per epoch: {title}")
-
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    plot_confusion(ax, metrics["confusion_matrix"], class_names,
-                   f"{title}: accuracy {metrics['accuracy']:.4f} (n={metrics['num_test']})")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "confusion.png"), dpi=120)
-    plt.close(fig)
-    return drawn
 
 
 # ---------------------------------------------------------------- summary table
@@ -149,12 +60,6 @@ def reference_of(name, names):
     return None
 
 
-def _stats(values):
-    v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
-            "min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
-
-
 def _final(r, key):
     m = r["metrics"]
     if key == "val_loss":
@@ -162,39 +67,33 @@ def _final(r, key):
     return m.get(key)
 
 
-def difference(runs, ref_runs, key="accuracy"):
-    """(mean difference, (lo, hi), method) for `key` between two groups of runs."""
-    from tlres import evaluate
+def _counts(r):
+    """(correct, n) of a run's test accuracy."""
+    m = r["metrics"]
+    return m.get("correct", round(m["accuracy"] * m["num_test"])), m["num_test"]
 
+
+def difference(runs, ref_runs, key="accuracy"):
+    """(mean difference, (lo, hi), method) for `key` between two groups of runs (`stats.difference`)."""
     a = [_final(r, key) for r in runs]
     b = [_final(r, key) for r in ref_runs]
-    if len(a) >= 2 and len(b) >= 2:
-        d, ci, df = evaluate.welch_interval(a, b)
+    counts = (_counts(runs[0]), _counts(ref_runs[0])) if key == "accuracy" else None
+    d, ci, method, df = stats.difference(a, b, counts)
+    if method == "welch":
         return d, ci, f"Welch t over seeds, df={df:.1f}"
-    if len(a) == 1 and len(b) == 1 and key == "accuracy":
-        ma, mb = runs[0]["metrics"], ref_runs[0]["metrics"]
-        ca = ma.get("correct", round(ma["accuracy"] * ma["num_test"]))
-        cb = mb.get("correct", round(mb["accuracy"] * mb["num_test"]))
-        d, ci = evaluate.newcombe_interval(ca, ma["num_test"], cb, mb["num_test"])
+    if method == "newcombe":
         return d, ci, "Newcombe score interval, one run each"
-    return float(np.mean(a) - np.mean(b)), (float("nan"), float("nan")), "n/a"
+    return d, (float("nan"), float("nan")), "n/a"
 
 
 def detectable(runs, ref_runs, key="accuracy"):
     """The smallest difference of `key` this design detects with 80% power at the 5% level:
     over seeds (Welch) when each side has two or more runs, else between two test-set
-    accuracies (`tlres.evaluate.detectable_proportions`, at the pooled accuracy)."""
-    from tlres import evaluate
-
+    accuracies (`tlres.stats.detectable_proportions`, at the pooled accuracy)."""
     a = [_final(r, key) for r in runs]
     b = [_final(r, key) for r in ref_runs]
-    if len(a) >= 2 and len(b) >= 2:
-        return evaluate.detectable_welch(a, b)
-    if key == "accuracy":
-        ma, mb = runs[0]["metrics"], ref_runs[0]["metrics"]
-        pooled = (np.mean(a) + np.mean(b)) / 2
-        return evaluate.detectable_proportions(pooled, ma["num_test"], mb["num_test"])
-    return float("nan")
+    sizes = (runs[0]["metrics"]["num_test"], ref_runs[0]["metrics"]["num_test"]) if key == "accuracy" else None
+    return stats.detectable(a, b, sizes)
 
 
 DIFFERENT_DATA = "different data: no difference computed"
@@ -202,11 +101,9 @@ DIFFERENT_DATA = "different data: no difference computed"
 
 def _data_name(runs):
     """The dataset a group was evaluated on, e.g. 'digits' or 'CIFAR-10' ('?' if not recorded)."""
-    from tlres.results import data_of
-
     names = []
     for r in runs:
-        name = data_of(r)[0] or "?"
+        name = results.data_of(r)[0] or "?"
         if name not in names:
             names.append(name)
     return " / ".join(names)
@@ -214,8 +111,6 @@ def _data_name(runs):
 
 def summarize(groups):
     """One row per group: counts, accuracy / mean per-class accuracy / loss statistics, difference."""
-    from tlres import results
-
     rows = []
     names = list(groups)
     for name, runs in groups.items():
@@ -224,7 +119,7 @@ def summarize(groups):
         for key in ("accuracy", "mean_class_accuracy", "val_loss", "cross_entropy"):
             vals = [_final(r, key) for r in runs]
             if all(v is not None for v in vals):
-                row.update({f"{key}_{k}": v for k, v in _stats(vals).items()})
+                row.update({f"{key}_{k}": v for k, v in stats.summary(vals).items() if k != "n"})
         ref = reference_of(name, names)
         if name == "paper improved" and "paper baseline" in groups:
             ref = "paper baseline"
@@ -301,43 +196,20 @@ def _plotted(groups):
     return dict(list(ours.items())[:6])
 
 
-def _band(ax, runs, key, label, style="-", color=None):
-    rows = [r["history"] for r in runs if r["history"] and all(h.get(key) is not None for h in r["history"])]
-    if not rows:
-        return None
-    n = min(len(h) for h in rows)
-    ep = [h["epoch"] for h in rows[0][:n]]
-    v = np.array([[h[key] for h in hist[:n]] for hist in rows], np.float64)
-    (line,) = ax.plot(ep, v.mean(0), style, color=color, label=f"{label} (n={len(rows)})",
-                      **_marker(ep))
-    if len(rows) > 1:
-        ax.fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
-    return line.get_color()
-
-
-def _epochs(groups):
-    return sorted({h["epoch"] for runs in groups.values() for r in runs for h in r["history"] or []
-                   if h.get("epoch") is not None})
-
-
 def final_points(groups):
     """Fig. 2's right panel: per group its final accuracy (mean over runs), its own 95% interval
     and a tick label naming the group, its data and test-set size, runs and interval."""
-    from tlres import evaluate
-
     points = []
     for name, runs in groups.items():
         m = runs[0]["metrics"]
         acc = [r["metrics"]["accuracy"] for r in runs]
         mean = float(np.mean(acc))
         if len(runs) == 1:
-            lo, hi = evaluate.wilson_interval(m.get("correct", round(mean * m["num_test"])), m["num_test"])
+            lo, hi = stats.wilson_interval(*_counts(runs[0]))
             how = "Wilson"
         else:
-            from scipy import stats
-
-            half = stats.t.ppf(0.975, len(acc) - 1) * np.std(acc, ddof=1) / math.sqrt(len(acc))
-            lo, hi, how = mean - half, mean + half, "t over seeds"
+            _, (lo, hi) = stats.t_interval(acc)
+            how = "t over seeds"
         label = (f"{name}\n{_data_name(runs)}, {m['num_test']} images"
                  + (f"\nx {len(runs)} seeds" if len(runs) > 1 else "") + f"\n({how})")
         points.append({"group": name, "label": label, "accuracy": mean, "ci95": (lo, hi),
@@ -346,82 +218,20 @@ def final_points(groups):
 
 
 def figures(out, groups, paper_groups, data_label=None):
-    """fig2/3/4 PNGs in `out`; returns {file: [panel titles]} (what tests check).
+    """fig2/3/4 PNGs in `out` (`tlres.plots.report_figures`); returns {file: [panel titles]}.
 
     Every curve and point names its data: in the titles when all plotted groups share one
     dataset (or `data_label` says it), else in each legend entry and tick label."""
-    plt = _plt()
     plotted = _plotted(groups)
-    panels = {}
     data_names = {_data_name(runs) for runs in plotted.values()}
     if data_label is None:
         data_label = f" ({next(iter(data_names))})" if len(data_names) == 1 else ""
-
-    def named(name, runs):
-        return name if len(data_names) == 1 else f"{name} ({_data_name(runs)})"
-
-    # Fig. 2: validation accuracy per epoch, and final accuracy beside the paper's
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-    for name, runs in plotted.items():
-        _band(ax, runs, "val_accuracy", named(name, runs))
-    ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title=f"Fig. 2: validation accuracy per epoch{data_label} (band: min-max over seeds)")
-    epoch_axis(ax, _epochs(plotted))
-    ax.grid(alpha=0.3), ax.legend()
+    labels = {name: name if len(data_names) == 1 else f"{name} ({_data_name(runs)})"
+              for name, runs in plotted.items()}
     both = {**paper_groups, **plotted}
-    points = final_points(both)
-    labels = [p["label"] for p in points]
-    ys = [p["accuracy"] for p in points]
-    errs = [(p["accuracy"] - p["ci95"][0], p["ci95"][1] - p["accuracy"]) for p in points]
-    colors = ["0.5" if p["paper"] else "C0" for p in points]
-    bx.errorbar(range(len(ys)), ys, yerr=np.array(errs).T, fmt="none", capsize=4, ecolor="k")
-    for i, (y, c) in enumerate(zip(ys, colors)):
-        bx.plot(i, y, "o", color=c)
-        bx.annotate(f"{y * 100:.2f}%", (i, y), textcoords="offset points", xytext=(8, 0), fontsize=8)
-    bx.set_xticks(range(len(labels)), labels, fontsize=7)
-    from tlres.results import same_data
-
     groups_shown = list(both.values())
-    mixed = any(not same_data(groups_shown[0], g) for g in groups_shown[1:])
-    bx.set(ylabel="final test accuracy (95% interval)",
-           title="final accuracy: the paper's (grey, one batch) and ours"
-                 + ("\neach on its own data (below): not comparable across data" if mixed else ""))
-    bx.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig2_accuracy.png"), dpi=110)
-    panels["fig2_accuracy.png"] = [ax.get_title(), bx.get_title()]
-    plt.close(fig)
-
-    # Fig. 3: train (solid) and validation (dashed) loss per epoch
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, runs in plotted.items():
-        color = _band(ax, runs, "loss", f"{named(name, runs)} train")
-        _band(ax, runs, "val_loss", f"{named(name, runs)} validation", "--", color)
-    ax.set(xlabel="epoch", ylabel="loss (each run's own training criterion)",
-           title=f"Fig. 3: train and validation loss per epoch{data_label}")
-    epoch_axis(ax, _epochs(plotted))
-    ax.grid(alpha=0.3), ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig3_loss.png"), dpi=110)
-    panels["fig3_loss.png"] = [ax.get_title()]
-    plt.close(fig)
-
-    # Fig. 4: confusion matrices side by side, summed over each group's runs
-    shown = list(plotted.items())[:4]
-    fig, axes = plt.subplots(1, len(shown), figsize=(6 * len(shown), 5.5), squeeze=False)
-    titles = []
-    for ax, (name, runs) in zip(axes[0], shown):
-        cm = np.sum([np.asarray(r["metrics"]["confusion_matrix"]) for r in runs], axis=0)
-        classes = runs[0]["metrics"].get("class_names") or [str(i) for i in range(len(cm))]
-        acc = np.trace(cm) / cm.sum()
-        seeds = f", summed over {len(runs)} seeds" if len(runs) > 1 else ""
-        plot_confusion(ax, cm, classes, f"Fig. 4: {named(name, runs)}{seeds}\naccuracy {acc * 100:.2f}% of {cm.sum()}")
-        titles.append(ax.get_title())
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig4_confusion.png"), dpi=110)
-    panels["fig4_confusion.png"] = titles
-    plt.close(fig)
-    return panels
+    mixed = any(not results.same_data(groups_shown[0], g) for g in groups_shown[1:])
+    return plots.report_figures(out, plotted, final_points(both), labels, data_label, mixed)
 
 
 # ---------------------------------------------------------------- the command
@@ -466,16 +276,14 @@ def findings(groups):
     else "no difference found", with the smallest difference the design detects (80% power),
     so that it reads "none larger than X".
     """
-    from tlres import evaluate
-
     out = []
     for question, a, b in QUESTIONS:
         if len(groups.get(a, ())) < 2 or len(groups.get(b, ())) < 2:
             continue
         va = [_final(r, "accuracy") for r in groups[a]]
         vb = [_final(r, "accuracy") for r in groups[b]]
-        d, (lo, hi), _ = evaluate.welch_interval(va, vb)
-        mdd = evaluate.detectable_welch(va, vb)
+        d, (lo, hi), _ = stats.welch_interval(va, vb)
+        mdd = stats.detectable_welch(va, vb)
         numbers = f"{_pct(d, True)} points [{_pct(lo, True)}, {_pct(hi, True)}] ({a} vs {b})"
         if lo > 0:
             verdict = f"**helps**: {numbers}"
@@ -531,10 +339,8 @@ def update_readme(path, section, begin=BEGIN, end=END):
 
 
 def main(argv=None, prog="python -m tlres.report"):
-    from tlres import cli
-
     argv = sys.argv[1:] if argv is None else argv
-    p = cli._Parser(prog=prog, description=__doc__.split("\n")[0].split(": ")[0])
+    p = cli.Parser(prog=prog, description=__doc__.split("\n")[0].split(": ")[0])
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="run directory, directory of runs (a grid), or results file")
     p.add_argument("--out", help="where the table and figures go (default: FIRST_SOURCE/report)")
@@ -550,8 +356,6 @@ def main(argv=None, prog="python -m tlres.report"):
 
 
 def _main(a, argv, prog):
-    from tlres import results
-
     runs = [r for s in a.sources for r in results.load(s)]
     groups = results.group(runs)
     paper_groups = {} if a.no_paper else results.group(results.paper())

@@ -26,7 +26,9 @@ import json
 import math
 import os
 import re
+import sys
 
+from tlres import cli, evaluate
 from tlres.errors import TlresError, quote
 
 SCHEMA = "tlres.results/1"
@@ -323,8 +325,6 @@ def from_csv(history, predictions, framework, device=None, dataset=None, class_n
     metrics are computed from the predictions by `tlres.evaluate`; the loss is the
     last history row's val_loss when the history has one.
     """
-    from tlres import evaluate
-
     for path in (history, predictions):
         if not os.path.isfile(path):
             raise TlresError(f"{path}: no such file")
@@ -375,12 +375,8 @@ def from_csv(history, predictions, framework, device=None, dataset=None, class_n
 
 def main(argv=None, prog="python -m tlres.results"):
     """`export RUN_DIR --out FILE` and `convert --history H --predictions P --framework NAME --out FILE`."""
-    import sys
-
-    from tlres import cli
-
-    p = cli._Parser(prog=prog, description=f"Write results files (schema {SCHEMA}).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=cli._Parser)
+    p = cli.Parser(prog=prog, description=f"Write results files (schema {SCHEMA}).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
     e = sub.add_parser("export", help="a tlres (or tlres.reference.torch) run directory -> results JSON")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", required=True, help="results JSON to write")
@@ -416,6 +412,4 @@ def _main(args):
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -12,6 +12,7 @@ from eta_max at step 0 to eta_min at the last.
 import math
 
 import keras
+import numpy as np
 
 
 def cosine(t, total, lr_max, lr_min=0.0):
@@ -46,7 +47,5 @@ def learning_rate(cfg, steps_per_epoch):
 def current_lr(optimizer):
     """The rate the optimizer applies at its current step: the float32 it holds, as the shortest
     decimal that identifies that float32 (0.001, not 0.0010000000474974513)."""
-    import numpy as np
-
     lr = np.float32(keras.ops.convert_to_numpy(optimizer.learning_rate))
     return float(str(lr))  # numpy prints a float32 with the fewest digits that round-trip it

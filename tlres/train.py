@@ -33,16 +33,20 @@ import os
 import sys
 import time
 
-from tlres.errors import TlresError
+import numpy as np
+
+from tlres import augment, backend, checkpoint, data, evaluate, pipeline, plots, preempt, writes
+from tlres import model as model_lib
+from tlres.backend import cpu_features, cpu_name, host_description
+from tlres.config import Config
+from tlres.errors import TlresError, TrainingFailed, plural
 
 SPLIT_FILE = "split.csv"
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                   "val_mean_class_accuracy", "lr", "seconds")
 
 
-def _write_json(path, obj):
-    from tlres import writes
-
+def write_json(path, obj):
     writes.atomic_text(path, json.dumps(obj, indent=2) + "\n")
 
 
@@ -63,8 +67,6 @@ def device():
     """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
     import jax
 
-    from tlres.backend import cpu_features, cpu_name, host_description
-
     devs = jax.devices()
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
             "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
@@ -72,8 +74,6 @@ def device():
 
 def preprocessing(cfg, class_names):
     """What `model.keras` expects as input, and what its outputs mean (config.json)."""
-    from tlres import augment
-
     return {"image_size": cfg.image_size, "channels": "RGB", "layout": "NHWC",
             "input": "uint8 pixels resized to image_size (bilinear, antialiased when shrinking), then "
                      + augment.NORM_FORMULAS[cfg.input_norm],
@@ -151,10 +151,8 @@ def load_inputs(cfg):
     The weights are checked first (a file check, and offline a network probe of seconds),
     so an unusable --data does not hide missing weights until the data is fixed.
     """
-    from tlres import data, model
-
     problems = []
-    weights = model.weights_unavailable(cfg.weights, cfg.arch)
+    weights = model_lib.weights_unavailable(cfg.weights, cfg.arch)
     try:
         ds = data.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     except TlresError as e:
@@ -223,7 +221,7 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
     """Per-epoch validation on the whole test split, the lr, and history.csv."""
     import keras
 
-    from tlres import evaluate, schedules
+    from tlres import schedules
 
     class EpochEnd(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -242,7 +240,7 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
             row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                    **{k: logs.get(k) for k in HISTORY_FIELDS if k not in ("epoch", "seconds")}}
             state["history"].append(row)
-            _write_history(os.path.join(out, "history.csv"), state["history"])
+            write_history(os.path.join(out, "history.csv"), state["history"])
 
     return EpochEnd()
 
@@ -252,9 +250,6 @@ def _nan_callback(out, state):
     import math
 
     import keras
-
-    from tlres import preempt
-    from tlres.errors import TrainingFailed
 
     class StopOnNonFinite(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -278,8 +273,6 @@ def _nan_callback(out, state):
 
 def resumed_config(run_dir):
     """The Config of the run in `run_dir`, checked to be resumable."""
-    from tlres.config import Config
-
     if not os.path.isdir(run_dir):
         raise TlresError(f"--resume {run_dir}: no such run directory")
     try:
@@ -328,16 +321,12 @@ def run(cfg, verbose=None, overwrite=False, resume=False):
     `resumed_config`) from its last checkpoint. SIGTERM and SIGINT stop it at a step
     (`tlres.preempt`); a full disk is one `tlres.writes.DiskFull` line.
     """
-    from tlres import preempt
-
     with preempt.Guard() as guard:
         return _guarded_run(cfg, verbose, overwrite, resume, guard)
 
 
 def _guarded_run(cfg, verbose, overwrite, resume, guard):
     import socket
-
-    from tlres import backend, checkpoint, model as model_lib, pipeline, writes
 
     backend.require_jax()
     validate(cfg)
@@ -370,12 +359,12 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
         print(f"tlres: {stale}", flush=True)
     status = os.path.join(out, "status.json")
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
-    _write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "pid": os.getpid(), "host": socket.gethostname(),
-                         "start_epoch": start_epoch, "start_step": ckpt[0]["step"] if ckpt else 0})
+    write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "pid": os.getpid(), "host": socket.gethostname(),
+                        "start_epoch": start_epoch, "start_step": ckpt[0]["step"] if ckpt else 0})
     try:
         if not resume:
-            _write_json(os.path.join(out, "config.json"), {
+            write_json(os.path.join(out, "config.json"), {
                 "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
                     "num_classes": ds.num_classes, "class_names": list(ds.class_names),
@@ -407,9 +396,9 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
             raise
         meta = checkpoint.read_meta(out)
         try:  # on a full disk this small file may still fit; if not, the error says why
-            _write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}",
-                                 "epochs_done": meta["epochs_done"] if meta else 0,
-                                 "step": meta.get("step", 0) if meta else 0})
+            write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}",
+                                "epochs_done": meta["epochs_done"] if meta else 0,
+                                "step": meta.get("step", 0) if meta else 0})
         except (OSError, TlresError):
             pass
         if isinstance(e, writes.DiskFull) and not getattr(e, "before_training", False):
@@ -419,8 +408,6 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
 
 def _what_is_kept(out, meta, remedy):
     """The end of a full disk's line: what survives and how to continue."""
-    from tlres import preempt
-
     if meta is None:
         return f"no checkpoint was written yet; {remedy} and start again"
     return (f"the last complete checkpoint ({preempt.position(meta)}) is kept; {remedy}, then "
@@ -431,20 +418,17 @@ def _stopped(out, exc):
     """Mark a run stopped by a signal as interrupted, and give `exc` its one line."""
     import signal
 
-    from tlres import preempt
-
     signum = getattr(exc, "signum", signal.SIGINT)  # a bare KeyboardInterrupt is Ctrl-C
     record, message = preempt.interrupted_status(out, signum, getattr(exc, "checkpointed", False))
     try:
-        _write_json(os.path.join(out, "status.json"), record)
+        write_json(os.path.join(out, "status.json"), record)
     except (OSError, TlresError):
         pass
     exc.message, exc.exit_code = message, 128 + signum
 
 
 def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
-    from tlres import checkpoint, evaluate, losses, model as model_lib, pipeline, preempt, report, writes
-    from tlres.cli import plural
+    from tlres import losses  # imports keras
 
     meta = ckpt[0] if ckpt else None
     start_epoch = meta["epochs_done"] if meta else 0
@@ -467,7 +451,7 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
           f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
           f"weights={cfg.weights}, device={device()['kind']}, "
           f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}" + resuming, flush=True)
-    _write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
+    write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
     eval_loss = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing,
                                             cfg.smoothing_form, reduction=None)
     state = {"history": history, "offset": start_step, "saved": meta}
@@ -499,19 +483,19 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
 
     m = state["metrics"]  # the last epoch's validation is the final evaluation
     m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
-    _write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
-    writes.staged_files(out, FIGURES, lambda folder: report.run_figures(
+    write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
+    writes.staged_files(out, FIGURES, lambda folder: plots.run_figures(
         folder, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))
     metadata = {"preprocessing": preprocessing(cfg, ds.class_names),
                 "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}}
     writes.staged(os.path.join(out, model_lib.MODEL_FILE),
                   lambda path: model_lib.save(net, path, metadata), needed=_weights_bytes(net) + 100_000)
-    _write_json(os.path.join(out, "metrics.json"), m)
+    write_json(os.path.join(out, "metrics.json"), m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
         import shutil
 
         shutil.rmtree(os.path.dirname(checkpoint.path(out)), ignore_errors=True)
-    _write_json(os.path.join(out, "status.json"), {
+    write_json(os.path.join(out, "status.json"), {
         "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": start_epoch,
         "train_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2)})
     lo, hi = m["accuracy_ci95"]
@@ -524,12 +508,10 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
     return out
 
 
-FIGURES = ("accuracy.png", "loss.png", "confusion.png")  # what report.run_figures writes
+FIGURES = plots.RUN_FIGURES  # what plots.run_figures writes
 
 
 def _weights_bytes(net):
-    import numpy as np
-
     return sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in net.weights)
 
 
@@ -542,8 +524,6 @@ def check_space(cfg, out, net, num_test):
     40 bytes per test image). model.keras (the weights only) is written while one
     checkpoint remains, so it fits in the second checkpoint's room.
     """
-    from tlres import checkpoint, writes
-
     one = checkpoint.estimate_bytes(net, cfg.epochs)
     existing = os.path.getsize(checkpoint.path(out)) if os.path.exists(checkpoint.path(out)) else 0
     small = 500_000 + 40 * num_test + 300 * cfg.epochs
@@ -577,8 +557,6 @@ def write_split(path, rows):
     """split.csv of an image folder: which file is which training or test row (or was skipped)."""
     import io
 
-    from tlres import writes
-
     f = io.StringIO(newline="")
     w = csv.writer(f)
     w.writerow(["split", "index", "class", "path"])
@@ -586,10 +564,8 @@ def write_split(path, rows):
     writes.atomic_text(path, f.getvalue())
 
 
-def _write_history(path, rows):
+def write_history(path, rows):
     import io
-
-    from tlres import writes
 
     f = io.StringIO(newline="")
     w = csv.DictWriter(f, HISTORY_FIELDS)
@@ -598,12 +574,8 @@ def _write_history(path, rows):
     writes.atomic_text(path, f.getvalue())
 
 
-def _write_predictions(path, logits, labels):
+def write_predictions(path, logits, labels):
     import io
-
-    import numpy as np
-
-    from tlres import writes
 
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)

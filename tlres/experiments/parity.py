@@ -23,11 +23,12 @@ definition, not of rounding: see `tlres.parity`).
 """
 
 import csv
+import dataclasses
 import os
 import sys
 import time
 
-from tlres import cli
+from tlres import cli, data, parity, plots, report
 from tlres.errors import TlresError
 
 PROG = "python -m tlres.experiments.parity"
@@ -37,12 +38,10 @@ EARLY = 10  # the "first steps" column: before any ReLU flips have had time to c
 
 
 def parse(argv, prog=PROG):
-    import dataclasses
-
-    p = cli._Parser(prog=prog, description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=cli._checked(int, lambda v: v > 0, "must be positive"),
+    p = cli.Parser(prog=prog, description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=cli.positive(int),
                    default=100, help="training steps per seed (default: 100)")
-    p.add_argument("--seeds", type=cli._checked(int, lambda v: v > 0, "must be positive"), default=3,
+    p.add_argument("--seeds", type=cli.positive(int), default=3,
                    help="seeds --seed, --seed+1, ... (default: 3)")
     p.add_argument("--out", required=True, help="directory: seed<k>.csv, parity.png, summary.md")
     p.add_argument("--readme", metavar="FILE",
@@ -75,8 +74,6 @@ def record(cfg, args, argv):
     import torch  # noqa: F401  before JAX runs: torch/torchvision imported after it can crash (triton)
     import torchvision  # noqa: F401
 
-    from tlres import data, parity
-
     ds = data.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     if len(ds.x_train) < cfg.batch_size:
         raise TlresError(f"--data {cfg.data}: fewer training images than one batch of {cfg.batch_size}")
@@ -98,8 +95,6 @@ def record(cfg, args, argv):
         f.write(text)
     print(text, end="")
     if args.readme:
-        from tlres import report
-
         rel = os.path.relpath(args.out, os.path.dirname(os.path.abspath(args.readme)))
         section = text + f"\n![per-step loss differences]({rel}/parity.png)\n"
         report.update_readme(args.readme, section, *report.markers("parity"))
@@ -127,8 +122,6 @@ def relative(rows, key):
 
 def within(rows, key):
     """'all N' or 'steps 1-(s-1)' where step s is the first beyond the bound."""
-    from tlres import parity
-
     first = parity.first_exceeding([r[key] for r in rows], [r["torch64"] for r in rows],
                                    [r["bound"] for r in rows])
     return f"all {len(rows)}" if first is None else f"1-{first} (step {first + 1} exceeds)"
@@ -171,24 +164,12 @@ def summary(cfg, rows, command):
 
 
 def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 3.6), squeeze=False, sharey=True)
-    for ax, (seed, r) in zip(axes[0], rows.items()):
-        steps = [x["step"] for x in r]
-        ax.semilogy(steps, [max(v, 1e-12) for v in relative(r, "keras")], label="Keras float32")
-        ax.semilogy(steps, [max(v, 1e-12) for v in relative(r, "torch32")], label="PyTorch float32", alpha=0.8)
-        ax.semilogy(steps, [x["bound"] / abs(x["torch64"]) for x in r], "k--", label="bound")
-        ax.set_title(f"seed {seed}")
-        ax.set_xlabel("training step")
-    axes[0][0].set_ylabel("|loss - float64 loss| / loss")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """parity.png: per seed, Keras' and PyTorch float32's relative distance from the float64
+    loss, and the bound (`tlres.plots.parity_steps`)."""
+    plots.parity_steps({seed: {"steps": [x["step"] for x in r], "keras": relative(r, "keras"),
+                               "torch32": relative(r, "torch32"),
+                               "bound": [x["bound"] / abs(x["torch64"]) for x in r]}
+                        for seed, r in rows.items()}, path)
 
 
 if __name__ == "__main__":

@@ -69,11 +69,14 @@ import socket
 import sys
 import time
 
-from tlres import cli
+import numpy as np
+
+from tlres import cli, convert, evaluate, model as model_lib, pipeline, train
 from tlres import config as config_lib
+from tlres import data as tdata
 from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.errors import TlresError
-from tlres.train import _write_json
+from tlres.train import write_json
 
 PROG = "python -m tlres.reference.torch"
 
@@ -83,9 +86,9 @@ def build_parser(preset="improved", prog=PROG):
     parser.description = ("The paper's recipe in PyTorch/torchvision on tlres' data; the same flags "
                           "as tlres (generated from tlres.config.Config) plus reference-only extras.")
     g = parser.add_argument_group("reference-only")
-    g.add_argument("--limit-train", type=cli._checked(int, lambda v: v > 0, "must be positive"),
+    g.add_argument("--limit-train", type=cli.positive(int),
                    help="use only the first N training images (tests)")
-    g.add_argument("--limit-test", type=cli._checked(int, lambda v: v > 0, "must be positive"),
+    g.add_argument("--limit-test", type=cli.positive(int),
                    help="use only the first N test images (tests)")
     g.add_argument("--device", default=None,
                    help="torch device: cpu, cuda, cuda:K (default: cuda if available, else cpu)")
@@ -102,7 +105,7 @@ def build_parser(preset="improved", prog=PROG):
 
 def parse(argv, prog=PROG):
     """(Config, extras namespace) for argv, as `tlres.cli.parse_all` resolves presets and flags."""
-    pre = cli._Parser(add_help=False)
+    pre = cli.Parser(add_help=False)
     pre.add_argument("--preset", default="improved")
     known, _ = pre.parse_known_args(argv)
     if known.preset not in config_lib.PRESETS:
@@ -192,9 +195,7 @@ def keras_state(path, weights):
 
 @functools.lru_cache(maxsize=1)  # checked before the data loads, then used by build: read once
 def _keras_state(path, weights, mtime):
-    from tlres import convert
-
-    return convert.keras_file_to_torch(path, weights)
+    return convert.to_torch(model_lib.saved_backbone(path, weights), weights)
 
 
 def load_backbone(model, weights):
@@ -213,8 +214,6 @@ def load_init(model, path):
     import hashlib
 
     import torch
-
-    from tlres import convert
 
     if not os.path.isfile(path):
         raise TlresError(f"--init {path}: no such file")
@@ -371,9 +370,6 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     import torch
     import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
 
-    from tlres import data as tdata
-    from tlres import train
-
     check_supported(cfg)
     out = train.default_out(cfg)
     train.check_out(out, overwrite)
@@ -400,9 +396,9 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     model = model.to(dev)
     train.create_out(out)
     status = os.path.join(out, "status.json")
-    _write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "pid": os.getpid(), "host": socket.gethostname(), "start_epoch": 0})
-    _write_json(os.path.join(out, "config.json"), {
+    write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "pid": os.getpid(), "host": socket.gethostname(), "start_epoch": 0})
+    write_json(os.path.join(out, "config.json"), {
         "framework": "pytorch",
         "config": dataclasses.asdict(cfg.replace(out=out)),
         "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
@@ -413,17 +409,14 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     try:
         return _train(cfg, out, model, dev, xtr, ytr, xte, yte, ds.class_names, t0, verbose, draws)
     except BaseException as e:
-        _write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}"})
+        write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}"})
         raise
 
 
 def tlres_batches(cfg, x, y, start_epoch=0, end_epoch=None):
     """tlres' `--pipeline jax` training batches as torch tensors (NCHW float32, int64 labels):
     the same order, flips, crop offsets and normalization, computed by tlres' own code."""
-    import numpy as np
     import torch
-
-    from tlres import pipeline
 
     for xb, yb in pipeline.jax_batches(x, y, cfg, start_epoch, cfg.epochs if end_epoch is None else end_epoch):
         yield (torch.from_numpy(np.array(xb)).permute(0, 3, 1, 2).contiguous(),
@@ -441,10 +434,7 @@ def train_step(model, opt, decay, loss_of, x, y):
 
 
 def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, draws="torch"):
-    import numpy as np
     import torch
-
-    from tlres import evaluate, train
 
     C = len(class_names)
     to_float = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
@@ -501,16 +491,16 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
                         "val_loss": m["loss"], "val_accuracy": m["accuracy"],
                         "val_mean_class_accuracy": m["mean_class_accuracy"], "lr": lr,
                         "seconds": round(seconds, 3)})
-        train._write_history(hist_path, history)
+        train.write_history(hist_path, history)
         if verbose:
             print(f"tlres.reference.torch: epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                 f"{k} {v:.4f}" for k, v in history[-1].items() if k != "epoch"), flush=True)
     fit_seconds = time.perf_counter() - t_fit
     m.update(epochs=cfg.epochs, class_names=list(class_names))
-    train._write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
+    train.write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
     torch.save(model.state_dict(), os.path.join(out, MODEL_FILE))
-    _write_json(os.path.join(out, "metrics.json"), m)
-    _write_json(os.path.join(out, "status.json"), {
+    write_json(os.path.join(out, "metrics.json"), m)
+    write_json(os.path.join(out, "status.json"), {
         "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": 0,
         "train_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2)})
     if verbose:
