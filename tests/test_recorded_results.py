@@ -141,7 +141,7 @@ def test_readme_crosscheck_section_is_what_its_command_makes_of_the_recorded_run
         assert inits is None  # Keras' v1 against torchvision's v1.5: each initialises its own
         dirs = [os.path.join(out, "pytorch", "improved", f"seed{k}") for k in range(seeds)]
         for k, d in enumerate(dirs):
-            assert crosscheck._finished_reference(d, cell.replace(seed=base_seed + k, out=d), draws), d
+            assert crosscheck.finished_reference(d, cell.replace(seed=base_seed + k, out=d), draws), d
         return dirs
 
     monkeypatch.setattr(crosscheck, "torch_side", recorded_torch_side)

@@ -132,7 +132,7 @@ def torch_side(out, cell, seeds, base_seed, device, draws="torch", inits=None):
         if init:
             with open(init, "rb") as f:
                 sha = hashlib.sha256(f.read()).hexdigest()
-        if not _finished_reference(run_dir, c, draws, sha):
+        if not finished_reference(run_dir, c, draws, sha):
             if os.path.exists(run_dir):
                 shutil.rmtree(run_dir)
             print(f"{PROG}: PyTorch seed {base_seed + k} -> {run_dir}", flush=True)
@@ -143,7 +143,7 @@ def torch_side(out, cell, seeds, base_seed, device, draws="torch", inits=None):
     return dirs
 
 
-def _finished_reference(run_dir, cfg, draws="torch", init_sha256=None):
+def finished_reference(run_dir, cfg, draws="torch", init_sha256=None):
     """A finished PyTorch run of `cfg` on the whole data, with these draws and initial weights."""
     if not ablation.finished_with(run_dir, cfg):
         return False
