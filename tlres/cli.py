@@ -12,7 +12,7 @@ import dataclasses
 import sys
 
 from tlres import config as config_lib
-from tlres import train
+from tlres import distributed, train
 from tlres.errors import TlresError
 
 
@@ -65,15 +65,16 @@ def positive(kind):
     return checked(kind, lambda v: v > 0, "must be positive")
 
 
-POSITIVE = {"epochs", "batch_size", "lr", "image_size"}
-NON_NEGATIVE = {"lr_min", "weight_decay", "momentum", "crop_padding", "label_smoothing", "checkpoint_every"}
+POSITIVE = {"epochs", "batch_size", "lr", "image_size", "num_processes", "coordinator_timeout"}
+NON_NEGATIVE = {"lr_min", "weight_decay", "momentum", "crop_padding", "label_smoothing", "checkpoint_every",
+                "process_id"}
 
 
 FRACTION = {"test_split"}
 
 
 def _type(f):
-    kind = type(f.default) if f.default is not None else str
+    kind = f.metadata.get("type") or (type(f.default) if f.default is not None else str)
     if f.name in FRACTION:
         return checked(kind, lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
     if f.name in POSITIVE:
@@ -118,7 +119,8 @@ def add_config_flags(parser, defaults, names=None, given_only=False):
                                 help=helptext)
 
 
-RUN_FLAGS = {"--debug", "--resume"}  # the only flags allowed with --resume
+RUN_FLAGS = {"--debug", "--resume"} | {"--" + f.replace("_", "-") for f in config_lib.DISTRIBUTED}
+"""The only flags allowed with --resume: how this process joins the others is its own."""
 
 
 def parse(argv, default_preset, prog):
@@ -157,11 +159,14 @@ def main(default_preset, argv=None, prog=None):
 
     def go():
         if args.resume is not None:
-            train.run(train.resumed_config(args.resume), resume=True)
+            joins = {f: getattr(args, f) for f in config_lib.DISTRIBUTED}
+            train.run(train.resumed_config(args.resume).replace(**joins), resume=True)
         else:
             train.run(cfg, overwrite=args.overwrite)
 
-    return guarded(prog, args.debug, go)
+    code = guarded(prog, args.debug, go)
+    distributed.finish(code)  # several processes and a failure: exit now, not at a shutdown barrier
+    return code
 
 
 def guarded(prog, debug, fn, interrupted="interrupted"):

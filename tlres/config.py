@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from tlres.errors import TlresError
 
 
-def _f(default, help, choices=None):
-    return field(default=default, metadata={"help": help, "choices": choices})
+def _f(default, help, choices=None, kind=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "type": kind})
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,21 @@ class Config:
                         "float32 weights, head and loss)", ("float32", "mixed_bfloat16"))
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
                              "(--batch-size is the global batch, split evenly across them)")
+    num_processes: int | None = _f(None, "processes that train this run together, on one or several "
+                                   "machines, each with its own --process-id (default: "
+                                   "$KERAS_DISTRIBUTION_NUM_PROCESSES, else 1); needs --data-parallel; "
+                                   "see docs/distributed.md", kind=int)
+    process_id: int | None = _f(None, "this process' number, 0..N-1; process 0 coordinates and alone "
+                                "writes the run directory (default: $KERAS_DISTRIBUTION_PROCESS_ID)",
+                                kind=int)
+    coordinator: str | None = _f(None, "HOST:PORT of process 0 and a free port there, the same on every "
+                                 "process (default: the first address in "
+                                 "$KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    cluster: str = _f("none", "auto: take the process count, id and coordinator from SLURM or Open MPI "
+                      "(jax.distributed's own detection) instead of the three flags above",
+                      ("none", "auto"))
+    coordinator_timeout: int = _f(300, "seconds a process waits for the coordinator and every other "
+                                  "process to join before it gives up (one line, exit 2)")
     conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
                    "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see "
                    "docs/speed.md), auto (matmul on a CPU, "
@@ -130,7 +145,11 @@ smoothing (paper form) and per-epoch cosine annealing stay on.
 """
 
 EXECUTION_ONLY = ("out", "compile_cache", "conv", "keep_checkpoint", "checkpoint_every",
-                  "checkpoint_on_signal")
+                  "checkpoint_on_signal", "num_processes", "process_id", "coordinator", "cluster",
+                  "coordinator_timeout")
+DISTRIBUTED = ("num_processes", "process_id", "coordinator", "cluster", "coordinator_timeout")
+"""The fields that say how this process joins the others: per process, so a resumed run takes
+them from its command line, not from config.json (`tlres.distributed`)."""
 """Fields that change how a run is executed, not what it computes: a grid reuses a
 finished run that differs only in these. (`conv` changes float rounding, not the
 function; `tests/test_conv.py` holds the two kernels to the same outputs.)"""

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from tlres import distributed
 from tlres.stats import Z95, wilson_interval
 
 
@@ -70,7 +71,12 @@ def metrics(logits, labels, num_classes, loss_fn=None, loss_criterion=None):
 
 
 def predict_logits(model, x_padded, n, batch_size):
-    """Logits for the first n rows of a batch-padded, normalized test array."""
+    """Logits for the first n rows of a batch-padded, normalized test array.
+
+    With several processes each feeds its rows of every batch and all receive every logit
+    (`tlres.distributed.predict`): the whole split, evaluated once."""
+    if distributed.processes() > 1:
+        return distributed.predict(model, x_padded, batch_size)[:n]
     return model.predict(x_padded, batch_size=batch_size, verbose=0)[:n]
 
 

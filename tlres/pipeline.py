@@ -31,6 +31,7 @@ to whole batches so inference compiles once; padded rows are dropped again.
 import numpy as np
 
 from tlres import augment as aug
+from tlres import distributed
 from tlres.errors import TlresError
 
 _SHUFFLE, _AUGMENT = 0, 1  # stream ids folded into the seed: independent draws
@@ -65,14 +66,21 @@ def _check_size(x, batch_size):
                          f"of {batch_size}; lower --batch-size")
 
 
-def device_transform(cfg):
-    """jitted (uint8 batch, key) -> normalized float32 batch: augmentation on the device."""
+def device_transform(cfg, rows=None):
+    """jitted (uint8 batch, key) -> normalized float32 batch: augmentation on the device.
+
+    `rows` (a slice of a global batch of cfg.batch_size): the images are those rows of it, and
+    get those rows' draws, the draws of the whole batch being made from `key` as in one process.
+    """
     import jax
     import jax.numpy as jnp
 
     def transform(images, key):
         if cfg.augment:
-            flip, dy, dx = aug.draw_jax(images.shape[0], cfg.crop_padding, key)
+            if rows is None:
+                flip, dy, dx = aug.draw_jax(images.shape[0], cfg.crop_padding, key)
+            else:
+                flip, dy, dx = (d[rows] for d in aug.draw_jax(cfg.batch_size, cfg.crop_padding, key))
             images = aug.augment(jnp, images, flip, dy, dx, cfg.crop_padding, cfg.flip)
         return aug.normalize(jnp, images, cfg.input_norm)
 
@@ -85,12 +93,17 @@ def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
     As with `train_dataset`, epoch e is a pure function of (seed, e): its order is
     a numpy permutation seeded with (seed, e) (remainder dropped), and batch b's
     augmentation key is fold_in(fold_in(PRNGKey(seed), e), b).
+
+    With several processes each yields only its rows of every global batch
+    (`tlres.distributed.local_rows`), gathered and augmented as in one process; Keras'
+    trainer assembles the global batch (`jax.make_array_from_process_local_data`).
     """
     import jax
 
     _check_size(x, cfg.batch_size)
     end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
-    transform = device_transform(cfg)
+    rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
+    transform = device_transform(cfg, rows)
     bs, steps = cfg.batch_size, len(x) // cfg.batch_size
     y = np.asarray(y, np.int32)
     base = jax.random.PRNGKey(cfg.seed)
@@ -101,6 +114,8 @@ def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
             key = jax.random.fold_in(base, e)
             for b in range(start_step if e == start_epoch else 0, steps):
                 idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted: a faster gather, same set
+                if rows is not None:
+                    idx = idx[rows]
                 yield transform(x[idx], jax.random.fold_in(key, b)), y[idx]
 
     return batches()
@@ -114,6 +129,10 @@ def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
     one epoch of this stream per Keras epoch. `start_step` drops the first batches
     of `start_epoch` (before they are gathered or augmented); each batch keeps its
     own step number, hence its augmentation key.
+
+    With several processes this is still the global stream: Keras' DataParallel gives
+    each process its rows of every batch (`Distribution.distribute_dataset`: rebatch
+    into per-process parts, then shard by process).
     """
     import tensorflow as tf
     import tensorflow.experimental.numpy as tnp

@@ -160,6 +160,8 @@ def step_callback(out, cfg, steps, guard, state):
             self.net = model  # `self.model` syncs JAX's training state into the model: only when saving
 
         def save(self, epochs_done, step):
+            if not state.get("writer", True):  # several processes: process 0 writes the checkpoint
+                return
             epoch_state = None
             if step:
                 epoch_state = {"lr": state["epoch_lr"],

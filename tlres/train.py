@@ -6,7 +6,7 @@ Every experiment (presets, ablation cells, the quick run) goes through here:
       -> model.fit(tf.data pipeline, per-epoch validation on the whole test split)
       -> metrics.json, predictions.csv, history.csv, figures
 
-Run directory (see docs/results.md):
+Run directory (see README "Results"):
     config.json       every resolved setting, versions, device
     status.json       {"state": "running" | "finished" | "failed" | "interrupted", ...}
     history.csv       one row per epoch, written as each epoch ends
@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from tlres import augment, backend, checkpoint, data, evaluate, pipeline, plots, preempt, writes
+from tlres import augment, backend, checkpoint, data, distributed, evaluate, pipeline, plots, preempt, writes
 from tlres import model as model_lib
 from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.config import Config
@@ -47,6 +47,7 @@ HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
 
 
 def write_json(path, obj):
+
     writes.atomic_text(path, json.dumps(obj, indent=2) + "\n")
 
 
@@ -67,8 +68,9 @@ def device():
     """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
     import jax
 
-    devs = jax.devices()
+    devs = jax.devices()  # every process' devices
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
+            "processes": jax.process_count(),
             "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
 
 
@@ -143,6 +145,8 @@ def validate(cfg):
     if cfg.checkpoint_every < 0:
         raise TlresError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
 
+    distributed.check(cfg)
+
 
 def load_inputs(cfg):
     """The run's data, once its weights are known to be there too: every missing input
@@ -213,7 +217,10 @@ def setup_engine(cfg):
         if cfg.batch_size % len(devices):
             raise TlresError(f"--data-parallel: --batch-size {cfg.batch_size} does not divide "
                              f"evenly across {len(devices)} devices; use a multiple of {len(devices)}")
-        dist = keras.distribution.DataParallel(devices=devices)
+
+        # several processes: tf.data is sharded by Keras; the JAX pipeline yields each process' rows itself
+        dist = keras.distribution.DataParallel(devices=devices,
+                                               auto_shard_dataset=pipeline.resolve(cfg.pipeline) == "tf")
     keras.distribution.set_distribution(dist)
 
 
@@ -240,7 +247,8 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
             row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                    **{k: logs.get(k) for k in HISTORY_FIELDS if k not in ("epoch", "seconds")}}
             state["history"].append(row)
-            write_history(os.path.join(out, "history.csv"), state["history"])
+            if state["writer"]:
+                write_history(os.path.join(out, "history.csv"), state["history"])
 
     return EpochEnd()
 
@@ -330,40 +338,51 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
 
     backend.require_jax()
     validate(cfg)
+    distributed.initialize(cfg)  # several processes: join them before anything is built
+    writer = distributed.is_writer()  # process 0 writes the run directory, the others nothing
     out = cfg.out if resume else default_out(cfg)
-    guard.run_dir = out
-    if not resume:
-        check_out(out, overwrite)
-    if cfg.compile_cache:
-        backend.enable_compile_cache()
-    t0 = time.perf_counter()
-    ds = load_inputs(cfg)
-    if len(ds.x_train) < cfg.batch_size:
-        raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
-                         f"than one batch of {cfg.batch_size}; lower --batch-size")
-    setup_engine(cfg)  # dtype policy and distribution, before the model is built
-    net = model_lib.build(ds.num_classes, cfg)  # checks --weights
-    ckpt = None
-    if resume:
-        ckpt = checkpoint.load(out)
-        with open(os.path.join(out, "config.json")) as f:
-            saved = json.load(f)["dataset"]
-        if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
-                len(ds.x_train), len(ds.x_test), ds.num_classes):
-            raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
-                             f"{saved['num_train']}/{saved['num_test']} images and "
-                             f"{saved['num_classes']} classes")
-    created = False if resume else create_out(out)
-    stale = writes.describe_removed(writes.remove_stale(out))
-    if stale:
-        print(f"tlres: {stale}", flush=True)
+    guard.run_dir = out if writer else None
+    with distributed.together():  # a problem one process finds before training stops them all
+        if not resume and writer:
+            check_out(out, overwrite)
+        if cfg.compile_cache:
+            backend.enable_compile_cache()
+        t0 = time.perf_counter()
+        ds = load_inputs(cfg)
+        if len(ds.x_train) < cfg.batch_size:
+            raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
+                             f"than one batch of {cfg.batch_size}; lower --batch-size")
+        setup_engine(cfg)  # dtype policy and distribution, before the model is built
+        net = model_lib.build(ds.num_classes, cfg)  # checks --weights
+        ckpt = None
+        if resume:  # every process reads the checkpoint (docs/distributed.md: a shared filesystem)
+            ckpt = checkpoint.load(out)
+            with open(os.path.join(out, "config.json")) as f:
+                record = json.load(f)
+            saved = record["dataset"]
+            if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
+                    len(ds.x_train), len(ds.x_test), ds.num_classes):
+                raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
+                                 f"{saved['num_train']}/{saved['num_test']} images and "
+                                 f"{saved['num_classes']} classes")
+            was = record.get("device", {}).get("processes", 1)
+            if was != distributed.processes():
+                raise TlresError(f"--resume {out}: the run was trained by {plural(was, 'process')}, "
+                                 f"this is {plural(distributed.processes(), 'process')}; resume it with "
+                                 f"--num-processes {was}")
+    created = False if resume or not writer else create_out(out)
+    if writer:
+        stale = writes.describe_removed(writes.remove_stale(out))
+        if stale:
+            print(f"tlres: {stale}", flush=True)
     status = os.path.join(out, "status.json")
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
-    write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        "pid": os.getpid(), "host": socket.gethostname(),
-                        "start_epoch": start_epoch, "start_step": ckpt[0]["step"] if ckpt else 0})
+    if writer:
+        write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                             "pid": os.getpid(), "host": socket.gethostname(),
+                             "start_epoch": start_epoch, "start_step": ckpt[0]["step"] if ckpt else 0})
     try:
-        if not resume:
+        if not resume and writer:
             write_json(os.path.join(out, "config.json"), {
                 "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
@@ -376,8 +395,19 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
                 "xla_flags": os.environ.get("XLA_FLAGS", "")})
             if ds.files:
                 write_split(os.path.join(out, SPLIT_FILE), ds.files)
-        return _run(cfg, out, ds, net, ckpt, t0, verbose, guard)
+        return _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer)
     except BaseException as e:
+        peer = distributed.lost(e)
+        if peer is not None:  # a collective failed because another process went away
+            e, cause = peer, e
+            e.__cause__ = cause
+            kept = checkpoint.read_meta(out) if writer else None
+            if kept is not None:
+                e.args = (f"{e.args[0]}; the last complete checkpoint ({preempt.position(kept)}) is kept; "
+                          f"continue with: {preempt.resume_command(out)} with --num-processes, "
+                          "--process-id and --coordinator, on every process",)
+        if not writer:
+            raise e
         if isinstance(e, KeyboardInterrupt):  # a signal (tlres.preempt.Interrupted) or Ctrl-C
             if created and not os.path.exists(os.path.join(out, "config.json")):
                 import shutil  # stopped before the run was set up: nothing to resume, leave nothing
@@ -397,13 +427,13 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
         meta = checkpoint.read_meta(out)
         try:  # on a full disk this small file may still fit; if not, the error says why
             write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}",
-                                "epochs_done": meta["epochs_done"] if meta else 0,
-                                "step": meta.get("step", 0) if meta else 0})
+                                 "epochs_done": meta["epochs_done"] if meta else 0,
+                                 "step": meta.get("step", 0) if meta else 0})
         except (OSError, TlresError):
             pass
         if isinstance(e, writes.DiskFull) and not getattr(e, "before_training", False):
             raise writes.DiskFull(f"{e}; {_what_is_kept(out, meta, e.remedy)}") from e
-        raise
+        raise e
 
 
 def _what_is_kept(out, meta, remedy):
@@ -427,8 +457,9 @@ def _stopped(out, exc):
     exc.message, exc.exit_code = message, 128 + signum
 
 
-def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
+def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
     from tlres import losses  # imports keras
+
 
     meta = ckpt[0] if ckpt else None
     start_epoch = meta["epochs_done"] if meta else 0
@@ -442,7 +473,8 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
         net.optimizer.build(net.trainable_variables)
     if ckpt:
         checkpoint.restore(net, ckpt)
-    check_space(cfg, out, net, len(ds.x_test))
+    if writer:
+        check_space(cfg, out, net, len(ds.x_test))
     resuming = ""
     if meta:
         resuming = (f" (resuming at epoch {start_epoch + 1}, step {start_step} of {steps})" if start_step
@@ -450,11 +482,14 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
           f"weights={cfg.weights}, device={device()['kind']}, "
-          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}" + resuming, flush=True)
-    write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
+          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}" + resuming
+          + (f"; process {distributed.index()} of {distributed.processes()}"
+             + ("" if writer else ", writing nothing") if distributed.processes() > 1 else ""), flush=True)
+    if writer:
+        write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
     eval_loss = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing,
                                             cfg.smoothing_form, reduction=None)
-    state = {"history": history, "offset": start_step, "saved": meta}
+    state = {"history": history, "offset": start_step, "saved": meta, "writer": writer}
     if start_step:  # the epoch in progress: its rate, seconds and running sums go on where they were
         state["resume_epoch"], state["resume_meta"] = meta["epoch"], meta
     callbacks += [_nan_callback(out, state),
@@ -467,7 +502,9 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
     # the same batches, optimizer steps and schedule position as one uninterrupted fit.
     phases = [(start_epoch, start_epoch + 1, start_step)] if start_step else []
     phases.append((start_epoch + (1 if start_step else 0), cfg.epochs, 0))
-    guard.deferring = cfg.checkpoint_on_signal  # a signal stops at the end of a step, checkpointed
+    # a signal stops at the end of a step, checkpointed; with several processes at once (they could
+    # not agree on the step without a collective per step), keeping the last checkpoint
+    guard.deferring = cfg.checkpoint_on_signal and distributed.processes() == 1
     for first, end, skip in phases:
         if first < end:
             net.fit(pipeline.train_data(ds.x_train, ds.y_train, cfg, first, end, start_step=skip),
@@ -483,6 +520,12 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard):
 
     m = state["metrics"]  # the last epoch's validation is the final evaluation
     m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
+    if not writer:
+        return out
+    if distributed.processes() > 1:  # process 0 writes alone: nothing from here on may be collective
+        import keras                 # (model.keras' fresh variables would be, under the distribution)
+
+        keras.distribution.set_distribution(None)
     write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
     writes.staged_files(out, FIGURES, lambda folder: plots.run_figures(
         folder, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))

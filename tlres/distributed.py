@@ -1,0 +1,239 @@
+"""Several processes, one run: jax.distributed under keras.distribution.DataParallel.
+
+Every process runs the same command with its own ``--process-id``; together they
+train one model (docs/distributed.md). This module holds what is particular to that:
+
+* `initialize(cfg)`: joins the cluster before anything is built (gloo collectives on
+  CPU), from the flags, Keras' environment variables, or SLURM/Open MPI (``--cluster
+  auto``). It calls `jax.distributed.initialize`, which `keras.distribution.initialize`
+  wraps, directly: only it takes the timeouts that bound a lost process (`HEARTBEAT_S`)
+  and an unreachable coordinator (``--coordinator-timeout``). Keras' wrapper also agrees
+  on a random seed across processes; tlres seeds every process with ``--seed``.
+* `local_rows(batch)`: which rows of a global batch this process feeds; Keras' trainer
+  assembles the global batch from the processes' shards with
+  `jax.make_array_from_process_local_data`.
+* `predict(model, x, batch)`: inference over the whole (padded) test split, each
+  process feeding its rows of every batch, every process receiving all logits.
+* `together()`: a problem one process finds before training stops all of them.
+* `lost(exc)`: a collective that failed because a peer died, as one line.
+
+With one process (the default) nothing here does anything.
+"""
+
+import contextlib
+import os
+import sys
+
+import numpy as np
+
+from tlres.errors import TlresError
+
+HEARTBEAT_S = 30  # a process silent this long (hung, its host down) is declared lost
+ENV = {"num_processes": "KERAS_DISTRIBUTION_NUM_PROCESSES", "process_id": "KERAS_DISTRIBUTION_PROCESS_ID",
+       "coordinator": "KERAS_DISTRIBUTION_JOB_ADDRESSES"}
+
+
+class PeerLost(TlresError):
+    """Another process of the run died or became unreachable; this one stops too."""
+
+    exit_code = 3
+
+
+def settings(cfg):
+    """(num_processes, process_id, coordinator) from the flags, else Keras' environment variables."""
+    def env(name, kind):
+        text = os.environ.get(ENV[name])
+        if text is None or text == "":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise TlresError(f"{ENV[name]}={text!r} is not a number") from None
+
+    n = cfg.num_processes if cfg.num_processes is not None else env("num_processes", int)
+    i = cfg.process_id if cfg.process_id is not None else env("process_id", int)
+    coordinator = cfg.coordinator or env("coordinator", str)
+    if coordinator and "," in coordinator:  # Keras' form: every job's address, process 0's first
+        coordinator = coordinator.split(",")[0]
+    return n, i, coordinator
+
+
+def wanted(cfg):
+    """True when `cfg` asks for more than one process (or for cluster detection)."""
+    n, _, _ = settings(cfg)
+    return cfg.cluster == "auto" or (n or 1) > 1
+
+
+def check(cfg):
+    """The flags' own consistency, before any connection is tried (one line, exit 2)."""
+    if cfg.coordinator_timeout <= 0:
+        raise TlresError(f"--coordinator-timeout must be positive, got {cfg.coordinator_timeout}")
+    n, i, coordinator = settings(cfg)
+    if cfg.cluster == "auto":
+        return
+    if n is not None and n < 1:
+        raise TlresError(f"--num-processes must be positive, got {n}")
+    if (n or 1) == 1:
+        if i not in (None, 0):
+            raise TlresError(f"--process-id {i} is out of range: there is one process (--num-processes 1)")
+        return
+    if i is None:
+        raise TlresError(f"--num-processes {n} needs --process-id (0..{n - 1}) on every process")
+    if not 0 <= i < n:
+        raise TlresError(f"--process-id {i} is out of range for --num-processes {n}: use 0..{n - 1}")
+    if not coordinator:
+        raise TlresError(f"--num-processes {n} needs --coordinator HOST:PORT (process 0's host and a free "
+                         "port), the same on every process")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TlresError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+    if not cfg.data_parallel:
+        raise TlresError(f"--num-processes {n} trains one model over every process' devices: "
+                         "add --data-parallel")
+
+
+def initialize(cfg):
+    """Join the cluster `cfg` names (no-op for one process); call before anything touches JAX."""
+    if not wanted(cfg):
+        return
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    n, i, coordinator = settings(cfg)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+    timeout = cfg.coordinator_timeout
+    try:
+        if cfg.cluster == "auto":
+            jax.distributed.initialize(initialization_timeout=timeout, heartbeat_timeout_seconds=HEARTBEAT_S)
+        else:
+            jax.distributed.initialize(coordinator, n, i, initialization_timeout=timeout,
+                                       heartbeat_timeout_seconds=HEARTBEAT_S)
+    except (RuntimeError, ValueError) as e:  # jaxlib's errors subclass these
+        where = "the cluster (--cluster auto)" if cfg.cluster == "auto" else f"the coordinator {coordinator}"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise TlresError(f"process {i if i is not None else '?'}: could not join {where} within "
+                         f"--coordinator-timeout {timeout} s ({first}); start process 0 first, check the "
+                         "address and port, or raise --coordinator-timeout") from e
+    if not cfg.data_parallel:
+        raise TlresError(f"{jax.process_count()} processes train one model over every process' "
+                         "devices: add --data-parallel")
+
+
+def processes():
+    """How many processes train this run (1 unless `initialize` joined a cluster)."""
+    if "jax" not in sys.modules:
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
+def index():
+    if "jax" not in sys.modules:
+        return 0
+    import jax
+
+    return jax.process_index()
+
+
+def is_writer():
+    """Process 0 writes the run directory; the others write nothing."""
+    return index() == 0
+
+
+def local_rows(batch_size):
+    """The slice of every global batch of `batch_size` rows that this process feeds.
+
+    Read from the distribution's data layout (the global batch is sharded over the devices
+    in mesh order; this process' devices hold one contiguous block), so each process' shard
+    is exactly the rows the single-process batch has there.
+    """
+    import keras
+
+    dist = keras.distribution.distribution()
+    if processes() == 1 or dist is None:
+        return slice(0, batch_size)
+    sharding = dist.get_data_layout((batch_size,)).backend_layout
+    starts = sorted({(s[0].start or 0, s[0].stop or batch_size)
+                     for s in sharding.addressable_devices_indices_map((batch_size,)).values()})
+    lo, hi = starts[0][0], starts[-1][1]
+    if sum(b - a for a, b in starts) != hi - lo:
+        raise TlresError("this process' devices do not hold one contiguous block of the batch")
+    return slice(lo, hi)
+
+
+def predict(model, x, batch_size):
+    """Logits of every row of `x` (a multiple of `batch_size` rows), on every process.
+
+    Each batch is the single-process batch: every process feeds its `local_rows` of it,
+    the model runs once over the global batch, and the logits are gathered to all.
+    """
+    import jax
+    import keras
+    from jax.experimental import multihost_utils
+
+    rows = local_rows(batch_size)
+    sharding = keras.distribution.distribution().get_data_layout((batch_size, *x.shape[1:])).backend_layout
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    step = jax.jit(lambda t, n, xb: model.stateless_call(t, n, xb, training=False)[0])
+    out = []
+    for b in range(0, len(x), batch_size):
+        xb = jax.make_array_from_process_local_data(sharding, x[b:b + batch_size][rows])
+        out.append(np.asarray(multihost_utils.process_allgather(step(trainable, non_trainable, xb),
+                                                                tiled=True)))
+    return np.concatenate(out)
+
+
+def _agree(failed):
+    """Every process' `failed` flag, gathered (a collective: every process must call it)."""
+    from jax.experimental import multihost_utils
+
+    return [bool(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(failed))).ravel()]
+
+
+@contextlib.contextmanager
+def together():
+    """Run a set-up block on every process; when one fails, all stop (no one waits in a collective
+    for a process that has left). The failing process raises its own error; the others one line."""
+    if processes() == 1:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        _agree(True)
+        raise
+    flags = _agree(False)
+    if any(flags):
+        names = ", ".join(str(i) for i, f in enumerate(flags) if f)
+        raise TlresError(f"process {names} stopped before training (its own error says why); "
+                         "this one stops too")
+
+
+GLOO_LOST = ("Connection reset", "Connection closed", "Broken pipe", "Socket closed", "Read error",
+             "Write error", "Timed out", "heartbeat", "unhealthy")
+
+
+def lost(exc):
+    """A `PeerLost` for an exception from a collective whose peer went away, else None."""
+    if processes() == 1 or isinstance(exc, TlresError) or not isinstance(exc, Exception):
+        return None
+    text = str(exc)
+    if "Gloo" not in text and not any(m in text for m in GLOO_LOST):
+        return None
+    n, me = processes(), index()
+    who = f"process {1 - me}" if n == 2 else "another process"
+    detail = " ".join(text.split())[:160]
+    return PeerLost(f"process {me} of {n}: lost {who} (it died or became unreachable: {detail}); "
+                    "stopping")
+
+
+def finish(code):
+    """Several processes and a failure: exit now with `code`, skipping JAX's shutdown barrier (at
+    interpreter exit it would wait for the lost process, then abort). One process: return."""
+    if code and processes() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
