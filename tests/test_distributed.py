@@ -57,7 +57,19 @@ base = QUICK.replace(arch="tiny", epochs=2, compile_cache=False, augment=True, f
                      data_parallel=True)
 if role != "ref":
     base = base.replace(num_processes=2, process_id=int(role), coordinator=f"127.0.0.1:{port}")
-res = {}
+res = {"fed": []}
+from tlres import pipeline
+_jax_batches = pipeline.jax_batches
+
+
+def jax_batches(*a, **k):  # what this process feeds: the first batch's labels and per-row pixel sums
+    for xb, yb in _jax_batches(*a, **k):
+        if not res["fed"]:
+            res["fed"] = [np.asarray(yb).tolist(), np.asarray(xb, np.float64).sum(axis=(1, 2, 3)).tolist()]
+        yield xb, yb
+
+
+pipeline.jax_batches = jax_batches
 float64(True)
 for pipe in ("jax", "tf"):
     run_out = f"{out}/{role}-{pipe}" if role in ("ref", "0") else f"{out}/process1-{pipe}"
@@ -154,6 +166,10 @@ def test_two_processes_form_one_cluster(runs):
     assert mp["jax"]["device"]["count"] == 2 and mp["jax"]["device"]["processes"] == 2
     # each process feeds its half of the global batch of 64, the reference the whole
     assert (mp["rows"], runs["1"]["result"]["rows"], ref["rows"]) == ([0, 32], [32, 64], [0, 64])
+    # and the JAX pipeline feeds just that: the first global batch's rows, augmented as in one process
+    (y0, s0), (y1, s1), (yr, sr) = mp["fed"], runs["1"]["result"]["fed"], ref["fed"]
+    assert len(y0) == len(y1) == 32 and y0 + y1 == yr
+    np.testing.assert_allclose(s0 + s1, sr, rtol=1e-12)
 
 
 @pytest.mark.slow
