@@ -40,7 +40,7 @@ LOSS_TOL = 1e-9  # float64 runs: 1.1e-16 amplified at most ~1e7 over two epochs 
 STEP64_TOL = 1e-12  # one float64 SGD step, relative to the largest update (docstring)
 STEP32_FACTOR = 4  # float32: parallel within 4x the single-device distance from float64 (docstring)
 
-SCRIPT = r"""
+FLOAT64 = r"""
 import csv, json, sys
 import jax
 jax.config.update("jax_enable_x64", True)  # for the float64 runs; float32 ones set their policy
@@ -81,8 +81,9 @@ def float64(on):
     keras.config.set_floatx("float64" if on else "float32")
     # Keras on JAX narrows float64 to float32 in its type promotion, which BatchNormalization uses
     dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64" if on else "float32"
+"""  # float64 runs of tlres' runner: also tests/test_distributed.py's
 
-
+SCRIPT = FLOAT64 + r"""
 base = QUICK.replace(arch="tiny", epochs=2, compile_cache=False)
 res = {"devices": len(jax.devices())}
 float64(True)

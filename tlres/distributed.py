@@ -103,6 +103,8 @@ def initialize(cfg):
     n, i, coordinator = settings(cfg)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     timeout = cfg.coordinator_timeout
+    if cfg.cluster != "auto" and i != 0:  # JAX aborts the process when the coordinator never answers:
+        timeout = _reach(coordinator, i, timeout)  # find that out first, as one line
     try:
         if cfg.cluster == "auto":
             jax.distributed.initialize(initialization_timeout=timeout, heartbeat_timeout_seconds=HEARTBEAT_S)
@@ -118,6 +120,26 @@ def initialize(cfg):
     if not cfg.data_parallel:
         raise TlresError(f"{jax.process_count()} processes train one model over every process' "
                          "devices: add --data-parallel")
+
+
+def _reach(coordinator, i, timeout):
+    """Wait until something listens at `coordinator` (process 0's service); the seconds left."""
+    import socket
+    import time
+
+    host, _, port = coordinator.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                return max(1, int(deadline - time.monotonic()))
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise TlresError(f"process {i}: could not reach the coordinator {coordinator} within "
+                                 f"--coordinator-timeout {timeout} s ({e.strerror or e}); start process 0 "
+                                 "with the same --coordinator, check the address and port, or raise "
+                                 "--coordinator-timeout") from None
+            time.sleep(0.5)
 
 
 def processes():

@@ -367,9 +367,11 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
                                  f"{saved['num_classes']} classes")
             was = record.get("device", {}).get("processes", 1)
             if was != distributed.processes():
-                raise TlresError(f"--resume {out}: the run was trained by {plural(was, 'process')}, "
-                                 f"this is {plural(distributed.processes(), 'process')}; resume it with "
-                                 f"--num-processes {was}")
+                def procs(k):
+                    return f"{k} process" + ("es" if k != 1 else "")
+
+                raise TlresError(f"--resume {out}: the run was trained by {procs(was)}, this is "
+                                 f"{procs(distributed.processes())}; resume it with --num-processes {was}")
     created = False if resume or not writer else create_out(out)
     if writer:
         stale = writes.describe_removed(writes.remove_stale(out))
