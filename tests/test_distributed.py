@@ -15,6 +15,12 @@ device each must give what it gives, with the same tolerances, derived there:
   LOSS_TOL (1e-9), accuracies, correct counts and predictions exactly. Evaluation covers
   the whole test split: 360 rows, each once.
 
+``--cluster auto`` runs for real too: two processes in a faked SLURM job step on this host (the
+variables srun sets, node list localhost, a job id whose coordinator port is free here) train the
+reference's two epochs on the JAX pipeline and must give its result as well; tlres reads those
+variables as jax.distributed's own detection does, which the test holds to JAX's values for
+SLURM's and Open MPI's forms. Outside a cluster, ``--cluster auto`` is one line, exit 2.
+
 Only process 0 writes: process 1 is given its own --out, which must never appear. A SIGKILLed
 process 1 makes process 0 exit non-zero with one line naming it within LOST_BOUND_S,
 the checkpoint stays, a resume with another process count is refused, and a resumed
@@ -23,6 +29,7 @@ the checkpoint stays, a resume with another process count is refused, and a resu
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -38,8 +45,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROG = "python -m tlres.experiments.improved"
 LOST_BOUND_S = 60  # a lost process ends the others within this (tlres.distributed.HEARTBEAT_S = 30)
 ENV = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
-for _k in ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID",
-           "KERAS_DISTRIBUTION_JOB_ADDRESSES", "XLA_FLAGS"):
+CLUSTER_VARS = ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID",
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_PORT",
+                "KUBERNETES_SERVICE_HOST")
+for _k in [*CLUSTER_VARS, "XLA_FLAGS", *(k for k in ENV if k.startswith(("SLURM_", "OMPI_")))]:
     ENV.pop(_k, None)
 
 
@@ -49,13 +58,34 @@ def free_port():
         return s.getsockname()[1]
 
 
+def slurm_job(procid, job_id):
+    """The variables srun sets that JAX's SLURM detection reads, for task `procid` of a 2-task step on this host."""
+    return {"SLURM_JOB_ID": str(job_id), "SLURM_STEP_NODELIST": "localhost", "SLURM_NTASKS": "2",
+            "SLURM_STEP_NUM_NODES": "1", "SLURM_PROCID": str(procid), "SLURM_LOCALID": str(procid)}
+
+
+def slurm_job_id():
+    """(job id, port): a SLURM job id whose coordinator port is free here. JAX does not take a port
+    from SLURM: it derives one, 61440 + job id mod 4096 (jax/_src/clusters/slurm_cluster.py)."""
+    for port in random.sample(range(61440, 65536), 64):
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        return 4096 * 977 + port - 61440, port
+    raise RuntimeError("no free port in 61440..65535")
+
+
 SCRIPT = FLOAT64 + r"""
 import os
 from tlres import distributed
-role, port = sys.argv[2], sys.argv[3]  # role: ref (1 process, 2 devices), or the process id
+role, port = sys.argv[2], sys.argv[3]  # role: ref (1 process, 2 devices), the process id, or auto
 base = QUICK.replace(arch="tiny", epochs=2, compile_cache=False, augment=True, flip=True,
                      data_parallel=True)
-if role != "ref":
+if role == "auto":  # a SLURM job step: the process count, id and coordinator from its variables
+    base = base.replace(cluster="auto")
+elif role != "ref":
     base = base.replace(num_processes=2, process_id=int(role), coordinator=f"127.0.0.1:{port}")
 res = {"fed": []}
 from tlres import pipeline
@@ -71,16 +101,19 @@ def jax_batches(*a, **k):  # what this process feeds: the first batch's labels a
 
 pipeline.jax_batches = jax_batches
 float64(True)
-for pipe in ("jax", "tf"):
-    run_out = f"{out}/{role}-{pipe}" if role in ("ref", "0") else f"{out}/process1-{pipe}"
+for pipe in ("jax",) if role == "auto" else ("jax", "tf"):
+    run_out = f"{out}/{role}-{pipe}" if role in ("ref", "0", "auto") else f"{out}/process1-{pipe}"
     train.run(base.replace(out=run_out, precision="float64", pipeline=pipe), verbose=0)
-    if role in ("ref", "0"):
+    if role in ("ref", "0") or role == "auto" and jax.process_index() == 0:
         res[pipe] = {"history": list(csv.DictReader(open(f"{run_out}/history.csv"))),
                      "metrics": json.load(open(f"{run_out}/metrics.json")),
                      "device": json.load(open(f"{run_out}/config.json"))["device"],
                      "files": sorted(os.listdir(run_out)),
                      "predictions": list(csv.DictReader(open(f"{run_out}/predictions.csv")))}
-res["devices"], res["processes"] = len(jax.devices()), jax.process_count()
+res["devices"], res["processes"], res["index"] = len(jax.devices()), jax.process_count(), jax.process_index()
+if role == "auto":  # as srun starts them: the same command line, told apart by SLURM_PROCID
+    json.dump(res, open(f"{out}/result-auto{jax.process_index()}.json", "w"))
+    sys.exit(0)
 
 # one SGD step from the same weights on the same global batch; each process feeds its rows of it
 sgd = base.replace(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant",
@@ -114,8 +147,9 @@ def tail(text, n=2000):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The 2-process runs and the 1-process, 2-device reference, started together; meanwhile
-    the bad-flag processes, which end on their own."""
+    """The 2-process runs (the flags' form, and --cluster auto in a faked SLURM job step) and the
+    1-process, 2-device reference, started together; meanwhile the bad-flag processes, which end
+    on their own."""
     out = tmp_path_factory.mktemp("dist")
     port = free_port()
     logs = {}
@@ -130,12 +164,22 @@ def runs(tmp_path_factory):
              for role in ("0", "1")}
     procs["ref"] = start("ref", [sys.executable, "-c", SCRIPT, str(out), "ref", "0"],
                          XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    job, _ = slurm_job_id()
+    for i in (0, 1):
+        procs[f"auto{i}"] = start(f"auto{i}", [sys.executable, "-c", SCRIPT, str(out), "auto", "0"],
+                                  **slurm_job(i, job))
     # nobody listens on this port: process 1 must give up after --coordinator-timeout
     nobody = free_port()
     procs["unreachable"] = start("unreachable", [
         sys.executable, "-m", "tlres.experiments.improved", "--preset", "quick", "--arch", "tiny",
         "--data-parallel", "--num-processes", "2", "--process-id", "1", "--coordinator-timeout", "3",
         "--coordinator", f"127.0.0.1:{nobody}", "--out", str(out / "unreachable-run")])
+    # the same under --cluster auto, where JAX itself would abort process 1 (no Python exception)
+    job_nobody, _ = slurm_job_id()
+    procs["unreachable-auto"] = start("unreachable-auto", [
+        sys.executable, "-m", "tlres.experiments.improved", "--preset", "quick", "--arch", "tiny",
+        "--data-parallel", "--cluster", "auto", "--coordinator-timeout", "3",
+        "--out", str(out / "unreachable-auto-run")], **slurm_job(1, job_nobody))
     try:
         r = {"out": out}
         for name, p in procs.items():
@@ -149,6 +193,9 @@ def runs(tmp_path_factory):
                 r[role]["step"] = dict(f)
         assert r["1"]["rc"] == 0, tail(r["1"]["log"])
         r["1"]["result"] = json.load(open(out / "result-1.json"))
+        for i in (0, 1):
+            assert r[f"auto{i}"]["rc"] == 0, tail(r[f"auto{i}"]["log"])
+            r[f"auto{i}"]["result"] = json.load(open(out / f"result-auto{i}.json"))
         yield r
     finally:
         for p in procs.values():
@@ -194,7 +241,11 @@ def test_one_sgd_step_on_two_processes_makes_the_single_process_update(runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("pipe", ["jax", "tf"])
 def test_two_processes_give_the_single_process_result(runs, pipe):
-    mp, ref = runs["0"]["result"][pipe], runs["ref"]["result"][pipe]
+    assert_same_run(runs["0"]["result"][pipe], runs["ref"]["result"][pipe])
+
+
+def assert_same_run(mp, ref):
+    """A multi-process run's history, metrics and predictions are the 1-process, 2-device run's."""
     assert len(mp["history"]) == len(ref["history"]) == 2
     for a, b in zip(mp["history"], ref["history"]):
         assert a["lr"] == b["lr"]
@@ -210,6 +261,105 @@ def test_two_processes_give_the_single_process_result(runs, pipe):
     assert [(r["index"], r["label"], r["prediction"]) for r in mp["predictions"]] == \
         [(r["index"], r["label"], r["prediction"]) for r in ref["predictions"]]
     assert 0.2 < m1["accuracy"] < 1  # it learned something (10 classes): equal results are not trivial
+
+
+@pytest.mark.slow
+def test_cluster_auto_in_a_slurm_job_step_trains_the_single_process_result(runs):
+    """Two processes started as srun would (the same command line, SLURM_PROCID 0 and 1) form one
+    cluster through --cluster auto and train what one process with two devices trains."""
+    a0, a1, ref = runs["auto0"]["result"], runs["auto1"]["result"], runs["ref"]["result"]
+    assert [(a["devices"], a["processes"], a["index"]) for a in (a0, a1)] == [(2, 2, 0), (2, 2, 1)]
+    assert a0["jax"]["device"]["count"] == 2 and a0["jax"]["device"]["processes"] == 2
+    assert "tf" not in a0 and "jax" not in a1  # only process 0 reads back its run directory
+    (y0, s0), (y1, s1), (yr, sr) = a0["fed"], a1["fed"], ref["fed"]  # each fed its half of the batch
+    assert len(y0) == len(y1) == 32 and y0 + y1 == yr
+    np.testing.assert_allclose(s0 + s1, sr, rtol=1e-12)
+    assert_same_run(a0["jax"], ref["jax"])
+    assert a0["jax"]["files"] == ref["jax"]["files"]
+    assert "process 1 of 2, writing nothing" in runs["auto1"]["log"]
+
+
+@pytest.mark.slow
+def test_unreachable_coordinator_under_cluster_auto_is_one_line(runs):
+    r = runs["unreachable-auto"]
+    assert r["rc"] == 2, tail(r["log"])
+    lines = [x for x in r["log"].splitlines() if x.startswith(f"{PROG}: error:")]
+    assert len(lines) == 1 and "process 1: could not reach the coordinator localhost:" in lines[0], \
+        tail(r["log"])
+    assert "Traceback" not in r["log"] and "Check failure" not in r["log"]
+    assert not os.path.exists(runs["out"] / "unreachable-auto-run")
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """This process' environment without any cluster's variables (as outside SLURM and Open MPI)."""
+    for k in [*CLUSTER_VARS, *(k for k in os.environ if k.startswith(("SLURM_", "OMPI_")))]:
+        monkeypatch.delenv(k, raising=False)
+    return monkeypatch
+
+
+OMPI4 = {"OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.96.0.1,10.148.0.1,10.108.0.1:34911",
+         "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_LOCAL_RANK": "1"}
+
+
+@pytest.mark.parametrize("env", [
+    slurm_job(1, 4096 * 977 + 5),
+    {**slurm_job(0, 77), "SLURM_STEP_NODELIST": "node[001-015],gpu[1,3]", "SLURM_NTASKS": "30"},
+    {**slurm_job(1, 77), "SLURM_STEP_NODELIST": "node[007,009-015]", "JAX_COORDINATOR_PORT": "1234"},
+    {**slurm_job(1, 77), "SLURM_STEP_NODELIST": "node001,node002", "JAX_COORDINATOR_ADDRESS": "10.0.0.9:99"},
+    OMPI4,
+    {**OMPI4, "OMPI_MCA_orte_hnp_uri": "1314521088.0;tcp6://[fe80::b9b:ac5d:9cf0:b858,2620:10d::2]:43370"},
+    {**OMPI4, **slurm_job(0, 77)},  # mpirun inside a SLURM allocation: Open MPI's, as JAX picks
+], ids=["slurm-localhost", "slurm-range", "slurm-port", "slurm-address", "ompi", "ompi-ipv6", "ompi-in-slurm"])
+def test_cluster_auto_reads_what_jax_reads(no_cluster, env):
+    """tlres reads SLURM's and Open MPI's variables itself (to know the coordinator before joining,
+    see tlres.distributed.detect): the same process count, id and coordinator as JAX's detection."""
+    from tlres import distributed
+
+    try:
+        from jax._src import clusters
+        detect_in_jax = clusters.ClusterEnv.auto_detect_unset_distributed_params
+    except (ImportError, AttributeError) as e:
+        pytest.skip(f"this JAX has no jax._src.clusters detection to compare with ({e})")
+    for k, v in env.items():
+        no_cluster.setenv(k, v)
+    # jax.distributed.initialize() takes $JAX_COORDINATOR_ADDRESS first, then detects the rest
+    coordinator, n, i, _ = detect_in_jax(os.environ.get("JAX_COORDINATOR_ADDRESS"), None, None, None,
+                                         None, 300)
+    assert distributed.detect()[:3] == (n, i, coordinator)
+
+
+@pytest.mark.parametrize("env, flags, says", [
+    ({}, [], "--cluster auto: no SLURM job step (srun) or Open MPI job (mpirun) found"),
+    ({"SLURM_JOB_ID": "5", "SLURM_NTASKS": "2"}, [], "a SLURM job, but not a job step "
+     "($SLURM_STEP_NODELIST, $SLURM_PROCID, $SLURM_LOCALID unset): start every process with srun"),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0"}, [], "Open MPI 5 sets none"),
+    ({**slurm_job(0, 5), "SLURM_NTASKS": "two"}, [], "$SLURM_NTASKS='two' is not a number"),
+    ({**slurm_job(2, 5)}, [], "$SLURM_PROCID=2 is out of range for $SLURM_NTASKS=2"),
+    (slurm_job(0, 5), ["--num-processes", "2", "--coordinator", "h:1"],
+     "takes the process count, id and coordinator from SLURM or Open MPI: drop --num-processes and "
+     "--coordinator"),
+])
+def test_cluster_auto_outside_a_cluster_is_one_line(no_cluster, tmp_path, env, flags, says):
+    from test_faults import in_process_main
+
+    for k, v in env.items():
+        no_cluster.setenv(k, v)
+    code, _, err = in_process_main(["--preset", "quick", "--arch", "tiny", "--out", str(tmp_path / "r"),
+                                    "--data-parallel", "--cluster", "auto", *flags])
+    assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert not os.path.exists(tmp_path / "r")
+    assert "jax" not in sys.modules or not __import__("jax").distributed.is_initialized()
+
+
+def test_cluster_auto_needs_data_parallel(no_cluster, tmp_path):
+    from test_faults import in_process_main
+
+    for k, v in slurm_job(0, 5).items():
+        no_cluster.setenv(k, v)
+    code, _, err = in_process_main(["--preset", "quick", "--cluster", "auto", "--out", str(tmp_path / "r")])
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--cluster auto found 2 processes, which train one model" in err and "add --data-parallel" in err
 
 
 @pytest.mark.slow

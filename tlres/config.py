@@ -94,8 +94,9 @@ class Config:
     coordinator: str | None = _f(None, "HOST:PORT of process 0 and a free port there, the same on every "
                                  "process (default: the first address in "
                                  "$KERAS_DISTRIBUTION_JOB_ADDRESSES)")
-    cluster: str = _f("none", "auto: take the process count, id and coordinator from SLURM or Open MPI "
-                      "(jax.distributed's own detection) instead of the three flags above",
+    cluster: str = _f("none", "auto: take the process count, id and coordinator from a SLURM job step "
+                      "(srun) or an Open MPI job (mpirun), read as jax.distributed's own detection "
+                      "reads them, instead of the three flags above",
                       ("none", "auto"))
     coordinator_timeout: int = _f(300, "seconds a process waits for the coordinator and every other "
                                   "process to join before it gives up (one line, exit 2)")

@@ -5,7 +5,7 @@ train one model (docs/distributed.md). This module holds what is particular to t
 
 * `initialize(cfg)`: joins the cluster before anything is built (gloo collectives on
   CPU), from the flags, Keras' environment variables, or SLURM/Open MPI (``--cluster
-  auto``). It calls `jax.distributed.initialize`, which `keras.distribution.initialize`
+  auto``, `detect`). It calls `jax.distributed.initialize`, which `keras.distribution.initialize`
   wraps, directly: only it takes the timeouts that bound a lost process (`HEARTBEAT_S`)
   and an unreachable coordinator (``--coordinator-timeout``). Keras' wrapper also agrees
   on a random seed across processes; tlres seeds every process with ``--seed``.
@@ -22,6 +22,7 @@ With one process (the default) nothing here does anything.
 
 import contextlib
 import os
+import re
 import sys
 
 import numpy as np
@@ -33,14 +34,69 @@ ENV = {"num_processes": "KERAS_DISTRIBUTION_NUM_PROCESSES", "process_id": "KERAS
        "coordinator": "KERAS_DISTRIBUTION_JOB_ADDRESSES"}
 
 
+SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+OMPI_URI = "OMPI_MCA_orte_hnp_uri"  # set by Open MPI's mpirun before version 5 (ORTE) only
+PORTS = 2 ** 12  # JAX's coordinator port: 61440 + job id mod 4096, unless $JAX_COORDINATOR_PORT
+
+
 class PeerLost(TlresError):
     """Another process of the run died or became unreachable; this one stops too."""
 
     exit_code = 3
 
 
+def detect():
+    """(num_processes, process_id, coordinator, launcher) of the SLURM job step or Open MPI job
+    this process runs in, read as jax.distributed's own detection reads them
+    (jax/_src/clusters/ompi_cluster.py and slurm_cluster.py, Open MPI first as there;
+    tests/test_distributed.py holds the two to the same values). tlres reads them itself, where
+    ``jax.distributed.initialize()`` would, to know the coordinator before joining: JAX aborts a
+    process whose coordinator never answers. A TlresError outside such a job."""
+    env = os.environ
+
+    def number(name):
+        try:
+            return int(env[name])
+        except ValueError:
+            raise TlresError(f"--cluster auto: ${name}={env[name]!r} is not a number") from None
+
+    port = env.get("JAX_COORDINATOR_PORT")
+    if OMPI_URI in env:  # e.g. 1531576320.0;tcp://10.96.0.1,10.148.0.1:34911
+        uri = env[OMPI_URI]
+        host = re.search(r"tcp://(.+?)[,:]|tcp6://\[(.+?)[,\]]", uri)
+        if host is None or not uri.split(".", 1)[0].isdigit():
+            raise TlresError(f"--cluster auto: ${OMPI_URI}={uri!r}: no job id and address in it")
+        port = port or str(int(uri.split(".", 1)[0]) // PORTS % PORTS + 65536 - PORTS)
+        names = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")
+        launcher, where = "Open MPI", next(h for h in host.groups() if h is not None)
+    elif all(v in env for v in SLURM):
+        port = port or str(number("SLURM_JOB_ID") % PORTS + 65536 - PORTS)
+        nodes = env["SLURM_STEP_NODELIST"]  # the first node: 'node001,x', 'node[001-015],x' -> node001
+        first = re.match(r"([^,\[]*)(?:\[([^,\-\]]*))?", nodes)
+        names = ("SLURM_NTASKS", "SLURM_PROCID")
+        launcher, where = "SLURM", first.group(1) + (first.group(2) or "")
+    elif "SLURM_JOB_ID" in env:
+        missing = ", ".join("$" + v for v in SLURM if v not in env)
+        raise TlresError(f"--cluster auto: a SLURM job, but not a job step ({missing} unset): start "
+                         "every process with srun")
+    elif "OMPI_COMM_WORLD_SIZE" in env:
+        raise TlresError(f"--cluster auto: an Open MPI job without ${OMPI_URI} (Open MPI 5 sets none, "
+                         "and JAX's detection needs it): give --num-processes, --process-id and "
+                         "--coordinator instead")
+    else:
+        raise TlresError("--cluster auto: no SLURM job step (srun) or Open MPI job (mpirun) found in "
+                         "the environment; elsewhere give --num-processes, --process-id and --coordinator")
+    n, i = number(names[0]), number(names[1])
+    if not 0 <= i < n:
+        raise TlresError(f"--cluster auto: ${names[1]}={i} is out of range for ${names[0]}={n}")
+    return n, i, env.get("JAX_COORDINATOR_ADDRESS") or f"{where}:{port}", launcher
+
+
 def settings(cfg):
-    """(num_processes, process_id, coordinator) from the flags, else Keras' environment variables."""
+    """(num_processes, process_id, coordinator) from the flags, else Keras' environment variables,
+    or with ``--cluster auto`` from SLURM or Open MPI (`detect`)."""
+    if cfg.cluster == "auto":
+        return detect()[:3]
     def env(name, kind):
         text = os.environ.get(ENV[name])
         if text is None or text == "":
@@ -59,18 +115,22 @@ def settings(cfg):
 
 
 def wanted(cfg):
-    """True when `cfg` asks for more than one process (or for cluster detection)."""
+    """True when `cfg` asks for more than one process."""
     n, _, _ = settings(cfg)
-    return cfg.cluster == "auto" or (n or 1) > 1
+    return (n or 1) > 1
 
 
 def check(cfg):
     """The flags' own consistency, before any connection is tried (one line, exit 2)."""
     if cfg.coordinator_timeout <= 0:
         raise TlresError(f"--coordinator-timeout must be positive, got {cfg.coordinator_timeout}")
-    n, i, coordinator = settings(cfg)
     if cfg.cluster == "auto":
-        return
+        given = [f"--{f.replace('_', '-')}" for f in ("num_processes", "process_id", "coordinator")
+                 if getattr(cfg, f) is not None]
+        if given:
+            raise TlresError(f"--cluster auto takes the process count, id and coordinator from SLURM or "
+                             f"Open MPI: drop {' and '.join(given)}")
+    n, i, coordinator = settings(cfg)
     if n is not None and n < 1:
         raise TlresError(f"--num-processes must be positive, got {n}")
     if (n or 1) == 1:
@@ -88,8 +148,9 @@ def check(cfg):
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise TlresError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
     if not cfg.data_parallel:
-        raise TlresError(f"--num-processes {n} trains one model over every process' devices: "
-                         "add --data-parallel")
+        given = f"--cluster auto found {n} processes, which train" if cfg.cluster == "auto" else \
+            f"--num-processes {n} trains"
+        raise TlresError(f"{given} one model over every process' devices: add --data-parallel")
 
 
 def initialize(cfg):
@@ -103,18 +164,15 @@ def initialize(cfg):
     n, i, coordinator = settings(cfg)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     timeout = cfg.coordinator_timeout
-    if cfg.cluster != "auto" and i != 0:  # JAX aborts the process when the coordinator never answers:
-        timeout = _reach(coordinator, i, timeout)  # find that out first, as one line
-    try:
-        if cfg.cluster == "auto":
-            jax.distributed.initialize(initialization_timeout=timeout, heartbeat_timeout_seconds=HEARTBEAT_S)
-        else:
-            jax.distributed.initialize(coordinator, n, i, initialization_timeout=timeout,
-                                       heartbeat_timeout_seconds=HEARTBEAT_S)
+    if i != 0:  # JAX aborts the process when the coordinator never answers:
+        timeout = _reach(coordinator, i, timeout, cfg.cluster == "auto")  # find that out first, as one line
+    try:  # on SLURM and Open MPI, JAX's detection still picks each process' local devices
+        jax.distributed.initialize(coordinator, n, i, initialization_timeout=timeout,
+                                   heartbeat_timeout_seconds=HEARTBEAT_S)
     except (RuntimeError, ValueError) as e:  # jaxlib's errors subclass these
-        where = "the cluster (--cluster auto)" if cfg.cluster == "auto" else f"the coordinator {coordinator}"
+        where = f"the coordinator {coordinator}" + (" (--cluster auto)" if cfg.cluster == "auto" else "")
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise TlresError(f"process {i if i is not None else '?'}: could not join {where} within "
+        raise TlresError(f"process {i}: could not join {where} within "
                          f"--coordinator-timeout {timeout} s ({first}); start process 0 first, check the "
                          "address and port, or raise --coordinator-timeout") from e
     if not cfg.data_parallel:
@@ -122,7 +180,7 @@ def initialize(cfg):
                          "devices: add --data-parallel")
 
 
-def _reach(coordinator, i, timeout):
+def _reach(coordinator, i, timeout, auto=False):
     """Wait until something listens at `coordinator` (process 0's service); the seconds left."""
     import socket
     import time
@@ -135,9 +193,10 @@ def _reach(coordinator, i, timeout):
                 return max(1, int(deadline - time.monotonic()))
         except OSError as e:
             if time.monotonic() >= deadline:
+                fix = ("check that process 0 of the job started there and that the port is free" if auto
+                       else "start process 0 with the same --coordinator, check the address and port")
                 raise TlresError(f"process {i}: could not reach the coordinator {coordinator} within "
-                                 f"--coordinator-timeout {timeout} s ({e.strerror or e}); start process 0 "
-                                 "with the same --coordinator, check the address and port, or raise "
+                                 f"--coordinator-timeout {timeout} s ({e.strerror or e}); {fix}, or raise "
                                  "--coordinator-timeout") from None
             time.sleep(0.5)
 
