@@ -105,6 +105,8 @@ def _layout(tmp_path):
     if os.path.isdir(CROSS):
         shutil.copytree(CROSS, tmp_path / "experiments" / "results" / "digits" / "crosscheck")
     shutil.copy(os.path.join(ROOT, "README.md"), tmp_path / "README.md")
+    (tmp_path / "docs").mkdir()
+    shutil.copy(os.path.join(ROOT, "docs", "pytorch.md"), tmp_path / "docs" / "pytorch.md")
     return tmp_path
 
 
@@ -130,11 +132,14 @@ def test_readme_report_section_is_what_its_command_makes_of_the_recorded_runs(tm
 
 
 @pytest.mark.skipif(not os.path.isdir(CROSS), reason="no recorded cross-framework runs")
-def test_readme_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(tmp_path, monkeypatch):
+def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(tmp_path, monkeypatch):
     from tlres.experiments import crosscheck
 
-    block = _block(_readme(), crosscheck.BEGIN, crosscheck.END)
+    markers = report.markers("crosscheck", "v1")  # Keras' v1 against torchvision's v1.5
+    with open(os.path.join(ROOT, "docs", "pytorch.md")) as f:
+        block = _block(f.read(), *markers)
     argv = _command(block, "tlres.experiments.crosscheck")
+    assert argv[argv.index("--readme") + 1] == "docs/pytorch.md"
     assert "--no-train-tlres" in argv  # compares the recorded runs, trains none
 
     def recorded_torch_side(out, cell, seeds, base_seed, device, draws, inits):  # reuse, never train
@@ -147,7 +152,7 @@ def test_readme_crosscheck_section_is_what_its_command_makes_of_the_recorded_run
     monkeypatch.setattr(crosscheck, "torch_side", recorded_torch_side)
     monkeypatch.chdir(_layout(tmp_path))
     assert crosscheck.main(argv) == 0
-    made = _block((tmp_path / "README.md").read_text(), crosscheck.BEGIN, crosscheck.END)
+    made = _block((tmp_path / "docs" / "pytorch.md").read_text(), *markers)
     assert _undated(made) == _undated(block)
     out = tmp_path / argv[argv.index("--out") + 1]
     with open(os.path.join(CROSS, "compare.md")) as f:
