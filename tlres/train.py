@@ -371,6 +371,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
                     **(ds.record or {})},
                 "preprocessing": preprocessing(cfg, ds.class_names),
                 "versions": versions(), "device": device(),
+                "conv_plan": model_lib.conv_plan_record(net),  # which kernel each convolution uses
                 "pipeline": pipeline.resolve(cfg.pipeline),
                 # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
                 "xla_flags": os.environ.get("XLA_FLAGS", "")})
