@@ -33,7 +33,7 @@ random-init weights):
   on) alone, in img/s, and its ratio to what training consumes (target >= 5x).
 * --conv-layers (alone): each distinct Conv2D of the model timed with both
   kernels, XLA's and tlres' im2col + matmul, forward and forward + gradients:
-  the evidence for `--conv auto` (matmul on a CPU) on this machine.
+  what `--conv auto` times per shape on a CPU (tlres.convplan), shown in full.
 * --torch: torchvision's resnet50 (fc -> Linear(2048, 10)) in PyTorch on the
   same device class and batch, NCHW, SGD momentum 0.9, cross-entropy: eager,
   and torch.compile (its one-line error is recorded if it fails).
