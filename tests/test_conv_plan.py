@@ -233,3 +233,19 @@ def test_time_conv_times_forward_and_gradients_of_either_kernel():
     for kernel in ("xla", "matmul"):
         times = model_lib.time_conv(s, kernel, 3)
         assert len(times) == 3 and all(isinstance(t, float) and t > 0 for t in times)
+
+
+def test_a_resumed_run_keeps_the_recorded_plan(measuring):
+    net = model_lib.build(10, TINY)
+    rec = model_lib.apply_conv(net, "auto", 8, time_fn=tiny_timings({8}))
+    recorded = json.loads(json.dumps(rec))  # as config.json holds it
+    other = model_lib.build(10, TINY.replace(conv="matmul"))
+    got = model_lib.apply_recorded_plan(other, recorded)
+    assert got["matmul_layers"] == ["conv1"] and got["summary"] == "matmul 1/3"
+    assert got["source"] == "recorded (the run's config.json)"
+    forced = model_lib.build(10, TINY.replace(conv="matmul"))  # a forced kernel: the record is --conv's
+    assert model_lib.apply_recorded_plan(forced, model_lib.conv_plan_record(
+        model_lib.build(10, TINY))) is None and model_lib.conv_plan(forced) == "matmul 3/3"
+    for bad in (None, [], {"resolved": "measure", "matmul_layers": ["no_such_layer"]}):
+        assert model_lib.apply_recorded_plan(forced, bad) is None
+    assert model_lib.conv_plan(forced) == "matmul 3/3"

@@ -441,6 +441,23 @@ def apply_conv(model, conv, batch_size, cache_dir=None, time_fn=None):
     return conv_plan_record(model)
 
 
+def apply_recorded_plan(model, record):
+    """Give `model` the kernels a run's `config.json` recorded (`conv_plan`) when they came from
+    the host's timed plan (--conv auto on a CPU), so a resumed run keeps the kernels it started
+    with even if the plan cache changed since; any other record changes nothing."""
+    if not isinstance(record, dict) or record.get("resolved") != "measure":
+        return None
+    names = record.get("matmul_layers")
+    layers = conv2d_layers(model)
+    if not isinstance(names, list) or not set(names) <= {l.name for l in layers}:
+        return None
+    use_matmul_convs(model, [l for l in layers if l.name in names])
+    _RECORDS[model] = {**{k: v for k, v in record.items() if k not in ("matmul_layers", "xla_layers",
+                                                                          "summary")},
+                       "source": "recorded (the run's config.json)"}
+    return conv_plan_record(model)
+
+
 def conv_plan_record(model):
     """Which of `model`'s convolutions use which kernel (as they are now), and how `apply_conv`
     chose them: --conv, the rule or (auto on a CPU) the timings per distinct shape and whether

@@ -347,7 +347,9 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
     if resume:
         ckpt = checkpoint.load(out)
         with open(os.path.join(out, "config.json")) as f:
-            saved = json.load(f)["dataset"]
+            record = json.load(f)
+        saved = record["dataset"]
+        model_lib.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
         if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
                 len(ds.x_train), len(ds.x_test), ds.num_classes):
             raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
