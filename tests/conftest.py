@@ -7,6 +7,10 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# --conv auto on a CPU times each convolution shape once per host (tlres.convplan): tests use the
+# fixed matmul kernel instead, so none times ResNet50 or writes into ~/.cache (test_conv_plan.py
+# tests the measured plan with its own timings and cache folder)
+os.environ.setdefault("TLRES_CONV_AUTO", "matmul")
 
 
 def write_cifar_batches(folder, n_train_per_batch=4, n_test=6, seed=0, dumps=pickle.dumps):

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 
@@ -27,7 +29,11 @@ def test_smoke_run_prints_a_table_and_writes_json(tmp_path):
     lines = r.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["batch"])
     assert "train img/s" in lines[header] and "pipe/train" in lines[header]
-    row = lines[header + 1].split()
+    assert "median (min-max) of 3 repeats" in lines[0], lines[0]  # --repeats 3, the default
+    row = lines[header + 1]
+    spreads = re.findall(r"\(([0-9.]+)-([0-9.]+)\)", row)  # train, jit step, fwd, infer: median (min-max)
+    assert len(spreads) == 4 and all(0 < float(lo) <= float(hi) for lo, hi in spreads), row
+    row = re.sub(r" \([0-9.]+-[0-9.]+\)", "", row).split()
     assert row[0] == "8"
     figures = [float(c.rstrip("x")) for c in row[1:]]
     assert len(figures) == 9 and all(f > 0 for f in figures), row
@@ -47,6 +53,18 @@ def test_smoke_run_prints_a_table_and_writes_json(tmp_path):
               res["pipeline_over_train"]):
         assert _positive(v), res
     assert res["pipeline"]["name"] in ("tf", "jax")
+    assert rep["repeats"] == 3
+    for part in ("train", "infer", "forward", "jit_step"):
+        _holds_a_spread(res[part], "img_per_s", 3)
+    plan = res["conv_kernels"]  # the kernel plan: every convolution named once, with its source
+    assert res["conv_plan"] == plan["summary"] and plan["conv"] == "auto" and plan["source"]
+    assert sorted(plan["matmul_layers"] + plan["xla_layers"]) == ["conv0", "conv1", "conv2"]
+
+
+def _holds_a_spread(d, key, n):
+    values = d[f"{key}_repeats"]
+    assert len(values) == n and all(_positive(v) for v in values), d
+    assert (d[key], d[f"{key}_min"], d[f"{key}_max"]) == (statistics.median(values), min(values), max(values))
 
 
 @pytest.mark.slow
@@ -69,6 +87,8 @@ def test_steps_per_execution_times_whole_executions(tmp_path):
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--conv", "cudnn"], "--conv: invalid choice"),
     (["--conv-layers", "--torch"], "--conv-layers times float32 convolutions alone"),
+    (["--repeats", "0"], "--repeats: must be positive"),
+    (["--profile", "/tmp", "--pipeline-only"], "--profile traces training steps"),
 ])
 def test_bad_flag_is_one_line_and_exit_2(args, message):
     r = bench(*args, timeout=120)
@@ -91,7 +111,7 @@ def test_torch_side_by_side_gives_ratios(tmp_path):
     pytest.importorskip("torch")
     path = tmp_path / "bench.json"
     r = bench("--arch", "tiny", "--batch-sizes", "8", "--steps", "2", "--warmup", "1", "--torch",
-              "--no-torch-compile", "--json", str(path))
+              "--no-torch-compile", "--repeats", "2", "--json", str(path))
     assert r.returncode == 0, r.stderr[-3000:]
     (res,) = json.loads(path.read_text())["results"]
     eager = res["torch"]["eager"]
@@ -105,6 +125,8 @@ def test_torch_side_by_side_gives_ratios(tmp_path):
     assert res["ratios"]["forward_vs_torch_eager"] == pytest.approx(
         res["forward"]["img_per_s"] / eager["forward_img_per_s"])
     assert res["ratios"]["train_vs_torch_compile"] is None
+    for key in ("train_img_per_s", "infer_img_per_s", "forward_img_per_s"):
+        _holds_a_spread(eager, key, 2)
     assert "tlres/eager" in r.stdout
 
 
@@ -122,6 +144,43 @@ def test_conv_layers_times_each_distinct_convolution_with_both_kernels(tmp_path)
         ([32, 32, 3], [3, 3], 2, 1), ([16, 16, 8], [3, 3], 2, 1), ([8, 8, 16], [3, 3], 2, 1)]
     for l in rows:
         assert all(_positive(l[f"{k}_{p}_ms"]) for k in ("xla", "matmul") for p in ("fwd", "grad")), l
+
+
+@pytest.mark.slow
+def test_profile_writes_a_jax_trace_of_training_steps(tmp_path):
+    path, trace = tmp_path / "bench.json", tmp_path / "trace"
+    r = bench("--arch", "tiny", "--batch-sizes", "4", "--steps", "1", "--warmup", "0", "--repeats", "1",
+              "--pipeline", "jax", "--profile", str(trace), "--json", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    (res,) = json.loads(path.read_text())["results"]
+    assert res["profile"] == str(trace / "batch4") and f"JAX profiler trace -> {trace / 'batch4'}" in r.stdout
+    found = [f for _, _, files in os.walk(trace / "batch4") for f in files]
+    assert any(f.endswith(".xplane.pb") for f in found), found
+    assert "repeats" not in r.stdout.splitlines()[0]  # one repeat: no spread to show
+    assert res["train"]["img_per_s_repeats"] == [res["train"]["img_per_s"]]
+
+
+def test_table_shows_each_median_with_its_spread_and_the_plan():
+    from tlres import bench
+
+    def fig(*v):
+        return bench.spread("img_per_s", list(v))
+
+    rep = {"arch": "resnet50", "image_size": 32, "precision": "float32", "conv": "auto",
+           "steps_per_execution": 1, "steps": 10, "warmup": 2, "repeats": 3, "pipeline_only": False,
+           "torch": False, "pipeline": "jax", "memory_kind": "process peak RSS (host)",
+           "device": {"kind": "cpu", "platform": "cpu", "count": 1, "host": "Test CPU, 2 cores, avx2"},
+           "results": [{"batch_size": 64, "conv_plan": "matmul 40/53",
+                        "conv_kernels": {"summary": "matmul 40/53", "source": "cache"},
+                        "train": {"compile_s": 12.0, **fig(110.0, 90.0, 100.0)},
+                        "jit_step": fig(1.0, 2.0, 3.0), "forward": fig(4.0, 4.0, 4.0),
+                        "infer": {"compile_s": 3.0, **fig(9.0, 7.0, 8.0)}, "peak_memory_bytes": 2 ** 30,
+                        "pipeline": {"img_per_s": 5000.0}, "pipeline_over_train": 50.0}]}
+    head, cols, row, *_ = bench.table(rep).splitlines()
+    assert "conv auto (batch 64: matmul 40/53 convolutions, plan timed on this host, from its cache)" in head
+    assert "median (min-max) of 3 repeats" in head
+    assert "100.0 (90.0-110.0)" in row and "2.0 (1.0-3.0)" in row and "8.0 (7.0-9.0)" in row
+    assert "4.0 (4.0-4.0)" in row  # the spread is shown even when it is nil
 
 
 def test_cpu_features_are_read_from_cpuinfo(tmp_path):

@@ -222,10 +222,12 @@ def test_auto_is_matmul_on_cpu_and_xla_on_gpu(monkeypatch):
     """ResNet50 has 53 convolutions: 36 1x1 (2 per block x 16 + 4 shortcuts), 16 3x3, the 7x7 stem.
 
     `auto` follows `jax.default_backend()`, set here to each platform in turn, so the test holds on
-    a CPU and on a GPU host alike.
+    a CPU and on a GPU host alike. On a CPU it is the plan timed on the host (tests/test_conv_plan.py);
+    TLRES_CONV_AUTO=matmul, set here as for every test, replaces the timing by the matmul form.
     """
     import jax
 
+    monkeypatch.setenv("TLRES_CONV_AUTO", "matmul")
     cfg = IMPROVED.replace(weights="none")
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert model_lib.conv_plan(model_lib.build(10, cfg)) == "matmul 53/53"

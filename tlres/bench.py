@@ -3,19 +3,25 @@
     python -m tlres.bench [--arch resnet50|resnet50_v1_5|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
                           [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
                           [--steps-per-execution K] [--conv auto|xla|matmul] [--conv-layers]
-                          [--json PATH]
+                          [--repeats N] [--profile DIR] [--json PATH]
 
 A benchmark, not a test: figures depend on the machine (and on whatever else
 runs on it); the table's first line and the JSON name the host's CPU model, its
-vector extensions (avx2, avx512f, amx_*, ...) and the date. Per batch size it measures, on synthetic data (random uint8
-images normalized as the runner does, random labels; random-init weights):
+vector extensions (avx2, avx512f, amx_*, ...), the date and the convolution kernel plan
+(which kernel each convolution uses; under --conv auto on a CPU, timed on this host or read
+from its cache, see `tlres.convplan`). Every rate is measured --repeats times (default 3)
+in a row, and the table shows the median and the spread (min-max); the JSON holds the
+median (`img_per_s`), `_min`, `_max` and each repeat. Per batch size it measures, on
+synthetic data (random uint8 images normalized as the runner does, random labels;
+random-init weights):
 
 * train: the model the runner builds (`tlres.model.build`), compiled by the
   runner's `tlres.train.compile_model` (its loss, optimizer, schedule, metric),
   trained with `model.fit` as the runner does, on one device-resident batch
   fed again and again. The first execution (tracing + XLA compile + one step)
   is reported as compile s; img/s is timed over `--steps` steps after
-  `--warmup` steps, each execution synced on its loss.
+  `--warmup` steps, each execution synced on its loss (--repeats windows of
+  `--steps` in one fit).
 * jit step: the same compiled Keras train step called directly in a loop,
   without fit's per-step Python work (callbacks, logs): the ceiling for fit.
 * forward: the training-mode forward pass alone, jitted, no gradient: where a
@@ -27,10 +33,13 @@ images normalized as the runner does, random labels; random-init weights):
   on) alone, in img/s, and its ratio to what training consumes (target >= 5x).
 * --conv-layers (alone): each distinct Conv2D of the model timed with both
   kernels, XLA's and tlres' im2col + matmul, forward and forward + gradients:
-  the evidence for `--conv auto` (matmul on a CPU) on this machine.
+  what `--conv auto` times per shape on a CPU (tlres.convplan), shown in full.
 * --torch: torchvision's resnet50 (fc -> Linear(2048, 10)) in PyTorch on the
   same device class and batch, NCHW, SGD momentum 0.9, cross-entropy: eager,
   and torch.compile (its one-line error is recorded if it fails).
+* --profile DIR: a JAX profiler trace (`jax.profiler.trace`, TensorBoard's
+  profile plugin or Perfetto read it) of a few training steps per batch size,
+  in DIR/batchB, taken after the timed ones.
 
 Bad flags print one line and exit 2. The persistent compile cache is not used,
 so compile s is a cold compile.
@@ -89,6 +98,10 @@ def parser(prog=PROG):
     p.add_argument("--torch", action="store_true", help="also time torchvision's model in PyTorch")
     p.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
                    help="with --torch: eager only (torch.compile can take minutes on a CPU)")
+    p.add_argument("--repeats", type=cli.positive(int), default=3,
+                   help="measure each rate this many times: the table shows the median and min-max")
+    p.add_argument("--profile", metavar="DIR",
+                   help="write a JAX profiler trace of a few training steps per batch size here")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
@@ -120,14 +133,15 @@ def peak_memory():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (host)"
 
 
-def time_train(net, x, y, warmup, steps, k):
-    """model.fit on one device-resident batch: (compile s, img/s, timed steps)."""
+def time_train(net, x, y, warmup, steps, k, repeats=1):
+    """model.fit on one device-resident batch: (compile s, [img/s of each repeat], timed steps
+    per repeat); the repeats are consecutive windows of one fit."""
     import keras
 
     bs = len(x)
     warm_exec = max(1, math.ceil(warmup / k)) if warmup else 0
     timed_exec = math.ceil(steps / k)
-    total = (1 + warm_exec + timed_exec) * k
+    total = (1 + warm_exec + repeats * timed_exec) * k
     stamps = []
 
     class Clock(keras.callbacks.Callback):
@@ -143,14 +157,15 @@ def time_train(net, x, y, warmup, steps, k):
             yield x, y
 
     net.fit(batches(), epochs=1, steps_per_epoch=total, callbacks=[Clock()], verbose=0, shuffle=False)
-    assert len(stamps) == 2 + warm_exec + timed_exec, len(stamps)
+    assert len(stamps) == 2 + warm_exec + repeats * timed_exec, len(stamps)
     compile_s = stamps[1] - stamps[0]
-    t = stamps[-1] - stamps[1 + warm_exec]
-    return compile_s, timed_exec * k * bs / t, timed_exec * k
+    starts = [1 + warm_exec + i * timed_exec for i in range(repeats)]
+    rates = [timed_exec * k * bs / (stamps[i + timed_exec] - stamps[i]) for i in starts]
+    return compile_s, rates, timed_exec * k
 
 
-def time_jit_step(net, x, y, warmup, steps):
-    """The compiled Keras train step called directly, state kept on the device: img/s.
+def time_jit_step(net, x, y, warmup, steps, repeats=1):
+    """The compiled Keras train step called directly, state kept on the device: [img/s per repeat].
 
     Uses Keras' JAX trainer internals (`_get_jax_state`, `train_function`); the
     state is donated, so the model's variables are stale afterwards: call last.
@@ -160,17 +175,21 @@ def time_jit_step(net, x, y, warmup, steps):
     state = net._get_jax_state(trainable_variables=True, non_trainable_variables=True,
                                optimizer_variables=True, metrics_variables=True,
                                purge_model_variables=False)
-    for i in range(warmup + steps):
-        if i == warmup:
-            jax.block_until_ready(state)
-            t0 = time.perf_counter()
+    for _ in range(warmup):
         logs, state = net.train_function(state, iter([(x, y)]))
-    jax.block_until_ready((logs, state))
-    return steps * len(x) / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(repeats):
+        jax.block_until_ready(state)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            logs, state = net.train_function(state, iter([(x, y)]))
+        jax.block_until_ready((logs, state))
+        rates.append(steps * len(x) / (time.perf_counter() - t0))
+    return rates
 
 
-def time_forward(net, x, warmup, steps):
-    """The training-mode forward pass alone (BatchNorm on batch statistics), jitted: img/s.
+def time_forward(net, x, warmup, steps, repeats=1):
+    """The training-mode forward pass alone (BatchNorm on batch statistics), jitted: [img/s per repeat].
 
     With the train step's rate it splits the time into forward and backward + update.
     """
@@ -179,31 +198,59 @@ def time_forward(net, x, warmup, steps):
     tv = [v.value for v in net.trainable_variables]
     ntv = [v.value for v in net.non_trainable_variables]
     fwd = jax.jit(lambda tv, ntv, x: net.stateless_call(tv, ntv, x, training=True)[0])
-    return len(x) / _seconds_per_call(lambda: fwd(tv, ntv, x), warmup, steps)
+    return [len(x) / s for s in _seconds_per_call(lambda: fwd(tv, ntv, x), warmup, steps, repeats)]
 
 
-def _seconds_per_call(call, warmup, steps):
-    """Mean seconds of `call()` (a JAX computation, synced each time) over `steps` calls,
-    after one untimed first (compile) call and `warmup` untimed ones."""
+def _seconds_per_call(call, warmup, steps, repeats=1):
+    """[Mean seconds of `call()` (a JAX computation, synced each time) over `steps` calls] for
+    each of `repeats` windows, after one untimed first (compile) call and `warmup` untimed ones."""
     import jax
 
-    for i in range(1 + warmup + steps):
-        if i == 1 + warmup:
-            t0 = time.perf_counter()
+    for _ in range(1 + warmup):
         jax.block_until_ready(call())
-    return (time.perf_counter() - t0) / steps
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            jax.block_until_ready(call())
+        out.append((time.perf_counter() - t0) / steps)
+    return out
 
 
-def time_infer(net, x, warmup, steps):
+def time_infer(net, x, warmup, steps, repeats=1):
+    """`predict_on_batch`: (first call s, [img/s per repeat])."""
     t0 = time.perf_counter()
     net.predict_on_batch(x)  # returns numpy: synced
     compile_s = time.perf_counter() - t0
     for _ in range(warmup):
         net.predict_on_batch(x)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        net.predict_on_batch(x)
-    return compile_s, steps * len(x) / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            net.predict_on_batch(x)
+        rates.append(steps * len(x) / (time.perf_counter() - t0))
+    return compile_s, rates
+
+
+def spread(name, values):
+    """{name: median, name_min, name_max, name_repeats}: one figure over its repeats."""
+    import statistics
+
+    return {name: statistics.median(values), f"{name}_min": min(values), f"{name}_max": max(values),
+            f"{name}_repeats": list(values)}
+
+
+def profile_steps(net, x, y, path, steps=3):
+    """A JAX profiler trace of `steps` training steps (the runner's compiled step) into `path`."""
+    import jax
+
+    os.makedirs(path, exist_ok=True)
+    net.train_on_batch(x, y)  # compiled already; outside the trace
+    with jax.profiler.trace(path):
+        for _ in range(steps):
+            net.train_on_batch(x, y)  # returns numpy logs: synced
+    return path
 
 
 def time_pipeline(cfg, warmup, steps):
@@ -257,7 +304,7 @@ def conv_layers(cfg, warmup, steps):
             fns = {"fwd": jax.jit(conv),
                    "grad": jax.jit(jax.grad(lambda x, k, f=conv: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))}
             for part, fn in fns.items():
-                row[f"{name}_{part}_ms"] = _seconds_per_call(lambda: fn(x, kernel), warmup, steps) * 1e3
+                row[f"{name}_{part}_ms"] = _seconds_per_call(lambda: fn(x, kernel), warmup, steps)[0] * 1e3
         rows.append(row)
     return rows
 
@@ -293,13 +340,18 @@ def measure_tlres(cfg, a):
     xu, y = synthetic(cfg.batch_size, cfg.image_size)
     x = jnp.asarray(augment.normalize(np, xu, cfg.input_norm))
     y = jnp.asarray(y)
-    out = {"conv_plan": model.conv_plan(net)}
-    c, ips, n = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution)
-    out["train"] = {"compile_s": c, "img_per_s": ips, "timed_steps": n}
-    c, ips = time_infer(net, x, a.warmup, a.steps)
-    out["infer"] = {"compile_s": c, "img_per_s": ips, "timed_steps": a.steps}
-    out["forward"] = {"img_per_s": time_forward(net, x, a.warmup, a.steps), "timed_steps": a.steps}
-    out["jit_step"] = {"img_per_s": time_jit_step(net, x, y, a.warmup, a.steps),
+    plan = model.conv_plan_record(net)
+    out = {"conv_plan": plan["summary"], "conv_kernels": plan}
+    n_rep = a.repeats
+    c, ips, n = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution, n_rep)
+    out["train"] = {"compile_s": c, **spread("img_per_s", ips), "timed_steps": n}
+    if a.profile:
+        out["profile"] = profile_steps(net, x, y, os.path.join(a.profile, f"batch{cfg.batch_size}"))
+    c, ips = time_infer(net, x, a.warmup, a.steps, n_rep)
+    out["infer"] = {"compile_s": c, **spread("img_per_s", ips), "timed_steps": a.steps}
+    out["forward"] = {**spread("img_per_s", time_forward(net, x, a.warmup, a.steps, n_rep)),
+                      "timed_steps": a.steps}
+    out["jit_step"] = {**spread("img_per_s", time_jit_step(net, x, y, a.warmup, a.steps, n_rep)),
                        "timed_steps": a.steps}
     return out
 
@@ -345,12 +397,15 @@ def measure_torch(cfg, a, device):
         for _ in range(a.warmup):
             step()
         sync()
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            loss = step()
-        loss.item()
-        sync()
-        return first, a.steps * batch_size / (time.perf_counter() - t0)
+        rates = []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                loss = step()
+            loss.item()
+            sync()
+            rates.append(a.steps * batch_size / (time.perf_counter() - t0))
+        return first, rates
 
     def forward_rate(model, training):
         """No autograd; training=True uses batch statistics (tlres' "forward"), False is inference."""
@@ -359,23 +414,26 @@ def measure_torch(cfg, a, device):
             for _ in range(1 + a.warmup):
                 model(x)
             sync()
-            t0 = time.perf_counter()
-            for _ in range(a.steps):
-                out = model(x)
-            out.float().cpu()
-            return a.steps * batch_size / (time.perf_counter() - t0)
+            rates = []
+            for _ in range(a.repeats):
+                t0 = time.perf_counter()
+                for _ in range(a.steps):
+                    out = model(x)
+                out.float().cpu()
+                rates.append(a.steps * batch_size / (time.perf_counter() - t0))
+            return rates
 
     res = {"device": str(dev), "threads": torch.get_num_threads()}
     model = ref.build(cfg, NUM_CLASSES).to(dev)  # the runner's BatchNorm settings, random init
     first, ips = train_rate(model)
-    res["eager"] = {"first_step_s": first, "train_img_per_s": ips,
-                    "infer_img_per_s": forward_rate(model, training=False),
-                    "forward_img_per_s": forward_rate(model, training=True)}
+    res["eager"] = {"first_step_s": first, **spread("train_img_per_s", ips),
+                    **spread("infer_img_per_s", forward_rate(model, training=False)),
+                    **spread("forward_img_per_s", forward_rate(model, training=True))}
     if a.torch_compile:
         try:
             compiled = torch.compile(ref.build(cfg, NUM_CLASSES).to(dev))
             first, ips = train_rate(compiled)
-            res["compile"] = {"compile_s": first, "train_img_per_s": ips}
+            res["compile"] = {"compile_s": first, **spread("train_img_per_s", ips)}
         except Exception as e:  # no C++ compiler, unsupported op, ...: record, go on
             res["compile"] = {"error": _one_line(e)}
     else:
@@ -391,19 +449,30 @@ def _fmt(v, digits=1):
     return f"{v:.{digits}f}" if abs(v) < 1e5 else f"{v:.3g}"
 
 
+def _rate(d, key):
+    """'median (min-max)' of one figure over its repeats; the median alone for one repeat."""
+    if len(d.get(f"{key}_repeats", ())) > 1:
+        return f"{_fmt(d[key])} ({_fmt(d[key + '_min'])}-{_fmt(d[key + '_max'])})"
+    return _fmt(d[key])
+
+
 def _host(report):
     """'host <CPU model>, <cores> cores, <vector extensions>; <date>': where and when a figure was taken."""
     return f"host {report['device'].get('host', '?')}; {report.get('date', 'date unknown')}"
 
 
+_SOURCES = {"measured": "plan timed on this host now", "cache": "plan timed on this host, from its cache",
+            "measured+cache": "plan timed on this host, now and from its cache"}
+
+
 def table(report):
     cols = [("batch", lambda r: str(r["batch_size"]))]
     if not report["pipeline_only"]:
-        cols += [("train img/s", lambda r: _fmt(r["train"]["img_per_s"])),
+        cols += [("train img/s", lambda r: _rate(r["train"], "img_per_s")),
                  ("compile s", lambda r: _fmt(r["train"]["compile_s"])),
-                 ("jit step img/s", lambda r: _fmt(r["jit_step"]["img_per_s"])),
-                 ("fwd img/s", lambda r: _fmt(r["forward"]["img_per_s"])),
-                 ("infer img/s", lambda r: _fmt(r["infer"]["img_per_s"])),
+                 ("jit step img/s", lambda r: _rate(r["jit_step"], "img_per_s")),
+                 ("fwd img/s", lambda r: _rate(r["forward"], "img_per_s")),
+                 ("infer img/s", lambda r: _rate(r["infer"], "img_per_s")),
                  ("infer compile s", lambda r: _fmt(r["infer"]["compile_s"])),
                  ("peak mem MiB", lambda r: _fmt(r["peak_memory_bytes"] / 2**20, 0))]
     cols += [(f"pipeline({report['pipeline']}) img/s", lambda r: _fmt(r["pipeline"]["img_per_s"]))]
@@ -413,15 +482,15 @@ def table(report):
         def tc(r):
             c = r["torch"]["compile"]
             if "train_img_per_s" in c:
-                return _fmt(c["train_img_per_s"])
+                return _rate(c, "train_img_per_s")
             return "skipped" if c["error"].startswith("skipped") else "failed"
 
         def ratio(key):
             return lambda r: (_fmt(r["ratios"][key], 2) + "x") if r["ratios"].get(key) else "-"
 
-        cols += [("torch eager img/s", lambda r: _fmt(r["torch"]["eager"]["train_img_per_s"])),
+        cols += [("torch eager img/s", lambda r: _rate(r["torch"]["eager"], "train_img_per_s")),
                  ("torch compile img/s", tc),
-                 ("torch infer img/s", lambda r: _fmt(r["torch"]["eager"]["infer_img_per_s"])),
+                 ("torch infer img/s", lambda r: _rate(r["torch"]["eager"], "infer_img_per_s")),
                  ("tlres/eager", ratio("train_vs_torch_eager")),
                  ("tlres/compile", ratio("train_vs_torch_compile")),
                  ("infer tlres/eager", ratio("infer_vs_torch_eager")),
@@ -430,12 +499,19 @@ def table(report):
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     d = report["device"]
-    plans = sorted({r["conv_plan"] for r in report["results"] if "conv_plan" in r})
-    plan = f" ({', '.join(plans)} convolutions)" if plans else ""
+    plans = []
+    for r in report["results"]:
+        if "conv_plan" in r:
+            source = (r.get("conv_kernels") or {}).get("source")
+            plans.append(f"batch {r['batch_size']}: {r['conv_plan']} convolutions"
+                         + (f", {_SOURCES.get(source, source)}" if source else ""))
+    plan = f" ({'; '.join(plans)})" if plans else ""
+    repeats = report.get("repeats", 1)
     head = (f"tlres.bench: {report['arch']} {report['image_size']}px, {report['precision']}, "
             f"conv {report['conv']}{plan}, "
             f"steps_per_execution={report['steps_per_execution']}, synthetic data, "
-            f"{report['steps']} timed steps after {report['warmup']} warm-up; "
+            f"{report['steps']} timed steps after {report['warmup']} warm-up"
+            + (f", median (min-max) of {repeats} repeats" if repeats > 1 else "") + "; "
             f"device {d['kind']} ({d['platform']} x{d['count']}); {_host(report)}")
     notes = []
     if not report["pipeline_only"]:
@@ -444,6 +520,8 @@ def table(report):
         c = (r.get("torch") or {}).get("compile", {})
         if "error" in c:
             notes.append(f"batch {r['batch_size']}: torch.compile: {c['error']}")
+        if "profile" in r:
+            notes.append(f"batch {r['batch_size']}: JAX profiler trace -> {r['profile']}")
     return "\n".join([head, *lines, *notes])
 
 
@@ -457,6 +535,15 @@ def _main(a):
         parent = os.path.dirname(os.path.abspath(a.json))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise TlresError(f"--json {a.json}: {parent} is not a writable directory")
+    if a.profile:
+        if a.pipeline_only or a.conv_layers:
+            raise TlresError("--profile traces training steps; drop --pipeline-only and --conv-layers")
+        try:
+            os.makedirs(a.profile, exist_ok=True)
+        except OSError as e:
+            raise TlresError(f"--profile {a.profile}: cannot create it ({e.strerror or e})") from e
+        if not os.access(a.profile, os.W_OK):
+            raise TlresError(f"--profile {a.profile}: not a writable directory")
     if a.arch == "resnet50" and a.image_size < 32:
         raise TlresError(f"--image-size {a.image_size}: ResNet50 needs at least 32")
     if a.conv_layers and (a.pipeline_only or a.torch or a.precision != "float32"):
@@ -467,7 +554,7 @@ def _main(a):
     report = {"benchmark": "tlres.bench", "date": time.strftime("%Y-%m-%d"), "data": "synthetic (random uint8 images, normalized; random labels)",
               "weights": "random init", "arch": a.arch, "image_size": a.image_size,
               "precision": a.precision, "steps_per_execution": a.steps_per_execution,
-              "steps": a.steps, "warmup": a.warmup, "pipeline_only": a.pipeline_only,
+              "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "pipeline_only": a.pipeline_only,
               "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
               "versions": train.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "results": []}

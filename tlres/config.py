@@ -102,8 +102,8 @@ class Config:
                                   "process to join before it gives up (one line, exit 2)")
     conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
                    "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see "
-                   "docs/speed.md), auto (matmul on a CPU, "
-                   "xla on a GPU)", ("auto", "xla", "matmul"))
+                   "docs/speed.md), auto (on a CPU each distinct convolution gets the faster of "
+                   "the two as timed on the host, once, cached; xla on a GPU)", ("auto", "xla", "matmul"))
     keep_checkpoint: bool = _f(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
                                "the run finishes; a finished run otherwise keeps model.keras only")
     checkpoint_every: int = _f(0, "also write the checkpoint every N training steps, not only at "

@@ -14,8 +14,12 @@ to different networks and are not interchangeable.
 
 import dataclasses
 import os
+import time
+import weakref
 
-from tlres import convert, data, resnet_v15
+import numpy as np
+
+from tlres import convert, convplan, data, resnet_v15
 from tlres.config import Config
 from tlres.errors import TlresError
 from tlres.resnet_v15 import NAME as V15
@@ -129,8 +133,7 @@ def build(num_classes, cfg):
     features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(backbone(inputs))
     logits = keras.layers.Dense(num_classes, name="head", dtype="float32")(features)
     model = keras.Model(inputs, logits, name="tlres_resnet50")
-    if resolve_conv(cfg.conv) == "matmul":
-        use_matmul_convs(model)
+    apply_conv(model, cfg.conv, cfg.batch_size)
     if weights == "imagenet":
         # Let Keras fetch and verify the file into its cache, then load it.
         keras.applications.ResNet50(include_top=False, weights="imagenet",
@@ -293,21 +296,26 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 # 2x2x256 takes ~54 ms forward (PyTorch/oneDNN: ~3 ms) and ~115 ms with its
 # gradients on this project's 2-core AVX2 CPU. Written as zero-pad, gather the k*k
 # shifted views (im2col) and one matmul, it takes ~2.3 ms and ~7.6 ms. On large
-# maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms), but with the
-# gradients, which is what training runs, the matmul form won or tied on nearly
-# every layer measured, and whole training steps at 32, 128 and 224 px (2.5-3x,
-# 1.7x, 2.1x). So "auto" is the matmul form on a CPU and XLA's kernel (cuDNN)
-# elsewhere. docs/speed.md ("Why --conv auto ...") has the figures;
+# maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms). Which kernel
+# wins a shape depends on the CPU, so on a CPU "auto" times both, forward plus
+# gradients, for each distinct convolution of the model and keeps the faster
+# (`tlres.convplan`: measured once per host and stack, cached beside the compile
+# cache); on a GPU it is XLA's kernel (cuDNN). docs/speed.md has the figures;
 # `python -m tlres.bench --conv-layers` measures them per layer on any machine.
 
 
 def resolve_conv(conv):
-    """'auto' -> 'matmul' when JAX computes on the CPU, else 'xla' (cuDNN on a GPU)."""
+    """'auto' -> 'measure' when JAX computes on the CPU (per-layer plan timed on the host; or
+    the kernel TLRES_CONV_AUTO names), else 'xla' (cuDNN on a GPU); 'xla'/'matmul' as given."""
     if conv != "auto":
         return conv
     import jax
 
-    return "matmul" if jax.default_backend() == "cpu" else "xla"
+    if jax.default_backend() != "cpu":
+        return "xla"
+    if jax.process_count() > 1:  # every process must compile the same program; timings can differ
+        return convplan.env_rule() or "matmul"
+    return convplan.env_rule() or "measure"
 
 
 def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
@@ -334,19 +342,136 @@ def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
     return ops.matmul(patches, ops.reshape(kernel, (kh * kw * cin, cout)))
 
 
-def use_matmul_convs(model):
-    """Give every Conv2D layer of `model` (nested models included) the `matmul_conv` kernel.
+def matmul_able(layer):
+    """Whether `matmul_conv` computes this Conv2D (all of tlres' do)."""
+    return (layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
+            and getattr(layer, "groups", 1) == 1)
+
+
+def use_matmul_convs(model, layers=None):
+    """Give the Conv2D layers of `model` (nested models included; or just `layers`) the
+    `matmul_conv` kernel, and every other Conv2D of `model` XLA's own.
 
     Only the computation changes: layers keep their weights, names, configs and
     saved format, so every weights file loads as before.
     """
     import types
 
+    chosen = None if layers is None else {id(l) for l in layers}
     for layer in conv2d_layers(model):
-        if layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1):  # all of tlres'
+        if matmul_able(layer) and (chosen is None or id(layer) in chosen):
             layer.convolution_op = types.MethodType(
                 lambda self, x, kernel: matmul_conv(x, kernel, self.strides, self.padding), layer)
+        else:
+            vars(layer).pop("convolution_op", None)  # back to the class' (XLA's) kernel
     return model
+
+
+def conv_shape(layer, batch_size):
+    """The distinct-convolution description `tlres.convplan` keys and times: batch, input, kernel,
+    filters, strides, padding, compute dtype."""
+    _, h, w, c = layer.input.shape
+    return {"batch": int(batch_size), "input": [int(h), int(w), int(c)],
+            "kernel": [int(k) for k in layer.kernel_size], "filters": int(layer.filters),
+            "strides": [int(s) for s in layer.strides], "padding": layer.padding,
+            "dtype": str(layer.compute_dtype)}
+
+
+def time_conv(shape, kernel, repeats):
+    """Seconds per call of one convolution's forward plus gradients (input and kernel), jitted,
+    `repeats` calls after the compiling one and one more: the measurement behind `--conv auto` on a CPU."""
+    import jax
+    import jax.numpy as jnp
+    from keras import ops
+
+    b, (h, w, c), (kh, kw) = shape["batch"], shape["input"], shape["kernel"]
+    strides, padding = tuple(shape["strides"]), shape["padding"]
+    rng = np.random.default_rng(0)  # numpy: no compilation per shape for the data
+    x = jnp.asarray(rng.standard_normal((b, h, w, c), "float32"), shape["dtype"])
+    k = jnp.asarray(rng.standard_normal((kh, kw, c, shape["filters"]), "float32") * 0.05, shape["dtype"])
+    if kernel == "xla":
+        def conv(x, k):
+            return ops.conv(x, k, strides, padding)
+    else:
+        def conv(x, k):
+            return matmul_conv(x, k, strides, padding)
+    fn = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.square(conv(x, k).astype("float32"))), argnums=(0, 1)))
+    for _ in range(2):  # compiles, then one untimed call
+        jax.block_until_ready(fn(x, k))
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(x, k))
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+_RECORDS = weakref.WeakKeyDictionary()  # model -> how apply_conv chose its kernels
+
+
+def apply_conv(model, conv, batch_size, cache_dir=None, time_fn=None):
+    """Give each Conv2D of `model` the kernel `conv` ('auto', 'xla', 'matmul') means here, and
+    return the record of it (`conv_plan_record`).
+
+    'auto' on a CPU: per distinct convolution shape at `batch_size`, the faster kernel as
+    timed on this host (`tlres.convplan.plan` with `time_fn`, default `time_conv`; cached in
+    `cache_dir`, default beside the compile cache).
+    """
+    kind = resolve_conv(conv)
+    layers = conv2d_layers(model)
+    record = {"conv": conv, "resolved": kind}
+    if kind == "measure":
+        able = [l for l in layers if matmul_able(l)]
+        shapes = [conv_shape(l, batch_size) for l in able]
+        p = convplan.plan(shapes, time_fn or time_conv, cache_dir)
+        matmul = [l for l, s in zip(able, shapes) if p["kernels"][convplan.shape_key(s)] == "matmul"]
+        record.update(source=p["source"], cache_file=p["cache_file"], measured_now=p["measured_now"],
+                      shapes={k: {**e, "layers": [l.name for l, s in zip(able, shapes)
+                                                 if convplan.shape_key(s) == k]}
+                              for k, e in p["shapes"].items()})
+    else:
+        matmul = layers if kind == "matmul" else []
+        if conv != "auto":
+            record["source"] = f"--conv {conv}"
+        else:
+            import jax
+
+            if jax.default_backend() != "cpu":
+                record["source"] = f"XLA's kernel on {jax.default_backend()}"
+            elif convplan.env_rule():
+                record["source"] = f"{convplan.ENV}={kind}"
+            else:
+                record["source"] = "several processes: the matmul form in every one (a plan timed in each could differ)"
+    use_matmul_convs(model, matmul)
+    _RECORDS[model] = record
+    return conv_plan_record(model)
+
+
+def apply_recorded_plan(model, record):
+    """Give `model` the kernels a run's `config.json` recorded (`conv_plan`) when they came from
+    the host's timed plan (--conv auto on a CPU), so a resumed run keeps the kernels it started
+    with even if the plan cache changed since; any other record changes nothing."""
+    if not isinstance(record, dict) or record.get("resolved") != "measure":
+        return None
+    names = record.get("matmul_layers")
+    layers = conv2d_layers(model)
+    if not isinstance(names, list) or not set(names) <= {l.name for l in layers}:
+        return None
+    use_matmul_convs(model, [l for l in layers if l.name in names])
+    _RECORDS[model] = {**{k: v for k, v in record.items() if k not in ("matmul_layers", "xla_layers",
+                                                                          "summary")},
+                       "source": "recorded (the run's config.json)"}
+    return conv_plan_record(model)
+
+
+def conv_plan_record(model):
+    """Which of `model`'s convolutions use which kernel (as they are now), and how `apply_conv`
+    chose them: --conv, the rule or (auto on a CPU) the timings per distinct shape and whether
+    they were measured now or read from the cache. For config.json and the bench."""
+    layers = conv2d_layers(model)
+    return {**_RECORDS.get(model, {}), "summary": conv_plan(model),
+            "matmul_layers": [l.name for l in layers if "convolution_op" in vars(l)],
+            "xla_layers": [l.name for l in layers if "convolution_op" not in vars(l)]}
 
 
 def conv_plan(model):

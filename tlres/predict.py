@@ -90,9 +90,10 @@ def load(model, input_norm=None, batch_size=None, conv=None):
     names = pre.get("class_names") or [str(i) for i in range(classes)]
     if len(names) != classes:
         raise TlresError(f"{model}: {len(names)} class names for {classes} outputs")
-    if model_lib.resolve_conv(conv or ev.get("conv", "auto")) == "matmul":
-        model_lib.use_matmul_convs(net)  # the kernel the run evaluated with (auto: matmul on a CPU)
-    return Predictor(net, input_norm, names, batch_size or ev.get("batch_size", 64), path)
+    batch_size = batch_size or ev.get("batch_size", 64)
+    # the kernels the run evaluated with (auto on a CPU: the host's cached plan for this batch)
+    model_lib.apply_conv(net, conv or ev.get("conv", "auto"), batch_size)
+    return Predictor(net, input_norm, names, batch_size, path)
 
 
 def gather(inputs):

@@ -360,6 +360,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
             with open(os.path.join(out, "config.json")) as f:
                 record = json.load(f)
             saved = record["dataset"]
+            model_lib.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
             if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
                     len(ds.x_train), len(ds.x_test), ds.num_classes):
                 raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
@@ -392,6 +393,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
                     **(ds.record or {})},
                 "preprocessing": preprocessing(cfg, ds.class_names),
                 "versions": versions(), "device": device(),
+                "conv_plan": model_lib.conv_plan_record(net),  # which kernel each convolution uses
                 "pipeline": pipeline.resolve(cfg.pipeline),
                 # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
                 "xla_flags": os.environ.get("XLA_FLAGS", "")})
