@@ -151,3 +151,33 @@ def test_readme_summary_quotes_the_grid():
         f"{mdd:.2f} points" in text
     with open(os.path.join(PRETRAIN, "metrics.json")) as f:
         assert f"{json.load(f)['accuracy'] * 100:.2f}% on its 10,000 test images" in text
+
+
+V15 = os.path.join(BASE, "pretrain", "keras-v1_5")
+
+
+@pytest.mark.skipif(not os.path.isdir(V15), reason="no recorded v1.5 source model")
+def test_v1_5_source_model_is_one_model_in_both_frameworks():
+    """torchvision's ResNet50 pretrained in tlres: its record, the doc's figures, and the same
+    model converted into PyTorch (in_pytorch.json) predicting what Keras predicted."""
+    with open(os.path.join(V15, "config.json")) as f:
+        c = json.load(f)["config"]
+    assert (c["data"], c["arch"], c["weights"], c["epochs"], c["preset"]) == (
+        "fashion-mnist", "resnet50_v1_5", "none", 5, "pretrain")
+    labels = _check_run_against_its_predictions(V15)
+    with open(os.path.join(V15, "history.csv")) as f:
+        hist = list(csv.DictReader(f))
+    doc = _doc()
+    assert ("| Fashion-MNIST test accuracy %, `--arch resnet50_v1_5` | "
+            + " | ".join(f"{float(h['val_accuracy']) * 100:.2f}" for h in hist) + " |") in doc
+    with open(os.path.join(V15, "model.keras.sha256")) as f:
+        sha = f.read().split()[0]
+    assert len(sha) == 64 and f"`{sha}`" in " ".join(doc.split())
+    with open(os.path.join(V15, "metrics.json")) as f:
+        m = json.load(f)
+    with open(os.path.join(V15, "in_pytorch.json")) as f:
+        t = json.load(f)
+    assert t["framework"] == "pytorch" and t["num_test"] == len(labels) == 10000
+    assert t["correct"] == m["correct"] and t["same_prediction_as_keras"] == 10000
+    text = " ".join(doc.split())
+    assert f"gives the same test accuracy, {m['accuracy'] * 100:.2f}%, and the same prediction as Keras on all 10,000" in text
