@@ -34,7 +34,7 @@ from tlres.errors import TlresError
 PROG = "python -m tlres.experiments.parity"
 DEFAULTS = dict(data="digits", weights="none", arch="resnet50_v1_5", schedule="constant",
                 batch_size=32)
-EARLY = 10  # the "first steps" column: before any ReLU flips have had time to compound
+EARLY = 5  # the "first steps" column: before flipped ReLUs compound (ResNet50 fine-tuning: ~5 steps)
 
 
 def parse(argv, prog=PROG):
@@ -152,14 +152,20 @@ def summary(cfg, rows, command):
         lines.append(f"| {seed} | {within(r, 'keras')} | {within(r, 'torch32')} | {max(k[:early]):.1e} "
                      f"| {max(k):.1e} | {max(t[:early]):.1e} | {max(t):.1e} | "
                      f"{r[-1]['keras']:.4f} / {r[-1]['torch64']:.4f} |")
-    worst_k = max(max(relative(r, "keras")) for r in rows.values())
-    worst_t = max(max(relative(r, "torch32")) for r in rows.values())
+    worst = {k: max(max(relative(r, k)[:n]) for r in rows.values())
+             for k, n in (("keras", early), ("torch32", early))}
+    worst_all = {k: max(max(relative(r, k)) for r in rows.values()) for k in ("keras", "torch32")}
+    spread = max(x["probe_gap"] / abs(x["torch64"]) for r in rows.values() for x in r)
     inside = all(within(r, "keras").startswith("all") for r in rows.values())
     lines += ["", f"Same network, same weights, same batches: over {len(rows)} seeds the Keras "
-              f"losses stay within {worst_k:.1e} of PyTorch's float64 losses (relative) for the first "
-              f"{steps} steps, and PyTorch's own float32 run within {worst_t:.1e}; "
-              + ("every Keras step is inside the float32-derived bound." if inside else
-                 "Keras leaves the float32-derived bound where the table says."), ""]
+              f"losses stay within {worst['keras']:.1e} of PyTorch's float64 losses (relative) for the "
+              f"first {early} steps (PyTorch's own float32: {worst['torch32']:.1e}), and within "
+              f"{worst_all['keras']:.1e} for all {steps} (PyTorch float32: {worst_all['torch32']:.1e}); "
+              + ("every Keras step is inside the float32-derived bound. " if inside else
+                 "Keras leaves the float32-derived bound where the table says. ")
+              + f"Float64 runs started 100u apart drift up to {spread:.1e} of the loss apart within "
+              f"these {steps} steps: beyond that, step-by-step agreement cannot separate the "
+              "frameworks from rounding.", ""]
     return "\n".join(lines)
 
 
