@@ -68,6 +68,8 @@ def test_parity_section_is_what_the_command_makes_of_the_recorded_losses():
     made = parity_cmd.summary(cfg, rows, f"python -m tlres.experiments.parity {' '.join(argv)}")
     assert _undated(block) == _undated(made + f"\n![per-step loss differences](../{args.out}/parity.png)")
     assert os.path.getsize(os.path.join(out, "parity.png")) > 1000
+    with open(os.path.join(out, "summary.md")) as f:  # the recorded summary is that same output
+        assert _undated(f.read()) == _undated(made)
 
 
 SECTIONS = [("pytorch.md", "v1_5", os.path.join(RESULTS, "digits", "crosscheck-v1_5")),
