@@ -34,8 +34,9 @@ def test_defaults_and_overrides():
     _, cfg, _ = cmd.parse(["--out", "x"])
     assert (cfg.arch, cfg.weights, cfg.data, cfg.schedule, cfg.batch_size, cfg.optimizer) == \
         ("resnet50_v1_5", "none", "digits", "constant", 32, "sgd")
-    _, cfg, _ = cmd.parse(["--out", "x", "--arch", "tiny", "--batch-size", "16"])
-    assert (cfg.arch, cfg.batch_size) == ("tiny", 16)
+    _, cfg, over = cmd.parse(["--out", "x", "--arch", "tiny", "--batch-size=16", "--no-flip"])
+    assert (cfg.arch, cfg.batch_size, cfg.flip) == ("tiny", 16, False)
+    assert over == {"arch": "tiny", "batch_size": 16, "flip": False}  # only what was given
 
 
 @pytest.mark.parametrize("argv", [["--out", "x", "--arch", "resnet50"], ["--out", "x", "--preset", "quick"],

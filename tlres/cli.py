@@ -152,6 +152,18 @@ def parse_all(argv, default_preset, prog):
     return base.replace(preset=args.preset, **values), args
 
 
+def given_fields(cfg, argv):
+    """{field: value} of `cfg` for the Config flags `argv` actually gives (`--x`, `--x=v`,
+    `--no-x`): the overrides a command that sets its own defaults must keep."""
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    out = {}
+    for f in dataclasses.fields(cfg):
+        flag = "--" + f.name.replace("_", "-")
+        if flag in given or "--no-" + flag[2:] in given:
+            out[f.name] = getattr(cfg, f.name)
+    return out
+
+
 def main(default_preset, argv=None, prog=None):
     argv = sys.argv[1:] if argv is None else argv
     prog = prog or f"python -m tlres.experiments.{default_preset}"

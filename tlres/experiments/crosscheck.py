@@ -25,7 +25,6 @@ another process is still filling that grid). `--torch-only` stops after the
 PyTorch side.
 """
 
-import dataclasses
 import json
 import os
 import shutil
@@ -72,12 +71,7 @@ def parse(argv, prog=PROG):
     if bad:
         p.error(f"{', '.join(bad)}: not taken here (the improved cell with the digits overrides)")
     cfg, _ = cli.parse_all(rest, "improved", prog)  # validates the tlres flags, one line on error
-    overrides = dict(ablation.DIGITS, arch="resnet50_v1_5")
-    for f in dataclasses.fields(cfg):
-        flag = "--" + f.name.replace("_", "-")
-        if flag in given or "--no-" + flag[2:] in given:
-            overrides[f.name] = getattr(cfg, f.name)
-    return args, overrides
+    return args, {**ablation.DIGITS, "arch": "resnet50_v1_5", **cli.given_fields(cfg, rest)}
 
 
 def torch_cell(cell, torch_weights, init="own"):

@@ -23,7 +23,6 @@ definition, not of rounding: see `tlres.parity`).
 """
 
 import csv
-import dataclasses
 import os
 import sys
 import time
@@ -53,11 +52,7 @@ def parse(argv, prog=PROG):
     if bad:
         p.error(f"{', '.join(bad)}: not taken here")
     cfg, _ = cli.parse_all(rest, "improved", prog)
-    overrides = {}
-    for f in dataclasses.fields(cfg):
-        flag = "--" + f.name.replace("_", "-")
-        if flag in given or "--no-" + flag[2:] in given:
-            overrides[f.name] = getattr(cfg, f.name)
+    overrides = cli.given_fields(cfg, rest)
     cfg = cfg.replace(**{**DEFAULTS, **overrides})
     if cfg.arch == "resnet50":
         p.error("--arch resnet50 is Keras' ResNet v1, which has no PyTorch twin: use resnet50_v1_5 or tiny")
