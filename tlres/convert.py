@@ -153,6 +153,18 @@ def model_to_torch(net):
     return state
 
 
+def file_sha256(path):
+    """The sha256 of a weights file, read in chunks (ResNet50: ~95 MB): how runs name the exact
+    initial weights they started from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def save_state_dict(state, path):
     """Write {name: numpy array} as a .safetensors file (no pickle, no torch needed to read it)."""
     save_file({k: np.asarray(v, order="C") for k, v in state.items()}, path)  # (not ascontiguousarray: it makes 0-d arrays 1-d)

@@ -115,17 +115,12 @@ def initial_weights(out, cell, seeds, base_seed):
 
 
 def torch_side(out, cell, seeds, base_seed, device, draws="torch", inits=None):
-    import hashlib
-
     dirs = []
     for k in range(seeds):
         run_dir = os.path.join(out, "pytorch", "improved", f"seed{k}")
         c = cell.replace(seed=base_seed + k, out=run_dir)
         init = inits[k] if inits else None
-        sha = None
-        if init:
-            with open(init, "rb") as f:
-                sha = hashlib.sha256(f.read()).hexdigest()
+        sha = convert.file_sha256(init) if init else None
         if not finished_reference(run_dir, c, draws, sha):
             if os.path.exists(run_dir):
                 shutil.rmtree(run_dir)

@@ -211,8 +211,6 @@ def load_backbone(model, weights):
 
 def load_init(model, path):
     """Load a complete state dict (head included) from `path`; returns the file's sha256."""
-    import hashlib
-
     import torch
 
     if not os.path.isfile(path):
@@ -223,8 +221,7 @@ def load_init(model, path):
         raise TlresError(f"--init {path}: does not fit this --arch and class count (its tensors "
                          "differ in names or shapes)")
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return convert.file_sha256(path)
 
 
 def build(cfg, num_classes):
