@@ -204,9 +204,9 @@ def test_header_and_device_record_name_the_hosts_vector_extensions():
     extensions as /proc/cpuinfo lists them (read here independently), and the date."""
     import time
 
-    from tlres import bench, train
+    from tlres import bench, rundir
 
-    dev = train.device()
+    dev = rundir.device()
     try:
         with open("/proc/cpuinfo") as f:
             flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))

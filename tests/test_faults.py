@@ -377,7 +377,7 @@ def test_a_pipeline_started_at_step_k_gives_that_epochs_own_batches_from_k(which
 def test_checkpoint_size_estimate_bounds_the_real_file(tmp_path):
     """The pre-flight estimate is an upper bound of a real checkpoint, and not by much: at most the
     per-array allowance (PER_ARRAY bytes of zip and .npy headers each) and the record's slack."""
-    from tlres import checkpoint, model, train
+    from tlres import checkpoint, model, rundir, train
     from tlres.config import QUICK
 
     cfg = QUICK.replace(arch="tiny")
@@ -385,7 +385,7 @@ def test_checkpoint_size_estimate_bounds_the_real_file(tmp_path):
     train.compile_model(net, cfg, 4, 10)
     net.optimizer.build(net.trainable_variables)
     net.evaluate(np.zeros((2, 32, 32, 3), np.float32), np.zeros(2, np.int32), verbose=0)  # metrics built
-    rows = [{k: 0.123456789012345678 for k in train.HISTORY_FIELDS}] * 3
+    rows = [{k: 0.123456789012345678 for k in rundir.HISTORY_FIELDS}] * 3
     checkpoint.save(str(tmp_path), net, 1, rows, step=4, epoch_state={"lr": 0.001, "seconds": 1.5})
     real = os.path.getsize(checkpoint.path(str(tmp_path)))
     estimate = checkpoint.estimate_bytes(net, 3)

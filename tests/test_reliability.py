@@ -190,18 +190,18 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_checkpoint(runs, ca
 def test_a_run_from_before_conv_existed_resumes_on_the_kernel_it_started_with(tmp_path):
     import dataclasses
 
-    from tlres import train
+    from tlres import rundir
     from tlres.config import QUICK
 
     saved = dataclasses.asdict(QUICK.replace(epochs=3))
     del saved["conv"]
     (tmp_path / "status.json").write_text('{"state": "failed"}')
     (tmp_path / "config.json").write_text(json.dumps({"config": saved}))
-    cfg = train.resumed_config(str(tmp_path))
+    cfg = rundir.resumed_config(str(tmp_path))
     assert cfg.conv == "xla" and cfg.epochs == 3  # not "auto": that would switch kernels mid-run
     saved["conv"] = "matmul"
     (tmp_path / "config.json").write_text(json.dumps({"config": saved}))
-    assert train.resumed_config(str(tmp_path)).conv == "matmul"
+    assert rundir.resumed_config(str(tmp_path)).conv == "matmul"
 
 
 def test_compile_cache_is_one_folder_per_xla_flags_setting(tmp_path):

@@ -55,7 +55,7 @@ import time
 
 import numpy as np
 
-from tlres import augment, backend, cli, model, pipeline, train
+from tlres import augment, backend, cli, model, pipeline, rundir, train
 from tlres.config import IMPROVED
 from tlres.errors import TlresError
 from tlres.reference import torch as ref
@@ -550,13 +550,13 @@ def _main(a):
         raise TlresError("--conv-layers times float32 convolutions alone; drop --pipeline-only, "
                          "--torch and --precision")
     backend.require_jax()
-    dev = train.device()
+    dev = rundir.device()
     report = {"benchmark": "tlres.bench", "date": time.strftime("%Y-%m-%d"), "data": "synthetic (random uint8 images, normalized; random labels)",
               "weights": "random init", "arch": a.arch, "image_size": a.image_size,
               "precision": a.precision, "steps_per_execution": a.steps_per_execution,
               "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "pipeline_only": a.pipeline_only,
               "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
-              "versions": train.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "versions": rundir.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "results": []}
     report["pipeline"] = pipeline.resolve(a.pipeline)
     report["conv"] = a.conv

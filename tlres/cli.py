@@ -12,7 +12,7 @@ import dataclasses
 import sys
 
 from tlres import config as config_lib
-from tlres import distributed, train
+from tlres import distributed, rundir, train
 from tlres.errors import TlresError
 
 
@@ -172,7 +172,7 @@ def main(default_preset, argv=None, prog=None):
     def go():
         if args.resume is not None:
             joins = {f: getattr(args, f) for f in config_lib.DISTRIBUTED}
-            train.run(train.resumed_config(args.resume).replace(**joins), resume=True)
+            train.run(rundir.resumed_config(args.resume).replace(**joins), resume=True)
         else:
             train.run(cfg, overwrite=args.overwrite)
 

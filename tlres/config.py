@@ -198,7 +198,7 @@ at 0.01 is slow to start. 5 epochs: see experiments/results for the measured cur
 def recorded(saved):
     """A run's recorded settings (config.json's "config") with every field added to `Config`
     since then set to its default, which is what that run had (`conv` excepted: runs from
-    before it used XLA's kernel, see `tlres.train.resumed_config`)."""
+    before it used XLA's kernel, see `tlres.rundir.resumed_config`)."""
     import json
 
     out = dict(saved)

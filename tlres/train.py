@@ -6,72 +6,24 @@ Every experiment (presets, ablation cells, the quick run) goes through here:
       -> model.fit(tf.data pipeline, per-epoch validation on the whole test split)
       -> metrics.json, predictions.csv, history.csv, figures
 
-Run directory (see README "Results"):
-    config.json       every resolved setting, versions, device
-    status.json       {"state": "running" | "finished" | "failed" | "interrupted", ...}
-    history.csv       one row per epoch, written as each epoch ends
-    ckpt/checkpoint.npz  the last finished epoch, or a step within one (--checkpoint-every,
-                      a signal; tlres.checkpoint), for --resume; deleted when the run
-                      finishes unless --keep-checkpoint
-    model.keras       the trained model (Keras' native format, plain Keras layers; only once
-                      finished); config.json's "preprocessing" says what input it expects
-    metrics.json      final whole-test-split metrics (only once finished)
-    predictions.csv   index,label,prediction,confidence per test image
-    split.csv         for a folder of images: split,index,class,path of every image (index = the
-                      row in its split, so predictions.csv's index is split.csv's test index)
-    accuracy.png, loss.png, confusion.png
+The run directory it writes, file by file, and the rules for creating, overwriting and
+resuming one: `tlres.rundir`.
 
 Every file is written atomically and a full disk is one line (`tlres.writes`);
 SIGTERM and SIGINT stop at a step with a checkpoint and the resume command
 (`tlres.preempt`).
 """
 
-import csv
 import dataclasses
-import json
 import os
 import sys
 import time
 
 import numpy as np
 
-from tlres import augment, backend, checkpoint, data, distributed, evaluate, pipeline, plots, preempt, writes
+from tlres import augment, backend, checkpoint, data, distributed, evaluate, pipeline, plots, preempt, rundir, writes
 from tlres import model as model_lib
-from tlres.backend import cpu_features, cpu_name, host_description
-from tlres.config import Config
 from tlres.errors import TlresError, TrainingFailed, plural
-
-SPLIT_FILE = "split.csv"
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-                  "val_mean_class_accuracy", "lr", "seconds")
-
-
-def write_json(path, obj):
-
-    writes.atomic_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def versions():
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("tlres", "keras", "jax", "jaxlib", "numpy", "tensorflow-cpu", "tensorflow",
-                "tensorflow-datasets"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def device():
-    """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
-    import jax
-
-    devs = jax.devices()  # every process' devices
-    return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
-            "processes": jax.process_count(),
-            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
 
 
 def preprocessing(cfg, class_names):
@@ -81,58 +33,6 @@ def preprocessing(cfg, class_names):
                      + augment.NORM_FORMULAS[cfg.input_norm],
             "input_norm": cfg.input_norm, "outputs": "logits (softmax for probabilities)",
             "class_names": list(class_names)}
-
-
-def default_out(cfg):
-    return cfg.out or os.path.join("runs", f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-
-def looks_like_run(path):
-    return any(os.path.exists(os.path.join(path, f)) for f in ("status.json", "config.json"))
-
-
-def check_out(out, overwrite=False):
-    """Refuse an --out we must not or cannot write, before anything is created."""
-    if os.path.exists(out):
-        if not os.path.isdir(out):
-            raise TlresError(f"--out {out}: exists and is not a directory; choose another path")
-        if os.listdir(out):
-            if not overwrite:
-                raise TlresError(f"--out {out}: exists and is not empty; choose another directory, "
-                                 "pass --overwrite to replace a previous run, or --resume it")
-            if not looks_like_run(out):
-                raise TlresError(f"--out {out}: not a tlres run directory (no status.json or "
-                                 "config.json), so --overwrite will not delete it; choose another path")
-        if not os.access(out, os.W_OK):
-            raise TlresError(f"--out {out}: not writable; choose another directory")
-        return
-    parent = os.path.dirname(os.path.abspath(out))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise TlresError(f"--out {out}: {parent} is a file, not a directory; choose another path")
-    if not os.access(parent, os.W_OK):
-        raise TlresError(f"--out {out}: cannot create it, {parent} is not writable; choose another path")
-
-
-def create_out(out):
-    """Create (or, after `check_out(overwrite=True)`, empty) the run directory; True if new."""
-    import shutil
-
-    existed = os.path.exists(out)
-    try:
-        if existed and os.listdir(out):
-            shutil.rmtree(out)
-            existed = False
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".tlres-write-test")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        if not existed and os.path.isdir(out):
-            shutil.rmtree(out, ignore_errors=True)
-        raise TlresError(f"--out {out}: cannot write there ({e.strerror}); choose another path") from e
-    return not existed
 
 
 def validate(cfg):
@@ -245,10 +145,10 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
                         val_mean_class_accuracy=m["mean_class_accuracy"], lr=self.lr)
             state["logits"], state["metrics"] = logits, m
             row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
-                   **{k: logs.get(k) for k in HISTORY_FIELDS if k not in ("epoch", "seconds")}}
+                   **{k: logs.get(k) for k in rundir.HISTORY_FIELDS if k not in ("epoch", "seconds")}}
             state["history"].append(row)
             if state["writer"]:
-                write_history(os.path.join(out, "history.csv"), state["history"])
+                rundir.write_history(os.path.join(out, "history.csv"), state["history"])
 
     return EpochEnd()
 
@@ -279,72 +179,29 @@ def _nan_callback(out, state):
     return StopOnNonFinite()
 
 
-def resumed_config(run_dir):
-    """The Config of the run in `run_dir`, checked to be resumable."""
-    if not os.path.isdir(run_dir):
-        raise TlresError(f"--resume {run_dir}: no such run directory")
-    try:
-        with open(os.path.join(run_dir, "config.json")) as f:
-            saved = json.load(f)["config"]
-        with open(os.path.join(run_dir, "status.json")) as f:
-            status = json.load(f)
-        names = {f.name for f in dataclasses.fields(Config)}
-        saved.setdefault("conv", "xla")  # runs from before --conv existed used XLA's kernel
-        cfg = Config(**{k: v for k, v in saved.items() if k in names})
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise TlresError(f"--resume {run_dir}: not a tlres run directory with a readable "
-                         f"config.json and status.json ({type(e).__name__})") from e
-    if status.get("state") == "finished":
-        raise TlresError(f"--resume {run_dir}: that run already finished; nothing to resume")
-    if status.get("state") == "running" and _alive(status):
-        raise TlresError(f"--resume {run_dir}: process {status['pid']} on this machine is still "
-                         "running it; stop it first")
-    return cfg.replace(out=run_dir)
-
-
-def _alive(status):
-    import socket
-
-    if status.get("host") != socket.gethostname() or not status.get("pid"):
-        return False
-    if status["pid"] == os.getpid():
-        return False
-    try:
-        os.kill(status["pid"], 0)
-    except OSError:
-        return False
-    try:  # a killed child its parent has not reaped yet is not running it
-        with open(f"/proc/{status['pid']}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def run(cfg, verbose=None, overwrite=False, resume=False):
     """Train and evaluate `cfg`; returns the run directory.
 
     Everything a user can get wrong (flags, --out, data, weights) is checked
     before the run directory is created; a TlresError before training leaves
     no directory behind. `resume=True` continues the run in `cfg.out` (see
-    `resumed_config`) from its last checkpoint. SIGTERM and SIGINT stop it at a step
-    (`tlres.preempt`); a full disk is one `tlres.writes.DiskFull` line.
+    `tlres.rundir.resumed_config`) from its last checkpoint. SIGTERM and SIGINT
+    stop it at a step (`tlres.preempt`); a full disk is one `tlres.writes.DiskFull` line.
     """
     with preempt.Guard() as guard:
         return _guarded_run(cfg, verbose, overwrite, resume, guard)
 
 
 def _guarded_run(cfg, verbose, overwrite, resume, guard):
-    import socket
-
     backend.require_jax()
     validate(cfg)
     distributed.initialize(cfg)  # several processes: join them before anything is built
     writer = distributed.is_writer()  # process 0 writes the run directory, the others nothing
-    out = cfg.out if resume else default_out(cfg)
+    out = cfg.out if resume else rundir.default_out(cfg)
     guard.run_dir = out if writer else None
     with distributed.together():  # a problem one process finds before training stops them all
         if not resume and writer:
-            check_out(out, overwrite)
+            rundir.check_out(out, overwrite)
         if cfg.compile_cache:
             backend.enable_compile_cache()
         t0 = time.perf_counter()
@@ -357,8 +214,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
         ckpt = None
         if resume:  # every process reads the checkpoint (docs/distributed.md: a shared filesystem)
             ckpt = checkpoint.load(out)
-            with open(os.path.join(out, "config.json")) as f:
-                record = json.load(f)
+            record = rundir.read_config(out)
             saved = record["dataset"]
             model_lib.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
             if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
@@ -373,32 +229,29 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
 
                 raise TlresError(f"--resume {out}: the run was trained by {procs(was)}, this is "
                                  f"{procs(distributed.processes())}; resume it with --num-processes {was}")
-    created = False if resume or not writer else create_out(out)
+    created = False if resume or not writer else rundir.create_out(out)
     if writer:
         stale = writes.describe_removed(writes.remove_stale(out))
         if stale:
             print(f"tlres: {stale}", flush=True)
-    status = os.path.join(out, "status.json")
     start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
     if writer:
-        write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                             "pid": os.getpid(), "host": socket.gethostname(),
-                             "start_epoch": start_epoch, "start_step": ckpt[0]["step"] if ckpt else 0})
+        rundir.write_running(out, start_epoch, ckpt[0]["step"] if ckpt else 0)
     try:
         if not resume and writer:
-            write_json(os.path.join(out, "config.json"), {
+            rundir.write_json(os.path.join(out, "config.json"), {
                 "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
                     "num_classes": ds.num_classes, "class_names": list(ds.class_names),
                     **(ds.record or {})},
                 "preprocessing": preprocessing(cfg, ds.class_names),
-                "versions": versions(), "device": device(),
+                "versions": rundir.versions(), "device": rundir.device(),
                 "conv_plan": model_lib.conv_plan_record(net),  # which kernel each convolution uses
                 "pipeline": pipeline.resolve(cfg.pipeline),
                 # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
                 "xla_flags": os.environ.get("XLA_FLAGS", "")})
             if ds.files:
-                write_split(os.path.join(out, SPLIT_FILE), ds.files)
+                rundir.write_split(os.path.join(out, rundir.SPLIT_FILE), ds.files)
         return _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer)
     except BaseException as e:
         peer = distributed.lost(e)
@@ -430,9 +283,8 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
             raise
         meta = checkpoint.read_meta(out)
         try:  # on a full disk this small file may still fit; if not, the error says why
-            write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}",
-                                 "epochs_done": meta["epochs_done"] if meta else 0,
-                                 "step": meta.get("step", 0) if meta else 0})
+            rundir.write_failed(out, e, epochs_done=meta["epochs_done"] if meta else 0,
+                                step=meta.get("step", 0) if meta else 0)
         except (OSError, TlresError):
             pass
         if isinstance(e, writes.DiskFull) and not getattr(e, "before_training", False):
@@ -455,7 +307,7 @@ def _stopped(out, exc):
     signum = getattr(exc, "signum", signal.SIGINT)  # a bare KeyboardInterrupt is Ctrl-C
     record, message = preempt.interrupted_status(out, signum, getattr(exc, "checkpointed", False))
     try:
-        write_json(os.path.join(out, "status.json"), record)
+        rundir.write_status(out, record)
     except (OSError, TlresError):
         pass
     exc.message, exc.exit_code = message, 128 + signum
@@ -485,12 +337,12 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
                     else f" (resuming after epoch {start_epoch})")
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
-          f"weights={cfg.weights}, device={device()['kind']}, "
+          f"weights={cfg.weights}, device={rundir.device()['kind']}, "
           f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}" + resuming
           + (f"; process {distributed.index()} of {distributed.processes()}"
              + ("" if writer else ", writing nothing") if distributed.processes() > 1 else ""), flush=True)
     if writer:
-        write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
+        rundir.write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
     eval_loss = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing,
                                             cfg.smoothing_form, reduction=None)
     state = {"history": history, "offset": start_step, "saved": meta, "writer": writer}
@@ -530,21 +382,19 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
         import keras                 # (model.keras' fresh variables would be, under the distribution)
 
         keras.distribution.set_distribution(None)
-    write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
+    rundir.write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
     writes.staged_files(out, FIGURES, lambda folder: plots.run_figures(
         folder, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))
     metadata = {"preprocessing": preprocessing(cfg, ds.class_names),
                 "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}}
     writes.staged(os.path.join(out, model_lib.MODEL_FILE),
                   lambda path: model_lib.save(net, path, metadata), needed=_weights_bytes(net) + 100_000)
-    write_json(os.path.join(out, "metrics.json"), m)
+    rundir.write_json(os.path.join(out, "metrics.json"), m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
         import shutil
 
         shutil.rmtree(os.path.dirname(checkpoint.path(out)), ignore_errors=True)
-    write_json(os.path.join(out, "status.json"), {
-        "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": start_epoch,
-        "train_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2)})
+    rundir.write_finished(out, cfg.epochs, start_epoch, fit_seconds, time.perf_counter() - t0)
     lo, hi = m["accuracy_ci95"]
     print(f"tlres: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['num_test']}), "
           f"mean per-class accuracy {m['mean_class_accuracy']:.4f}, loss {m['loss']:.4f}; "
@@ -598,38 +448,3 @@ def bn_note(momentum, updates, threshold=0.01):
             f"(at --bn-momentum {momentum:g} their initial values still weigh {100 * left:.0f}%), so "
             "the evaluation, which uses them, can read far worse than training; train more steps "
             "(more --epochs, a smaller --batch-size) before reading its loss and accuracy")
-
-
-def write_split(path, rows):
-    """split.csv of an image folder: which file is which training or test row (or was skipped)."""
-    import io
-
-    f = io.StringIO(newline="")
-    w = csv.writer(f)
-    w.writerow(["split", "index", "class", "path"])
-    w.writerows(rows)
-    writes.atomic_text(path, f.getvalue())
-
-
-def write_history(path, rows):
-    import io
-
-    f = io.StringIO(newline="")
-    w = csv.DictWriter(f, HISTORY_FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    writes.atomic_text(path, f.getvalue())
-
-
-def write_predictions(path, logits, labels):
-    import io
-
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    pred = logits.argmax(axis=1)
-    f = io.StringIO(newline="")
-    w = csv.writer(f)
-    w.writerow(["index", "label", "prediction", "confidence"])
-    for i, (y, p) in enumerate(zip(labels, pred)):
-        w.writerow([i, int(y), int(p), f"{probs[i, p]:.6f}"])
-    writes.atomic_text(path, f.getvalue())

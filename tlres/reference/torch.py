@@ -65,18 +65,15 @@ file, --resume. --pipeline and --compile-cache do not apply and are recorded onl
 import dataclasses
 import functools
 import os
-import socket
 import sys
 import time
 
 import numpy as np
 
-from tlres import cli, convert, evaluate, model as model_lib, pipeline, train
+from tlres import cli, convert, evaluate, model as model_lib, pipeline, rundir
 from tlres import config as config_lib
 from tlres import data as tdata
-from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.errors import TlresError
-from tlres.train import write_json
 
 PROG = "python -m tlres.reference.torch"
 
@@ -340,36 +337,15 @@ def train_transform(cfg, size):
     return T.Compose(steps) if steps else None
 
 
-def versions():
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("tlres", "torch", "torchvision", "numpy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def device_info(dev):
-    import torch
-
-    if dev.type == "cuda":
-        return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
-    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads(),
-            "host": host_description(), "vector_extensions": cpu_features()}
-
-
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True,
         draws="torch", init=None):
-    """Train and evaluate cfg in PyTorch; returns the run directory (tlres.train's layout)."""
+    """Train and evaluate cfg in PyTorch; returns the run directory (`tlres.rundir`'s layout)."""
     import torch
     import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
 
     check_supported(cfg)
-    out = train.default_out(cfg)
-    train.check_out(out, overwrite)
+    out = rundir.default_out(cfg)
+    rundir.check_out(out, overwrite)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -391,22 +367,20 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     model = build(cfg, C)  # raises before the run directory exists
     init_sha = load_init(model, init) if init else None
     model = model.to(dev)
-    train.create_out(out)
-    status = os.path.join(out, "status.json")
-    write_json(status, {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        "pid": os.getpid(), "host": socket.gethostname(), "start_epoch": 0})
-    write_json(os.path.join(out, "config.json"), {
+    rundir.create_out(out)
+    rundir.write_running(out)
+    rundir.write_json(os.path.join(out, "config.json"), {
         "framework": "pytorch",
         "config": dataclasses.asdict(cfg.replace(out=out)),
         "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
                     "num_classes": C, "class_names": list(ds.class_names)},
         "reference": {"limit_train": limit_train, "limit_test": limit_test, "draws": draws,
                       "init_sha256": init_sha},
-        "versions": versions(), "device": device_info(dev)})
+        "versions": rundir.versions("pytorch"), "device": rundir.torch_device(dev)})
     try:
         return _train(cfg, out, model, dev, xtr, ytr, xte, yte, ds.class_names, t0, verbose, draws)
     except BaseException as e:
-        write_json(status, {"state": "failed", "error": f"{type(e).__name__}: {e}"})
+        rundir.write_failed(out, e)
         raise
 
 
@@ -488,18 +462,16 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
                         "val_loss": m["loss"], "val_accuracy": m["accuracy"],
                         "val_mean_class_accuracy": m["mean_class_accuracy"], "lr": lr,
                         "seconds": round(seconds, 3)})
-        train.write_history(hist_path, history)
+        rundir.write_history(hist_path, history)
         if verbose:
             print(f"tlres.reference.torch: epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                 f"{k} {v:.4f}" for k, v in history[-1].items() if k != "epoch"), flush=True)
     fit_seconds = time.perf_counter() - t_fit
     m.update(epochs=cfg.epochs, class_names=list(class_names))
-    train.write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
+    rundir.write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
     torch.save(model.state_dict(), os.path.join(out, MODEL_FILE))
-    write_json(os.path.join(out, "metrics.json"), m)
-    write_json(os.path.join(out, "status.json"), {
-        "state": "finished", "epochs_done": cfg.epochs, "resumed_from_epoch": 0,
-        "train_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - t0, 2)})
+    rundir.write_json(os.path.join(out, "metrics.json"), m)
+    rundir.write_finished(out, cfg.epochs, 0, fit_seconds, time.perf_counter() - t0)
     if verbose:
         lo, hi = m["accuracy_ci95"]
         print(f"tlres.reference.torch: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, "

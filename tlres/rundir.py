@@ -1,0 +1,290 @@
+"""The run directory: its files, when one may be created, overwritten or resumed, and its writers.
+
+`tlres.train.run` (the Keras runner) and `tlres.reference.torch.run` (the PyTorch reference)
+write the same directory, so `tlres.results` reads both alike (see README "The run directory"):
+
+    config.json       every resolved setting, versions, device ("framework": "pytorch" for the reference)
+    status.json       {"state": "running" | "finished" | "failed" | "interrupted", ...}
+    history.csv       one row per epoch (`HISTORY_FIELDS`), written as each epoch ends
+    ckpt/checkpoint.npz  the last finished epoch, or a step within one (--checkpoint-every,
+                      a signal; tlres.checkpoint), for --resume; deleted when the run
+                      finishes unless --keep-checkpoint
+    model.keras       the trained model (Keras' native format, plain Keras layers; only once
+                      finished); config.json's "preprocessing" says what input it expects
+                      (the reference writes model.pt, a torch state dict, instead)
+    metrics.json      final whole-test-split metrics (only once finished)
+    predictions.csv   index,label,prediction,confidence per test image
+    split.csv         for a folder of images: split,index,class,path of every image (index = the
+                      row in its split, so predictions.csv's index is split.csv's test index)
+    accuracy.png, loss.png, confusion.png
+
+Every file is written atomically and a full disk is one line (`tlres.writes`).
+
+A run directory is created only once `check_out` accepts --out, and `--overwrite` deletes
+only a directory that looks like a run (`looks_like_run`); `resumed_config` says whether one
+can be resumed; `finished_with` whether a finished one is what a grid would compute, and so
+is reused instead of trained again.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from importlib import metadata
+
+import numpy as np
+
+from tlres import writes
+from tlres.backend import cpu_features, cpu_name, host_description
+from tlres.config import EXECUTION_ONLY, Config, recorded
+from tlres.errors import TlresError
+
+CONFIG = "config.json"
+STATUS = "status.json"
+SPLIT_FILE = "split.csv"
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+                  "val_mean_class_accuracy", "lr", "seconds")
+
+PACKAGES = {
+    "keras-jax": ("tlres", "keras", "jax", "jaxlib", "numpy", "tensorflow-cpu", "tensorflow",
+                  "tensorflow-datasets"),
+    "pytorch": ("tlres", "torch", "torchvision", "numpy"),
+}
+"""The packages config.json's "versions" records, per framework (those installed)."""
+
+REFERENCE = {"limit_train": None, "limit_test": None, "draws": "torch", "init_sha256": None}
+"""A PyTorch reference run's "reference" record (config.json) on the whole data, with
+torchvision's draws and its own initialisation; a key an older record lacks had this value."""
+
+
+# --- the writers ---
+
+def write_json(path, obj):
+    writes.atomic_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_split(path, rows):
+    """split.csv of an image folder: which file is which training or test row (or was skipped)."""
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["split", "index", "class", "path"])
+    w.writerows(rows)
+    writes.atomic_text(path, f.getvalue())
+
+
+def write_history(path, rows):
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, HISTORY_FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    writes.atomic_text(path, f.getvalue())
+
+
+def write_predictions(path, logits, labels):
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    pred = logits.argmax(axis=1)
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["index", "label", "prediction", "confidence"])
+    for i, (y, p) in enumerate(zip(labels, pred)):
+        w.writerow([i, int(y), int(p), f"{probs[i, p]:.6f}"])
+    writes.atomic_text(path, f.getvalue())
+
+
+# --- status.json ---
+
+def status_path(run_dir):
+    return os.path.join(run_dir, STATUS)
+
+
+def read_status(run_dir):
+    """status.json's record; OSError or ValueError when it cannot be read."""
+    with open(status_path(run_dir)) as f:
+        return json.load(f)
+
+
+def write_status(run_dir, record):
+    write_json(status_path(run_dir), record)
+
+
+def write_running(run_dir, start_epoch=0, start_step=None):
+    """The run is under way in this process (`alive` checks it); `start_step`, the step within
+    epoch start_epoch + 1 it resumed at, is left out when None (the reference records none)."""
+    record = {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "pid": os.getpid(), "host": socket.gethostname(), "start_epoch": start_epoch}
+    if start_step is not None:
+        record["start_step"] = start_step
+    write_status(run_dir, record)
+
+
+def write_failed(run_dir, exc, **where):
+    """The run stopped on `exc`; `where`: how far it got (epochs_done, step)."""
+    write_status(run_dir, {"state": "failed", "error": f"{type(exc).__name__}: {exc}", **where})
+
+
+def write_finished(run_dir, epochs_done, resumed_from_epoch, train_seconds, total_seconds):
+    write_status(run_dir, {"state": "finished", "epochs_done": epochs_done,
+                           "resumed_from_epoch": resumed_from_epoch,
+                           "train_seconds": round(train_seconds, 2),
+                           "total_seconds": round(total_seconds, 2)})
+
+
+def alive(status):
+    """Whether the process a status record names (pid, host) still runs, on this machine."""
+    if status.get("host") != socket.gethostname() or not status.get("pid"):
+        return False
+    if status["pid"] == os.getpid():
+        return False
+    try:
+        os.kill(status["pid"], 0)
+    except OSError:
+        return False
+    try:  # a killed child its parent has not reaped yet is not running it
+        with open(f"/proc/{status['pid']}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+# --- config.json: what a run records about itself ---
+
+def read_config(run_dir):
+    """config.json's record; OSError or ValueError when it cannot be read."""
+    with open(os.path.join(run_dir, CONFIG)) as f:
+        return json.load(f)
+
+
+def versions(framework="keras-jax"):
+    """Python's version and each installed package of `framework` (`PACKAGES`)."""
+    out = {"python": sys.version.split()[0]}
+    for pkg in PACKAGES[framework]:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def device():
+    """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
+    import jax
+
+    devs = jax.devices()  # every process' devices
+    return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
+            "processes": jax.process_count(),
+            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
+
+
+def torch_device(dev):
+    """The PyTorch reference's record of the torch device `dev` it trains on."""
+    import torch
+
+    if dev.type == "cuda":
+        return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
+    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads(),
+            "host": host_description(), "vector_extensions": cpu_features()}
+
+
+# --- create, overwrite, resume, reuse ---
+
+def default_out(cfg):
+    return cfg.out or os.path.join("runs", f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def looks_like_run(path):
+    return any(os.path.exists(os.path.join(path, f)) for f in (STATUS, CONFIG))
+
+
+def check_out(out, overwrite=False):
+    """Refuse an --out we must not or cannot write, before anything is created."""
+    if os.path.exists(out):
+        if not os.path.isdir(out):
+            raise TlresError(f"--out {out}: exists and is not a directory; choose another path")
+        if os.listdir(out):
+            if not overwrite:
+                raise TlresError(f"--out {out}: exists and is not empty; choose another directory, "
+                                 "pass --overwrite to replace a previous run, or --resume it")
+            if not looks_like_run(out):
+                raise TlresError(f"--out {out}: not a tlres run directory (no status.json or "
+                                 "config.json), so --overwrite will not delete it; choose another path")
+        if not os.access(out, os.W_OK):
+            raise TlresError(f"--out {out}: not writable; choose another directory")
+        return
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise TlresError(f"--out {out}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK):
+        raise TlresError(f"--out {out}: cannot create it, {parent} is not writable; choose another path")
+
+
+def create_out(out):
+    """Create (or, after `check_out(overwrite=True)`, empty) the run directory; True if new."""
+    existed = os.path.exists(out)
+    try:
+        if existed and os.listdir(out):
+            shutil.rmtree(out)
+            existed = False
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".tlres-write-test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        if not existed and os.path.isdir(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise TlresError(f"--out {out}: cannot write there ({e.strerror}); choose another path") from e
+    return not existed
+
+
+def resumed_config(run_dir):
+    """The Config of the run in `run_dir`, checked to be resumable."""
+    if not os.path.isdir(run_dir):
+        raise TlresError(f"--resume {run_dir}: no such run directory")
+    try:
+        saved = read_config(run_dir)["config"]
+        status = read_status(run_dir)
+        names = {f.name for f in dataclasses.fields(Config)}
+        saved.setdefault("conv", "xla")  # runs from before --conv existed used XLA's kernel
+        cfg = Config(**{k: v for k, v in saved.items() if k in names})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TlresError(f"--resume {run_dir}: not a tlres run directory with a readable "
+                         f"config.json and status.json ({type(e).__name__})") from e
+    if status.get("state") == "finished":
+        raise TlresError(f"--resume {run_dir}: that run already finished; nothing to resume")
+    if status.get("state") == "running" and alive(status):
+        raise TlresError(f"--resume {run_dir}: process {status['pid']} on this machine is still "
+                         "running it; stop it first")
+    return cfg.replace(out=run_dir)
+
+
+def finished_with(run_dir, cfg, reference=None):
+    """Whether `run_dir` holds a finished run of `cfg` (settings that only change how a run is
+    executed, `config.EXECUTION_ONLY`, aside): such a run is reused, not trained again.
+
+    `reference`: the run must be the PyTorch reference's, on the whole data, made with these
+    of its settings (e.g. {"draws": "tlres", "init_sha256": ...}; the others as `REFERENCE`).
+    """
+    try:
+        if read_status(run_dir).get("state") != "finished":
+            return False
+        record = read_config(run_dir)
+        want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        saved = recorded(record["config"])  # a setting added since: the run had its default
+        for key in EXECUTION_ONLY:  # e.g. a moved grid is still the same grid
+            saved.pop(key, None), want.pop(key, None)
+        if saved != want:
+            return False
+        if reference is None:
+            return True
+        got = record.get("reference") or {}
+        return record.get("framework") == "pytorch" and all(
+            got.get(k, REFERENCE.get(k)) == v for k, v in {**REFERENCE, **reference}.items())
+    except (OSError, ValueError, KeyError):
+        return False
