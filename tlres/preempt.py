@@ -20,7 +20,6 @@ checkpoint being written is dropped, the last complete one stays) and writes
 the same status.
 """
 
-import json
 import os
 import shlex
 import shutil
@@ -28,7 +27,7 @@ import signal
 import sys
 import threading
 
-from tlres import checkpoint, writes
+from tlres import checkpoint, rundir, writes
 
 RESUME_MODULE = "tlres.experiments.improved"  # --resume reads every setting from the run directory
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -125,11 +124,10 @@ class Guard:
         """Remove temporary files, mark the run interrupted, print the resume line, and exit."""
         code = 128 + signum
         try:
-            if self.run_dir and os.path.exists(os.path.join(self.run_dir, "status.json")):
+            if self.run_dir and os.path.exists(rundir.status_path(self.run_dir)):
                 writes.remove_stale(self.run_dir)
                 record, message = interrupted_status(self.run_dir, signum, False, again=True)
-                writes.atomic_text(os.path.join(self.run_dir, "status.json"),
-                                   json.dumps(record, indent=2) + "\n")
+                rundir.write_status(self.run_dir, record)
             else:
                 message = f"interrupted by a second {signal.Signals(signum).name}, at once"
             print(f"tlres: {message}", file=sys.stderr, flush=True)

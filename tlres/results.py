@@ -28,7 +28,7 @@ import os
 import re
 import sys
 
-from tlres import cli, evaluate
+from tlres import cli, evaluate, rundir
 from tlres.errors import TlresError, quote
 
 SCHEMA = "tlres.results/1"
@@ -130,8 +130,8 @@ def from_run_dir(path):
     """The result of one finished run directory (tlres.train or tlres.reference.torch)."""
     if not is_run_dir(path):
         state = ""
-        if os.path.exists(os.path.join(path, "status.json")):
-            state = f" (status: {quote(_json_object(os.path.join(path, 'status.json')).get('state'), 40)})"
+        if os.path.exists(rundir.status_path(path)):
+            state = f" (status: {quote(_json_object(rundir.status_path(path)).get('state'), 40)})"
         raise TlresError(f"{path}: not a finished run, no metrics.json{state}")
     cfg = _json_object(os.path.join(path, "config.json")) if os.path.exists(
         os.path.join(path, "config.json")) else {}
