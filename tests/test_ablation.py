@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from tlres import ablation
+from tlres import ablation, rundir
 from tlres.config import BASELINE, IMPROVED
 
 
@@ -99,10 +99,10 @@ def test_reuse_ignores_how_a_run_executed_but_not_what_it_computed(tmp_path):
     del saved["conv"]  # a run from before --conv existed
     (tmp_path / "status.json").write_text('{"state": "finished"}')
     (tmp_path / "config.json").write_text(json.dumps({"config": saved}))
-    assert ablation.finished_with(str(tmp_path), cfg)
-    assert ablation.finished_with(str(tmp_path), cfg.replace(conv="xla"))
-    assert not ablation.finished_with(str(tmp_path), cfg.replace(epochs=2))
-    assert not ablation.finished_with(str(tmp_path), cfg.replace(precision="mixed_bfloat16"))
+    assert rundir.finished_with(str(tmp_path), cfg)
+    assert rundir.finished_with(str(tmp_path), cfg.replace(conv="xla"))
+    assert not rundir.finished_with(str(tmp_path), cfg.replace(epochs=2))
+    assert not rundir.finished_with(str(tmp_path), cfg.replace(precision="mixed_bfloat16"))
 
 
 def test_transfer_from_keeps_ten_cells_with_the_source_where_imagenet_stood():
@@ -141,5 +141,5 @@ def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
     del saved["test_split"], saved["skip_bad_images"]
     (run / "config.json").write_text(json.dumps({"config": saved}))
     (run / "status.json").write_text(json.dumps({"state": "finished"}))
-    assert ablation.finished_with(str(run), QUICK)
-    assert not ablation.finished_with(str(run), QUICK.replace(test_split=0.3))
+    assert rundir.finished_with(str(run), QUICK)
+    assert not rundir.finished_with(str(run), QUICK.replace(test_split=0.3))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from generated import block as _block, command as _command, undated as _undated
-from tlres import report, stats
+from tlres import report, rundir, stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "experiments", "results", "digits")
@@ -131,7 +131,7 @@ def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(tmp_p
         assert inits is None  # Keras' v1 against torchvision's v1.5: each initialises its own
         dirs = [os.path.join(out, "pytorch", "improved", f"seed{k}") for k in range(seeds)]
         for k, d in enumerate(dirs):
-            assert crosscheck.finished_reference(d, cell.replace(seed=base_seed + k, out=d), draws), d
+            assert rundir.finished_with(d, cell.replace(seed=base_seed + k, out=d), reference={"draws": draws}), d
         return dirs
 
     monkeypatch.setattr(crosscheck, "torch_side", recorded_torch_side)

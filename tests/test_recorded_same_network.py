@@ -18,7 +18,7 @@ import shutil
 import pytest
 
 from generated import block as _block, command as _command, undated
-from tlres import ablation, parity
+from tlres import ablation, parity, rundir
 from tlres.experiments import crosscheck
 from tlres.experiments import parity as parity_cmd
 
@@ -90,14 +90,15 @@ def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(doc, 
         dirs = [os.path.join(out_, "pytorch", "improved", f"seed{k}") for k in range(seeds)]
         for k, d in enumerate(dirs):
             sha = json.load(open(os.path.join(d, "config.json")))["reference"]["init_sha256"]
-            assert crosscheck.finished_reference(d, cell.replace(seed=base_seed + k, out=d), draws, sha), d
+            assert rundir.finished_with(d, cell.replace(seed=base_seed + k, out=d),
+                                        reference={"draws": draws, "init_sha256": sha}), d
         return dirs
 
     def recorded_grid(grid, seeds, names, **over):  # reuse, never train
         dirs = [os.path.join(grid, "improved", f"seed{k}") for k in range(seeds)]
         cell = ablation.cells(**over)["improved"]
         for k, d in enumerate(dirs):
-            assert ablation.finished_with(d, cell.replace(seed=over.get("seed", 0) + k, out=d)), d
+            assert rundir.finished_with(d, cell.replace(seed=over.get("seed", 0) + k, out=d)), d
         return {"improved": dirs}, []
 
     monkeypatch.setattr(crosscheck, "initial_weights", recorded_inits)

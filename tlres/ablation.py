@@ -9,8 +9,8 @@ wins, and cells that then equal another cell are dropped, so with
 
 `run_grid` runs `<out>/<cell>/seed<k>/` through `tlres.train.run` (the one
 runner), seed k = base seed + k. A run dir whose status.json says finished and
-whose config.json holds the same config is reused; any other existing run dir
-(running, failed, other config) is cleared and rerun.
+whose config.json holds the same config is reused (`tlres.rundir.finished_with`);
+any other existing run dir (running, failed, other config) is cleared and rerun.
 
 The command runs the grid, then `tlres.report` over it (DIR/report/). Runner
 flags pass through to every cell; only the flags given on the command line
@@ -19,14 +19,12 @@ switches alone.
 """
 
 import argparse
-import dataclasses
-import json
 import os
 import shutil
 import sys
 
-from tlres import cli, model, report, train
-from tlres.config import BASELINE, EXECUTION_ONLY, IMPROVED, recorded
+from tlres import cli, model, report, rundir, train
+from tlres.config import BASELINE, IMPROVED
 from tlres.errors import TlresError, plural
 
 DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
@@ -72,24 +70,6 @@ def cells(transfer_from=None, **overrides):
     return out
 
 
-def finished_with(run_dir, cfg):
-    """Whether `run_dir` holds a finished run of `cfg` (settings that only change how a run is
-    executed, `config.EXECUTION_ONLY`, aside): such a run is reused, not trained again."""
-    try:
-        with open(os.path.join(run_dir, "status.json")) as fh:
-            if json.load(fh).get("state") != "finished":
-                return False
-        with open(os.path.join(run_dir, "config.json")) as fh:
-            saved = json.load(fh)["config"]
-        want = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        saved = recorded(saved)  # a setting added since: the run had its default
-        for key in EXECUTION_ONLY:  # e.g. a moved grid is still the same grid
-            saved.pop(key, None), want.pop(key, None)
-        return saved == want
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **overrides):
     """Run (or reuse) every cell x seed; returns {cell: [run dirs]} and the list of dirs trained."""
     grid = cells(transfer_from, **overrides)
@@ -101,7 +81,7 @@ def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **override
         for k in range(seeds):
             run_dir = os.path.join(out, name, f"seed{k}")
             c = cfg.replace(seed=base_seed + k, out=run_dir)
-            if not finished_with(run_dir, c):
+            if not rundir.finished_with(run_dir, c):
                 if os.path.exists(run_dir):
                     shutil.rmtree(run_dir)
                 train.run(c, verbose=verbose)

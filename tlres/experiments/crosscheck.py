@@ -25,13 +25,12 @@ another process is still filling that grid). `--torch-only` stops after the
 PyTorch side.
 """
 
-import json
 import os
 import shutil
 import sys
 import time
 
-from tlres import ablation, cli, compare, convert, data, model, results, train
+from tlres import ablation, cli, compare, convert, data, model, results, rundir, train
 from tlres import report as report_lib
 from tlres.reference import torch as ref
 from tlres.errors import TlresError
@@ -121,7 +120,7 @@ def torch_side(out, cell, seeds, base_seed, device, draws="torch", inits=None):
         c = cell.replace(seed=base_seed + k, out=run_dir)
         init = inits[k] if inits else None
         sha = convert.file_sha256(init) if init else None
-        if not finished_reference(run_dir, c, draws, sha):
+        if not rundir.finished_with(run_dir, c, reference={"draws": draws, "init_sha256": sha}):
             if os.path.exists(run_dir):
                 shutil.rmtree(run_dir)
             print(f"{PROG}: PyTorch seed {base_seed + k} -> {run_dir}", flush=True)
@@ -130,18 +129,6 @@ def torch_side(out, cell, seeds, base_seed, device, draws="torch", inits=None):
             print(f"{PROG}: reusing finished PyTorch run {run_dir}", flush=True)
         dirs.append(run_dir)
     return dirs
-
-
-def finished_reference(run_dir, cfg, draws="torch", init_sha256=None):
-    """A finished PyTorch run of `cfg` on the whole data, with these draws and initial weights."""
-    if not ablation.finished_with(run_dir, cfg):
-        return False
-    with open(os.path.join(run_dir, "config.json")) as f:
-        saved = json.load(f)
-    got = saved.get("reference") or {}
-    return (saved.get("framework") == "pytorch" and got.get("limit_train") is None
-            and got.get("limit_test") is None and got.get("draws", "torch") == draws
-            and got.get("init_sha256") == init_sha256)
 
 
 def main(argv=None, prog=PROG):
@@ -166,7 +153,7 @@ def _main(args, overrides, argv):
     if args.no_train_tlres:
         tlres_dirs = [d for k in range(args.seeds)
                       for d in [os.path.join(grid, "improved", f"seed{k}")]
-                      if ablation.finished_with(d, cell.replace(seed=base_seed + k, out=d))]
+                      if rundir.finished_with(d, cell.replace(seed=base_seed + k, out=d))]
         if not tlres_dirs:
             raise TlresError(f"--tlres-grid {grid}: no finished improved run of this config yet")
     else:
