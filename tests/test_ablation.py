@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from tlres import ablation, rundir
-from tlres.config import BASELINE, IMPROVED
+from tlres.config import BASELINE, EXECUTION_FIELDS, IMPROVED, QUICK
 
 
 def _diff(a, b):
@@ -103,6 +103,20 @@ def test_reuse_ignores_how_a_run_executed_but_not_what_it_computed(tmp_path):
     assert rundir.finished_with(str(tmp_path), cfg.replace(conv="xla"))
     assert not rundir.finished_with(str(tmp_path), cfg.replace(epochs=2))
     assert not rundir.finished_with(str(tmp_path), cfg.replace(precision="mixed_bfloat16"))
+    for name in ("pipeline", "data_parallel"):  # not shown to change rounding only: what it computes
+        assert name not in EXECUTION_FIELDS
+    (tmp_path / "config.json").write_text(json.dumps({"config": saved, "framework": "pytorch"}))
+    assert not rundir.finished_with(str(tmp_path), cfg)  # the PyTorch reference's run is not a Keras one
+
+
+def test_config_json_records_both_halves_and_they_make_the_whole():
+    from tlres.config import COMPUTES, EXECUTION, halves
+
+    h = halves(QUICK.replace(out="r"))
+    assert set(h) == {COMPUTES, EXECUTION} and not set(h[COMPUTES]) & set(h[EXECUTION])
+    assert {**h[COMPUTES], **h[EXECUTION]} == dataclasses.asdict(QUICK.replace(out="r"))
+    assert set(h[EXECUTION]) == set(EXECUTION_FIELDS) >= {"out", "conv", "compile_cache", "checkpoint_every"}
+    assert {"seed", "precision", "weights", "lr", "data"} <= set(h[COMPUTES])
 
 
 def test_transfer_from_keeps_ten_cells_with_the_source_where_imagenet_stood():

@@ -2,7 +2,7 @@
 
 The accuracy bar comes from the recorded runs of the same configuration: the digits grid's
 `improved-augment` cell (experiments/results/digits/runs) is the quick preset's config, field for
-field, except the preset's name and how it ran (`EXECUTION_ONLY`: out, compile cache, the
+field, except the preset's name and how it ran (`EXECUTION_FIELDS`: out, compile cache, the
 convolution kernels, which compute the same function). A new run of it, on another CPU (whose
 rounding acts like another seed) or with another seed, is predicted to reach at least
 mean - t(0.995, n - 1) * sd * sqrt(1 + 1/n) of those n = 3 seeds with probability 99.5% (the
@@ -21,7 +21,7 @@ import sys
 import numpy as np
 import pytest
 
-from tlres.config import EXECUTION_ONLY, QUICK, recorded
+from tlres.config import EXECUTION_FIELDS, QUICK, recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved-augment")
@@ -35,7 +35,7 @@ def recorded_bar(key, q=0.995):
     for seed_dir in runs:
         with open(os.path.join(RECORDED, seed_dir, "config.json")) as f:
             cfg = recorded(json.load(f)["config"])  # fields added since: their defaults
-        same = {k: v for k, v in dataclasses.asdict(QUICK).items() if k not in EXECUTION_ONLY + ("preset", "seed")}
+        same = {k: v for k, v in dataclasses.asdict(QUICK).items() if k not in EXECUTION_FIELDS + ("preset", "seed")}
         assert {k: cfg.get(k) for k in same} == same, seed_dir  # the quick preset's settings
     v = np.array([json.load(open(os.path.join(RECORDED, d, "metrics.json")))[key] for d in runs])
     n = len(v)

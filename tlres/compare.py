@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 from tlres import cli, plots, results as results_lib, stats
+from tlres.config import COMPUTES, EXECUTION, halves
 from tlres.errors import TlresError
 from tlres.evaluate import confusion_matrix
 
@@ -186,7 +187,25 @@ def compare(sides):
                 s["difference"] = {k: DIFFERENT_DATA for k, _ in METRICS}
                 s["paired"] = {"skipped": f"different data ({s['data']} vs {report['sides'][0]['data']})"}
         report["sides"].append(s)
+    report["settings_differ"] = settings_differ([r for _, runs in sides for r in runs])
     return report
+
+
+def settings_differ(runs):
+    """{"computes": [...], "execution": [...]}: the settings that differ among `runs`, split into
+    what the runs compute and how they ran (`config.halves`); seed, preset and out aside."""
+    split = [halves((r.get("config") or {})) for r in runs]
+    out = {}
+    for half in (COMPUTES, EXECUTION):
+        keys = sorted(set().union(*(h[half] for h in split)) - {"seed", "preset", "out"})
+        out[half] = [k for k in keys if len({repr(h[half].get(k)) for h in split}) > 1]
+    return out
+
+
+def settings_line(report):
+    d = report.get("settings_differ") or {}
+    return (f"Settings that differ: of what the runs compute, {', '.join(d.get(COMPUTES) or []) or 'none'}; "
+            f"of how they ran, {', '.join(d.get(EXECUTION) or []) or 'none'}.")
 
 
 def _fmt(summary, pct, interval=None):
@@ -273,7 +292,7 @@ def text(report):
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + [""] + _paired_lines(report, md=False)).rstrip() + "\n"
+    return "\n".join(lines + ["", settings_line(report), ""] + _paired_lines(report, md=False)).rstrip() + "\n"
 
 
 def markdown(report, confusion=True):
@@ -286,7 +305,8 @@ def markdown(report, confusion=True):
     lines.append("Values are mean ± sd over runs when a side has more than one. Differences are "
                  f"each side minus {report['first']}"
                  + (", computed only between sides evaluated on the same data; each side's own 95% "
-                    "interval is shown in brackets." if report.get("different_data") else "."))
+                    "interval is shown in brackets." if report.get("different_data") else ".")
+                 + " " + settings_line(report))
     lines.append("")
     return "\n".join(lines + _paired_lines(report, md=True, confusion=confusion)).rstrip() + "\n"
 

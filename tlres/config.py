@@ -19,8 +19,18 @@ from dataclasses import dataclass, field
 from tlres.errors import TlresError
 
 
-def _f(default, help, choices=None, kind=None):
-    return field(default=default, metadata={"help": help, "choices": choices, "type": kind})
+COMPUTES, EXECUTION = "computes", "execution"
+"""The two halves of the settings (config.json records both): what a run computes, and how it is
+executed. `EXECUTION_FIELDS` below says which fields are the second half, and why."""
+
+
+def _f(default, help, choices=None, kind=None, half=COMPUTES):
+    return field(default=default, metadata={"help": help, "choices": choices, "type": kind, "half": half})
+
+
+def _x(default, help, choices=None, kind=None):
+    """A field of how a run is executed (`EXECUTION_FIELDS`)."""
+    return _f(default, help, choices, kind, EXECUTION)
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ class Config:
     batch_size: int = _f(64, "batch size (training batches are all this size; the remainder is dropped)")
     seed: int = _f(0, "seed for weights, data order and augmentation")
     # -- run
-    out: str | None = _f(None, "run directory (default: runs/<preset>-<time>)")
+    out: str | None = _x(None, "run directory (default: runs/<preset>-<time>)")
     pipeline: str = _f("auto", "training input pipeline: tf (tf.data, augmentation on the host), "
                        "jax (numpy batches, augmentation jitted on the device; no tensorflow "
                        "import), auto (tf if tensorflow is installed, else jax)", ("auto", "tf", "jax"))
@@ -84,34 +94,34 @@ class Config:
                         "float32 weights, head and loss)", ("float32", "mixed_bfloat16"))
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "
                              "(--batch-size is the global batch, split evenly across them)")
-    num_processes: int | None = _f(None, "processes that train this run together, on one or several "
+    num_processes: int | None = _x(None, "processes that train this run together, on one or several "
                                    "machines, each with its own --process-id (default: "
                                    "$KERAS_DISTRIBUTION_NUM_PROCESSES, else 1); needs --data-parallel; "
                                    "see docs/distributed.md", kind=int)
-    process_id: int | None = _f(None, "this process' number, 0..N-1; process 0 coordinates and alone "
+    process_id: int | None = _x(None, "this process' number, 0..N-1; process 0 coordinates and alone "
                                 "writes the run directory (default: $KERAS_DISTRIBUTION_PROCESS_ID)",
                                 kind=int)
-    coordinator: str | None = _f(None, "HOST:PORT of process 0 and a free port there, the same on every "
+    coordinator: str | None = _x(None, "HOST:PORT of process 0 and a free port there, the same on every "
                                  "process (default: the first address in "
                                  "$KERAS_DISTRIBUTION_JOB_ADDRESSES)")
-    cluster: str = _f("none", "auto: take the process count, id and coordinator from a SLURM job step "
+    cluster: str = _x("none", "auto: take the process count, id and coordinator from a SLURM job step "
                       "(srun) or an Open MPI job (mpirun), read as jax.distributed's own detection "
                       "reads them, instead of the three flags above",
                       ("none", "auto"))
-    coordinator_timeout: int = _f(300, "seconds a process waits for the coordinator and every other "
+    coordinator_timeout: int = _x(300, "seconds a process waits for the coordinator and every other "
                                   "process to join before it gives up (one line, exit 2)")
-    conv: str = _f("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
+    conv: str = _x("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
                    "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see "
                    "docs/speed.md), auto (on a CPU each distinct convolution gets the faster of "
                    "the two as timed on the host, once, cached; xla on a GPU)", ("auto", "xla", "matmul"))
-    keep_checkpoint: bool = _f(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
+    keep_checkpoint: bool = _x(False, "keep ckpt/ (weights and optimizer state, for --resume) after "
                                "the run finishes; a finished run otherwise keeps model.keras only")
-    checkpoint_every: int = _f(0, "also write the checkpoint every N training steps, not only at "
+    checkpoint_every: int = _x(0, "also write the checkpoint every N training steps, not only at "
                                "each epoch's end (0: epoch ends only); --resume continues at that step")
-    checkpoint_on_signal: bool = _f(True, "on SIGTERM or SIGINT, finish the current step, write a "
+    checkpoint_on_signal: bool = _x(True, "on SIGTERM or SIGINT, finish the current step, write a "
                                     "checkpoint there and stop (exit 143 or 130); off: stop at once, "
                                     "keeping the last checkpoint")
-    compile_cache: bool = _f(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
+    compile_cache: bool = _x(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
     preset: str = _f("improved", "the preset these settings started from")
 
     def replace(self, **changes):
@@ -145,15 +155,40 @@ and digits are not mirror-symmetric (flips: 54% after 4 epochs). Label
 smoothing (paper form) and per-epoch cosine annealing stay on.
 """
 
-EXECUTION_ONLY = ("out", "compile_cache", "conv", "keep_checkpoint", "checkpoint_every",
-                  "checkpoint_on_signal", "num_processes", "process_id", "coordinator", "cluster",
-                  "coordinator_timeout")
+EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["half"] == EXECUTION)
+"""How a run is executed, not what it computes: where it writes (out), the compile cache,
+checkpointing, how processes join (num_processes ... coordinator_timeout), and the convolution
+kernels (conv). A grid reuses a finished run that differs only in these, and `report` and
+`compare` leave them out of the settings they compare.
+
+`conv` is here by measurement, not by assumption. The two kernels compute the same function
+(tests/test_conv.py: the whole ResNet50 to float32 error bounds); they round differently, and a
+training run amplifies any rounding difference until it is as large as a change of seed (the
+same happens between CPUs and XLA versions). Over five seeds of the quick preset with each
+kernel (experiments/results/conv-kernels, docs/reproducibility.md) no difference between the
+kernels was found, and two runs of one seed with different kernels agree on about as many test
+images as two seeds with one kernel. A kernel change draws another
+run from the same distribution, as a host change does; the kernels each run used are recorded
+(config.json's conv_plan), so a run is reproduced on its host with its plan.
+
+`precision`, `pipeline` and `data_parallel` stay with what a run computes: bfloat16 rounds 2**16
+times coarser than float32 (not float32 rounding), the two pipelines draw their augmentation
+from different random streams, and data parallelism computes BatchNorm statistics per device."""
+
 DISTRIBUTED = ("num_processes", "process_id", "coordinator", "cluster", "coordinator_timeout")
 """The fields that say how this process joins the others: per process, so a resumed run takes
 them from its command line, not from config.json (`tlres.distributed`)."""
-"""Fields that change how a run is executed, not what it computes: a grid reuses a
-finished run that differs only in these. (`conv` changes float rounding, not the
-function; `tests/test_conv.py` holds the two kernels to the same outputs.)"""
+
+
+def halves(settings):
+    """{"computes": {...}, "execution": {...}}: a run's settings (a `Config`, or config.json's
+    "config" of any tlres version) split as `EXECUTION_FIELDS` says; a field this version does
+    not know counts as computed."""
+    if not isinstance(settings, dict):
+        settings = dataclasses.asdict(settings)
+    return {COMPUTES: {k: v for k, v in settings.items() if k not in EXECUTION_FIELDS},
+            EXECUTION: {k: v for k, v in settings.items() if k in EXECUTION_FIELDS}}
+
 
 FOUR_SWITCHES = ("weights", "augment", "label_smoothing", "schedule")
 """The paper's four improvements, each an independent Config field."""

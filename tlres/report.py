@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from tlres import cli, plots, results, stats
+from tlres.config import EXECUTION_FIELDS
 from tlres.errors import TlresError
 
 BEGIN, END = "<!-- tlres.report:begin -->", "<!-- tlres.report:end -->"
@@ -240,7 +241,7 @@ def describe(groups):
     """One line: data, network and shared settings; the settings that differ between groups."""
     runs = [r for g in groups.values() for r in g]
     cfgs = [r.get("config") or {} for r in runs]
-    keys = sorted(set().union(*cfgs) - {"out", "seed", "preset"})
+    keys = sorted(set().union(*cfgs) - {"seed", "preset"} - set(EXECUTION_FIELDS))  # what runs compute
     differ = [k for k in keys if len({repr(c.get(k)) for c in cfgs}) > 1]
     shared = {k: cfgs[0].get(k) for k in ("arch", "epochs", "batch_size", "optimizer", "lr",
                                           "weight_decay", "flip", "crop_padding", "precision") if k in cfgs[0]}

@@ -41,7 +41,7 @@ import numpy as np
 
 from tlres import writes
 from tlres.backend import cpu_features, cpu_name, host_description
-from tlres.config import EXECUTION_ONLY, Config, recorded
+from tlres.config import COMPUTES, Config, halves, recorded
 from tlres.errors import TlresError
 
 CONFIG = "config.json"
@@ -265,8 +265,8 @@ def resumed_config(run_dir):
 
 
 def finished_with(run_dir, cfg, reference=None):
-    """Whether `run_dir` holds a finished run of `cfg` (settings that only change how a run is
-    executed, `config.EXECUTION_ONLY`, aside): such a run is reused, not trained again.
+    """Whether `run_dir` holds a finished run of what `cfg` computes (how it was executed,
+    `config.EXECUTION_FIELDS`, aside) in the same framework: such a run is reused, not trained again.
 
     `reference`: the run must be the PyTorch reference's, on the whole data, made with these
     of its settings (e.g. {"draws": "tlres", "init_sha256": ...}; the others as `REFERENCE`).
@@ -275,14 +275,12 @@ def finished_with(run_dir, cfg, reference=None):
         if read_status(run_dir).get("state") != "finished":
             return False
         record = read_config(run_dir)
-        want = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        saved = recorded(record["config"])  # a setting added since: the run had its default
-        for key in EXECUTION_ONLY:  # e.g. a moved grid is still the same grid
-            saved.pop(key, None), want.pop(key, None)
-        if saved != want:
+        want = halves(json.loads(json.dumps(dataclasses.asdict(cfg))))[COMPUTES]
+        saved = halves(recorded(record["config"]))[COMPUTES]  # a setting added since: its default
+        if saved != want:  # e.g. a moved grid, or one run on another kernel, is still the same grid
             return False
-        if reference is None:
-            return True
+        if reference is None:  # a Keras run: a PyTorch reference run of the same settings is not one
+            return record.get("framework", "keras-jax") != "pytorch"
         got = record.get("reference") or {}
         return record.get("framework") == "pytorch" and all(
             got.get(k, REFERENCE.get(k)) == v for k, v in {**REFERENCE, **reference}.items())

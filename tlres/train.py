@@ -23,6 +23,7 @@ import numpy as np
 
 from tlres import augment, backend, checkpoint, data, distributed, evaluate, pipeline, plots, preempt, rundir, writes
 from tlres import model as model_lib
+from tlres.config import halves
 from tlres.errors import TlresError, TrainingFailed, plural
 
 
@@ -240,7 +241,9 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
     try:
         if not resume and writer:
             rundir.write_json(os.path.join(out, "config.json"), {
-                "config": dataclasses.asdict(cfg.replace(out=out)), "dataset": {
+                "config": dataclasses.asdict(cfg.replace(out=out)),
+                **halves(cfg.replace(out=out)),  # the same settings: what it computes, how it ran
+                "dataset": {
                     "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
                     "num_classes": ds.num_classes, "class_names": list(ds.class_names),
                     **(ds.record or {})},

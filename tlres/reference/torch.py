@@ -73,6 +73,7 @@ import numpy as np
 from tlres import cli, convert, evaluate, model as model_lib, pipeline, rundir
 from tlres import config as config_lib
 from tlres import data as tdata
+from tlres.config import halves
 from tlres.errors import TlresError
 
 PROG = "python -m tlres.reference.torch"
@@ -372,6 +373,7 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     rundir.write_json(os.path.join(out, "config.json"), {
         "framework": "pytorch",
         "config": dataclasses.asdict(cfg.replace(out=out)),
+        **halves(cfg.replace(out=out)),
         "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
                     "num_classes": C, "class_names": list(ds.class_names)},
         "reference": {"limit_train": limit_train, "limit_test": limit_test, "draws": draws,
