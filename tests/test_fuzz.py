@@ -29,7 +29,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import py2_pickle
-from tlres import cli, compare, data, imagefolder, results
+from tlres import compare, data, imagefolder, results
+from tlres.commands import train as train_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED_RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")
@@ -71,7 +72,7 @@ def load_data(path):
 def data_cli(tmp):
     """The training command on a refused --data: exit 2, one line, no run directory."""
     out = str(tmp / "run")
-    return lambda path: check_cli(lambda argv: cli.main("improved", argv, "prog"),
+    return lambda path: check_cli(lambda argv: train_cmd.main(argv, "prog"),
                                   TINY + ["--data", path, "--out", out], out)
 
 

@@ -9,7 +9,7 @@ import sys
 
 # verb -> (module, how its main is called, one-line summary); modules are imported only when used
 VERBS = {
-    "train": ("tlres.cli", "train", "train and evaluate one run (--preset NAME; --data DIR: your images)"),
+    "train": ("tlres.commands.train", "main", "train and evaluate one run (--preset NAME; --data DIR: your images)"),
     "predict": ("tlres.predict", "main", "label images (files, folders, an .npz) with a run's model.keras"),
     "ablation": ("tlres.ablation", "main", "run the improvements on and off over seeds (a grid of runs)"),
     "report": ("tlres.report", "main", "tables, figures and intervals from finished runs and grids"),
