@@ -10,11 +10,11 @@ import sys
 # verb -> (module, how its main is called, one-line summary); modules are imported only when used
 VERBS = {
     "train": ("tlres.commands.train", "main", "train and evaluate one run (--preset NAME; --data DIR: your images)"),
-    "predict": ("tlres.predict", "main", "label images (files, folders, an .npz) with a run's model.keras"),
-    "ablation": ("tlres.ablation", "main", "run the improvements on and off over seeds (a grid of runs)"),
-    "report": ("tlres.report", "main", "tables, figures and intervals from finished runs and grids"),
-    "compare": ("tlres.compare", "main", "compare results side by side (runs, results files)"),
-    "results": ("tlres.results", "main", "export and convert results files"),
+    "predict": ("tlres.commands.predict", "main", "label images (files, folders, an .npz) with a run's model.keras"),
+    "ablation": ("tlres.commands.ablation", "main", "run the improvements on and off over seeds (a grid of runs)"),
+    "report": ("tlres.commands.report", "main", "tables, figures and intervals from finished runs and grids"),
+    "compare": ("tlres.commands.compare", "main", "compare results side by side (runs, results files)"),
+    "results": ("tlres.commands.results", "main", "export and convert results files"),
     "bench": ("tlres.bench", "main", "time training and inference steps on synthetic data"),
     "crosscheck": ("tlres.experiments.crosscheck", "main",
                    "train the same recipe in PyTorch and Keras and compare them"),
