@@ -15,7 +15,7 @@ VERBS = {
     "report": ("tlres.commands.report", "main", "tables, figures and intervals from finished runs and grids"),
     "compare": ("tlres.commands.compare", "main", "compare results side by side (runs, results files)"),
     "results": ("tlres.commands.results", "main", "export and convert results files"),
-    "bench": ("tlres.bench", "main", "time training and inference steps on synthetic data"),
+    "bench": ("tlres.commands.bench", "main", "time training and inference steps on synthetic data"),
     "crosscheck": ("tlres.experiments.crosscheck", "main",
                    "train the same recipe in PyTorch and Keras and compare them"),
     "torch": ("tlres.reference.torch", "main", "the PyTorch reference runner (needs torch)"),
