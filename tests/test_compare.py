@@ -191,12 +191,12 @@ def test_converter_without_epoch_column_is_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_tiny_torch_reference_then_compare_with_plot(tmp_path, capsys):
     pytest.importorskip("torch")
-    from tlres.reference import torch as ref
+    from tlres.commands import torch as torch_cmd
 
     run = tmp_path / "run"
-    assert ref.main(["--arch", "tiny", "--data", "digits", "--weights", "none", "--epochs", "1",
-                     "--limit-train", "128", "--limit-test", "64", "--device", "cpu",
-                     "--out", str(run)]) == 0
+    assert torch_cmd.main(["--arch", "tiny", "--data", "digits", "--weights", "none", "--epochs", "1",
+                           "--limit-train", "128", "--limit-test", "64", "--device", "cpu",
+                           "--out", str(run)]) == 0
     png, md = tmp_path / "c.png", tmp_path / "c.md"
     assert results_cmd.main(["export", str(run), "--out", str(tmp_path / "r.json")]) == 0
     assert compare_cmd.main([str(run), str(tmp_path / "r.json"), "--plot", str(png), "--markdown", str(md)]) == 0

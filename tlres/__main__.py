@@ -16,10 +16,10 @@ VERBS = {
     "compare": ("tlres.commands.compare", "main", "compare results side by side (runs, results files)"),
     "results": ("tlres.commands.results", "main", "export and convert results files"),
     "bench": ("tlres.commands.bench", "main", "time training and inference steps on synthetic data"),
-    "crosscheck": ("tlres.experiments.crosscheck", "main",
+    "crosscheck": ("tlres.commands.crosscheck", "main",
                    "train the same recipe in PyTorch and Keras and compare them"),
-    "torch": ("tlres.reference.torch", "main", "the PyTorch reference runner (needs torch)"),
-    "parity": ("tlres.experiments.parity", "main",
+    "torch": ("tlres.commands.torch", "main", "the PyTorch reference runner (needs torch)"),
+    "parity": ("tlres.commands.parity", "main",
                "per-step training losses, Keras against PyTorch, from the same weights and batches"),
 }
 
