@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from tlres import ablation, rundir
+from tlres.commands import ablation as ablation_cmd
 from tlres.config import BASELINE, EXECUTION_FIELDS, IMPROVED, QUICK
 
 
@@ -38,7 +39,7 @@ def test_grid_command_runs_reuses_finished_cells_and_reports(tmp_path, capsys):
     out = tmp_path / "grid"
     argv = ["--out", str(out), "--seeds", "2", "--cells", "baseline,improved", "--data", "digits",
             "--arch", "tiny", "--weights", "none", "--epochs", "1"]
-    assert ablation.main(argv) == 0
+    assert ablation_cmd.main(argv) == 0
     for cell in ("baseline", "improved"):
         for k in (0, 1):
             run = out / cell / f"seed{k}"
@@ -52,7 +53,7 @@ def test_grid_command_runs_reuses_finished_cells_and_reports(tmp_path, capsys):
     # a failed run is cleared and rerun; finished ones are reused, not retrained
     (out / "improved" / "seed1" / "status.json").write_text('{"state": "failed"}')
     capsys.readouterr()
-    assert ablation.main(argv) == 0
+    assert ablation_cmd.main(argv) == 0
     assert "trained 1 run, reused 3" in capsys.readouterr().out
     for p, t in stamps.items():
         assert (p.stat().st_mtime_ns == t) == ("improved/seed1" not in str(p))
@@ -74,17 +75,17 @@ def test_grid_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path / "keras"))
     monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
-    assert ablation.main(["--out", str(tmp_path / "g"), "--epochs", "1", "--data", "digits"]) == 2
+    assert ablation_cmd.main(["--out", str(tmp_path / "g"), "--epochs", "1", "--data", "digits"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "need them" in err[0] and "--weights none" in err[0]
     assert not (tmp_path / "g").exists()  # nothing trained, nothing written
     with pytest.raises(SystemExit) as e:
-        ablation.main(["--out", str(tmp_path / "g"), "--cells", "nope"])
+        ablation_cmd.main(["--out", str(tmp_path / "g"), "--cells", "nope"])
     assert e.value.code == 2 and "unknown nope" in capsys.readouterr().err
 
 
 def test_only_given_flags_override_the_cells():
-    out, seeds, names, overrides, _, _ = ablation.parse(
+    out, seeds, names, overrides, _, _ = ablation_cmd.parse(
         ["--out", "g", "--seeds", "3", "--epochs", "2", "--augment", "--cells", "baseline"])
     assert (out, seeds, names) == ("g", 3, ["baseline"])
     assert overrides == {"epochs": 2, "augment": True}
@@ -131,12 +132,12 @@ def test_transfer_from_keeps_ten_cells_with_the_source_where_imagenet_stood():
 
 def test_transfer_from_with_weights_or_a_missing_source_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # a flag conflict: argparse's one line
-        ablation.main(["--out", str(tmp_path / "g"), "--transfer-from", "x", "--weights", "none"])
+        ablation_cmd.main(["--out", str(tmp_path / "g"), "--transfer-from", "x", "--weights", "none"])
     code = e.value.code
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "drop --weights" in err
-    code = ablation.main(["--out", str(tmp_path / "g"), "--transfer-from", str(tmp_path / "absent"),
-                          "--data", "digits", "--arch", "tiny"])
+    code = ablation_cmd.main(["--out", str(tmp_path / "g"), "--transfer-from", str(tmp_path / "absent"),
+                              "--data", "digits", "--arch", "tiny"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "baseline+transfer" in err and "no such file" in err
     assert not (tmp_path / "g").exists()

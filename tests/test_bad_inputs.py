@@ -11,7 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from tlres import cli
+from tlres.commands import train as train_cmd
 from tlres.errors import TlresError
 
 TINY = ["--preset", "quick", "--arch", "tiny", "--epochs", "1", "--batch-size", "8"]
@@ -30,7 +30,7 @@ def npz(path, n_train=16, n_test=8, classes=3, **override):
 
 def run_main(capsys, argv):
     try:
-        code = cli.main("improved", argv, "prog")
+        code = train_cmd.main(argv, "prog")
     except SystemExit as e:  # argparse errors exit from inside main
         code = e.code
     captured = capsys.readouterr()
@@ -211,8 +211,8 @@ def test_bad_data(case, tmp_path, capsys):
 
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(TlresError, match="single class"):
-        cli.main("improved", TINY + ["--data", npz(tmp_path / "one.npz", y_train=np.zeros(16, int)),
-                                     "--out", str(tmp_path / "run"), "--debug"], "prog")
+        train_cmd.main(TINY + ["--data", npz(tmp_path / "one.npz", y_train=np.zeros(16, int)),
+                              "--out", str(tmp_path / "run"), "--debug"], "prog")
     assert not os.path.exists(tmp_path / "run")
 
 

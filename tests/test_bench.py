@@ -225,9 +225,9 @@ def test_header_and_device_record_name_the_hosts_vector_extensions():
 
 
 def test_every_bench_flag_has_help_and_names_no_issue():
-    from tlres import bench
+    from tlres.commands import bench as bench_cmd
 
-    p = bench.parser()
+    p = bench_cmd.parser()
     missing = [a.option_strings for a in p._actions if not a.help]
     assert not missing
     text = p.format_help()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tlres import compare, results, stats
+from tlres.commands import compare as compare_cmd, results as results_cmd
 
 
 def _result(path, name, labels, preds, seed=0, framework="keras-jax", history=None):
@@ -59,7 +60,7 @@ def test_mcnemar_agreement_and_confusion_difference_from_files(tmp_path, capsys)
     assert acc["interval"].startswith("Newcombe")
     # the command line prints the same numbers
     md = tmp_path / "c.md"
-    assert compare.main([str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--markdown", str(md)]) == 0
+    assert compare_cmd.main([str(tmp_path / "b.json"), str(tmp_path / "a.json"), "--markdown", str(md)]) == 0
     out = capsys.readouterr().out
     assert "b = 7" in out and "c = 2" in out and "p = 0.1797" in out and "agreement 52.38%" in out
     assert "| 1 | 0 | +7 | -7 |" in md.read_text()
@@ -126,7 +127,7 @@ def test_multi_run_mean_sd_welch_and_seed_matched_pairs(tmp_path, capsys):
     assert [(p["seed_a"], p["only_a_correct"], p["only_b_correct"]) for p in pairs] == \
         [(0, 0, 10), (1, 0, 13), (2, 0, 13)]
     assert pairs[0]["mcnemar_p"] == pytest.approx(2 / 2 ** 10)
-    assert compare.main([str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 0
+    assert compare_cmd.main([str(tmp_path / "one.json"), str(tmp_path / "two.json")]) == 0
     assert "85.00% ± 5.00%" in capsys.readouterr().out
 
 
@@ -149,9 +150,9 @@ def test_converter_round_trip_matches_hand_counts(tmp_path, capsys):
     rows = [(0, 0, 0), (1, 0, 0), (2, 0, 1), (3, 1, 1), (4, 1, 2), (5, 2, 2)]
     (tmp_path / "p.csv").write_text("index,label,prediction\n" + "".join(f"{i},{l},{p}\n" for i, l, p in rows))
     out = tmp_path / "r.json"
-    assert results.main(["convert", "--history", str(tmp_path / "h.csv"), "--predictions",
-                         str(tmp_path / "p.csv"), "--framework", "flax", "--class-names", "a,b,c",
-                         "--dataset", "toy", "--out", str(out)]) == 0
+    assert results_cmd.main(["convert", "--history", str(tmp_path / "h.csv"), "--predictions",
+                             str(tmp_path / "p.csv"), "--framework", "flax", "--class-names", "a,b,c",
+                             "--dataset", "toy", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     m = r["metrics"]
     assert r["schema"] == "tlres.results/1" and r["framework"]["name"] == "flax"
@@ -172,7 +173,7 @@ def test_bad_source_is_one_line_exit_2(tmp_path, capsys, argv):
     if argv == ["{bad}"]:
         (tmp_path / "x.json").write_text('{"accuracy": 1}')
         argv = [str(tmp_path / "x.json")]
-    assert compare.main(argv) == 2
+    assert compare_cmd.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m tlres.compare: error:") and err.count("\n") == 1
 
@@ -180,8 +181,8 @@ def test_bad_source_is_one_line_exit_2(tmp_path, capsys, argv):
 def test_converter_without_epoch_column_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "h.csv").write_text("step,loss\n1,0.5\n")
     (tmp_path / "p.csv").write_text("index,label,prediction\n0,1,1\n")
-    assert results.main(["convert", "--history", str(tmp_path / "h.csv"), "--predictions",
-                         str(tmp_path / "p.csv"), "--framework", "x", "--out", str(tmp_path / "r.json")]) == 2
+    assert results_cmd.main(["convert", "--history", str(tmp_path / "h.csv"), "--predictions",
+                             str(tmp_path / "p.csv"), "--framework", "x", "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert "epoch column" in err and err.count("\n") == 1
     assert not (tmp_path / "r.json").exists()
@@ -190,15 +191,15 @@ def test_converter_without_epoch_column_is_one_line_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_tiny_torch_reference_then_compare_with_plot(tmp_path, capsys):
     pytest.importorskip("torch")
-    from tlres.reference import torch as ref
+    from tlres.commands import torch as torch_cmd
 
     run = tmp_path / "run"
-    assert ref.main(["--arch", "tiny", "--data", "digits", "--weights", "none", "--epochs", "1",
-                     "--limit-train", "128", "--limit-test", "64", "--device", "cpu",
-                     "--out", str(run)]) == 0
+    assert torch_cmd.main(["--arch", "tiny", "--data", "digits", "--weights", "none", "--epochs", "1",
+                           "--limit-train", "128", "--limit-test", "64", "--device", "cpu",
+                           "--out", str(run)]) == 0
     png, md = tmp_path / "c.png", tmp_path / "c.md"
-    assert results.main(["export", str(run), "--out", str(tmp_path / "r.json")]) == 0
-    assert compare.main([str(run), str(tmp_path / "r.json"), "--plot", str(png), "--markdown", str(md)]) == 0
+    assert results_cmd.main(["export", str(run), "--out", str(tmp_path / "r.json")]) == 0
+    assert compare_cmd.main([str(run), str(tmp_path / "r.json"), "--plot", str(png), "--markdown", str(md)]) == 0
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     text = md.read_text()
@@ -219,7 +220,7 @@ def test_sides_on_different_data_get_their_own_intervals_and_no_difference(tmp_p
     r = _result(None, "quick", labels, labels[:55] + [2] * 5)
     r["dataset"] = {"name": "digits", "num_classes": 3}
     results.write(r, str(tmp_path / "run.json"))
-    assert compare.main([str(tmp_path / "run.json"), "paper", "--markdown", str(tmp_path / "c.md")]) == 0
+    assert compare_cmd.main([str(tmp_path / "run.json"), "paper", "--markdown", str(tmp_path / "c.md")]) == 0
     out = capsys.readouterr().out
     assert out.count("different data: no difference computed") == 6  # 3 metrics x 2 paper sides
     assert "Newcombe" not in out and " pp " not in out

@@ -83,14 +83,14 @@ def mount_tmpfs(path, size):
 
 def in_process_main(argv):
     """(exit status, stdout, stderr) of the command line's `main` in this process."""
-    from tlres import cli as cli_lib
+    from tlres.commands import train as train_cmd
 
     mp = pytest.MonkeyPatch()
     out, err = io.StringIO(), io.StringIO()
     mp.setattr(sys, "stdout", out)
     mp.setattr(sys, "stderr", err)
     try:
-        code = cli_lib.main("improved", argv, PROG)
+        code = train_cmd.main(argv, PROG)
     finally:
         mp.undo()
     return code, out.getvalue(), err.getvalue()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tlres import cli, config, errors, evaluate, train
+from tlres.commands import train as train_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,8 +83,8 @@ def test_one_epoch_run_reads_right(tmp_path, capsys):
              y_train=np.arange(24) % 3, x_test=rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8),
              y_test=np.arange(9) % 3)
     out = tmp_path / "run"
-    assert cli.main("improved", ["--preset", "quick", "--arch", "tiny", "--data", str(data), "--epochs", "1",
-                                 "--batch-size", "8", "--out", str(out)], "prog") == 0
+    assert train_cmd.main(["--preset", "quick", "--arch", "tiny", "--data", str(data), "--epochs", "1",
+                           "--batch-size", "8", "--out", str(out)], "prog") == 0
     text = capsys.readouterr().out
     assert "1 epoch," in text and "1 epochs" not in text
     # 24 images / batch 8 = 3 steps: 0.9 ** 3 = 73% of the initial statistics left

@@ -29,7 +29,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import py2_pickle
-from tlres import cli, compare, data, imagefolder, results
+from tlres import data, imagefolder, results
+from tlres.commands import compare as compare_cmd, results as results_cmd
+from tlres.commands import train as train_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED_RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")
@@ -71,7 +73,7 @@ def load_data(path):
 def data_cli(tmp):
     """The training command on a refused --data: exit 2, one line, no run directory."""
     out = str(tmp / "run")
-    return lambda path: check_cli(lambda argv: cli.main("improved", argv, "prog"),
+    return lambda path: check_cli(lambda argv: train_cmd.main(argv, "prog"),
                                   TINY + ["--data", path, "--out", out], out)
 
 
@@ -406,7 +408,7 @@ def a_result():
 
 def compare_with(valid_source, tmp):
     md = str(tmp / "c.md")
-    return lambda path: refusing(compare.main, [valid_source, path, "--markdown", md])
+    return lambda path: refusing(compare_cmd.main, [valid_source, path, "--markdown", md])
 
 
 def test_fuzz_results_json(tmp):
@@ -482,7 +484,7 @@ def test_fuzz_convert_csv(tmp):
     out = str(tmp / "converted.json")
 
     def convert(paths):
-        return lambda _path: refusing(results.main, [
+        return lambda _path: refusing(results_cmd.main, [
             "convert", "--history", paths["history.csv"], "--predictions", paths["predictions.csv"],
             "--framework", "x", "--out", out], out)
 

@@ -1,4 +1,9 @@
-"""The tlres module graph, read with `ast`: no import cycle, no private name across modules, imports at module level.
+"""The tlres module graph, read with `ast` (`if __name__ == "__main__":` blocks left out): no import cycle,
+no private name across modules, imports at module level.
+
+A library module's `python -m tlres.X` block imports its command, `tlres.commands.X`, which imports the
+library: under `python -m` the library runs as `__main__`, a module of its own, so that is no cycle;
+such a block may import nothing else (test_main_blocks_only_start_their_command).
 
 Imported inside functions only: torch, torchvision, tensorflow, tensorflow_datasets, matplotlib, jax and
 keras (optional, or seconds to import: `tlres VERB --help` and a one-line error must not wait for them),
@@ -52,15 +57,30 @@ def _package(module):
     return module if os.path.basename(MODULES[module]) == "__init__.py" else module.rpartition(".")[0]
 
 
-def _imports(module):
+def _is_main_block(node):
+    """`if __name__ == "__main__":`"""
+    t = node.test if isinstance(node, ast.If) else None
+    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
+            and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq) and len(t.comparators) == 1
+            and isinstance(t.comparators[0], ast.Constant) and t.comparators[0].value == "__main__")
+
+
+def _imports(module, main_block=False):
     """(node, inside a function, [(imported dotted name, name bound here or None, the attribute
-    imported from a module or None)]) for every import statement of `module`."""
+    imported from a module or None)]) for every import statement of `module`; those in a
+    module-level `if __name__ == "__main__":` block only with `main_block`."""
     tree = TREES[module]
-    inside = set()
+    inside, skipped = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             inside.update(id(n) for n in ast.walk(node) if n is not node)
+    if not main_block:
+        for node in tree.body:
+            if _is_main_block(node):
+                skipped.update(id(n) for n in ast.walk(node))
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             targets = [(a.name, a.asname or a.name.split(".")[0], None) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -158,7 +178,7 @@ def test_no_private_name_across_modules():
     bad = []
     for m in MODULES:
         aliases = {}  # a name bound to a tlres module anywhere in m -> that module
-        for node, _, targets in _imports(m):
+        for node, _, targets in _imports(m, main_block=True):
             for name, bound, attr in targets:
                 if not _tlres(name):
                     continue
@@ -207,15 +227,33 @@ def test_imports_stand_at_module_level():
 def test_commands_import_no_heavy_library():
     """What makes the lazy imports above worth having: every verb's module, imported as
     `tlres VERB --help` does, loads none of the lazy libraries."""
-    from tlres.__main__ import VERBS
+    from tlres.__main__ import VERBS, module_of
 
     code = ("import importlib, sys\n"
-            f"for m in {sorted({module for module, _, _ in VERBS.values()})!r}: importlib.import_module(m)\n"
+            f"for m in {sorted(module_of(verb) for verb in VERBS)!r}: importlib.import_module(m)\n"
             f"print(sorted({{k.split('.')[0] for k in sys.modules}} & set({sorted(LAZY)!r})))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", f"imported at module level by a command: {r.stdout.strip()}"
+
+
+def test_main_blocks_only_start_their_command():
+    """What the graph leaves out stays small: a `python -m` block imports a command's main, nothing else."""
+    bad = []
+    for m in MODULES:
+        for node in TREES[m].body:
+            if not _is_main_block(node):
+                continue
+            for n in ast.walk(node):
+                if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and (
+                        not (n.module or "").startswith("tlres.commands.") or [a.name for a in n.names] != ["main"])):
+                    bad.append(f"{m}:{n.lineno}: {ast.unparse(n)}")
+    assert not bad, "a `python -m` block imports more than its command's main:\n" + "\n".join(bad)
+    with_block = {m for m in MODULES if any(_is_main_block(n) for n in TREES[m].body)}
+    assert {"tlres.report", "tlres.bench", "tlres.reference.torch"} <= with_block  # the exemption is exercised
+    graph = {m: {n for node, _, t in _imports(m, main_block=True) for n, _, _ in t if _tlres(n)} for m in MODULES}
+    assert any({"tlres.commands.report", "tlres.report"} <= set(c) for c in _cycles(graph))  # and needed
 
 
 @pytest.mark.parametrize("example, expected", [

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tlres import cli, data, model
+from tlres import data, model
+from tlres.commands import train as train_cmd
 
 pytest.importorskip("tensorflow_datasets")
 
@@ -42,7 +43,7 @@ def run(capsys, tmp_path, *argv):
     absl.addHandler(records)
     try:
         start = time.monotonic()
-        code = cli.main("improved", [*argv, "--out", str(out)], "prog")
+        code = train_cmd.main([*argv, "--out", str(out)], "prog")
         seconds = time.monotonic() - start
     finally:
         absl.removeHandler(records)

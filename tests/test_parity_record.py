@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from tlres.experiments import parity as cmd
+from tlres.commands import parity as cmd
+from tlres.experiments import parity as record
 
 
 def _rows(keras, torch32, torch64, bound):
@@ -16,10 +17,10 @@ def test_table_reads_the_trajectories():
     bound = [1e-5, 1e-5, 1e-5, 1e-5]
     inside = _rows([2.0 + 1e-6, 1.5, 1.0 - 2e-6, 0.5], ref, ref, bound)  # |diff| <= bound everywhere
     leaves = _rows([2.0, 1.5, 1.0 + 1e-3, 0.5], [2.0, 1.5 + 4e-6, 1.0, 0.5], ref, bound)  # step 3 is out
-    assert cmd.within(inside, "keras") == "all 4"
-    assert cmd.within(leaves, "keras") == "1-2 (step 3 exceeds)"
-    assert cmd.relative(leaves, "keras") == [0.0, 0.0, pytest.approx(1e-3), 0.0]
-    text = cmd.summary(cmd.parse(["--out", "x"])[1], {0: inside, 1: leaves}, "CMD")
+    assert record.within(inside, "keras") == "all 4"
+    assert record.within(leaves, "keras") == "1-2 (step 3 exceeds)"
+    assert record.relative(leaves, "keras") == [0.0, 0.0, pytest.approx(1e-3), 0.0]
+    text = record.summary(cmd.parse(["--out", "x"])[1], {0: inside, 1: leaves}, "CMD")
     assert "| 0 | all 4 | all 4 | 2.0e-06 | 2.0e-06 | 0.0e+00 | 0.0e+00 | 0.5000 / 0.5000 |" in text  # 4 < 10 steps: both columns are steps 1-4
     assert "| 1 | 1-2 (step 3 exceeds) | all 4 | 1.0e-03 | 1.0e-03 | 2.7e-06 | 2.7e-06 | 0.5000 / 0.5000 |" in text
     # steps 1-4 (< 5): Keras 1.0e-03 (seed 1, step 3), PyTorch float32 2.7e-06 (seed 1, step 2);
@@ -56,7 +57,7 @@ def test_record_writes_its_files_and_section(tmp_path):
     out = tmp_path / "par"
     assert cmd.main(["--arch", "tiny", "--steps", "3", "--seeds", "1", "--out", str(out),
                      "--readme", str(doc)]) == 0
-    rows = cmd.read_csv(out / "seed0.csv")
+    rows = record.read_csv(out / "seed0.csv")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["bound"] > 0 and abs(r["keras"] - r["torch64"]) <= r["bound"] for r in rows)
     text = doc.read_text()

@@ -67,10 +67,11 @@ def test_different_batches_exceed_the_bound_at_once(run, digits):
 
 def test_reference_draws_tlres_gives_the_reference_tlres_batches(run, digits):
     """`--draws tlres`: the reference trains on exactly the batches Keras got (order, flips, crops)."""
+    from tlres.commands import torch as torch_cmd
     from tlres.reference import torch as ref
 
     for (xt, yt), (xk, yk) in zip(itertools.islice(ref.tlres_batches(CFG, *digits), 3), run["batches"]):
         np.testing.assert_array_equal(xt.permute(0, 2, 3, 1).numpy(), xk)
         np.testing.assert_array_equal(yt.numpy(), yk)
-    _, args = ref.parse(["--draws", "tlres"])
-    assert args.draws == "tlres" and ref.parse([])[1].draws == "torch"
+    _, args = torch_cmd.parse(["--draws", "tlres"])
+    assert args.draws == "tlres" and torch_cmd.parse([])[1].draws == "torch"

@@ -66,5 +66,5 @@ def test_the_figures_the_docs_quote():
     for vals, n in ((same_seed, 5), (two_seeds, 20)):
         assert len(vals) == n
         assert (f"{100 * np.mean(vals):.2f}% ({100 * min(vals):.2f}-{100 * max(vals):.2f})") in doc
-    assert f"95.83% with one kernel and 94.44% with the other" in doc
+    assert "95.83% with one kernel and 94.44% with the other" in doc
     assert (acc["matmul"][0], acc["xla"][0]) == (345 / 360, 340 / 360)

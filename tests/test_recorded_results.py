@@ -24,6 +24,7 @@ import pytest
 
 from generated import block as _block, command as _command, undated as _undated
 from tlres import report, rundir, stats
+from tlres.commands import report as report_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "experiments", "results", "digits")
@@ -106,7 +107,7 @@ def test_readme_report_section_is_what_its_command_makes_of_the_recorded_runs(tm
     argv = _command(block, "tlres.report")
     assert argv[0] == "experiments/results/digits/runs" and "--readme" in argv
     monkeypatch.chdir(_layout(tmp_path))
-    assert report.main(argv) == 0
+    assert report_cmd.main(argv) == 0
     made = _block((tmp_path / "README.md").read_text(), report.BEGIN, report.END)
     assert _undated(made) == _undated(block)  # the whole section: every line, not just the table
     out = tmp_path / argv[argv.index("--out") + 1]
@@ -118,6 +119,7 @@ def test_readme_report_section_is_what_its_command_makes_of_the_recorded_runs(tm
 
 @pytest.mark.skipif(not os.path.isdir(CROSS), reason="no recorded cross-framework runs")
 def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(tmp_path, monkeypatch):
+    from tlres.commands import crosscheck as crosscheck_cmd
     from tlres.experiments import crosscheck
 
     markers = report.markers("crosscheck", "v1")  # Keras' v1 against torchvision's v1.5
@@ -136,7 +138,7 @@ def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(tmp_p
 
     monkeypatch.setattr(crosscheck, "torch_side", recorded_torch_side)
     monkeypatch.chdir(_layout(tmp_path))
-    assert crosscheck.main(argv) == 0
+    assert crosscheck_cmd.main(argv) == 0
     made = _block((tmp_path / "docs" / "pytorch.md").read_text(), *markers)
     assert _undated(made) == _undated(block)
     out = tmp_path / argv[argv.index("--out") + 1]

@@ -19,8 +19,9 @@ import pytest
 
 from generated import block as _block, command as _command, undated
 from tlres import ablation, parity, rundir
+from tlres.commands import crosscheck as crosscheck_cmd, parity as parity_cmd
 from tlres.experiments import crosscheck
-from tlres.experiments import parity as parity_cmd
+from tlres.experiments import parity as parity_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
@@ -46,14 +47,14 @@ def test_parity_section_is_what_the_command_makes_of_the_recorded_losses():
     out = os.path.join(ROOT, args.out)
     rows = {}
     for k in range(args.seeds):
-        r = parity_cmd.read_csv(os.path.join(out, f"seed{k}.csv"))
+        r = parity_record.read_csv(os.path.join(out, f"seed{k}.csv"))
         assert [x["step"] for x in r] == list(range(1, args.steps + 1))
         for x in r:  # the bound as tlres.parity defines it, from the recorded probe gap
             assert x["bound"] == max(parity.BOUND_FACTOR * x["probe_gap"], parity.BOUND_FLOOR * abs(x["torch64"]))
         gaps = [x["probe_gap"] for x in r]
         assert gaps == sorted(gaps)  # a running maximum
         rows[cfg.seed + k] = r
-    made = parity_cmd.summary(cfg, rows, f"python -m tlres.experiments.parity {' '.join(argv)}")
+    made = parity_record.summary(cfg, rows, f"python -m tlres.experiments.parity {' '.join(argv)}")
     assert _undated(block) == _undated(made + f"\n![per-step loss differences](../{args.out}/parity.png)")
     assert os.path.getsize(os.path.join(out, "parity.png")) > 1000
     with open(os.path.join(out, "summary.md")) as f:  # the recorded summary is that same output
@@ -74,7 +75,7 @@ def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(doc, 
     argv = _command(block, "tlres.experiments.crosscheck")
     assert os.path.join(ROOT, argv[argv.index("--out") + 1]) == out
     assert "--arch" not in argv and "--init" not in argv and "--draws" not in argv  # the defaults
-    args, overrides = crosscheck.parse(argv)
+    args, overrides = crosscheck_cmd.parse(argv)
     assert overrides["arch"] == "resnet50_v1_5" and args.init == "tlres" and args.draws == "tlres"
     torch_dirs = sorted(glob.glob(os.path.join(out, "pytorch", "improved", "seed*")))
     assert len(torch_dirs) == args.seeds
@@ -111,7 +112,7 @@ def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(doc, 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / doc).write_text(text)
     monkeypatch.chdir(tmp_path)
-    assert crosscheck.main(argv) == 0
+    assert crosscheck_cmd.main(argv) == 0
     made = _block((tmp_path / "docs" / doc).read_text(), *report.markers("crosscheck", section))
     assert _undated(made) == _undated(block)
     with open(os.path.join(out, "compare.md")) as f:  # the recorded comparison file is that same output
@@ -145,7 +146,7 @@ def test_every_run_recomputes_from_its_predictions(doc, section, out):
 def test_from_scratch_parity_numbers_recompute():
     """The one recorded seed from random weights: docs/pytorch.md and its README quote these."""
     path = os.path.join(RESULTS, "parity-unstable", "from-scratch-seed0.csv")
-    r = parity_cmd.read_csv(path)
+    r = parity_record.read_csv(path)
     assert len(r) == 100
     rel = lambda x, k: abs(x[k] - x["torch64"]) / x["torch64"]  # noqa: E731
     first = (f"{rel(r[0], 'keras'):.1e}", f"{rel(r[0], 'torch32'):.1e}", f"{r[0]['bound'] / r[0]['torch64']:.1e}")
@@ -194,7 +195,7 @@ def test_readme_states_what_the_transfer_crosscheck_shows():
 
 
 def test_pretrained_at_0_01_parity_numbers_recompute():
-    r = parity_cmd.read_csv(os.path.join(RESULTS, "parity-unstable", "pretrained-lr0.01-seed0.csv"))
+    r = parity_record.read_csv(os.path.join(RESULTS, "parity-unstable", "pretrained-lr0.01-seed0.csv"))
     assert len(r) == 30
     start, top = f"{r[0]['torch64']:.2f}", f"{max(x['torch64'] for x in r):.2f}"
     step3 = (f"{r[2]['probe_gap'] / r[2]['torch64'] * 100:.1f}%", f"{r[2]['bound'] / r[2]['torch64'] * 100:.0f}%")
@@ -226,9 +227,9 @@ def test_readme_states_what_the_digits_check_and_parity_show():
                                       np.array(k["predictions"]["prediction"]) == labels)[2])
     assert all(p > 0.05 for p in ps) and ("McNemar p = " + ", ".join(f"{p:.2g}" for p in ps) + ")") in text
     out = os.path.join(RESULTS, "parity")
-    rows = [parity_cmd.read_csv(os.path.join(out, f"seed{k}.csv")) for k in range(3)]
-    early = parity_cmd.EARLY
-    worst = {k: max(max(parity_cmd.relative(r, k)[:early]) for r in rows) for k in ("keras", "torch32")}
+    rows = [parity_record.read_csv(os.path.join(out, f"seed{k}.csv")) for k in range(3)]
+    early = parity_record.EARLY
+    worst = {k: max(max(parity_record.relative(r, k)[:early]) for r in rows) for k in ("keras", "torch32")}
     assert worst["keras"] < worst["torch32"]  # "closer than PyTorch's own float32"
     assert (f"stay within {worst['keras']:.1e} of PyTorch's float64 losses for the first {early} steps, "
             f"closer than PyTorch's own float32 ({worst['torch32']:.1e})") in text

@@ -13,11 +13,11 @@ pytest.importorskip("torchvision")
 
 def test_flags_resolve_to_the_same_config_as_tlres():
     from tlres import cli
-    from tlres.reference import torch as ref
+    from tlres.commands import torch as torch_cmd
 
     argv = ["--preset", "quick", "--epochs", "2", "--no-flip", "--smoothing-form", "keras",
             "--bn-momentum", "0.99", "--seed", "3", "--out", "/tmp/x"]
-    cfg, extra = ref.parse(argv + ["--limit-train", "64", "--device", "cpu"])
+    cfg, extra = torch_cmd.parse(argv + ["--limit-train", "64", "--device", "cpu"])
     assert cfg == cli.parse_all(argv, "improved", "p")[0]
     assert (extra.limit_train, extra.limit_test, extra.device) == (64, None, "cpu")
 
@@ -26,11 +26,11 @@ def test_flags_resolve_to_the_same_config_as_tlres():
                                   ["--data-parallel"], ["--weights", "some.weights.h5"],
                                   ["--arch", "tiny", "--weights", "imagenet"], ["--resume", "x"]])
 def test_unsupported_settings_are_one_line_exit_2(tmp_path, capsys, flag):
-    from tlres.reference import torch as ref
+    from tlres.commands import torch as torch_cmd
 
     out = tmp_path / "run"
     try:
-        rc = ref.main(flag + ["--out", str(out)])
+        rc = torch_cmd.main(flag + ["--out", str(out)])
     except SystemExit as e:  # argparse-level refusal (--resume)
         rc = e.code
     err = capsys.readouterr().err
@@ -128,20 +128,20 @@ def test_optimizer_and_weight_decay_match_keras(optimizer):
 @pytest.mark.slow
 def test_tiny_reference_run_writes_tlres_run_dir(tmp_path):
     from tlres import data
+    from tlres.commands import torch as torch_cmd
     from tlres.config import Config
-    from tlres.reference import torch as ref
     from tlres.results import load
 
     out = tmp_path / "run"
     argv = ["--data", "digits", "--arch", "tiny", "--weights", "none", "--epochs", "2",
             "--limit-train", "64", "--limit-test", "30", "--device", "cpu", "--out", str(out)]
-    assert ref.main(argv) == 0
+    assert torch_cmd.main(argv) == 0
     cfg_json = json.loads((out / "config.json").read_text())
     m = json.loads((out / "metrics.json").read_text())
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     hist = list(csv.DictReader(open(out / "history.csv")))
     assert cfg_json["framework"] == "pytorch"
-    assert cfg_json["config"] == json.loads(json.dumps(dataclasses.asdict(ref.parse(argv)[0].replace(out=str(out)))))
+    assert cfg_json["config"] == json.loads(json.dumps(dataclasses.asdict(torch_cmd.parse(argv)[0].replace(out=str(out)))))
     assert Config(**cfg_json["config"]).arch == "tiny"
     assert cfg_json["dataset"]["num_train"] == 64 and cfg_json["dataset"]["num_test"] == 30
     assert json.loads((out / "status.json").read_text())["state"] == "finished"
@@ -160,6 +160,7 @@ def test_tiny_reference_run_writes_tlres_run_dir(tmp_path):
 def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tmp_path, capsys):
     import torch
 
+    from tlres.commands import torch as torch_cmd
     from tlres.config import QUICK
     from tlres.reference import torch as ref
 
@@ -189,10 +190,10 @@ def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tm
     other = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c")(inputs), name="other")
     keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(other(inputs)))
                 ).save(keras_run / "model.keras")
-    rc = ref.main(["--arch", "tiny", "--weights", str(keras_run), "--out", str(tmp_path / "o")])
+    rc = torch_cmd.main(["--arch", "tiny", "--weights", str(keras_run), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "v1.5" in err
-    rc = ref.main(["--data", "digits", "--weights", str(src), "--out", str(tmp_path / "o")])  # tiny source
+    rc = torch_cmd.main(["--data", "digits", "--weights", str(src), "--out", str(tmp_path / "o")])  # tiny source
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "does not fit" in err and not (tmp_path / "o").exists()
 

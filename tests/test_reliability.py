@@ -73,7 +73,7 @@ def runs(tmp_path_factory):
     this test process through the command line's `main`: a process that never
     trained, which is what matters, without paying another ~30 s start-up.
     """
-    from tlres import cli as cli_lib
+    from tlres.commands import train as train_cmd
 
     tmp = tmp_path_factory.mktemp("reliability")
     data = write_npz(tmp / "toy.npz")
@@ -97,7 +97,7 @@ def runs(tmp_path_factory):
     buf = io.StringIO()
     capsys.setattr(sys, "stdout", buf)
     try:
-        code = cli_lib.main("improved", ["--resume", killed], "prog")
+        code = train_cmd.main(["--resume", killed], "prog")
     finally:
         capsys.undo()
     out_full, _ = p_full.communicate(timeout=600)
@@ -152,12 +152,12 @@ def test_same_seed_and_config_give_identical_metrics_json_in_another_process(run
 
 @pytest.mark.slow  # the runs fixture: real tiny-net training in several processes
 def test_resume_refuses_a_finished_run_and_other_flags(runs, capsys):
-    from tlres import cli as cli_lib
+    from tlres.commands import train as train_cmd
 
-    assert cli_lib.main("improved", ["--resume", runs["full"]], "prog") == 2
+    assert train_cmd.main(["--resume", runs["full"]], "prog") == 2
     assert "already finished" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        cli_lib.main("improved", ["--resume", runs["killed"], "--epochs", "9"], "prog")
+        train_cmd.main(["--resume", runs["killed"], "--epochs", "9"], "prog")
     assert e.value.code == 2 and "drop --epochs" in capsys.readouterr().err
 
 
@@ -165,11 +165,11 @@ def test_resume_refuses_a_finished_run_and_other_flags(runs, capsys):
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_checkpoint(runs, capsys):
     """An absurd --lr-min 1e38: by eq. 14 epoch 1 trains at 0.005 + (1e38 - 0.005) ... = 0 (float
     cancellation) and epoch 2 at 5e37, so the loss overflows early in epoch 2, after a checkpoint."""
-    from tlres import cli as cli_lib
+    from tlres.commands import train as train_cmd
 
     out = str(runs["tmp"] / "nan")
-    code = cli_lib.main("improved", FLAGS[:-2] + ["--epochs", "2", "--lr-min", "1e38", "--data",
-                                                  runs["data"], "--out", out], "prog")
+    code = train_cmd.main(FLAGS[:-2] + ["--epochs", "2", "--lr-min", "1e38", "--data",
+                                        runs["data"], "--out", out], "prog")
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("prog:")]
     assert code == 3
     assert len(err) == 1 and "non-finite training loss" in err[0] and "at epoch 2, step " in err[0]

@@ -11,7 +11,8 @@ import shutil
 
 import pytest
 
-from tlres import compare, results
+from tlres import results
+from tlres.commands import compare as compare_cmd, results as results_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED_RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")
@@ -76,12 +77,12 @@ def test_damaged_results_file(tmp_path, capsys, case):
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
     good.write_text(json.dumps(a_result()))
     bad.write_text(json.dumps(obj))
-    one_line_exit_2(capsys, compare.main, [str(good), str(bad)], needle)
+    one_line_exit_2(capsys, compare_cmd.main, [str(good), str(bad)], needle)
 
 
 def test_json_nested_too_deeply(tmp_path, capsys):
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    one_line_exit_2(capsys, compare.main, [str(tmp_path / "deep.json")], "JSON nested too deeply")
+    one_line_exit_2(capsys, compare_cmd.main, [str(tmp_path / "deep.json")], "JSON nested too deeply")
 
 
 def test_predictions_of_more_classes_than_the_first_side_declares(tmp_path, capsys):
@@ -93,7 +94,7 @@ def test_predictions_of_more_classes_than_the_first_side_declares(tmp_path, caps
     b["metrics"].update(accuracy=4 / 6, correct=4)
     (tmp_path / "a.json").write_text(json.dumps(a))
     (tmp_path / "b.json").write_text(json.dumps(b))
-    assert compare.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert compare_cmd.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     assert "McNemar exact p" in capsys.readouterr().out
 
 
@@ -111,7 +112,7 @@ def test_damaged_run_directory(tmp_path, capsys, name, text, needle):
     run = tmp_path / "run"
     shutil.copytree(RECORDED_RUN, run)
     (run / name).write_bytes(text.encode("latin-1"))
-    one_line_exit_2(capsys, compare.main, [str(run)], needle)
+    one_line_exit_2(capsys, compare_cmd.main, [str(run)], needle)
 
 
 @pytest.mark.parametrize("history,predictions,needle", [
@@ -125,6 +126,6 @@ def test_damaged_converter_csv(tmp_path, capsys, history, predictions, needle):
     (tmp_path / "h.csv").write_text(history)
     (tmp_path / "p.csv").write_text(predictions)
     out = tmp_path / "r.json"
-    one_line_exit_2(capsys, results.main, ["convert", "--history", str(tmp_path / "h.csv"), "--predictions",
+    one_line_exit_2(capsys, results_cmd.main, ["convert", "--history", str(tmp_path / "h.csv"), "--predictions",
                                            str(tmp_path / "p.csv"), "--framework", "x", "--out", str(out)], needle)
     assert not out.exists()

@@ -1,33 +1,36 @@
 """The ``tlres`` command: ``tlres VERB [ARGS...]`` (or ``python -m tlres VERB ...``).
 
-Each verb is one of tlres' commands under a short name; ``tlres VERB --help``
-shows its flags. The ``python -m tlres.<module>`` forms keep working.
+Each verb is a module of `tlres.commands` (``tlres.commands.VERB``), imported only when
+used; ``tlres VERB --help`` shows its flags. The ``python -m tlres.<module>`` forms keep working.
 """
 
 import importlib
 import sys
 
-# verb -> (module, how its main is called, one-line summary); modules are imported only when used
+# verb -> one-line summary; the verb's command is tlres.commands.<verb>, imported only when used
 VERBS = {
-    "train": ("tlres.cli", "train", "train and evaluate one run (--preset NAME; --data DIR: your images)"),
-    "predict": ("tlres.predict", "main", "label images (files, folders, an .npz) with a run's model.keras"),
-    "ablation": ("tlres.ablation", "main", "run the improvements on and off over seeds (a grid of runs)"),
-    "report": ("tlres.report", "main", "tables, figures and intervals from finished runs and grids"),
-    "compare": ("tlres.compare", "main", "compare results side by side (runs, results files)"),
-    "results": ("tlres.results", "main", "export and convert results files"),
-    "bench": ("tlres.bench", "main", "time training and inference steps on synthetic data"),
-    "crosscheck": ("tlres.experiments.crosscheck", "main",
-                   "train the same recipe in PyTorch and Keras and compare them"),
-    "torch": ("tlres.reference.torch", "main", "the PyTorch reference runner (needs torch)"),
-    "parity": ("tlres.experiments.parity", "main",
-               "per-step training losses, Keras against PyTorch, from the same weights and batches"),
+    "train": "train and evaluate one run (--preset NAME; --data DIR: your images)",
+    "predict": "label images (files, folders, an .npz) with a run's model.keras",
+    "ablation": "run the improvements on and off over seeds (a grid of runs)",
+    "report": "tables, figures and intervals from finished runs and grids",
+    "compare": "compare results side by side (runs, results files)",
+    "results": "export and convert results files",
+    "bench": "time training and inference steps on synthetic data",
+    "crosscheck": "train the same recipe in PyTorch and Keras and compare them",
+    "torch": "the PyTorch reference runner (needs torch)",
+    "parity": "per-step training losses, Keras against PyTorch, from the same weights and batches",
 }
+
+
+def module_of(verb):
+    """The module holding `verb`'s parser and main."""
+    return f"tlres.commands.{verb}"
 
 
 def usage():
     width = max(map(len, VERBS))
     lines = ["usage: tlres VERB [ARGS...]   (tlres VERB --help for a verb's flags)", "", "verbs:"]
-    lines += [f"  {verb:<{width}}  {summary}" for verb, (_, _, summary) in VERBS.items()]
+    lines += [f"  {verb:<{width}}  {summary}" for verb, summary in VERBS.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -41,12 +44,7 @@ def main(argv=None):
         print(f"tlres: error: unknown verb {verb!r}; choose one of: {', '.join(VERBS)} "
               "(see tlres --help)", file=sys.stderr)
         return 2
-    module, func, _ = VERBS[verb]
-    prog = f"tlres {verb}"
-    command = importlib.import_module(module)
-    if func == "train":
-        return command.main("improved", rest, prog)
-    return getattr(command, func)(rest, prog=prog)
+    return importlib.import_module(module_of(verb)).main(rest, prog=f"tlres {verb}")
 
 
 if __name__ == "__main__":

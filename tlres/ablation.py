@@ -1,4 +1,4 @@
-"""The ablation grid: `python -m tlres.ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
+"""The ablation grid: `tlres ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
 
 Cells: baseline, improved, each of the four changes alone added to the
 baseline (`baseline+<change>`) and alone removed from the improved preset
@@ -12,21 +12,21 @@ runner), seed k = base seed + k. A run dir whose status.json says finished and
 whose config.json holds the same config is reused (`tlres.rundir.finished_with`);
 any other existing run dir (running, failed, other config) is cleared and rerun.
 
-The command runs the grid, then `tlres.report` over it (DIR/report/). Runner
-flags pass through to every cell; only the flags given on the command line
-override the cells, so `--epochs 1` shortens every run but leaves each cell's
-switches alone.
+The command (`tlres.commands.ablation`, or `python -m tlres.ablation`) runs the
+grid, then `tlres report` over it (DIR/report/). Runner flags pass through to
+every cell; only the flags given on the command line override the cells, so
+`--epochs 1` shortens every run but leaves each cell's switches alone.
 """
 
-import argparse
 import os
 import shutil
 import sys
 
-from tlres import cli, model, report, rundir, train
+from tlres import model, rundir, train
 from tlres.config import BASELINE, IMPROVED
-from tlres.errors import TlresError, plural
+from tlres.errors import TlresError
 
+PROG = "python -m tlres.ablation"
 DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
               weight_decay=0.0, epochs=4)
 """Overrides for the offline comparisons on scikit-learn's digits (README "Comparison results").
@@ -101,68 +101,7 @@ def check_weights(grid):
             raise TlresError(f"cells {', '.join(need)} need them: {problem}{hint}")
 
 
-def parse(argv, prog="python -m tlres.ablation"):
-    """(out, seeds, cell names or None, overrides given on the command line, no-report flag)."""
-    p = cli.Parser(prog=prog, formatter_class=cli.DefaultsHelp, description=(
-        "Run the ablation grid (baseline, improved, each change added to the baseline and removed "
-        "from the improved preset) over seeds, reusing finished runs, then report it. Runner flags "
-        "given here apply to every cell."))
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks for errors")
-    cli.add_config_flags(p, IMPROVED, given_only=True)  # only flags actually given become overrides
-    p.add_argument("--seeds", type=cli.positive(int), default=1,
-                   help="runs per cell, seeds --seed, --seed+1, ... (default 1)")
-    p.add_argument("--cells", default=None,
-                   help="comma-separated cells to run (default all): " + ", ".join(cells()))
-    p.add_argument("--no-report", action="store_true", help="skip the report after the grid")
-    p.add_argument("--transfer-from", metavar="WEIGHTS", default=None,
-                   help="what the transfer cells load instead of ImageNet weights: a finished run "
-                        "directory (its model.keras backbone), a .keras or a .weights.h5 file")
-    args = vars(p.parse_args(argv))
-    out = args.pop("out", None)
-    if not out:
-        p.error("--out DIR is required: the grid's directory (DIR/<cell>/seed<k>/)")
-    seeds, names, no_report = args.pop("seeds"), args.pop("cells"), args.pop("no_report")
-    transfer_from = args.pop("transfer_from")
-    if transfer_from is not None and "weights" in args:
-        p.error("--weights sets every cell's initialisation; with --transfer-from (what the "
-                "transfer cells load) drop --weights")
-    debug = args.pop("debug", False)
-    if names is not None:
-        names = [n.strip() for n in names.split(",") if n.strip()]
-        unknown = [n for n in names if n not in cells()]
-        if unknown:
-            p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(cells())})")
-    if isinstance(args.get("weights"), str) and args["weights"].lower() == "none":
-        args["weights"] = "none"
-    if transfer_from is not None:
-        args["transfer_from"] = transfer_from
-    return out, seeds, names, args, no_report, debug
+if __name__ == "__main__":  # python -m tlres.ablation: the same as tlres ablation
+    from tlres.commands.ablation import main
 
-
-def main(argv=None, prog="python -m tlres.ablation"):
-    argv = sys.argv[1:] if argv is None else argv
-    out, seeds, names, overrides, no_report, debug = parse(argv, prog)
-
-    def go():
-        grid = cells(**overrides)  # transfer_from, if given, is among the overrides
-        if names is not None:
-            dropped = [n for n in names if n not in grid]
-            if dropped:
-                print(f"{prog}: {', '.join(dropped)} equal other cells under these flags; skipped")
-        chosen = {n: c for n, c in grid.items() if names is None or n in names}
-        check_weights(chosen)
-        print(f"{prog}: {plural(len(chosen), 'cell')} x {plural(seeds, 'seed')} -> {out}: "
-              f"{', '.join(chosen)}", flush=True)
-        dirs, trained = run_grid(out, seeds, list(chosen), **overrides)
-        print(f"{prog}: trained {plural(len(trained), 'run')}, reused "
-              f"{sum(map(len, dirs.values())) - len(trained)}")
-        if not no_report:
-            return report.main([out, "--out", os.path.join(out, "report")])
-
-    return cli.guarded(prog, debug, go,
-                       interrupted="interrupted; finished runs are kept and reused on the next call")
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -1,9 +1,10 @@
 """Throughput benchmark: tlres training and inference, the input pipeline, PyTorch.
 
-    python -m tlres.bench [--arch resnet50|resnet50_v1_5|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
-                          [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
-                          [--steps-per-execution K] [--conv auto|xla|matmul] [--conv-layers]
-                          [--repeats N] [--profile DIR] [--json PATH]
+    tlres bench [--arch resnet50|resnet50_v1_5|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
+                [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
+                [--steps-per-execution K] [--conv auto|xla|matmul] [--conv-layers]
+                [--repeats N] [--profile DIR] [--json PATH]
+    (or python -m tlres.bench ...; the command: `tlres.commands.bench`, `run(Settings(...))` here)
 
 A benchmark, not a test: figures depend on the machine (and on whatever else
 runs on it); the table's first line and the JSON name the host's CPU model, its
@@ -45,7 +46,7 @@ Bad flags print one line and exit 2. The persistent compile cache is not used,
 so compile s is a cold compile.
 """
 
-import argparse
+import dataclasses
 import json
 import math
 import os
@@ -55,7 +56,7 @@ import time
 
 import numpy as np
 
-from tlres import augment, backend, cli, model, pipeline, rundir, train
+from tlres import augment, backend, model, pipeline, rundir, train
 from tlres.config import IMPROVED
 from tlres.errors import TlresError
 from tlres.reference import torch as ref
@@ -64,47 +65,31 @@ PROG = "python -m tlres.bench"
 NUM_CLASSES = 10
 
 
-def _batch_sizes(text):
-    try:
-        sizes = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(b <= 0 for b in sizes):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return sizes
-
-
-_batch_sizes.__name__ = "batch sizes"
-
-
 CONFIG_FLAGS = ("arch", "image_size", "pipeline", "precision", "conv")
-"""The runner's flags bench takes, from `Config` as the runner's are (help, checks, choices);
-their defaults are the improved preset's. --precision also sets torch's autocast (bf16)."""
+"""The runner's settings bench takes, from `Config` as the runner's are (its command's flags: help,
+checks, choices); their defaults are the improved preset's. --precision also sets torch's autocast (bf16)."""
 
 
-def parser(prog=PROG):
-    p = cli.Parser(prog=prog, description=__doc__.split("\n")[0], formatter_class=cli.DefaultsHelp)
-    cli.add_config_flags(p, IMPROVED, names=CONFIG_FLAGS)
-    p.add_argument("--batch-sizes", type=_batch_sizes, default=[64, 256],
-                   help="comma-separated (default: 64,256, the paper's batch and a larger one)")
-    p.add_argument("--steps", type=cli.positive(int), default=20, help="timed steps")
-    p.add_argument("--warmup", type=cli.checked(int, lambda v: v >= 0, "must be >= 0"), default=3,
-                   help="untimed steps after the first (compile) execution")
-    p.add_argument("--steps-per-execution", type=cli.positive(int), default=1,
-                   help="Keras compile(steps_per_execution=K): K train steps per fit iteration")
-    p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
-    p.add_argument("--conv-layers", action="store_true",
-                   help="time each distinct convolution of the model with both kernels, only that")
-    p.add_argument("--torch", action="store_true", help="also time torchvision's model in PyTorch")
-    p.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
-                   help="with --torch: eager only (torch.compile can take minutes on a CPU)")
-    p.add_argument("--repeats", type=cli.positive(int), default=3,
-                   help="measure each rate this many times: the table shows the median and min-max")
-    p.add_argument("--profile", metavar="DIR",
-                   help="write a JAX profiler trace of a few training steps per batch size here")
-    p.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    return p
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What `run` measures and how: the CONFIG_FLAGS fields, then bench's own (its flags, one each)."""
+
+    arch: str = IMPROVED.arch
+    image_size: int = IMPROVED.image_size
+    pipeline: str = IMPROVED.pipeline
+    precision: str = IMPROVED.precision
+    conv: str = IMPROVED.conv
+    batch_sizes: tuple = (64, 256)
+    steps: int = 20
+    warmup: int = 3
+    steps_per_execution: int = 1
+    pipeline_only: bool = False
+    conv_layers: bool = False
+    torch: bool = False
+    torch_compile: bool = True
+    repeats: int = 3
+    profile: str | None = None  # a folder: JAX profiler traces of a few training steps
+    json_path: str | None = None  # also every figure as JSON here
 
 
 def _config(a, batch_size):
@@ -525,16 +510,12 @@ def table(report):
     return "\n".join([head, *lines, *notes])
 
 
-def main(argv=None, prog=PROG):
-    a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
-    return cli.guarded(prog, a.debug, lambda: _main(a))
-
-
-def _main(a):
-    if a.json:
-        parent = os.path.dirname(os.path.abspath(a.json))
+def run(a):
+    """Measure what `a` (a `Settings`) asks for; print the table (and write the JSON); returns 0."""
+    if a.json_path:
+        parent = os.path.dirname(os.path.abspath(a.json_path))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise TlresError(f"--json {a.json}: {parent} is not a writable directory")
+            raise TlresError(f"--json {a.json_path}: {parent} is not a writable directory")
     if a.profile:
         if a.pipeline_only or a.conv_layers:
             raise TlresError("--profile traces training steps; drop --pipeline-only and --conv-layers")
@@ -591,13 +572,15 @@ def _main(a):
         report["results"].append(r)
         print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
     print(conv_table(report) if a.conv_layers else table(report), flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
+    if a.json_path:
+        with open(a.json_path, "w") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
-        print(f"JSON -> {a.json}")
+        print(f"JSON -> {a.json_path}")
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tlres.bench: the same as tlres bench
+    from tlres.commands.bench import main
+
     sys.exit(main())

@@ -1,6 +1,7 @@
-"""Command line generated from `tlres.config.Config`.
+"""Every command's argparse pieces: the runner's parser generated from `tlres.config.Config`, the
+argument checks, and the one error path (`guarded`). The commands themselves are `tlres.commands`.
 
-    python -m tlres.experiments.improved [--preset NAME] [--FLAG VALUE ...]
+    tlres train [--preset NAME] [--FLAG VALUE ...]
 
 The preset (default: the entry point's) supplies every default; any flag given
 overrides it, wherever it stands. `--help` shows the preset's values.
@@ -12,7 +13,6 @@ import dataclasses
 import sys
 
 from tlres import config as config_lib
-from tlres import distributed, rundir, train
 from tlres.errors import TlresError
 
 
@@ -164,23 +164,6 @@ def given_fields(cfg, argv):
     return out
 
 
-def main(default_preset, argv=None, prog=None):
-    argv = sys.argv[1:] if argv is None else argv
-    prog = prog or f"python -m tlres.experiments.{default_preset}"
-    cfg, args = parse_all(argv, default_preset, prog)
-
-    def go():
-        if args.resume is not None:
-            joins = {f: getattr(args, f) for f in config_lib.DISTRIBUTED}
-            train.run(rundir.resumed_config(args.resume).replace(**joins), resume=True)
-        else:
-            train.run(cfg, overwrite=args.overwrite)
-
-    code = guarded(prog, args.debug, go)
-    distributed.finish(code)  # several processes and a failure: exit now, not at a shutdown barrier
-    return code
-
-
 def guarded(prog, debug, fn, interrupted="interrupted"):
     """Run a command body, every command's one error path.
 
@@ -203,10 +186,5 @@ def guarded(prog, debug, fn, interrupted="interrupted"):
         return getattr(e, "exit_code", 130)
 
 
-def entry(default_preset):
-    """`python -m` entry: exit with main()'s status."""
-    sys.exit(main(default_preset))
-
-
-__all__ = ["main", "parse", "parse_all", "build_parser", "add_config_flags", "entry", "guarded", "DefaultsHelp",
+__all__ = ["parse", "parse_all", "build_parser", "add_config_flags", "given_fields", "guarded", "DefaultsHelp",
            "Parser", "checked", "positive"]

@@ -1,6 +1,6 @@
-"""Compare results across runs and frameworks.
+"""Compare results across runs and frameworks (the command: `tlres.commands.compare`).
 
-    python -m tlres.compare SOURCE... [--markdown PATH] [--plot PATH]
+    tlres compare SOURCE... [--markdown PATH] [--plot PATH]     (or python -m tlres.compare ...)
 
 Each SOURCE is one side (`tlres.results.load`): a run directory, a directory
 of seed runs (e.g. `<grid>/improved`, aggregated over its runs; one side per
@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from tlres import cli, plots, results as results_lib, stats
+from tlres import plots, results as results_lib, stats
 from tlres.config import COMPUTES, EXECUTION, halves
 from tlres.errors import TlresError
 from tlres.evaluate import confusion_matrix
@@ -46,7 +46,7 @@ def paired(labels, pred_a, pred_b, num_classes):
     }
 
 
-# -- sides, the table and the command line --------------------------------------------------------
+# -- sides and the table --------------------------------------------------------------------------
 
 PROG = "python -m tlres.compare"
 METRICS = (("accuracy", "accuracy"), ("mean_class_accuracy", "mean per-class accuracy"),
@@ -330,32 +330,18 @@ def plot(sides, path):
         for label, runs in sides], path)
 
 
-def main(argv=None, prog=PROG):
-    p = cli.Parser(prog=prog, description="Compare results side by side: per-metric values and "
-                "differences with 95% intervals; McNemar, agreement and confusion difference on "
-                "shared test sets.")
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="a run dir, a directory of runs (aggregated per cell name), a results JSON "
-                        "file, or `paper` (two sides: baseline and improved, n=64)")
-    p.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of the sides' accuracy and loss curves")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    return cli.guarded(prog, args.debug, lambda: _main(args))
+def all_sides(sources):
+    """The sides of every SOURCE in order (`sides_of`), labels made distinct."""
+    return _unique([s for src in sources for s in sides_of(src)])
 
 
-def _main(args):
-    sides = _unique([s for src in args.sources for s in sides_of(src)])
-    report = compare(sides)
-    print(text(report), end="")
-    if args.markdown:
-        try:
-            with open(args.markdown, "w") as f:
-                f.write(markdown(report))
-        except OSError as e:
-            raise TlresError(f"--markdown {args.markdown}: cannot write it ({e.strerror})") from None
-    if args.plot:
-        plot(sides, args.plot)
+def write_markdown(report, path):
+    """The comparison as Markdown in `path`; an unwritable path is one line."""
+    try:
+        with open(path, "w") as f:
+            f.write(markdown(report))
+    except OSError as e:
+        raise TlresError(f"--markdown {path}: cannot write it ({e.strerror})") from None
 
 
 def _unique(sides):
@@ -367,5 +353,7 @@ def _unique(sides):
     return out
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tlres.compare: the same as tlres compare
+    from tlres.commands.compare import main
+
     sys.exit(main())

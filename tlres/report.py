@@ -1,6 +1,6 @@
-"""The paper's comparison, over run directories: `python -m tlres.report SOURCE...`.
+"""The paper's comparison, over run directories: `tlres report SOURCE...` (`tlres.commands.report`).
 
-    python -m tlres.report runs/grid [--out DIR] [--readme README.md]
+    tlres report runs/grid [--out DIR] [--readme README.md]     (or python -m tlres.report ...)
 
 SOURCE: a run directory, a directory of runs (a grid: <grid>/<cell>/seed<k>),
 or a results file (see tlres.results). Runs are grouped by cell (or preset).
@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from tlres import cli, plots, results, stats
+from tlres import plots, results, stats
 from tlres.config import EXECUTION_FIELDS
 from tlres.errors import TlresError
 
@@ -339,44 +339,32 @@ def update_readme(path, section, begin=BEGIN, end=END):
         f.write(f"{head}{begin}\n{section}{end}{tail}")
 
 
-def main(argv=None, prog="python -m tlres.report"):
-    argv = sys.argv[1:] if argv is None else argv
-    p = cli.Parser(prog=prog, description=__doc__.split("\n")[0].split(": ")[0])
-    p.add_argument("sources", nargs="+", metavar="SOURCE",
-                   help="run directory, directory of runs (a grid), or results file")
-    p.add_argument("--out", help="where the table and figures go (default: FIRST_SOURCE/report)")
-    p.add_argument("--readme", help="also write the generated section into this file, between "
-                                    f"{BEGIN} and {END}")
-    p.add_argument("--section", metavar="NAME", help="with --readme: write between "
-                   "<!-- tlres.report:NAME:begin --> and its end marker instead (several generated "
-                   "sections in one file)")
-    p.add_argument("--no-paper", action="store_true", help="leave the paper's numbers out")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    a = p.parse_args(argv)
-    return cli.guarded(prog, a.debug, lambda: _main(a, argv, prog))
+PROG = "python -m tlres.report"
 
 
-def _main(a, argv, prog):
-    runs = [r for s in a.sources for r in results.load(s)]
+def write(sources, out=None, readme=None, section=None, paper=True, command=PROG):
+    """Load `sources`, write summary.md, summary.csv and the figures into `out` (default: the first
+    source's report/ folder), and the generated section into `readme` (between the report markers,
+    or `section`'s); `command` is what the section says generated it. Returns (runs, groups, out,
+    the summary table as Markdown)."""
+    runs = [r for s in sources for r in results.load(s)]
     groups = results.group(runs)
-    paper_groups = {} if a.no_paper else results.group(results.paper())
-    out = a.out or os.path.join(a.sources[0] if os.path.isdir(a.sources[0]) else ".", "report")
+    paper_groups = results.group(results.paper()) if paper else {}
+    out = out or os.path.join(sources[0] if os.path.isdir(sources[0]) else ".", "report")
     os.makedirs(out, exist_ok=True)
     rows = summarize(groups)
     write_csv(os.path.join(out, "summary.csv"), rows + summarize(paper_groups))
     figures(out, groups, paper_groups)
-    command = " ".join(["python -m tlres.report"] + argv)
-    fig_rel = os.path.relpath(out, os.path.dirname(os.path.abspath(a.readme))) if a.readme else out
+    fig_rel = os.path.relpath(out, os.path.dirname(os.path.abspath(readme))) if readme else out
     md = build_markdown(groups, paper_groups, rows, fig_rel, command)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(md)
-    if a.readme:
-        update_readme(a.readme, md, *markers("report", a.section))
-    print(markdown_table(rows + summarize(paper_groups)), end="")
-    print(f"{prog}: {len(runs)} runs in {len(groups)} groups -> {out}/summary.md, summary.csv, "
-          "fig2_accuracy.png, fig3_loss.png, fig4_confusion.png"
-          + (f"; README section in {a.readme}" if a.readme else ""))
+    if readme:
+        update_readme(readme, md, *markers("report", section))
+    return runs, groups, out, markdown_table(rows + summarize(paper_groups))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tlres.report: the same as tlres report
+    from tlres.commands.report import main
+
     sys.exit(main())

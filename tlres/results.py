@@ -28,10 +28,11 @@ import os
 import re
 import sys
 
-from tlres import cli, evaluate, rundir
+from tlres import evaluate, rundir
 from tlres.errors import TlresError, quote
 
 SCHEMA = "tlres.results/1"
+PROG = "python -m tlres.results"
 PAPER_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "experiments", "paper.json")
 
@@ -373,43 +374,7 @@ def from_csv(history, predictions, framework, device=None, dataset=None, class_n
     }, history)
 
 
-def main(argv=None, prog="python -m tlres.results"):
-    """`export RUN_DIR --out FILE` and `convert --history H --predictions P --framework NAME --out FILE`."""
-    p = cli.Parser(prog=prog, description=f"Write results files (schema {SCHEMA}).")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
-    e = sub.add_parser("export", help="a tlres (or tlres.reference.torch) run directory -> results JSON")
-    e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--out", required=True, help="results JSON to write")
-    c = sub.add_parser("convert", help="another framework's CSV history and predictions -> results JSON")
-    c.add_argument("--history", required=True, help="CSV with at least an epoch column")
-    c.add_argument("--predictions", required=True, help="CSV with index,label,prediction")
-    c.add_argument("--framework", required=True, help="e.g. pytorch, tensorflow, jax-flax")
-    c.add_argument("--device", help="free-form device description")
-    c.add_argument("--dataset", help="dataset name, e.g. digits, cifar10")
-    c.add_argument("--class-names", help="comma-separated class names, in label order")
-    c.add_argument("--name", help="label of this result (default: the framework)")
-    c.add_argument("--out", required=True, help="results JSON to write")
-    for q in (e, c):
-        q.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    return cli.guarded(prog, args.debug, lambda: _main(args))
+if __name__ == "__main__":  # python -m tlres.results: the same as tlres results
+    from tlres.commands.results import main
 
-
-def _main(args):
-    if args.command == "export":
-        result = from_run_dir(args.run_dir)
-    else:
-        names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-        result = from_csv(args.history, args.predictions, args.framework, args.device,
-                          args.dataset, names, args.name)
-    try:
-        write(result, args.out)
-    except OSError as err:
-        raise TlresError(f"--out {args.out}: cannot write it ({err.strerror})") from None
-    m = result["metrics"]
-    print(f"{args.out}: {result['name']} ({result['framework']['name']}), accuracy "
-          f"{m['accuracy']:.4f} on {m['num_test']} test examples")
-
-
-if __name__ == "__main__":
     sys.exit(main())

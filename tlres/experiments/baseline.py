@@ -6,7 +6,7 @@ flip/crop (normalization only), plain cross-entropy, constant learning rate;
 everything else the same. See `tlres.config.BASELINE`.
 """
 
-from tlres.cli import entry
+from tlres.commands.train import entry
 
 if __name__ == "__main__":
     entry("baseline")

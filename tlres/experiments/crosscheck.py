@@ -1,6 +1,7 @@
 """Cross-framework check: the same Config and seeds in tlres (Keras/JAX) and the PyTorch reference.
 
-    python -m tlres.experiments.crosscheck --seeds 3 --out runs/crosscheck [tlres flags...]
+    tlres crosscheck --seeds 3 --out runs/crosscheck [tlres flags...]
+    (or python -m tlres.experiments.crosscheck ...; the command: `tlres.commands.crosscheck`)
 
 Defaults to the offline digits comparison: the improved preset with
 `tlres.ablation.DIGITS` overrides (any tlres flag given overrides those), on
@@ -30,47 +31,13 @@ import shutil
 import sys
 import time
 
-from tlres import ablation, cli, compare, convert, data, model, results, rundir, train
+from tlres import ablation, compare, convert, data, model, results, rundir, train
 from tlres import report as report_lib
 from tlres.reference import torch as ref
 from tlres.errors import TlresError
 
 PROG = "python -m tlres.experiments.crosscheck"
 BEGIN, END = "<!-- tlres.crosscheck:begin -->", "<!-- tlres.crosscheck:end -->"  # unnamed section
-
-
-def parse(argv, prog=PROG):
-    p = cli.Parser(prog=prog, description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", type=cli.positive(int), default=3,
-                   help="runs per framework, seeds --seed, --seed+1, ... (default: 3)")
-    p.add_argument("--out", required=True, help="directory: pytorch/, compare.md, compare.png")
-    p.add_argument("--tlres-grid", help="the tlres grid directory (default OUT/keras-jax)")
-    p.add_argument("--device", default=None, help="torch device for the PyTorch side")
-    p.add_argument("--no-train-tlres", action="store_true",
-                   help="compare against finished tlres runs only; train none")
-    p.add_argument("--torch-only", action="store_true", help="run the PyTorch side only")
-    p.add_argument("--readme", metavar="FILE", help="also write the comparison (without the "
-                   f"confusion differences) into FILE between {BEGIN} and {END}")
-    p.add_argument("--torch-weights", metavar="WEIGHTS", help="what the PyTorch side loads when "
-                   "--weights names a run or file (Keras' ResNet50 is v1, torchvision's v1.5: each "
-                   "side needs its own pretraining): a finished PyTorch reference run or a .pt/.pth")
-    p.add_argument("--section", metavar="NAME", help="with --readme: write between "
-                   "<!-- tlres.crosscheck:NAME:begin --> and its end marker instead")
-    p.add_argument("--init", choices=("tlres", "own"), default="tlres",
-                   help="tlres: per seed, the PyTorch run starts from tlres' initial weights for "
-                        "that seed, head included; own: each framework initialises its own model "
-                        "(default: tlres)")
-    p.add_argument("--draws", choices=("tlres", "torch"), default="tlres",
-                   help="the PyTorch side's augmentation draws: tlres' batches, draw for draw, or "
-                        "torchvision's transforms (default: tlres)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    args, rest = p.parse_known_args(argv)
-    given = {a.split("=")[0] for a in rest if a.startswith("--")}
-    bad = sorted(given & {"--preset", "--resume", "--overwrite"})
-    if bad:
-        p.error(f"{', '.join(bad)}: not taken here (the improved cell with the digits overrides)")
-    cfg, _ = cli.parse_all(rest, "improved", prog)  # validates the tlres flags, one line on error
-    return args, {**ablation.DIGITS, "arch": "resnet50_v1_5", **cli.given_fields(cfg, rest)}
 
 
 def torch_cell(cell, torch_weights, init="own"):
@@ -131,33 +98,31 @@ def torch_side(out, cell, seeds, base_seed, device, draws="torch", inits=None):
     return dirs
 
 
-def main(argv=None, prog=PROG):
-    argv = sys.argv[1:] if argv is None else argv
-    args, overrides = parse(argv, prog)
-    return cli.guarded(prog, args.debug, lambda: _main(args, overrides, argv))
-
-
-def _main(args, overrides, argv):
+def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=False, torch_only=False,
+        readme=None, torch_weights=None, section=None, init="tlres", draws="tlres", command=PROG):
+    """Train (or reuse) both sides of the improved cell under `overrides` for `seeds` seeds, compare
+    them into OUT/compare.md and OUT/compare.png, and with `readme` write the section there;
+    `command` is what the generated text says made it. Returns 0."""
     cells = ablation.cells(**overrides)
     if "improved" not in cells:
         raise TlresError("these overrides make the improved cell equal the baseline; nothing to check")
     cell = cells["improved"]
     base_seed = overrides.get("seed", 0)
-    grid = args.tlres_grid or os.path.join(args.out, "keras-jax")
-    os.makedirs(args.out, exist_ok=True)
-    tcell = torch_cell(cell, args.torch_weights, args.init)
-    inits = initial_weights(args.out, cell, args.seeds, base_seed) if args.init == "tlres" else None
-    torch_dirs = torch_side(args.out, tcell, args.seeds, base_seed, args.device, args.draws, inits)
-    if args.torch_only:
+    grid = tlres_grid or os.path.join(out, "keras-jax")
+    os.makedirs(out, exist_ok=True)
+    tcell = torch_cell(cell, torch_weights, init)
+    inits = initial_weights(out, cell, seeds, base_seed) if init == "tlres" else None
+    torch_dirs = torch_side(out, tcell, seeds, base_seed, device, draws, inits)
+    if torch_only:
         return 0
-    if args.no_train_tlres:
-        tlres_dirs = [d for k in range(args.seeds)
+    if no_train_tlres:
+        tlres_dirs = [d for k in range(seeds)
                       for d in [os.path.join(grid, "improved", f"seed{k}")]
                       if rundir.finished_with(d, cell.replace(seed=base_seed + k, out=d))]
         if not tlres_dirs:
             raise TlresError(f"--tlres-grid {grid}: no finished improved run of this config yet")
     else:
-        tlres_dirs = ablation.run_grid(grid, seeds=args.seeds, names=["improved"], **overrides)[0]["improved"]
+        tlres_dirs = ablation.run_grid(grid, seeds=seeds, names=["improved"], **overrides)[0]["improved"]
     sides = [("improved [keras-jax]", [results.from_run_dir(d) for d in tlres_dirs]),
              ("improved [pytorch]", [results.from_run_dir(d) for d in torch_dirs])]
     report = compare.compare(sides)
@@ -165,27 +130,27 @@ def _main(args, overrides, argv):
     devices = "; ".join(f"{label}: {_device(runs[0])}" for label, runs in sides)
     setup = (f"Data: {cell.data}; config: the improved preset with "
              + ", ".join(f"{k}={v}" for k, v in overrides.items())
-             + (f"; PyTorch side weights={args.torch_weights}" if args.torch_weights else "")
+             + (f"; PyTorch side weights={torch_weights}" if torch_weights else "")
              + ("; both frameworks start each seed from the same weights (tlres' initial model, "
-                "converted)" if args.init == "tlres" else "; each framework initialises its own model")
-             + ("; both train on tlres' batches (same order, flips and crops)" if args.draws == "tlres"
+                "converted)" if init == "tlres" else "; each framework initialises its own model")
+             + ("; both train on tlres' batches (same order, flips and crops)" if draws == "tlres"
                 else "; each framework draws its own augmentation")
-             + f"; seeds {base_seed}..{base_seed + args.seeds - 1}. Devices: {devices}.")
+             + f"; seeds {base_seed}..{base_seed + seeds - 1}. Devices: {devices}.")
     head = [f"# Cross-framework check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-            f"`{PROG} {' '.join(argv)}`", "", setup, ""]
-    with open(os.path.join(args.out, "compare.md"), "w") as f:
+            f"`{command}`", "", setup, ""]
+    with open(os.path.join(out, "compare.md"), "w") as f:
         f.write("\n".join(head) + "\n" + compare.markdown(report))
-    compare.plot(sides, os.path.join(args.out, "compare.png"))
-    print(f"{PROG}: wrote {os.path.join(args.out, 'compare.md')} and compare.png", flush=True)
-    if args.readme:
-        rel = os.path.relpath(args.out, os.path.dirname(os.path.abspath(args.readme)))
-        section = "\n".join([
-            f"_Generated by `{PROG} {' '.join(argv)}` on {time.strftime('%Y-%m-%d')}; "
+    compare.plot(sides, os.path.join(out, "compare.png"))
+    print(f"{PROG}: wrote {os.path.join(out, 'compare.md')} and compare.png", flush=True)
+    if readme:
+        rel = os.path.relpath(out, os.path.dirname(os.path.abspath(readme)))
+        text = "\n".join([
+            f"_Generated by `{command}` on {time.strftime('%Y-%m-%d')}; "
             "do not edit by hand._", "", setup, "", compare.markdown(report, confusion=False),
             f"Per-seed confusion-matrix differences: [{rel}/compare.md]({rel}/compare.md).", "",
             f"![accuracy and loss curves, both frameworks]({rel}/compare.png)", ""])
-        report_lib.update_readme(args.readme, section, *report_lib.markers("crosscheck", args.section))
-        print(f"{PROG}: README section in {args.readme}", flush=True)
+        report_lib.update_readme(readme, text, *report_lib.markers("crosscheck", section))
+        print(f"{PROG}: README section in {readme}", flush=True)
     return 0
 
 
@@ -197,5 +162,7 @@ def _device(result):
     return str(d)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tlres.experiments.crosscheck: the same as tlres crosscheck
+    from tlres.commands.crosscheck import main
+
     sys.exit(main())

@@ -5,7 +5,7 @@ augmentation, the paper's label smoothing (eq. 11) and per-epoch cosine
 annealing; CIFAR-10, batch 64, 50 epochs. See `tlres.config.IMPROVED`.
 """
 
-from tlres.cli import entry
+from tlres.commands.train import entry
 
 if __name__ == "__main__":
     entry("improved")

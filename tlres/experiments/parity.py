@@ -1,5 +1,7 @@
 """Trajectory parity, recorded: `python -m tlres.experiments.parity --steps 100 --seeds 3 --out DIR`.
 
+(Or `tlres parity ...`: the command is `tlres.commands.parity`; `record` does the work.)
+
 One network (torchvision's ResNet50 in both frameworks: `--arch resnet50_v1_5`),
 one set of initial weights (tlres' model for the seed, head included, converted),
 one stream of batches (tlres' `--pipeline jax` draws), and per step the training
@@ -27,7 +29,7 @@ import os
 import sys
 import time
 
-from tlres import cli, data, parity, plots, report
+from tlres import data, parity, plots, report
 from tlres.errors import TlresError
 
 PROG = "python -m tlres.experiments.parity"
@@ -36,64 +38,38 @@ DEFAULTS = dict(data="digits", weights="none", arch="resnet50_v1_5", schedule="c
 EARLY = 5  # the "first steps" column: before flipped ReLUs compound (ResNet50 fine-tuning: ~5 steps)
 
 
-def parse(argv, prog=PROG):
-    p = cli.Parser(prog=prog, description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=cli.positive(int),
-                   default=100, help="training steps per seed (default: 100)")
-    p.add_argument("--seeds", type=cli.positive(int), default=3,
-                   help="seeds --seed, --seed+1, ... (default: 3)")
-    p.add_argument("--out", required=True, help="directory: seed<k>.csv, parity.png, summary.md")
-    p.add_argument("--readme", metavar="FILE",
-                   help="also write the summary into FILE between its tlres.parity markers")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    args, rest = p.parse_known_args(argv)
-    given = {a.split("=")[0] for a in rest if a.startswith("--")}
-    bad = sorted(given & {"--preset", "--resume", "--overwrite", "--out"})
-    if bad:
-        p.error(f"{', '.join(bad)}: not taken here")
-    cfg, _ = cli.parse_all(rest, "improved", prog)
-    overrides = cli.given_fields(cfg, rest)
-    cfg = cfg.replace(**{**DEFAULTS, **overrides})
-    if cfg.arch == "resnet50":
-        p.error("--arch resnet50 is Keras' ResNet v1, which has no PyTorch twin: use resnet50_v1_5 or tiny")
-    return args, cfg, overrides
-
-
-def main(argv=None, prog=PROG):
-    argv = sys.argv[1:] if argv is None else argv
-    args, cfg, _ = parse(argv, prog)
-    return cli.guarded(prog, args.debug, lambda: record(cfg, args, argv))
-
-
-def record(cfg, args, argv):
+def record(cfg, out, steps, seeds, readme=None, command=PROG):
+    """`steps` training steps of `cfg` for seeds cfg.seed, cfg.seed + 1, ... (`seeds` of them) in both
+    frameworks: OUT/seed<k>.csv, parity.png, summary.md (and with `readme`, the section there);
+    `command` is what the summary says made it. Returns 0."""
     import torch  # noqa: F401  before JAX runs: torch/torchvision imported after it can crash (triton)
     import torchvision  # noqa: F401
 
     ds = data.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     if len(ds.x_train) < cfg.batch_size:
         raise TlresError(f"--data {cfg.data}: fewer training images than one batch of {cfg.batch_size}")
-    os.makedirs(args.out, exist_ok=True)
-    seeds = [cfg.seed + k for k in range(args.seeds)]
+    os.makedirs(out, exist_ok=True)
     rows = {}
-    for k, seed in enumerate(seeds):
+    for k in range(seeds):
+        seed = cfg.seed + k
         t0 = time.perf_counter()
         run = parity.trajectories(cfg.replace(seed=seed), ds.x_train, ds.y_train, ds.num_classes,
-                                  args.steps)
+                                  steps)
         rows[seed] = [{"step": i + 1, **{key: run[key][i] for key in parity.COLUMNS}}
-                      for i in range(args.steps)]
-        write_csv(os.path.join(args.out, f"seed{k}.csv"), rows[seed])
-        print(f"{PROG}: seed {seed}: {args.steps} steps in {time.perf_counter() - t0:.0f} s -> "
-              f"{os.path.join(args.out, f'seed{k}.csv')}", flush=True)
-    plot(rows, os.path.join(args.out, "parity.png"))
-    text = summary(cfg, rows, f"{PROG} {' '.join(argv)}")
-    with open(os.path.join(args.out, "summary.md"), "w") as f:
+                      for i in range(steps)]
+        write_csv(os.path.join(out, f"seed{k}.csv"), rows[seed])
+        print(f"{PROG}: seed {seed}: {steps} steps in {time.perf_counter() - t0:.0f} s -> "
+              f"{os.path.join(out, f'seed{k}.csv')}", flush=True)
+    plot(rows, os.path.join(out, "parity.png"))
+    text = summary(cfg, rows, command)
+    with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(text)
     print(text, end="")
-    if args.readme:
-        rel = os.path.relpath(args.out, os.path.dirname(os.path.abspath(args.readme)))
+    if readme:
+        rel = os.path.relpath(out, os.path.dirname(os.path.abspath(readme)))
         section = text + f"\n![per-step loss differences]({rel}/parity.png)\n"
-        report.update_readme(args.readme, section, *report.markers("parity"))
-        print(f"{PROG}: section in {args.readme}", flush=True)
+        report.update_readme(readme, section, *report.markers("parity"))
+        print(f"{PROG}: section in {readme}", flush=True)
     return 0
 
 
@@ -173,5 +149,7 @@ def plot(rows, path):
                         for seed, r in rows.items()}, path)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m tlres.experiments.parity: the same as tlres parity
+    from tlres.commands.parity import main
+
     sys.exit(main())

@@ -1,10 +1,10 @@
 """The paper's recipe in PyTorch/torchvision, on tlres' data, flags and run-directory layout.
 
-    python -m tlres.reference.torch --preset quick --out runs/torch-quick
-    python -m tlres.reference.torch --arch tiny --data digits --weights none --epochs 1 \\
+    tlres torch --preset quick --out runs/torch-quick       (or python -m tlres.reference.torch ...)
+    tlres torch --arch tiny --data digits --weights none --epochs 1 \\
         --limit-train 128 --limit-test 64 --out runs/t
 
-Takes the same flags as `python -m tlres.experiments.improved` (the parser is
+Takes the same flags as `tlres train` (the command, `tlres.commands.torch`: its parser is
 generated from `tlres.config.Config` by `tlres.cli`) plus reference-only
 ones: `--limit-train N` / `--limit-test N` (first N images, for tests),
 `--device cpu|cuda|cuda:K` and `--draws torch|tlres`. It writes the same run directory as `tlres.train`
@@ -70,55 +70,12 @@ import time
 
 import numpy as np
 
-from tlres import cli, convert, evaluate, model as model_lib, pipeline, rundir
-from tlres import config as config_lib
+from tlres import convert, evaluate, model as model_lib, pipeline, rundir
 from tlres import data as tdata
 from tlres.config import halves
 from tlres.errors import TlresError
 
-PROG = "python -m tlres.reference.torch"
-
-
-def build_parser(preset="improved", prog=PROG):
-    parser = cli.build_parser(prog, config_lib.PRESETS[preset], config_lib.PRESETS)
-    parser.description = ("The paper's recipe in PyTorch/torchvision on tlres' data; the same flags "
-                          "as tlres (generated from tlres.config.Config) plus reference-only extras.")
-    g = parser.add_argument_group("reference-only")
-    g.add_argument("--limit-train", type=cli.positive(int),
-                   help="use only the first N training images (tests)")
-    g.add_argument("--limit-test", type=cli.positive(int),
-                   help="use only the first N test images (tests)")
-    g.add_argument("--device", default=None,
-                   help="torch device: cpu, cuda, cuda:K (default: cuda if available, else cpu)")
-    g.add_argument("--draws", choices=("torch", "tlres"), default="torch",
-                   help="augmentation draws: torch (torchvision transforms, torch's generator) or "
-                        "tlres (the batches of tlres' --pipeline jax, draw for draw: both frameworks "
-                        "see identical batches)")
-    g.add_argument("--init", metavar="FILE", default=None,
-                   help="complete initial weights, head included (a .safetensors/.pt/.pth state "
-                        "dict of this model's layout, e.g. a tlres model's, converted); loaded "
-                        "after --weights")
-    return parser
-
-
-def parse(argv, prog=PROG):
-    """(Config, extras namespace) for argv, as `tlres.cli.parse_all` resolves presets and flags."""
-    pre = cli.Parser(add_help=False)
-    pre.add_argument("--preset", default="improved")
-    known, _ = pre.parse_known_args(argv)
-    if known.preset not in config_lib.PRESETS:
-        pre.prog = prog
-        pre.error(f"argument --preset: invalid choice: {known.preset!r} "
-                  f"(choose from {', '.join(sorted(config_lib.PRESETS))})")
-    parser = build_parser(known.preset, prog)
-    args = parser.parse_args(argv)
-    if args.resume is not None:
-        parser.error("--resume is not supported by the PyTorch reference; rerun with --overwrite")
-    base = config_lib.PRESETS[args.preset]
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
-    if values["weights"].lower() == "none":
-        values["weights"] = "none"
-    return base.replace(preset=args.preset, **values), args
+PROG = "python -m tlres.reference.torch"  # its command's name there (`tlres.commands.torch`)
 
 
 def check_supported(cfg):
@@ -482,13 +439,7 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
     return out
 
 
-def main(argv=None, prog=PROG):
-    argv = sys.argv[1:] if argv is None else argv
-    cfg, args = parse(argv, prog)
-    return cli.guarded(prog, args.debug, lambda: run(cfg, args.limit_train, args.limit_test,
-                                                     args.device, overwrite=args.overwrite,
-                                                     draws=args.draws, init=args.init))
+if __name__ == "__main__":  # python -m tlres.reference.torch: the same as tlres torch
+    from tlres.commands.torch import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

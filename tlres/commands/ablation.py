@@ -1,0 +1,74 @@
+"""`tlres ablation`: the grid of cells (each change on and off) over seeds, then its report
+(`tlres.ablation`: the cells, the reuse rule, the grid runner)."""
+
+import argparse
+import os
+import sys
+
+from tlres import ablation, cli
+from tlres.commands import report
+from tlres.config import IMPROVED
+from tlres.errors import plural
+
+
+def parse(argv, prog=ablation.PROG):
+    """(out, seeds, cell names or None, overrides given on the command line, no-report flag, debug)."""
+    p = cli.Parser(prog=prog, formatter_class=cli.DefaultsHelp, description=(
+        "Run the ablation grid (baseline, improved, each change added to the baseline and removed "
+        "from the improved preset) over seeds, reusing finished runs, then report it. Runner flags "
+        "given here apply to every cell."))
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks for errors")
+    cli.add_config_flags(p, IMPROVED, given_only=True)  # only flags actually given become overrides
+    p.add_argument("--seeds", type=cli.positive(int), default=1,
+                   help="runs per cell, seeds --seed, --seed+1, ... (default 1)")
+    p.add_argument("--cells", default=None,
+                   help="comma-separated cells to run (default all): " + ", ".join(ablation.cells()))
+    p.add_argument("--no-report", action="store_true", help="skip the report after the grid")
+    p.add_argument("--transfer-from", metavar="WEIGHTS", default=None,
+                   help="what the transfer cells load instead of ImageNet weights: a finished run "
+                        "directory (its model.keras backbone), a .keras or a .weights.h5 file")
+    args = vars(p.parse_args(argv))
+    out = args.pop("out", None)
+    if not out:
+        p.error("--out DIR is required: the grid's directory (DIR/<cell>/seed<k>/)")
+    seeds, names, no_report = args.pop("seeds"), args.pop("cells"), args.pop("no_report")
+    transfer_from = args.pop("transfer_from")
+    if transfer_from is not None and "weights" in args:
+        p.error("--weights sets every cell's initialisation; with --transfer-from (what the "
+                "transfer cells load) drop --weights")
+    debug = args.pop("debug", False)
+    if names is not None:
+        names = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in names if n not in ablation.cells()]
+        if unknown:
+            p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(ablation.cells())})")
+    if isinstance(args.get("weights"), str) and args["weights"].lower() == "none":
+        args["weights"] = "none"
+    if transfer_from is not None:
+        args["transfer_from"] = transfer_from
+    return out, seeds, names, args, no_report, debug
+
+
+def main(argv=None, prog=ablation.PROG):
+    argv = sys.argv[1:] if argv is None else argv
+    out, seeds, names, overrides, no_report, debug = parse(argv, prog)
+
+    def go():
+        grid = ablation.cells(**overrides)  # transfer_from, if given, is among the overrides
+        if names is not None:
+            dropped = [n for n in names if n not in grid]
+            if dropped:
+                print(f"{prog}: {', '.join(dropped)} equal other cells under these flags; skipped")
+        chosen = {n: c for n, c in grid.items() if names is None or n in names}
+        ablation.check_weights(chosen)
+        print(f"{prog}: {plural(len(chosen), 'cell')} x {plural(seeds, 'seed')} -> {out}: "
+              f"{', '.join(chosen)}", flush=True)
+        dirs, trained = ablation.run_grid(out, seeds, list(chosen), **overrides)
+        print(f"{prog}: trained {plural(len(trained), 'run')}, reused "
+              f"{sum(map(len, dirs.values())) - len(trained)}")
+        if not no_report:
+            return report.main([out, "--out", os.path.join(out, "report")])
+
+    return cli.guarded(prog, debug, go,
+                       interrupted="interrupted; finished runs are kept and reused on the next call")

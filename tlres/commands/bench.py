@@ -1,0 +1,58 @@
+"""`tlres bench`: training, inference and pipeline throughput on synthetic data (`tlres.bench.run`).
+
+The runner's settings it takes (`bench.CONFIG_FLAGS`) are flags generated from `Config` by
+`tlres.cli`, as the runner's are; the rest are bench's own. Defaults: `bench.Settings`.
+"""
+
+import argparse
+import dataclasses
+import sys
+
+from tlres import bench, cli
+from tlres.config import IMPROVED
+
+
+def batch_sizes(text):
+    """An argparse type: comma-separated positive integers."""
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(b <= 0 for b in sizes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+batch_sizes.__name__ = "batch sizes"
+
+
+def parser(prog=bench.PROG):
+    d = bench.Settings()
+    p = cli.Parser(prog=prog, description=bench.__doc__.split("\n")[0], formatter_class=cli.DefaultsHelp)
+    cli.add_config_flags(p, IMPROVED, names=bench.CONFIG_FLAGS)
+    p.add_argument("--batch-sizes", type=batch_sizes, default=d.batch_sizes,
+                   help="comma-separated (default: 64,256, the paper's batch and a larger one)")
+    p.add_argument("--steps", type=cli.positive(int), default=d.steps, help="timed steps")
+    p.add_argument("--warmup", type=cli.checked(int, lambda v: v >= 0, "must be >= 0"), default=d.warmup,
+                   help="untimed steps after the first (compile) execution")
+    p.add_argument("--steps-per-execution", type=cli.positive(int), default=d.steps_per_execution,
+                   help="Keras compile(steps_per_execution=K): K train steps per fit iteration")
+    p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
+    p.add_argument("--conv-layers", action="store_true",
+                   help="time each distinct convolution of the model with both kernels, only that")
+    p.add_argument("--torch", action="store_true", help="also time torchvision's model in PyTorch")
+    p.add_argument("--no-torch-compile", dest="torch_compile", action="store_false",
+                   help="with --torch: eager only (torch.compile can take minutes on a CPU)")
+    p.add_argument("--repeats", type=cli.positive(int), default=d.repeats,
+                   help="measure each rate this many times: the table shows the median and min-max")
+    p.add_argument("--profile", metavar="DIR",
+                   help="write a JAX profiler trace of a few training steps per batch size here")
+    p.add_argument("--json", metavar="PATH", dest="json_path", help="also write every figure as JSON here")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def main(argv=None, prog=bench.PROG):
+    a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    settings = bench.Settings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(bench.Settings)})
+    return cli.guarded(prog, a.debug, lambda: bench.run(settings))

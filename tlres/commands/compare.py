@@ -1,0 +1,33 @@
+"""`tlres compare SOURCE...`: results side by side, with differences and their intervals (`tlres.compare`)."""
+
+import sys
+
+from tlres import cli, compare
+
+
+def parser(prog=compare.PROG):
+    p = cli.Parser(prog=prog, description="Compare results side by side: per-metric values and "
+                   "differences with 95% intervals; McNemar, agreement and confusion difference on "
+                   "shared test sets.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a run dir, a directory of runs (aggregated per cell name), a results JSON "
+                        "file, or `paper` (two sides: baseline and improved, n=64)")
+    p.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the sides' accuracy and loss curves")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def main(argv=None, prog=compare.PROG):
+    args = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+
+    def go():
+        sides = compare.all_sides(args.sources)
+        report = compare.compare(sides)
+        print(compare.text(report), end="")
+        if args.markdown:
+            compare.write_markdown(report, args.markdown)
+        if args.plot:
+            compare.plot(sides, args.plot)
+
+    return cli.guarded(prog, args.debug, go)

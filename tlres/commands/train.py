@@ -1,0 +1,32 @@
+"""`tlres train`: train and evaluate one run (`tlres.train.run`), or resume one.
+
+    tlres train [--preset NAME] [--FLAG VALUE ...]
+    python -m tlres.experiments.improved ...   (and .baseline: the same, with that preset's defaults)
+"""
+
+import sys
+
+from tlres import cli, distributed, rundir, train
+from tlres import config as config_lib
+
+
+def main(argv=None, prog=None, preset="improved"):
+    argv = sys.argv[1:] if argv is None else argv
+    prog = prog or f"python -m tlres.experiments.{preset}"
+    cfg, args = cli.parse_all(argv, preset, prog)
+
+    def go():
+        if args.resume is not None:
+            joins = {f: getattr(args, f) for f in config_lib.DISTRIBUTED}
+            train.run(rundir.resumed_config(args.resume).replace(**joins), resume=True)
+        else:
+            train.run(cfg, overwrite=args.overwrite)
+
+    code = cli.guarded(prog, args.debug, go)
+    distributed.finish(code)  # several processes and a failure: exit now, not at a shutdown barrier
+    return code
+
+
+def entry(preset):
+    """`python -m tlres.experiments.PRESET`: exit with main()'s status."""
+    sys.exit(main(preset=preset))
