@@ -7,6 +7,8 @@ used; ``tlres VERB --help`` shows its flags. The ``python -m tlres.<module>`` fo
 import importlib
 import sys
 
+from tlres import cli
+
 # verb -> one-line summary; the verb's command is tlres.commands.<verb>, imported only when used
 VERBS = {
     "train": "train and evaluate one run (--preset NAME; --data DIR: your images)",
@@ -35,7 +37,8 @@ def usage():
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """`tlres VERB ...` (argv None: the process' own command line, `cli.command_line`)."""
+    argv = list(cli.command_line(argv))
     if not argv or argv[0] in ("-h", "--help"):
         (sys.stdout if argv else sys.stderr).write(usage())
         return 0 if argv else 2

@@ -443,7 +443,9 @@ def _rate(d, key):
 
 def _host(report):
     """'host <CPU model>, <cores> cores, <vector extensions>; <date>': where and when a figure was taken."""
-    return f"host {report['device'].get('host', '?')}; {report.get('date', 'date unknown')}"
+    alloc = report["device"].get("allocator")
+    alloc = f"; allocator {alloc}" if alloc else ""
+    return f"host {report['device'].get('host', '?')}{alloc}; {report.get('date', 'date unknown')}"
 
 
 _SOURCES = {"measured": "plan timed on this host now", "cache": "plan timed on this host, from its cache",

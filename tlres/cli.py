@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import sys
 
+from tlres import allocator
 from tlres import config as config_lib
 from tlres.errors import TlresError
 
@@ -186,5 +187,14 @@ def guarded(prog, debug, fn, interrupted="interrupted"):
         return getattr(e, "exit_code", 130)
 
 
-__all__ = ["parse", "parse_all", "build_parser", "add_config_flags", "given_fields", "guarded", "DefaultsHelp",
+def command_line(argv):
+    """`argv` as given (a command called from Python), or with None the process' own command line,
+    which first gets the faster allocator (`tlres.allocator`: may start the process again)."""
+    if argv is not None:
+        return argv
+    allocator.restart_with_fast_allocator()
+    return sys.argv[1:]
+
+
+__all__ = ["command_line", "parse", "parse_all", "build_parser", "add_config_flags", "given_fields", "guarded", "DefaultsHelp",
            "Parser", "checked", "positive"]

@@ -39,7 +39,7 @@ from importlib import metadata
 
 import numpy as np
 
-from tlres import writes
+from tlres import allocator, writes
 from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.config import COMPUTES, Config, halves, recorded
 from tlres.errors import TlresError
@@ -178,7 +178,8 @@ def device():
     devs = jax.devices()  # every process' devices
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
             "processes": jax.process_count(),
-            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features()}
+            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features(),
+            "allocator": allocator.describe()}
 
 
 def torch_device(dev):
@@ -188,7 +189,8 @@ def torch_device(dev):
     if dev.type == "cuda":
         return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
     return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads(),
-            "host": host_description(), "vector_extensions": cpu_features()}
+            "host": host_description(), "vector_extensions": cpu_features(),
+            "allocator": allocator.describe()}
 
 
 # --- create, overwrite, resume, reuse ---

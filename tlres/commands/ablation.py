@@ -3,7 +3,6 @@
 
 import argparse
 import os
-import sys
 
 from tlres import ablation, cli
 from tlres.commands import report
@@ -51,7 +50,7 @@ def parse(argv, prog=ablation.PROG):
 
 
 def main(argv=None, prog=ablation.PROG):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = cli.command_line(argv)
     out, seeds, names, overrides, no_report, debug = parse(argv, prog)
 
     def go():

@@ -6,7 +6,6 @@ The runner's settings it takes (`bench.CONFIG_FLAGS`) are flags generated from `
 
 import argparse
 import dataclasses
-import sys
 
 from tlres import bench, cli
 from tlres.config import IMPROVED
@@ -53,6 +52,6 @@ def parser(prog=bench.PROG):
 
 
 def main(argv=None, prog=bench.PROG):
-    a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    a = parser(prog).parse_args(cli.command_line(argv))
     settings = bench.Settings(**{f.name: getattr(a, f.name) for f in dataclasses.fields(bench.Settings)})
     return cli.guarded(prog, a.debug, lambda: bench.run(settings))

@@ -1,7 +1,5 @@
 """`tlres compare SOURCE...`: results side by side, with differences and their intervals (`tlres.compare`)."""
 
-import sys
-
 from tlres import cli, compare
 
 
@@ -19,7 +17,7 @@ def parser(prog=compare.PROG):
 
 
 def main(argv=None, prog=compare.PROG):
-    args = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser(prog).parse_args(cli.command_line(argv))
 
     def go():
         sides = compare.all_sides(args.sources)

@@ -1,8 +1,6 @@
 """`tlres crosscheck`: the same config and seeds in tlres and the PyTorch reference, compared
 (`tlres.experiments.crosscheck.run`)."""
 
-import sys
-
 from tlres import ablation, cli
 from tlres.experiments import crosscheck
 
@@ -43,7 +41,7 @@ def parse(argv, prog=crosscheck.PROG):
 
 
 def main(argv=None, prog=crosscheck.PROG):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = cli.command_line(argv)
     args, overrides = parse(argv, prog)
     return cli.guarded(prog, args.debug, lambda: crosscheck.run(
         args.out, overrides, args.seeds, args.tlres_grid, args.device, args.no_train_tlres, args.torch_only,

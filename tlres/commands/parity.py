@@ -1,8 +1,6 @@
 """`tlres parity`: per-step training losses, Keras against PyTorch, from the same weights and batches,
 recorded with their bound (`tlres.experiments.parity.record`)."""
 
-import sys
-
 from tlres import cli
 from tlres.experiments import parity
 
@@ -32,7 +30,7 @@ def parse(argv, prog=parity.PROG):
 
 
 def main(argv=None, prog=parity.PROG):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = cli.command_line(argv)
     args, cfg, _ = parse(argv, prog)
     return cli.guarded(prog, args.debug, lambda: parity.record(
         cfg, args.out, args.steps, args.seeds, args.readme, command=f"{parity.PROG} {' '.join(argv)}"))

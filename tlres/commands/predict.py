@@ -1,7 +1,6 @@
 """`tlres predict MODEL INPUT...`: label new images with a run's model.keras (`tlres.predict.run`)."""
 
 import argparse
-import sys
 
 from tlres import cli, predict
 
@@ -31,7 +30,7 @@ def parser(prog=predict.PROG):
 
 
 def main(argv=None, prog=predict.PROG):
-    a = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    a = parser(prog).parse_args(cli.command_line(argv))
 
     def go():
         predict.run(a.model, a.inputs, a.out, a.top_k, a.skip_bad_images, a.input_norm, a.batch_size,

@@ -1,7 +1,5 @@
 """`tlres report SOURCE...`: the comparison tables, findings and figures (`tlres.report.write`)."""
 
-import sys
-
 from tlres import cli, report
 
 
@@ -21,7 +19,7 @@ def parser(prog=report.PROG):
 
 
 def main(argv=None, prog=report.PROG):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = cli.command_line(argv)
     a = parser(prog).parse_args(argv)
 
     def go():

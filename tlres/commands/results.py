@@ -1,7 +1,5 @@
 """`tlres results export|convert`: write results files (`tlres.results`)."""
 
-import sys
-
 from tlres import cli, results
 from tlres.errors import TlresError
 
@@ -28,7 +26,7 @@ def parser(prog=results.PROG):
 
 
 def main(argv=None, prog=results.PROG):
-    args = parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser(prog).parse_args(cli.command_line(argv))
 
     def go():
         if args.command == "export":

@@ -52,7 +52,7 @@ def parse(argv, prog=ref.PROG):
 
 
 def main(argv=None, prog=ref.PROG):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = cli.command_line(argv)
     cfg, args = parse(argv, prog)
     return cli.guarded(prog, args.debug, lambda: ref.run(cfg, args.limit_train, args.limit_test,
                                                          args.device, overwrite=args.overwrite,

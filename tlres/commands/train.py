@@ -11,7 +11,7 @@ from tlres import config as config_lib
 
 
 def main(argv=None, prog=None, preset="improved"):
-    argv = sys.argv[1:] if argv is None else argv
+    argv = cli.command_line(argv)
     prog = prog or f"python -m tlres.experiments.{preset}"
     cfg, args = cli.parse_all(argv, preset, prog)
 

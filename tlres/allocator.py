@@ -1,0 +1,159 @@
+"""The process' memory allocator on a CPU host: a faster one for the command line, chosen at start.
+
+XLA:CPU allocates each training step's temporary buffer afresh (about 200 MB for ResNet50 at
+32 px, batch 64) and frees it at the step's end. glibc's malloc serves blocks that large with a
+fresh `mmap` and returns them with `munmap`, so every step the kernel maps and zeroes the
+buffer again, one 4 KiB page fault at a time: about 54,000 faults a step, a sixth of a 2-core
+host's time (docs/speed.md has the measurement). Two remedies, both outside Python's reach once
+the process runs, so the `tlres` command applies one by starting itself again (`os.execve`,
+before anything heavy is imported), as PyTorch's own CPU launcher
+(`python -m torch.backends.xeon.run_cpu --enable-tcmalloc`) does:
+
+- tcmalloc, where the host has it (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``),
+  preloaded (``LD_PRELOAD``): it keeps freed blocks and hands them back, no page faults;
+- otherwise glibc's own ``glibc.malloc.hugetlb=1`` tunable (glibc 2.35 or later, transparent huge
+  pages in "madvise" or "always" mode): 2 MiB pages, so 512 times fewer faults.
+
+`TLRES_ALLOCATOR=system` keeps the process as started; `=tcmalloc` or `=hugepages` asks for one
+(a one-line note, and the system's, where it is not available). Nothing here changes what a run
+computes: only where its buffers live. What the process runs with is recorded (`describe`):
+config.json's "device" and the benchmark's first line.
+"""
+
+import ctypes.util
+import os
+import platform
+import sys
+
+ENV = "TLRES_ALLOCATOR"
+CHOICES = ("auto", "system", "tcmalloc", "hugepages")
+STARTED = "TLRES_ALLOCATOR_STARTED"  # set on the restarted process: what it was started with
+TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
+LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+            "/usr/local/lib")
+THP = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def find_tcmalloc():
+    """The path of an installed tcmalloc shared library, or None."""
+    for name in TCMALLOC_NAMES:
+        for folder in LIB_DIRS:
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                return path
+    found = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
+    return found if found and os.path.isabs(found) else None
+
+
+def glibc_version():
+    """(major, minor) of the C library if it is glibc, else None."""
+    name, version = platform.libc_ver()
+    if name != "glibc" or not version:
+        return None
+    try:
+        return tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return None
+
+
+def huge_pages_possible(thp_path=THP):
+    """Whether glibc's hugetlb=1 tunable can help: glibc >= 2.35 and transparent huge pages on
+    in "madvise" or "always" mode."""
+    version = glibc_version()
+    if version is None or version < (2, 35):
+        return False
+    try:
+        with open(thp_path) as f:
+            mode = f.read()
+    except OSError:
+        return False
+    return "[madvise]" in mode or "[always]" in mode
+
+
+def on_gpu_host():
+    """Whether JAX will likely compute on an accelerator here (then host allocations matter little
+    and the process is left as started)."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms and platforms.split(",")[0].strip() not in ("cpu", ""):
+        return True
+    return not platforms and (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/kfd"))
+
+
+LOOK = object()  # plan(): find out on this host
+
+
+def plan(env=None, tcmalloc=LOOK, huge_pages=LOOK, gpu=LOOK):
+    """(what to start the process again with: 'tcmalloc' | 'hugepages' | None, a note or None),
+    from the environment and the host (`tcmalloc`: its path or None; `huge_pages`, `gpu`: bools;
+    each looked up here unless given, as the tests give them)."""
+    env = os.environ if env is None else env
+    if env.get(STARTED) is not None or sys.platform != "linux":
+        return None, None
+    wanted = env.get(ENV, "auto") or "auto"
+    if wanted not in CHOICES:
+        return None, f"{ENV}={wanted!r} is not one of {', '.join(CHOICES)}; using the system allocator"
+    if wanted == "system":
+        return None, None
+    tcmalloc = find_tcmalloc() if tcmalloc is LOOK else tcmalloc
+    huge_pages = huge_pages_possible() if huge_pages is LOOK else huge_pages
+    if wanted == "auto":
+        if (on_gpu_host() if gpu is LOOK else gpu) or "tcmalloc" in env.get("LD_PRELOAD", ""):
+            return None, None
+        if tcmalloc:
+            return "tcmalloc", None
+        return ("hugepages", None) if huge_pages else (None, None)
+    if wanted == "tcmalloc":
+        if tcmalloc:
+            return "tcmalloc", None
+        return None, (f"{ENV}=tcmalloc: no tcmalloc library found (Debian/Ubuntu: apt-get install "
+                      "libtcmalloc-minimal4); using the system allocator")
+    if huge_pages:
+        return "hugepages", None
+    return None, (f"{ENV}=hugepages: needs glibc 2.35 or later and transparent huge pages in "
+                  "madvise or always mode; using the system allocator")
+
+
+def environment(choice, env=None, tcmalloc=None):
+    """The environment to start the process again with `choice`."""
+    env = dict(os.environ if env is None else env)
+    env[STARTED] = choice
+    if choice == "tcmalloc":
+        path = tcmalloc or find_tcmalloc()
+        env["LD_PRELOAD"] = " ".join(p for p in (path, env.get("LD_PRELOAD", "")) if p)
+    elif choice == "hugepages":
+        tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+        env["GLIBC_TUNABLES"] = ":".join(tunables + ["glibc.malloc.hugetlb=1"])
+    return env
+
+
+def restart_with_fast_allocator():
+    """At a command's start: start this process again with a faster allocator where one helps
+    (does not return then); otherwise return, having noted anything asked for and not had."""
+    choice, note = plan()
+    if note:
+        print(f"tlres: {note}", file=sys.stderr)
+    if choice is None:
+        return
+    argv = getattr(sys, "orig_argv", None)
+    if not argv or not sys.executable:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable] + list(argv[1:]), environment(choice))
+    except OSError:  # cannot start again: carry on as started
+        return
+
+
+def describe(env=None):
+    """What this process allocates with: 'tcmalloc', 'glibc, huge pages', 'glibc' or 'musl' etc."""
+    env = os.environ if env is None else env
+    preload = env.get("LD_PRELOAD", "")
+    if "tcmalloc" in preload:
+        return "tcmalloc"
+    if "jemalloc" in preload:
+        return "jemalloc"
+    name = platform.libc_ver()[0] or "system"
+    if "glibc.malloc.hugetlb=1" in env.get("GLIBC_TUNABLES", ""):
+        return f"{name}, huge pages"
+    return name
