@@ -52,8 +52,8 @@ def test_the_environment_keeps_what_the_user_set():
 
 CHILD = """
 import json, os, resource, sys
-from tlres import allocator
-allocator.restart_with_fast_allocator()
+from tlres import allocator, cli
+cli.command_line(None)  # what every tlres command does first with its own command line
 import ctypes
 libc = ctypes.CDLL(None)  # malloc and free as the process has them (preloaded or glibc's)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
@@ -78,7 +78,7 @@ def _child(choice):
 
 
 def test_the_restart_takes_the_allocator_and_the_faults_go():
-    """64 MiB is 16,384 pages of 4 KiB: glibc maps and faults all of them on every allocation. After
+    """A command's start (`cli.command_line`) restarts the process with the allocator. 64 MiB is 16,384 pages of 4 KiB: glibc maps and faults all of them on every allocation. After
     the restart (tcmalloc: the block is kept; huge pages: 2 MiB pages) the later allocations fault
     at most a tenth of that."""
     choice, _ = allocator.plan()
