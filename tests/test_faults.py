@@ -10,9 +10,7 @@ byte (`metrics.json`, `predictions.csv`) and row for row (`history.csv` less `se
 same host and software stack, so exact equality is the documented guarantee, not a tolerance.
 """
 
-import csv
 import io
-import json
 import os
 import resource
 import shlex
@@ -25,7 +23,8 @@ import time
 import numpy as np
 import pytest
 
-from test_reliability import write_npz
+from test_reliability import cli, read, without_seconds, write_npz
+from test_reliability import history as recorded_history
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROG = "python -m tlres.experiments.improved"  # the command line's prog, which prefixes its one line
@@ -35,18 +34,8 @@ FLAGS = ["--preset", "quick", "--arch", "tiny", "--batch-size", "16", "--epochs"
          "--no-compile-cache"]  # nothing written outside the run directory (the EFBIG run's limit)
 
 
-def cli(*args):
-    return [sys.executable, "-m", "tlres.experiments.improved", *args]
-
-
-def read(run, name):
-    with open(os.path.join(run, name)) as f:
-        return json.load(f)
-
-
 def history(run):
-    with open(os.path.join(run, "history.csv")) as f:
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+    return without_seconds(recorded_history(run))
 
 
 def meta(run):
