@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from tlres import plots, results as results_lib, stats
-from tlres.config import COMPUTES, EXECUTION, halves
+from tlres.config import COMPUTES, EXECUTION, differing
 from tlres.errors import TlresError
 from tlres.evaluate import confusion_matrix
 
@@ -187,19 +187,8 @@ def compare(sides):
                 s["difference"] = {k: DIFFERENT_DATA for k, _ in METRICS}
                 s["paired"] = {"skipped": f"different data ({s['data']} vs {report['sides'][0]['data']})"}
         report["sides"].append(s)
-    report["settings_differ"] = settings_differ([r for _, runs in sides for r in runs])
+    report["settings_differ"] = differing([r.get("config") for _, runs in sides for r in runs])
     return report
-
-
-def settings_differ(runs):
-    """{"computes": [...], "execution": [...]}: the settings that differ among `runs`, split into
-    what the runs compute and how they ran (`config.halves`); seed, preset and out aside."""
-    split = [halves((r.get("config") or {})) for r in runs]
-    out = {}
-    for half in (COMPUTES, EXECUTION):
-        keys = sorted(set().union(*(h[half] for h in split)) - {"seed", "preset", "out"})
-        out[half] = [k for k in keys if len({repr(h[half].get(k)) for h in split}) > 1]
-    return out
 
 
 def settings_line(report):

@@ -192,6 +192,17 @@ def halves(settings):
             EXECUTION: {k: v for k, v in settings.items() if k in EXECUTION_FIELDS}}
 
 
+def differing(settings):
+    """{"computes": [...], "execution": [...]}: the names of the settings that differ among
+    `settings` (recorded configs, as for `halves`), per half, sorted; seed, preset and out aside."""
+    split = [halves(c or {}) for c in settings]
+    out = {}
+    for half in (COMPUTES, EXECUTION):
+        keys = sorted(set().union(*(h[half] for h in split)) - {"seed", "preset", "out"})
+        out[half] = [k for k in keys if len({repr(h[half].get(k)) for h in split}) > 1]
+    return out
+
+
 FOUR_SWITCHES = ("weights", "augment", "label_smoothing", "schedule")
 """The paper's four improvements, each an independent Config field."""
 

@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from tlres import plots, results, stats
-from tlres.config import EXECUTION_FIELDS
+from tlres.config import COMPUTES, differing
 from tlres.errors import TlresError
 
 BEGIN, END = "<!-- tlres.report:begin -->", "<!-- tlres.report:end -->"
@@ -241,8 +241,7 @@ def describe(groups):
     """One line: data, network and shared settings; the settings that differ between groups."""
     runs = [r for g in groups.values() for r in g]
     cfgs = [r.get("config") or {} for r in runs]
-    keys = sorted(set().union(*cfgs) - {"seed", "preset"} - set(EXECUTION_FIELDS))  # what runs compute
-    differ = [k for k in keys if len({repr(c.get(k)) for c in cfgs}) > 1]
+    differ = differing(cfgs)[COMPUTES]  # of what the runs compute
     shared = {k: cfgs[0].get(k) for k in ("arch", "epochs", "batch_size", "optimizer", "lr",
                                           "weight_decay", "flip", "crop_padding", "precision") if k in cfgs[0]}
     ds = runs[0].get("dataset") or {}
