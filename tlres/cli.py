@@ -47,6 +47,11 @@ class DefaultsHelp(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def add_debug(parser, **kwargs):
+    """Every command's `--debug`: tracebacks instead of one-line errors (`guarded`)."""
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors", **kwargs)
+
+
 def checked(kind, ok, rule):
     """An argparse type: parse with `kind`, then require `ok(value)`."""
     def parse(text):
@@ -92,7 +97,7 @@ def build_parser(prog, defaults, presets):
                 formatter_class=DefaultsHelp)
     p.add_argument("--preset", choices=sorted(presets), default=defaults.preset,
                    help="start from this preset; any other flag overrides it")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    add_debug(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory at --out (only one tlres wrote)")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,

@@ -16,8 +16,7 @@ def parse(argv, prog=ablation.PROG):
         "Run the ablation grid (baseline, improved, each change added to the baseline and removed "
         "from the improved preset) over seeds, reusing finished runs, then report it. Runner flags "
         "given here apply to every cell."))
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show tracebacks for errors")
+    cli.add_debug(p, default=argparse.SUPPRESS)
     cli.add_config_flags(p, IMPROVED, given_only=True)  # only flags actually given become overrides
     p.add_argument("--seeds", type=cli.positive(int), default=1,
                    help="runs per cell, seeds --seed, --seed+1, ... (default 1)")

@@ -47,7 +47,7 @@ def parser(prog=bench.PROG):
     p.add_argument("--profile", metavar="DIR",
                    help="write a JAX profiler trace of a few training steps per batch size here")
     p.add_argument("--json", metavar="PATH", dest="json_path", help="also write every figure as JSON here")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    cli.add_debug(p)
     return p
 
 

@@ -12,7 +12,7 @@ def parser(prog=compare.PROG):
                         "file, or `paper` (two sides: baseline and improved, n=64)")
     p.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of the sides' accuracy and loss curves")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    cli.add_debug(p)
     return p
 
 

@@ -30,7 +30,7 @@ def parse(argv, prog=crosscheck.PROG):
     p.add_argument("--draws", choices=("tlres", "torch"), default="tlres",
                    help="the PyTorch side's augmentation draws: tlres' batches, draw for draw, or "
                         "torchvision's transforms (default: tlres)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    cli.add_debug(p)
     args, rest = p.parse_known_args(argv)
     given = {a.split("=")[0] for a in rest if a.startswith("--")}
     bad = sorted(given & {"--preset", "--resume", "--overwrite"})

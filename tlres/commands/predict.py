@@ -25,7 +25,7 @@ def parser(prog=predict.PROG):
     p.add_argument("--conv", choices=("auto", "xla", "matmul"), default=None,
                    help="convolution kernel; default: the run's setting")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    cli.add_debug(p)
     return p
 
 

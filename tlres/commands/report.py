@@ -14,7 +14,7 @@ def parser(prog=report.PROG):
                    "<!-- tlres.report:NAME:begin --> and its end marker instead (several generated "
                    "sections in one file)")
     p.add_argument("--no-paper", action="store_true", help="leave the paper's numbers out")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    cli.add_debug(p)
     return p
 
 

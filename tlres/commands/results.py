@@ -21,7 +21,7 @@ def parser(prog=results.PROG):
     c.add_argument("--name", help="label of this result (default: the framework)")
     c.add_argument("--out", required=True, help="results JSON to write")
     for q in (e, c):
-        q.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+        cli.add_debug(q)
     return p
 
 
