@@ -21,6 +21,7 @@ config.json's "device" and the benchmark's first line.
 """
 
 import ctypes.util
+import functools
 import os
 import platform
 import sys
@@ -34,6 +35,7 @@ LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
+@functools.cache  # plan() and environment() both ask
 def find_tcmalloc():
     """The path of an installed tcmalloc shared library, or None."""
     for name in TCMALLOC_NAMES:
