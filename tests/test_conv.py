@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fpbounds import U32, U64, float32_products, float64_keras, gamma
-from tlres import model as model_lib
+from tlres import kernels, model as model_lib
 from tlres.config import IMPROVED
 
 
@@ -81,7 +81,7 @@ def test_matmul_conv_equals_the_definition_and_xla(h, w, cin, cout, k, stride, p
     terms = numpy_conv(np.abs(x).astype("float64"), np.abs(kern).astype("float64"), stride, padding)
     bound = (gamma(K) + gamma(K, U64)) * terms
     with float32_products():
-        got = np.asarray(model_lib.matmul_conv(x, kern, (stride, stride), padding), "float64")
+        got = np.asarray(kernels.matmul_conv(x, kern, (stride, stride), padding), "float64")
         xla = np.asarray(ops.conv(x, kern, strides=stride, padding=padding), "float64")
     assert got.shape == xla.shape == exact.shape
     assert np.all(np.abs(got - exact) <= bound), np.max(np.abs(got - exact) / bound)
@@ -115,12 +115,44 @@ def test_matmul_conv_gradients_equal_xla_ones(case):
              numpy_conv_grads(np.abs(x64), k64, np.abs(p64), stride, padding)[1])
     counts = (k * k * cout, 2 * out_shape[1] * out_shape[2])
     with float32_products():
-        for conv in (lambda a, b: model_lib.matmul_conv(a, b, (stride, stride), padding), xla_conv):
+        for conv in (lambda a, b: kernels.matmul_conv(a, b, (stride, stride), padding), xla_conv):
             for g, ref, t, n in zip(grads(conv, jnp.asarray(x), jnp.asarray(kern), jnp.asarray(probe)),
                                     exact, terms, counts):
                 bound = (gamma(n) + gamma(n, U64)) * t  # Higham eq. 3.5, as above
                 assert np.all(np.abs(np.asarray(g, "float64") - ref) <= bound), \
                     np.max(np.abs(np.asarray(g, "float64") - ref) / bound)
+
+
+def test_patch_matmul_gradients_in_bfloat16():
+    """Under mixed_bfloat16 the matmul form's operands are bfloat16: its own gradient (written out,
+    `kernels.patch_matmul`) has the operands' dtypes, as JAX's gradient of the matmul has, and is
+    within the bfloat16 bound of the exact (float64) gradient: each element a sum of n products,
+    within gamma(n, 2**-8) * sum|terms| (Higham eq. 3.5 with bfloat16's unit roundoff) plus the
+    rounding of its inputs and of the result to bfloat16 (2**-8 relative each)."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(5)
+    p = rng.normal(size=(2, 3, 5, 12))
+    w = rng.normal(size=(12, 7))
+    g = rng.normal(size=(2, 3, 5, 7))
+    pb, wb, gb = (jnp.asarray(v, "bfloat16") for v in (p, w, g))
+    p64, w64, g64 = (np.asarray(v, "float64") for v in (pb, wb, gb))  # the inputs as rounded
+
+    def loss(matmul):
+        return lambda a, b: jnp.sum((matmul(a, b) * gb).astype("float32"))
+
+    ours = jax.grad(loss(kernels.patch_matmul), argnums=(0, 1))(pb, wb)
+    jaxs = jax.grad(loss(jnp.matmul), argnums=(0, 1))(pb, wb)
+    exact = (g64 @ w64.T, np.einsum("bhwk,bhwn->kn", p64, g64))
+    terms = (np.abs(g64) @ np.abs(w64).T, np.einsum("bhwk,bhwn->kn", np.abs(p64), np.abs(g64)))
+    counts = (7, 2 * 3 * 5)
+    ub = 2.0 ** -8
+    for got, ref, t, n, theirs in zip(ours, exact, terms, counts, jaxs):
+        assert got.dtype == theirs.dtype == jnp.bfloat16 and got.shape == ref.shape
+        bound = gamma(n, ub) * t + ub * np.abs(ref)
+        err = np.abs(np.asarray(got, "float64") - ref)
+        assert np.all(err <= bound), np.max(err / bound)
 
 
 def _logits(net, weights, x, training, head=None):
@@ -174,10 +206,10 @@ def test_whole_model_computes_the_same_function_with_either_kernel(arch, monkeyp
     noise = {"on": False}
 
     def noisy_conv(self, a, k):
-        y = model_lib.matmul_conv(a, k, self.strides, self.padding)
+        y = kernels.matmul_conv(a, k, self.strides, self.padding)
         if noise["on"]:
             kh, kw, cin, _ = k.shape
-            size = np.sqrt(kh * kw * cin) * U32 * model_lib.matmul_conv(
+            size = np.sqrt(kh * kw * cin) * U32 * kernels.matmul_conv(
                 ops.abs(a), ops.abs(k), self.strides, self.padding)
             y = y + size * rng.choice([-1.0, 1.0], size=tuple(y.shape))
         return y

@@ -10,12 +10,12 @@ import json
 import numpy as np
 import pytest
 
-from tlres import convplan
+from tlres import convplan, kernels
 from tlres import model as model_lib
 from tlres.config import IMPROVED
 
 KEY = {"cpu": "Test CPU", "vector_extensions": ["avx", "avx2", "fma"], "cores": 2, "usable_cores": 2,
-       "versions": {"jax": "1", "jaxlib": "1", "keras": "3"}, "xla_flags": ""}
+       "versions": {"jax": "1", "jaxlib": "1", "keras": "3"}, "xla_flags": "", "kernels": 2}
 
 
 def shape(batch=64, h=8, c=16, kernel=3, filters=32, stride=1, padding="same", dtype="float32"):
@@ -87,6 +87,7 @@ def test_a_new_shape_is_timed_and_added(tmp_path):
     ("cpu", "Other CPU"), ("vector_extensions", ["avx", "avx2", "fma", "avx512f"]), ("cores", 4),
     ("usable_cores", 1), ("versions", {"jax": "2", "jaxlib": "1", "keras": "3"}),
     ("versions", {"jax": "1", "jaxlib": "1", "keras": "3.1"}), ("xla_flags", "--xla_cpu_use_thunk_runtime=false"),
+    ("kernels", 3),
 ])
 def test_a_changed_host_key_times_again(tmp_path, field, value):
     a = shape()
@@ -107,6 +108,7 @@ def test_the_host_key_names_cpu_extensions_cores_and_stack(monkeypatch):
     assert key["cores"] >= 1 and 1 <= key["usable_cores"] <= key["cores"]
     assert set(key["versions"]) == {"jax", "jaxlib", "keras"} and key["versions"]["keras"]
     assert key["xla_flags"] == "--a --b"  # order does not matter
+    assert key["kernels"] == kernels.VERSION
     other = {**key, "vector_extensions": ["avx2"]}
     assert convplan.cache_file("/c", key) != convplan.cache_file("/c", other)
     assert convplan.cache_file("/c", key) == convplan.cache_file("/c", dict(reversed(list(key.items()))))

@@ -1,4 +1,4 @@
-"""Max pooling as a running maximum over strided views (`model.slice_max_pool`, used on a CPU
+"""Max pooling as a running maximum over strided views (`kernels.slice_max_pool`, used on a CPU
 with the matmul convolutions) against a numpy float64 definition: the same values, and the
 gradient of each window to its first maximum in row-major order (XLA's select-and-scatter rule),
 ties included. Tolerances: forward exact (a maximum rounds nothing); gradient within the float32
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fpbounds import gamma
-from tlres import model as model_lib
+from tlres import kernels, model as model_lib
 from tlres.config import IMPROVED
 
 
@@ -52,11 +52,11 @@ def test_slice_max_pool_equals_the_definition_ties_included(shape, k, s):
     x[:, 0, :, :] = 0
     assert np.mean(x == 0) > 0.3
     want, want_grad = numpy_pool(x.astype("float64"), k, s)
-    got = np.asarray(model_lib.slice_max_pool(jnp.asarray(x), (k, k), (s, s)))
+    got = np.asarray(kernels.slice_max_pool(jnp.asarray(x), (k, k), (s, s)))
     assert got.shape == want.shape
     assert np.array_equal(got, want)
     g = rng.normal(size=want.shape).astype("float32")
-    got_grad = np.asarray(jax.grad(lambda a: jnp.sum(model_lib.slice_max_pool(a, (k, k), (s, s)) * g))(x))
+    got_grad = np.asarray(jax.grad(lambda a: jnp.sum(kernels.slice_max_pool(a, (k, k), (s, s)) * g))(x))
     ref = want_grad(g.astype("float64"))
     bound = gamma(4) * want_grad(np.abs(g).astype("float64"))  # at most 4 windows share an input
     assert np.all(np.abs(got_grad - ref) <= bound), np.abs(got_grad - ref).max()

@@ -56,7 +56,7 @@ import time
 
 import numpy as np
 
-from tlres import augment, backend, model, pipeline, rundir, train
+from tlres import augment, backend, kernels, model, pipeline, rundir, train
 from tlres.config import IMPROVED
 from tlres.errors import TlresError
 from tlres.reference import torch as ref
@@ -283,9 +283,9 @@ def conv_layers(cfg, warmup, steps):
         kernel = jnp.asarray(rng.normal(size=(kh, kw, c, filters)) * 0.05, "float32")
         row = {"input": [h, w, c], "kernel": [kh, kw], "filters": filters, "stride": stride,
                "padding": padding, "count": count}
-        kernels = {"xla": lambda x, k, s=stride, p=padding: ops.conv(x, k, s, p),
-                   "matmul": lambda x, k, s=stride, p=padding: model.matmul_conv(x, k, (s, s), p)}
-        for name, conv in kernels.items():
+        forms = {"xla": lambda x, k, s=stride, p=padding: ops.conv(x, k, s, p),
+                   "matmul": lambda x, k, s=stride, p=padding: kernels.matmul_conv(x, k, (s, s), p)}
+        for name, conv in forms.items():
             fns = {"fwd": jax.jit(conv),
                    "grad": jax.jit(jax.grad(lambda x, k, f=conv: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))}
             for part, fn in fns.items():

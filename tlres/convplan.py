@@ -12,12 +12,14 @@ plan changes float rounding only, never what a run computes.
 The plan is measured once per host and stack and kept in a JSON file in the compile cache's
 folder (`backend.cache_dir_for_flags(backend.default_cache_dir())`, one per XLA_FLAGS
 setting), one file per host key: CPU model, vector extensions, core counts, jax/jaxlib/keras
-versions and XLA_FLAGS. Any change of these names another file, so it is measured again;
-a new shape (another batch, image size, dtype, architecture) is measured and added. An
-unreadable or foreign file is ignored with a one-line note and replaced.
+versions, XLA_FLAGS and the version of tlres' kernels (`tlres.kernels.VERSION`). Any change of
+these names another file, so it is measured again; a new shape (another batch, image size,
+dtype, architecture) is measured and added. An unreadable or foreign file is ignored with a
+one-line note and replaced.
 
-This module holds the choice and the cache; the timing itself (`tlres.model.time_conv`)
-and applying the plan to a model (`tlres.model.apply_conv`) live with the kernels.
+This module holds the choice and the cache; the kernels are in `tlres.kernels`, the timing
+(`tlres.model.time_conv`) and applying the plan to a model (`tlres.model.apply_conv`) in
+`tlres.model`.
 `TLRES_CONV_AUTO=matmul` (or `xla`) skips the measurement and gives every convolution that
 kernel under `--conv auto` (the test suite uses it, so that no test times ResNet50).
 """
@@ -29,7 +31,7 @@ import statistics
 import sys
 import time
 
-from tlres import backend
+from tlres import backend, kernels
 
 FORMAT = 1
 KERNELS = ("xla", "matmul")
@@ -57,7 +59,8 @@ def stack_versions():
 
 
 def host_key(xla_flags=None):
-    """What a timing depends on besides the shape: the CPU, its cores, the stack, XLA_FLAGS."""
+    """What a timing depends on besides the shape: the CPU, its cores, the stack, XLA_FLAGS and
+    the version of tlres' own kernels (`tlres.kernels.VERSION`)."""
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -65,7 +68,7 @@ def host_key(xla_flags=None):
     flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
     return {"cpu": backend.cpu_name(), "vector_extensions": backend.cpu_features(),
             "cores": os.cpu_count(), "usable_cores": usable, "versions": stack_versions(),
-            "xla_flags": " ".join(sorted(flags.split()))}
+            "xla_flags": " ".join(sorted(flags.split())), "kernels": kernels.VERSION}
 
 
 def shape_key(shape):

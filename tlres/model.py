@@ -19,7 +19,7 @@ import weakref
 
 import numpy as np
 
-from tlres import convert, convplan, data, resnet_v15
+from tlres import convert, convplan, data, kernels, resnet_v15
 from tlres.config import Config
 from tlres.errors import TlresError
 from tlres.resnet_v15 import NAME as V15
@@ -190,7 +190,7 @@ def save(model, path, metadata=None):
     """Write `model` as a plain Keras model file: loadable without tlres.
 
     Rebuilt from its config, so the file holds Keras' own Conv2D layers (the
-    `matmul_conv` kernel is an instance attribute and is not saved), no
+    `kernels.matmul_conv` kernel is an instance attribute and is not saved), no
     optimizer and no tlres loss: `keras.saving.load_model(path)` works anywhere.
     `metadata` (the run's preprocessing and class names) is stored as an extra
     `tlres.json` member of the .keras zip, which Keras ignores, so the file alone
@@ -295,7 +295,7 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 # input leaves in ResNet50's later stages: a 3x3 "same" convolution of 64 maps of
 # 2x2x256 takes ~54 ms forward (PyTorch/oneDNN: ~3 ms) and ~115 ms with its
 # gradients on this project's 2-core AVX2 CPU. Written as zero-pad, gather the k*k
-# shifted views (im2col) and one matmul, it takes ~2.3 ms and ~7.6 ms. On large
+# shifted views (im2col) and one matmul (`tlres.kernels.matmul_conv`), it takes ~2.3 ms and ~7.6 ms. On large
 # maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms). Which kernel
 # wins a shape depends on the CPU, so on a CPU "auto" times both, forward plus
 # gradients, for each distinct convolution of the model and keeps the faster
@@ -318,64 +318,12 @@ def resolve_conv(conv):
     return convplan.env_rule() or "measure"
 
 
-def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
-    """A 2-D convolution (NHWC input, HWIO kernel) as im2col + one matmul.
-
-    Same result as `keras.ops.conv(x, kernel, strides, padding)` up to float
-    rounding, with Keras' (TensorFlow's) "same" padding convention: the odd
-    pixel, if any, goes at the bottom/right.
-    """
-    from keras import ops
-
-    kh, kw, cin, cout = kernel.shape
-    sh, sw = strides
-    _, h, w, _ = x.shape
-    if padding == "same":
-        ph = max((-(-h // sh) - 1) * sh + kh - h, 0)
-        pw = max((-(-w // sw) - 1) * sw + kw - w, 0)
-        x = ops.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-        h, w = h + ph, w + pw
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    views = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-             for i in range(kh) for j in range(kw)]
-    patches = views[0] if len(views) == 1 else ops.concatenate(views, axis=-1)
-    return ops.matmul(patches, ops.reshape(kernel, (kh * kw * cin, cout)))
-
-
-def slice_max_pool(x, pool_size, strides):
-    """Max pooling ("valid" padding, NHWC) as a running maximum over the k*k strided views.
-
-    The same forward values as `keras.ops.max_pool`, and the same gradient: each window's
-    gradient goes to its first maximum in row-major order (XLA's select-and-scatter rule, ties
-    included), summed where windows overlap (float rounding only). XLA:CPU's own gradient of
-    max pooling builds full-size index tensors (about 20 ms a step for ResNet50's stem pool at
-    32 px, batch 64); this one is elementwise selects and pads (about 2 ms).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    kh, kw = pool_size
-    sh, sw = strides
-    _, h, w, _ = x.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    views = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-             for i in range(kh) for j in range(kw)]
-    best, first = views[0], jnp.zeros(views[0].shape, "int8")
-    for n, view in enumerate(views[1:], 1):
-        later = view > best  # strictly greater: a tie keeps the earlier view
-        first = jnp.where(later, jnp.int8(n), first)
-        best = jnp.where(later, view, best)
-    # the value is `best`; the gradient flows to the first maximum of each window only
-    return jax.lax.stop_gradient(best) + sum(
-        jnp.where(first == n, view - jax.lax.stop_gradient(view), 0) for n, view in enumerate(views))
-
-
 def slice_pool_able(layer):
     return layer.padding == "valid" and layer.data_format == "channels_last"
 
 
 def use_slice_pools(model, on=True):
-    """Give the MaxPooling2D layers of `model` `slice_max_pool` (or, `on=False`, Keras' own);
+    """Give the MaxPooling2D layers of `model` `kernels.slice_max_pool` (or, `on=False`, Keras' own);
     weights, names and files are unchanged. Returns how many use it."""
     import types
 
@@ -387,7 +335,7 @@ def use_slice_pools(model, on=True):
             continue
         if on and slice_pool_able(layer):
             layer.call = types.MethodType(
-                lambda self, x: slice_max_pool(x, self.pool_size, self.strides), layer)
+                lambda self, x: kernels.slice_max_pool(x, self.pool_size, self.strides), layer)
             count += 1
         else:
             vars(layer).pop("call", None)
@@ -395,14 +343,14 @@ def use_slice_pools(model, on=True):
 
 
 def matmul_able(layer):
-    """Whether `matmul_conv` computes this Conv2D (all of tlres' do)."""
+    """Whether `kernels.matmul_conv` computes this Conv2D (all of tlres' do)."""
     return (layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
             and getattr(layer, "groups", 1) == 1)
 
 
 def use_matmul_convs(model, layers=None):
     """Give the Conv2D layers of `model` (nested models included; or just `layers`) the
-    `matmul_conv` kernel, and every other Conv2D of `model` XLA's own.
+    `kernels.matmul_conv` kernel, and every other Conv2D of `model` XLA's own.
 
     Only the computation changes: layers keep their weights, names, configs and
     saved format, so every weights file loads as before.
@@ -413,7 +361,7 @@ def use_matmul_convs(model, layers=None):
     for layer in conv2d_layers(model):
         if matmul_able(layer) and (chosen is None or id(layer) in chosen):
             layer.convolution_op = types.MethodType(
-                lambda self, x, kernel: matmul_conv(x, kernel, self.strides, self.padding), layer)
+                lambda self, x, kernel: kernels.matmul_conv(x, kernel, self.strides, self.padding), layer)
         else:
             vars(layer).pop("convolution_op", None)  # back to the class' (XLA's) kernel
     return model
@@ -446,7 +394,7 @@ def time_conv(shape, kernel, repeats):
             return ops.conv(x, k, strides, padding)
     else:
         def conv(x, k):
-            return matmul_conv(x, k, strides, padding)
+            return kernels.matmul_conv(x, k, strides, padding)
     fn = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.square(conv(x, k).astype("float32"))), argnums=(0, 1)))
     for _ in range(2):  # compiles, then one untimed call
         jax.block_until_ready(fn(x, k))
@@ -529,7 +477,7 @@ def conv_plan_record(model):
 
 
 def conv_plan(model):
-    """E.g. 'matmul 53/53': how many of the model's Conv2D layers use `matmul_conv`."""
+    """E.g. 'matmul 53/53': how many of the model's Conv2D layers use `kernels.matmul_conv`."""
     convs = conv2d_layers(model)
     return f"matmul {sum('convolution_op' in vars(l) for l in convs)}/{len(convs)}"
 
