@@ -1,4 +1,5 @@
-"""docs/speed.md's before/after tables (the timed convolution plan; the allocator and max pooling) quote the recorded bench files."""
+"""docs/speed.md's before/after tables (the timed convolution plan; the allocator and max pooling; the
+weight gradients written out) quote the recorded bench files."""
 import json
 import os
 
@@ -55,3 +56,55 @@ def test_the_allocator_and_pool_rows_are_the_recorded_figures(name, label, alloc
                f"{compiled or '- | -'} | {_cell(r['infer'], 'img_per_s')} | {_cell(t, 'infer_img_per_s')} | "
                f"{r['infer']['img_per_s'] / t['infer_img_per_s']:.2f}x |")
         assert row in doc, row
+
+
+GRADIENT_ROWS = [
+    ("before", "before: JAX's gradient of the matmul, tcmalloc", "tcmalloc", {64: "matmul 41/53", 256: "matmul 35/53"}),
+    ("after-tcmalloc", "after, tcmalloc", "tcmalloc", {64: "matmul 53/53", 256: "matmul 53/53"}),
+    ("after-glibc-keep", "after, glibc keeping what it frees (no tcmalloc installed)", "glibc, keeps what it frees",
+     {64: "matmul 53/53", 256: "matmul 53/53"}),
+    ("after-hugepages", "after, glibc's 2 MiB pages (the former fallback)", "glibc, huge pages",
+     {64: "matmul 53/53", 256: "matmul 53/53"}),
+]
+
+
+@pytest.mark.parametrize("name,label,allocator,plans", GRADIENT_ROWS)
+def test_the_gradient_rows_are_the_recorded_figures(name, label, allocator, plans):
+    with open(os.path.join(SPEED, f"bench-cpu-avx512-gradient-{name}.json")) as f:
+        rep = json.load(f)
+    assert "avx512f" in rep["device"]["host"] and rep["date"] == "2026-11-26" and rep["repeats"] >= 3
+    assert rep["device"].get("allocator") == allocator and rep["steps"] == 20
+    with open(os.path.join(ROOT, "docs", "speed.md")) as f:
+        doc = f.read()
+    assert [r["batch_size"] for r in rep["results"]] == [64, 256]
+    for r in rep["results"]:
+        assert r["conv_plan"].startswith(plans[r["batch_size"]])
+        t, c = r["torch"]["eager"], r["torch"]["compile"]
+        compiled = ("train_img_per_s" in c and
+                    f"{_cell(c, 'train_img_per_s')} | {r['train']['img_per_s'] / c['train_img_per_s']:.2f}x")
+        row = (f"| {label} | {r['batch_size']} | {_cell(r['train'], 'img_per_s')} | "
+               f"{_cell(t, 'train_img_per_s')} | {r['train']['img_per_s'] / t['train_img_per_s']:.2f}x | "
+               f"{compiled or '- | -'} | {_cell(r['infer'], 'img_per_s')} | {_cell(t, 'infer_img_per_s')} | "
+               f"{r['infer']['img_per_s'] / t['infer_img_per_s']:.2f}x |")
+        assert row in doc, row
+
+
+def test_the_gradient_summary_quotes_the_rows():
+    """The sentence under the table: tlres/eager and tlres/compile for tcmalloc and glibc, inference's range."""
+    def ratios(name):
+        with open(os.path.join(SPEED, f"bench-cpu-avx512-gradient-{name}.json")) as f:
+            rep = json.load(f)
+        return {r["batch_size"]: r for r in rep["results"]}
+
+    tc, gl = ratios("after-tcmalloc"), ratios("after-glibc-keep")
+    eager = {b: tc[b]["train"]["img_per_s"] / tc[b]["torch"]["eager"]["train_img_per_s"] for b in (64, 256)}
+    comp = {b: tc[b]["train"]["img_per_s"] / tc[b]["torch"]["compile"]["train_img_per_s"] for b in (64, 256)}
+    glibc = {b: gl[b]["train"]["img_per_s"] / gl[b]["torch"]["eager"]["train_img_per_s"] for b in (64, 256)}
+    infer = [r["infer"]["img_per_s"] / r["torch"]["eager"]["infer_img_per_s"] for d in (tc, gl) for r in d.values()]
+    with open(os.path.join(ROOT, "docs", "speed.md")) as f:
+        doc = " ".join(f.read().split())
+    assert (f"With tcmalloc tlres trains at {eager[64]:.2f}x PyTorch eager at batch 64 and {eager[256]:.2f}x at "
+            f"batch 256 on this host, {comp[64]:.2f}x and {comp[256]:.2f}x torch.compile; without tcmalloc (what a "
+            f"fresh machine gets from the README's install) at {glibc[64]:.2f}x and {glibc[256]:.2f}x eager. "
+            f"Inference: {min(infer):.2f}-{max(infer):.2f}x PyTorch's.") in doc
+    assert all(v >= 1.0 for v in (*eager.values(), *comp.values(), *glibc.values(), *infer))
