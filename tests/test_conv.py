@@ -67,7 +67,6 @@ CASES = [  # (h, w, cin, cout, k, stride, padding): ResNet50's shapes at 32 px a
 
 @pytest.mark.parametrize("h,w,cin,cout,k,stride,padding", CASES)
 def test_matmul_conv_equals_the_definition_and_xla(h, w, cin, cout, k, stride, padding):
-    import jax
     from keras import ops
 
     rng = np.random.default_rng(h * 100 + k)
@@ -184,7 +183,6 @@ def test_whole_model_computes_the_same_function_with_either_kernel(arch, monkeyp
     elementwise layers (BatchNorm, ReLU, add, pooling) round to about u per operand, sqrt(K) >= 5
     times below a convolution's sqrt(K) u; real float32 dots err far below sqrt(K) u sum|x*w|.
     """
-    import jax
     import keras
     from keras import ops
 

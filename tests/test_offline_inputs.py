@@ -6,7 +6,6 @@ says "offline", so these hold online and with the real files cached too.
 """
 
 import logging
-import os
 import time
 
 import pytest

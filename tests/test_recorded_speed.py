@@ -13,6 +13,18 @@ def _cell(d, key):
     return f"{d[key]:.1f} ({d[key + '_min']:.1f}-{d[key + '_max']:.1f})"
 
 
+def _batch_row(label, r):
+    """A row of the tables with a batch column: tlres and PyTorch (eager, torch.compile if timed) train
+    and inference rates of one bench result, and their ratios."""
+    t, c = r["torch"]["eager"], r["torch"]["compile"]
+    compiled = ("train_img_per_s" in c and
+                f"{_cell(c, 'train_img_per_s')} | {r['train']['img_per_s'] / c['train_img_per_s']:.2f}x")
+    return (f"| {label} | {r['batch_size']} | {_cell(r['train'], 'img_per_s')} | "
+            f"{_cell(t, 'train_img_per_s')} | {r['train']['img_per_s'] / t['train_img_per_s']:.2f}x | "
+            f"{compiled or '- | -'} | {_cell(r['infer'], 'img_per_s')} | {_cell(t, 'infer_img_per_s')} | "
+            f"{r['infer']['img_per_s'] / t['infer_img_per_s']:.2f}x |")
+
+
 @pytest.mark.parametrize("name,label", [("matmul", "all matmul (former rule)"), ("plan", "timed plan")])
 def test_before_after_rows_are_the_recorded_figures(name, label):
     with open(os.path.join(SPEED, f"bench-cpu-avx512-conv-{name}.json")) as f:
@@ -48,13 +60,7 @@ def test_the_allocator_and_pool_rows_are_the_recorded_figures(name, label, alloc
         assert r["conv_kernels"]["source"] == "cache" and r["conv_plan"].startswith(plan)
         assert f"{plan.split()[1].split('/')[0]} at batch {r['batch_size']}" in " ".join(doc.split())
         assert r["conv_kernels"].get("slice_max_pools", 0) == (0 if name == "before" else 1)
-        t, c = r["torch"]["eager"], r["torch"]["compile"]
-        compiled = ("train_img_per_s" in c and
-                    f"{_cell(c, 'train_img_per_s')} | {r['train']['img_per_s'] / c['train_img_per_s']:.2f}x")
-        row = (f"| {label} | {r['batch_size']} | {_cell(r['train'], 'img_per_s')} | "
-               f"{_cell(t, 'train_img_per_s')} | {r['train']['img_per_s'] / t['train_img_per_s']:.2f}x | "
-               f"{compiled or '- | -'} | {_cell(r['infer'], 'img_per_s')} | {_cell(t, 'infer_img_per_s')} | "
-               f"{r['infer']['img_per_s'] / t['infer_img_per_s']:.2f}x |")
+        row = _batch_row(label, r)
         assert row in doc, row
 
 
@@ -79,13 +85,7 @@ def test_the_gradient_rows_are_the_recorded_figures(name, label, allocator, plan
     assert [r["batch_size"] for r in rep["results"]] == [64, 256]
     for r in rep["results"]:
         assert r["conv_plan"].startswith(plans[r["batch_size"]])
-        t, c = r["torch"]["eager"], r["torch"]["compile"]
-        compiled = ("train_img_per_s" in c and
-                    f"{_cell(c, 'train_img_per_s')} | {r['train']['img_per_s'] / c['train_img_per_s']:.2f}x")
-        row = (f"| {label} | {r['batch_size']} | {_cell(r['train'], 'img_per_s')} | "
-               f"{_cell(t, 'train_img_per_s')} | {r['train']['img_per_s'] / t['train_img_per_s']:.2f}x | "
-               f"{compiled or '- | -'} | {_cell(r['infer'], 'img_per_s')} | {_cell(t, 'infer_img_per_s')} | "
-               f"{r['infer']['img_per_s'] / t['infer_img_per_s']:.2f}x |")
+        row = _batch_row(label, r)
         assert row in doc, row
 
 

@@ -7,7 +7,6 @@ labels against tlres' digits split, and the generated sections against the repor
 """
 
 import csv
-import hashlib
 import json
 import os
 

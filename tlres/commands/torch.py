@@ -2,7 +2,6 @@
 flags (generated from `Config`) and the reference-only ones."""
 
 import dataclasses
-import sys
 
 from tlres import cli
 from tlres import config as config_lib
