@@ -36,7 +36,6 @@ STARTED = "TLRES_ALLOCATOR_STARTED"  # set on the restarted process: what it was
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
 LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
             "/usr/local/lib")
-THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 # glibc's tunables for "keep what is freed": no mmap'd blocks, one arena, no trimming (1 TiB)
 GLIBC_KEEP = ("glibc.malloc.mmap_max=0", "glibc.malloc.arena_max=1",
               "glibc.malloc.trim_threshold=1099511627776")

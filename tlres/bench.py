@@ -284,7 +284,7 @@ def conv_layers(cfg, warmup, steps):
         row = {"input": [h, w, c], "kernel": [kh, kw], "filters": filters, "stride": stride,
                "padding": padding, "count": count}
         forms = {"xla": lambda x, k, s=stride, p=padding: ops.conv(x, k, s, p),
-                   "matmul": lambda x, k, s=stride, p=padding: kernels.matmul_conv(x, k, (s, s), p)}
+                 "matmul": lambda x, k, s=stride, p=padding: kernels.matmul_conv(x, k, (s, s), p)}
         for name, conv in forms.items():
             fns = {"fwd": jax.jit(conv),
                    "grad": jax.jit(jax.grad(lambda x, k, f=conv: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))}

@@ -34,12 +34,20 @@ def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
         ph = max((-(-h // sh) - 1) * sh + kh - h, 0)
         pw = max((-(-w // sw) - 1) * sw + kw - w, 0)
         x = ops.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-        h, w = h + ph, w + pw
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    views = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-             for i in range(kh) for j in range(kw)]
+    views = window_views(x, (kh, kw), (sh, sw))
     patches = views[0] if len(views) == 1 else ops.concatenate(views, axis=-1)
     return patch_matmul(patches, ops.reshape(kernel, (kh * kw * cin, cout)))
+
+
+def window_views(x, window, strides):
+    """The kh*kw strided views of `x` (NHWC, no padding) that a `window` sliding by `strides` reads:
+    view (i, j), row-major, holds each window's element (i, j), one per output position."""
+    kh, kw = window
+    sh, sw = strides
+    _, h, w, _ = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    return [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
 
 
 def patch_matmul(patches, weights):
@@ -95,12 +103,7 @@ def slice_max_pool(x, pool_size, strides):
     import jax
     import jax.numpy as jnp
 
-    kh, kw = pool_size
-    sh, sw = strides
-    _, h, w, _ = x.shape
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    views = [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
-             for i in range(kh) for j in range(kw)]
+    views = window_views(x, pool_size, strides)
     best, first = views[0], jnp.zeros(views[0].shape, "int8")
     for n, view in enumerate(views[1:], 1):
         later = view > best  # strictly greater: a tie keeps the earlier view

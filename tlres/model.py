@@ -295,12 +295,12 @@ def _load(model, backbone, path, flag, arch="resnet50"):
 # input leaves in ResNet50's later stages: a 3x3 "same" convolution of 64 maps of
 # 2x2x256 takes ~54 ms forward (PyTorch/oneDNN: ~3 ms) and ~115 ms with its
 # gradients on this project's 2-core AVX2 CPU. Written as zero-pad, gather the k*k
-# shifted views (im2col) and one matmul (`tlres.kernels.matmul_conv`), it takes ~2.3 ms and ~7.6 ms. On large
-# maps XLA's forward pass is faster (56x56x64, 3x3: 25 ms vs 69 ms). Which kernel
-# wins a shape depends on the CPU, so on a CPU "auto" times both, forward plus
-# gradients, for each distinct convolution of the model and keeps the faster
-# (`tlres.convplan`: measured once per host and stack, cached beside the compile
-# cache); on a GPU it is XLA's kernel (cuDNN). docs/speed.md has the figures;
+# shifted views (im2col) and one matmul (`tlres.kernels.matmul_conv`), it takes
+# ~2.3 ms and ~7.6 ms. On large maps XLA's forward pass is faster (56x56x64, 3x3:
+# 25 ms vs 69 ms). Which kernel wins a shape depends on the CPU, so on a CPU "auto"
+# times both, forward plus gradients, for each distinct convolution of the model and
+# keeps the faster (`tlres.convplan`: measured once per host and stack, cached beside
+# the compile cache); on a GPU it is XLA's kernel (cuDNN). docs/speed.md has the figures;
 # `python -m tlres.bench --conv-layers` measures them per layer on any machine.
 
 
