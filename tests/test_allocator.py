@@ -100,3 +100,96 @@ def test_the_restart_takes_the_allocator_and_the_faults_go():
     assert min(system["faults"][1:]) >= 16384 * 0.9  # every page, every time: what is fixed
     for got in fast.values():
         assert max(got["faults"][1:]) <= 16384 / 10, got
+
+
+# --- only a tcmalloc the user chose: the fixed system folders, or TLRES_TCMALLOC ---
+
+CRAFTED = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void loaded(void) {
+    FILE *f = fopen(MARK, "w");
+    if (f) { fputs("loaded\n", f); fclose(f); }
+}
+"""
+SHOW = """
+import os
+from tlres import cli
+cli.command_line(None)
+maps = open("/proc/self/maps").read()
+print(os.environ.get("LD_PRELOAD", ""), "|", "crafted" if "libtcmalloc_minimal.so" in maps else "-")
+"""
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    """A `libtcmalloc_minimal.so` with an absolute SONAME (no genuine tcmalloc has one) whose
+    constructor writes `mark` when the library is loaded, in a folder `evil`."""
+    if subprocess.run(["which", "gcc"], capture_output=True).returncode:
+        pytest.skip("needs gcc to build the crafted library")
+    evil, mark = tmp_path / "evil", tmp_path / "loaded.txt"
+    evil.mkdir()
+    (evil / "e.c").write_text(CRAFTED)
+    lib = evil / "libtcmalloc_minimal.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", f'-DMARK="{mark}"', "-o", str(lib), str(evil / "e.c"),
+                    f"-Wl,-soname,{lib}"], check=True)
+    return lib, mark
+
+
+def _env(**extra):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **extra}  # a CPU host: the rule restarts the process
+    for k in ("TLRES_ALLOCATOR_STARTED", "TLRES_ALLOCATOR", "TLRES_TCMALLOC", "LD_PRELOAD"):
+        if k not in extra:
+            env.pop(k, None)
+    return env
+
+
+@pytest.mark.parametrize("wanted", ["auto", "tcmalloc"])
+def test_a_library_on_the_search_paths_is_not_preloaded(crafted, wanted):
+    """The environment's search paths (LIBRARY_PATH for gcc, LD_LIBRARY_PATH for ld) hold the
+    crafted library: the real command starts, and the library is never loaded."""
+    lib, mark = crafted
+    env = _env(LIBRARY_PATH=str(lib.parent), LD_LIBRARY_PATH=str(lib.parent), TLRES_ALLOCATOR=wanted)
+    out = subprocess.run([sys.executable, "-m", "tlres", "--help"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not mark.exists()
+    shown = subprocess.run([sys.executable, "-c", SHOW], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert str(lib) not in shown.stdout and shown.stdout.split("|")[1].strip() == "-"
+    assert not mark.exists()
+
+
+def test_no_program_runs_at_start(tmp_path):
+    """gcc, ld and objdump (what a library search runs) earlier on PATH, each leaving a mark:
+    starting a command runs none of them."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool in ("gcc", "cc", "ld", "objdump", "ldconfig"):
+        (bin_ / tool).write_text(f"#!/bin/sh\necho ran > {tmp_path}/{tool}.ran\nexit 1\n")
+        (bin_ / tool).chmod(0o755)
+    env = _env(PATH=f"{bin_}:{os.environ.get('PATH', '')}")
+    out = subprocess.run([sys.executable, "-m", "tlres", "--help"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.ran")) == []
+
+
+def test_the_library_the_user_names_is_preloaded(crafted):
+    """TLRES_TCMALLOC names a file: that one is preloaded (the user chose it), and only then."""
+    lib, mark = crafted
+    env = _env(TLRES_TCMALLOC=str(lib))
+    shown = subprocess.run([sys.executable, "-c", SHOW], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split("|")[0].split() == [str(lib)]
+    assert shown.stdout.split("|")[1].strip() == "crafted"
+    assert mark.read_text() == "loaded\n"
+
+
+@pytest.mark.parametrize("named", ["missing.so", "."])
+def test_a_named_library_that_is_not_a_readable_file_is_one_line(tmp_path, named):
+    env = _env(TLRES_TCMALLOC=str(tmp_path / named))
+    shown = subprocess.run([sys.executable, "-c", SHOW], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    lines = [ln for ln in shown.stderr.splitlines() if "TLRES_TCMALLOC" in ln]
+    assert lines == [f"tlres: TLRES_TCMALLOC={str(tmp_path / named)!r} is not a readable file; not preloading it"]
+    assert str(tmp_path) not in shown.stdout.split("|")[0]

@@ -10,7 +10,9 @@ before anything heavy is imported), as PyTorch's own CPU launcher
 (`python -m torch.backends.xeon.run_cpu --enable-tcmalloc`) does:
 
 - tcmalloc, where the host has it (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``),
-  preloaded (``LD_PRELOAD``): it keeps freed blocks and hands them back, no page faults;
+  preloaded (``LD_PRELOAD``): it keeps freed blocks and hands them back, no page faults. Only
+  from the fixed system folders (`LIB_DIRS`), or the file the user names in `TLRES_TCMALLOC`:
+  never from a search the environment steers (``LIBRARY_PATH``, a ``gcc`` on ``PATH``);
 - otherwise glibc told by its tunables to keep what it frees (`GLIBC_KEEP`, glibc 2.26 or later):
   no block from `mmap` (each large one would be unmapped when freed), one arena (each thread's
   own arena maps and unmaps 64 MiB heaps), no trimming of the heap's top: after the first
@@ -24,13 +26,12 @@ computes: only where its buffers live. What the process runs with is recorded (`
 config.json's "device" and the benchmark's first line.
 """
 
-import ctypes.util
-import functools
 import os
 import platform
 import sys
 
 ENV = "TLRES_ALLOCATOR"
+USER_TCMALLOC = "TLRES_TCMALLOC"  # the tcmalloc file the user chose: preloaded instead of the system's
 CHOICES = ("auto", "system", "tcmalloc", "glibc-keep")
 STARTED = "TLRES_ALLOCATOR_STARTED"  # set on the restarted process: what it was started with
 TCMALLOC_NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
@@ -41,16 +42,23 @@ GLIBC_KEEP = ("glibc.malloc.mmap_max=0", "glibc.malloc.arena_max=1",
               "glibc.malloc.trim_threshold=1099511627776")
 
 
-@functools.cache  # plan() and environment() both ask
-def find_tcmalloc():
-    """The path of an installed tcmalloc shared library, or None."""
+def find_tcmalloc(env=None):
+    """(the tcmalloc library to preload or None, a one-line note or None): the file named in
+    TLRES_TCMALLOC when it is a readable regular file, else the first of `TCMALLOC_NAMES` in the
+    fixed `LIB_DIRS`. Nothing else is searched: no library the environment chose is loaded."""
+    env = os.environ if env is None else env
+    chosen = env.get(USER_TCMALLOC)
+    if chosen:
+        path = os.path.abspath(chosen)
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            return None, f"{USER_TCMALLOC}={chosen!r} is not a readable file; not preloading it"
+        return path, None
     for name in TCMALLOC_NAMES:
         for folder in LIB_DIRS:
             path = os.path.join(folder, name)
-            if os.path.exists(path):
-                return path
-    found = ctypes.util.find_library("tcmalloc_minimal") or ctypes.util.find_library("tcmalloc")
-    return found if found and os.path.isabs(found) else None
+            if os.path.isfile(path):
+                return path, None
+    return None, None
 
 
 def glibc_version():
@@ -94,7 +102,7 @@ def plan(env=None, tcmalloc=LOOK, glibc_keep=LOOK, gpu=LOOK):
         return None, f"{ENV}={wanted!r} is not one of {', '.join(CHOICES)}; using the system allocator"
     if wanted == "system":
         return None, None
-    tcmalloc = find_tcmalloc() if tcmalloc is LOOK else tcmalloc
+    tcmalloc = find_tcmalloc(env)[0] if tcmalloc is LOOK else tcmalloc
     glibc_keep = glibc_keep_possible() if glibc_keep is LOOK else glibc_keep
     if wanted == "auto":
         if (on_gpu_host() if gpu is LOOK else gpu) or "tcmalloc" in env.get("LD_PRELOAD", ""):
@@ -117,7 +125,7 @@ def environment(choice, env=None, tcmalloc=None):
     env = dict(os.environ if env is None else env)
     env[STARTED] = choice
     if choice == "tcmalloc":
-        path = tcmalloc or find_tcmalloc()
+        path = tcmalloc or find_tcmalloc(env)[0]
         env["LD_PRELOAD"] = " ".join(p for p in (path, env.get("LD_PRELOAD", "")) if p)
     elif choice == "glibc-keep":
         tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
@@ -128,9 +136,11 @@ def environment(choice, env=None, tcmalloc=None):
 def restart_with_fast_allocator():
     """At a command's start: start this process again with a faster allocator where one helps
     (does not return then); otherwise return, having noted anything asked for and not had."""
-    choice, note = plan()
-    if note:
-        print(f"tlres: {note}", file=sys.stderr)
+    tcmalloc, problem = find_tcmalloc()
+    choice, note = plan(tcmalloc=tcmalloc)
+    for line in (problem, note):
+        if line and os.environ.get(STARTED) is None:
+            print(f"tlres: {line}", file=sys.stderr)
     if choice is None:
         return
     argv = getattr(sys, "orig_argv", None)
@@ -139,7 +149,7 @@ def restart_with_fast_allocator():
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execve(sys.executable, [sys.executable] + list(argv[1:]), environment(choice))
+        os.execve(sys.executable, [sys.executable] + list(argv[1:]), environment(choice, tcmalloc=tcmalloc))
     except OSError:  # cannot start again: carry on as started
         return
 

@@ -1,6 +1,7 @@
 """Backend checks and process set-up: Keras on JAX, the compilation cache."""
 
 import os
+import stat
 import sys
 
 from tlres.errors import TlresError
@@ -74,6 +75,7 @@ def host_description():
 
 
 def default_cache_dir():
+    """The compile cache's folder: <XDG_CACHE_HOME or ~/.cache>/tlres/jax (tlres' own part: tlres/...)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "tlres", "jax")
 
@@ -99,16 +101,66 @@ def cache_dir_for_flags(path, xla_flags=None):
     return os.path.join(path, "xla_flags-" + hashlib.sha256(flags.encode()).hexdigest()[:12])
 
 
+def private_dir(top, folder):
+    """Create `folder` and each missing folder above it 0700; return why it must not be used, or None.
+
+    A cache is code or plans tlres runs by: every folder from `top` (where tlres' own part
+    begins) down to `folder` must be the user's and writable by no group and no other user.
+    OSError when a folder cannot be created.
+    """
+    top, folder = os.path.abspath(top), os.path.abspath(folder)
+    chain = [folder]
+    while chain[-1] != top and os.path.dirname(chain[-1]) != chain[-1]:
+        chain.append(os.path.dirname(chain[-1]))
+    while not os.path.exists(os.path.dirname(chain[-1])):  # e.g. ~/.cache itself is missing
+        chain.append(os.path.dirname(chain[-1]))
+    for f in reversed(chain):
+        try:
+            os.mkdir(f, 0o700)
+        except FileExistsError:
+            pass
+    for f in reversed(chain[:chain.index(top) + 1] if top in chain else chain):
+        st = os.stat(f)
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{f} is not a folder"
+        if st.st_uid != os.getuid():
+            return f"{f} belongs to another user (uid {st.st_uid})"
+        if st.st_mode & 0o022:
+            return f"{f} is writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+WARNED = set()  # (what, folder): each refused cache is said once per process
+
+
+def usable_cache(top, folder, what, note=None):
+    """Whether `folder` (see `private_dir`) may hold `what`; if not, one warning line, once."""
+    reason = private_dir(top, folder)
+    if reason and (what, folder) not in WARNED:
+        WARNED.add((what, folder))
+        line = f"tlres: warning: not using the {what} in {folder}: {reason}; running without it"
+        (note or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
+    return reason is None
+
+
 def enable_compile_cache(path=None):
     """Share JAX's persistent compilation cache between processes (one folder per XLA_FLAGS setting).
 
     ResNet50's train step takes ~12 s to compile on a 2-core CPU; with the
-    cache a second process with the same shapes starts in about half the time.
+    cache a second process with the same shapes starts in about half the time. Only a
+    folder that is the user's alone (`usable_cache`): else None, and no cache.
     """
     import jax
 
+    top = path or os.path.dirname(default_cache_dir())
     path = cache_dir_for_flags(path or default_cache_dir())
-    os.makedirs(path, exist_ok=True)
+    try:
+        if not usable_cache(top, path, "compilation cache"):
+            return None
+    except OSError as e:
+        print(f"tlres: warning: not using the compilation cache in {path}: cannot create it "
+              f"({e.strerror}); running without it", file=sys.stderr, flush=True)
+        return None
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     return path

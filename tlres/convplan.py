@@ -151,15 +151,21 @@ def plan(shapes, time_fn, cache_dir=None, repeats=REPEATS, key=None, note=None):
     """
     note = note or (lambda line: print(line, file=sys.stderr, flush=True))
     key = host_key() if key is None else key
-    path = cache_file(cache_dir or default_cache_dir(), key)
-    cached = read_cache(path, key, note)
+    folder = cache_dir or default_cache_dir()
+    path = cache_file(folder, key)
+    top = cache_dir or os.path.dirname(backend.default_cache_dir())
+    try:
+        trusted = backend.usable_cache(top, folder, "convolution plan cache", note)
+    except OSError:  # cannot create it: timed, and the write's own note says why
+        trusted = True
+    cached = read_cache(path, key, note) if trusted else {}
     wanted = {}
     for s in shapes:
         wanted.setdefault(shape_key(s), s)
     todo = [k for k in wanted if k not in cached]
     if todo:
         note(f"tlres: timing {len(todo)} convolution shape{'s' if len(todo) != 1 else ''} on this CPU "
-             f"(once; cached in {path})")
+             + (f"(once; cached in {path})" if trusted else "(not cached)"))
         for k in todo:
             times = {kernel: list(time_fn(wanted[k], kernel, repeats)) for kernel in KERNELS}
             cached[k] = {"kernel": choose(times), "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -167,7 +173,8 @@ def plan(shapes, time_fn, cache_dir=None, repeats=REPEATS, key=None, note=None):
                          **{f"{kernel}_ms": round(statistics.median(t) * 1e3, 4) for kernel, t in times.items()},
                          **{f"{kernel}_ms_range": [round(min(t) * 1e3, 4), round(max(t) * 1e3, 4)]
                             for kernel, t in times.items()}}
-        write_cache(path, key, cached, note)
+        if trusted:
+            write_cache(path, key, cached, note)
     source = "cache" if not todo else "measured" if len(todo) == len(wanted) else "measured+cache"
     return {"kernels": {k: cached[k]["kernel"] for k in wanted}, "shapes": {k: cached[k] for k in wanted},
             "source": source, "measured_now": todo, "cache_file": path}

@@ -39,7 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from tlres.dataset import Dataset
-from tlres.errors import TlresError
+from tlres.errors import TlresError, quote
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_SEED = 0  # fixed: the split of a DIR/<class>/ folder never depends on --seed
@@ -211,12 +211,33 @@ def _no_images(folder):
         "test_batch, an idx folder train-images-idx3-ubyte)")
 
 
+def check_entry(root, rel):
+    """Refuse (one line) a name under `root` that is not UTF-8, or a symbolic link whose target
+    lies outside `root`: tlres reads only the data folder, and writes names into UTF-8 files."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TlresError(f"--data {root}: the name {os.fsencode(rel)!r} is not UTF-8; rename it "
+                         "(class and file names go into split.csv and config.json)") from None
+    path = os.path.join(root, rel)
+    if os.path.islink(path):
+        top, target = os.path.realpath(root), os.path.realpath(path)
+        if os.path.commonpath([top, target]) != top:
+            raise TlresError(f"--data {root}: {quote(rel)} is a symbolic link to {quote(target)}, "
+                             "outside the data folder; copy what it points at into the folder, or "
+                             "remove the link")
+
+
 def _classes(root, split=""):
     """{class name: [image paths inside its folder]} of the class subfolders of root/split."""
     folder = os.path.join(root, split) if split else root
     classes = {}
     for name in _subdirs(folder):
+        inside = f"{split}/{name}" if split else name
+        check_entry(root, inside)
         files = list_images(os.path.join(folder, name))
+        for f in files:
+            check_entry(root, f"{inside}/{f}")
         if not files:
             raise TlresError(f"--data {root}: class folder {split + '/' if split else ''}{name}/ has no "
                              f"images ({', '.join(EXTENSIONS)}); add some or remove the folder")
@@ -240,6 +261,8 @@ def plan(folder, test_split=0.2):
     """
     top = _subdirs(folder)
     if "train" in top and "test" in top:
+        for split in ("train", "test"):
+            check_entry(folder, split)
         train, test = (_classes(folder, s) for s in ("train", "test"))
         for a, b, (sa, sb) in ((train, test, ("train", "test")), (test, train, ("test", "train"))):
             missing = [c for c in a if c not in b]

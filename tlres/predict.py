@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from tlres import backend, data, evaluate, imagefolder, pipeline
+from tlres import backend, data, evaluate, imagefolder, pipeline, writes
 from tlres import model as model_lib
 from tlres.errors import TlresError
 
@@ -162,9 +162,9 @@ def rows(predictor, gathered, top_k=1, skip_bad_images=False, bar=True):
         p /= p.sum(axis=1, keepdims=True)
         top = np.argsort(-p, axis=1, kind="stable")[:, :top_k]
         for key, pr, t in zip(keys, p, top):
-            row = [key]
+            row = [writes.csv_text(key) if isinstance(key, str) else key]  # a path; an npz index
             for c in t:
-                row += [names[c], f"{pr[c]:.6f}"]
+                row += [writes.csv_text(names[c]), f"{pr[c]:.6f}"]
             yield row
 
     def chunks():
@@ -212,7 +212,7 @@ def run(model, inputs, out="predictions.csv", top_k=1, skip_bad_images=False, in
     tmp = None if out == "-" else f"{out}.tmp{os.getpid()}"
     n = 0
     try:
-        f = sys.stdout if tmp is None else open(tmp, "w", newline="")
+        f = sys.stdout if tmp is None else open(tmp, "w", newline="", errors="surrogateescape")  # a path as named
         try:
             w = csv.writer(f)
             w.writerow(header)

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from tlres import plots, results, stats
+from tlres import plots, results, stats, writes
 from tlres.config import COMPUTES, differing
 from tlres.errors import TlresError
 
@@ -184,7 +184,8 @@ def write_csv(path, rows):
         w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
+                            writes.csv_text(v) if isinstance(v, str) else v) for k, v in r.items()})
 
 
 # ---------------------------------------------------------------- figures

@@ -69,11 +69,13 @@ def write_json(path, obj):
 
 
 def write_split(path, rows):
-    """split.csv of an image folder: which file is which training or test row (or was skipped)."""
+    """split.csv of an image folder: which file is which training or test row (or was skipped).
+    Class and path are text cells (`writes.csv_text`: a leading =, +, -, @, tab or CR is escaped)."""
     f = io.StringIO(newline="")
     w = csv.writer(f)
     w.writerow(["split", "index", "class", "path"])
-    w.writerows(rows)
+    w.writerows([split, index, writes.csv_text(name), writes.csv_text(path)]
+                for split, index, name, path in rows)
     writes.atomic_text(path, f.getvalue())
 
 

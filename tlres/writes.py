@@ -20,7 +20,21 @@ import shutil
 from tlres.errors import TlresError
 
 TMP = ".tmp"
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet cell starting so is a formula (OWASP)
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def csv_text(text):
+    """A text cell (class name, path, label) for a CSV a spreadsheet may open: prefixed with ``'``
+    when it starts with `FORMULA` (as OWASP's CSV injection advice says) or with ``'`` itself,
+    so `csv_text_read` gives back exactly `text`. Numbers are never passed here."""
+    text = str(text)
+    return "'" + text if text.startswith(FORMULA + ("'",)) else text
+
+
+def csv_text_read(cell):
+    """The text `csv_text` wrote into `cell`."""
+    return cell[1:] if cell.startswith("'") else cell
 
 
 class DiskFull(TlresError):
