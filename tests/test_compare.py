@@ -222,16 +222,16 @@ def test_sides_on_different_data_get_their_own_intervals_and_no_difference(tmp_p
     results.write(r, str(tmp_path / "run.json"))
     assert compare_cmd.main([str(tmp_path / "run.json"), "paper", "--markdown", str(tmp_path / "c.md")]) == 0
     out = capsys.readouterr().out
-    assert out.count("different data: no difference computed") == 6  # 3 metrics x 2 paper sides
+    assert out.count("different data: no difference computed") == 12  # 3 metrics x 4 paper sides (2 readings)
     assert "Newcombe" not in out and " pp " not in out
     data_row = next(line for line in out.splitlines() if line.startswith("data "))
-    assert data_row.split() == ["data", "digits,", "n=60", "CIFAR-10,", "n=64", "CIFAR-10,", "n=64"]
+    assert data_row.split() == ["data", "digits,", "n=60"] + ["CIFAR-10,", "n=10000"] * 2 + ["CIFAR-10,", "n=64"] * 2
     for k, n in ((55, 60), (56, 64), (60, 64)):  # each side's own 95% interval
         lo, hi = _wilson(k, n)
         assert f"{100 * k / n:.2f}% [{lo:.2f}, {hi:.2f}] Wilson" in out, (k, n)
     assert "paired statistics skipped: different data (CIFAR-10, n=64 vs digits, n=60)" in out
     md = (tmp_path / "c.md").read_text()
-    assert "| data | digits, n=60 | CIFAR-10, n=64 | CIFAR-10, n=64 |" in md
+    assert "| data | digits, n=60 | CIFAR-10, n=10000 | CIFAR-10, n=10000 | CIFAR-10, n=64 | CIFAR-10, n=64 |" in md
 
 
 def test_same_dataset_name_but_another_test_size_is_different_data():

@@ -177,7 +177,7 @@ def test_readme_states_what_the_transfer_crosscheck_shows():
     keras_side, torch_side = _sides(SECTIONS[1][2])
     ka = np.array([r["metrics"]["accuracy"] for r in keras_side])
     ta = np.array([r["metrics"]["accuracy"] for r in torch_side])
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "results.md")) as f:
         text = " ".join(f.read().split())
     assert f"Keras and PyTorch both reach {ka.mean() * 100:.2f}% over 3 seeds" in text
     assert f"{ta.mean() * 100:.2f}" == f"{ka.mean() * 100:.2f}"
@@ -215,7 +215,7 @@ def test_readme_states_what_the_digits_check_and_parity_show():
     keras_side, torch_side = _sides(SECTIONS[0][2])
     ka = np.array([r["metrics"]["accuracy"] for r in keras_side]) * 100
     ta = np.array([r["metrics"]["accuracy"] for r in torch_side]) * 100
-    with open(os.path.join(ROOT, "README.md")) as f:
+    with open(os.path.join(ROOT, "docs", "results.md")) as f:
         text = " ".join(f.read().split())
     ci = sps.ttest_ind(ta, ka, equal_var=False).confidence_interval(0.95)
     assert (f"they reach {ka.mean():.2f}% and {ta.mean():.2f}% ({ta.mean() - ka.mean():+.2f} points "

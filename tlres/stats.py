@@ -4,6 +4,9 @@
 * `newcombe_interval`: the difference of two accuracies on independent test sets;
 * `welch_interval`: the difference of two means over seeds (Welch's t);
 * `t_interval`: one mean over seeds (Student's t);
+* `contrast`: a weighted sum of group means over seeds (Welch's t), e.g. an interaction;
+* `detectable_contrast`: `detectable_welch` for a contrast;
+* `holm`: Holm's family-wise adjusted p-values;
 * `difference`: which of Welch and Newcombe a comparison of two groups of runs gets;
 * `detectable_welch`, `detectable_proportions`, `detectable`: the smallest difference a
   design detects with 80% power;
@@ -82,6 +85,53 @@ def t_interval(values, level=0.95):
     a = np.asarray(values, np.float64)
     half = float(stats.t.ppf(0.5 + level / 2, a.size - 1)) * a.std(ddof=1) / math.sqrt(a.size)
     return float(a.mean()), (a.mean() - half, a.mean() + half)
+
+
+def contrast(samples, weights, level=0.95):
+    """sum_i w_i mean(samples_i), its Welch t interval at `level`, df and two-sided p.
+
+    Variance sum_i w_i^2 s_i^2 / n_i; Welch-Satterthwaite df
+    (sum v_i)^2 / sum v_i^2 / (n_i - 1). With weights (1, -1) it is `welch_interval`;
+    with (1, -1, -1, 1) an interaction of two changes. Each sample needs two or more values.
+    """
+    from scipy import stats
+
+    xs = [np.asarray(x, np.float64) for x in samples]
+    est = float(sum(w * x.mean() for w, x in zip(weights, xs)))
+    v = [w * w * x.var(ddof=1) / len(x) for w, x in zip(weights, xs)]
+    if sum(v) == 0:
+        return est, (est, est), float("inf"), 0.0 if est else 1.0
+    df = sum(v) ** 2 / sum(vi ** 2 / (len(x) - 1) for vi, x in zip(v, xs))
+    se = math.sqrt(sum(v))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(est) / se, df))
+    return est, (est - half, est + half), float(df), p
+
+
+def detectable_contrast(samples, weights, power=0.8, level=0.95):
+    """`detectable_welch` for a `contrast`: (t_{(1+level)/2, df} + t_{power, df}) * its se."""
+    from scipy import stats
+
+    est, (lo, hi), df, _ = contrast(samples, weights, level)
+    if hi == lo:
+        return 0.0
+    se = (hi - est) / float(stats.t.ppf(0.5 + level / 2, df))
+    return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * se)
+
+
+def holm(pvalues):
+    """Holm's (1979) step-down adjusted p-values, in the order given.
+
+    Sorted ascending, the k-th smallest (k = 1..m) becomes max over j <= k of
+    min(1, (m - j + 1) p_(j)): rejecting where it is below alpha holds the
+    family-wise error rate at alpha over all m comparisons.
+    """
+    m = len(pvalues)
+    out, running = [0.0] * m, 0.0
+    for j, i in enumerate(sorted(range(m), key=lambda i: pvalues[i])):
+        running = max(running, min(1.0, (m - j) * pvalues[i]))
+        out[i] = running
+    return out
 
 
 def difference(a, b, counts=None):
