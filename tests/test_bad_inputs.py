@@ -257,7 +257,7 @@ def test_existing_out_is_refused_and_left_alone(tmp_path, capsys):
     other.mkdir()
     (other / "cat.jpg").write_text("meow")
     code, lines, _ = run_main(capsys, TINY + ["--data", data, "--out", str(other), "--overwrite"])
-    assert code == 2 and "not a tlres run directory" in lines[0]
+    assert code == 2 and "holds cat.jpg and no .tlres-run.json" in lines[0]
     assert os.listdir(other) == ["cat.jpg"]
 
 

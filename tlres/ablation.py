@@ -10,7 +10,9 @@ wins, and cells that then equal another cell are dropped, so with
 `run_grid` runs `<out>/<cell>/seed<k>/` through `tlres.train.run` (the one
 runner), seed k = base seed + k. A run dir whose status.json says finished and
 whose config.json holds the same config is reused (`tlres.rundir.finished_with`);
-any other existing run dir (running, failed, other config) is cleared and rerun.
+any other existing run dir (running, failed, other config) is cleared of the files its
+marker names and rerun, as `--overwrite` would; one holding any other file, or without a
+marker, stops the grid before it trains anything (`tlres.rundir.check_out`).
 
 The command (`tlres.commands.ablation`, or `python -m tlres.ablation`) runs the
 grid, then `tlres report` over it (DIR/report/). Runner flags pass through to
@@ -19,7 +21,6 @@ every cell; only the flags given on the command line override the cells, so
 """
 
 import os
-import shutil
 import sys
 
 from tlres import model, rundir, train
@@ -76,17 +77,20 @@ def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **override
     if names is not None:
         grid = {n: grid[n] for n in names if n in grid}
     base_seed = overrides.get("seed", 0)
-    dirs, trained = {}, []
+    todo = {}
     for name, cfg in grid.items():
         for k in range(seeds):
             run_dir = os.path.join(out, name, f"seed{k}")
-            c = cfg.replace(seed=base_seed + k, out=run_dir)
-            if not rundir.finished_with(run_dir, c):
-                if os.path.exists(run_dir):
-                    shutil.rmtree(run_dir)
-                train.run(c, verbose=verbose)
-                trained.append(run_dir)
-            dirs.setdefault(name, []).append(run_dir)
+            todo[run_dir] = (name, cfg.replace(seed=base_seed + k, out=run_dir))
+    rerun = [d for d, (_, c) in todo.items() if not rundir.finished_with(d, c)]
+    for run_dir in rerun:  # before training any: each is new, or holds only what tlres wrote
+        rundir.check_out(run_dir, overwrite=True)
+    dirs, trained = {}, []
+    for run_dir, (name, c) in todo.items():
+        if run_dir in rerun:
+            train.run(c, verbose=verbose, overwrite=True)  # removes only what the marker names
+            trained.append(run_dir)
+        dirs.setdefault(name, []).append(run_dir)
     return dirs, trained
 
 

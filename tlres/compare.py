@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from tlres import plots, results as results_lib, stats
+from tlres import plots, results as results_lib, stats, writes
 from tlres.config import COMPUTES, EXECUTION, differing
 from tlres.errors import TlresError
 from tlres.evaluate import confusion_matrix
@@ -313,10 +313,10 @@ def _mean_curve(runs, key):
 def plot(sides, path):
     """One PNG: validation accuracy (left), train and validation loss (right), mean over runs
     (`tlres.plots.compare_curves`)."""
-    plots.compare_curves([
-        (label, f" ({results_lib.data_label(runs)}" + (f", mean of {len(runs)})" if len(runs) > 1 else ")"),
-         {key: _mean_curve(runs, key) for key in ("val_accuracy", "loss", "val_loss")})
-        for label, runs in sides], path)
+    curves = [(label, f" ({results_lib.data_label(runs)}" + (f", mean of {len(runs)})" if len(runs) > 1 else ")"),
+               {key: _mean_curve(runs, key) for key in ("val_accuracy", "loss", "val_loss")})
+              for label, runs in sides]
+    writes.staged(path, lambda p: plots.compare_curves(curves, p))
 
 
 def all_sides(sources):
@@ -327,8 +327,7 @@ def all_sides(sources):
 def write_markdown(report, path):
     """The comparison as Markdown in `path`; an unwritable path is one line."""
     try:
-        with open(path, "w") as f:
-            f.write(markdown(report))
+        writes.atomic_text(path, markdown(report))
     except OSError as e:
         raise TlresError(f"--markdown {path}: cannot write it ({e.strerror})") from None
 

@@ -88,6 +88,7 @@ def _curves(plt, path, epochs, history, series, ylabel, title, dpi=120):
 
 
 RUN_FIGURES = ("accuracy.png", "loss.png", "confusion.png")  # what run_figures writes
+REPORT_FIGURES = ("fig2_accuracy.png", "fig3_loss.png", "fig4_confusion.png")  # report_figures
 
 
 def run_figures(out, history, metrics, class_names, title=""):

@@ -189,10 +189,9 @@ def rows(predictor, gathered, top_k=1, skip_bad_images=False, bar=True):
 def check_out(out, overwrite):
     if out == "-":
         return
-    if os.path.isdir(out):
+    if os.path.isdir(out) and not os.path.islink(out):
         raise TlresError(f"--out {out}: is a directory; give a .csv file name")
-    if os.path.exists(out) and not overwrite:
-        raise TlresError(f"--out {out}: exists; choose another name or pass --overwrite")
+    writes.output(out, overwrite)
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise TlresError(f"--out {out}: {parent} is not a writable directory")
@@ -211,8 +210,13 @@ def run(model, inputs, out="predictions.csv", top_k=1, skip_bad_images=False, in
     header, body, skipped = rows(predictor, gathered, top_k, skip_bad_images)
     tmp = None if out == "-" else f"{out}.tmp{os.getpid()}"
     n = 0
+    try:  # the temporary file is new (O_EXCL), and opened through no link (O_NOFOLLOW)
+        f = sys.stdout if tmp is None else open(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666),
+            "w", newline="", errors="surrogateescape")  # a path as named
+    except OSError as e:
+        raise TlresError(f"--out {out}: cannot create {tmp} beside it ({e.strerror}); move it away") from None
     try:
-        f = sys.stdout if tmp is None else open(tmp, "w", newline="", errors="surrogateescape")  # a path as named
         try:
             w = csv.writer(f)
             w.writerow(header)
@@ -228,7 +232,7 @@ def run(model, inputs, out="predictions.csv", top_k=1, skip_bad_images=False, in
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return n
     except BaseException:
-        if tmp is not None and os.path.exists(tmp):
+        if tmp is not None and os.path.lexists(tmp):
             os.remove(tmp)
         raise
     if skipped:

@@ -30,6 +30,7 @@ drawn by `tlres.plots`.
 """
 
 import csv
+import io
 import math
 import os
 import sys
@@ -181,12 +182,13 @@ CSV_FIELDS = ["group", "data", "runs", "num_test", "framework", "reference"] + [
 
 
 def write_csv(path, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
-                            writes.csv_text(v) if isinstance(v, str) else v) for k, v in r.items()})
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
+                        writes.csv_text(v) if isinstance(v, str) else v) for k, v in r.items()})
+    writes.atomic_text(path, f.getvalue())
 
 
 # ---------------------------------------------------------------- figures
@@ -401,23 +403,41 @@ def update_readme(path, section, begin=BEGIN, end=END):
 
 
 PROG = "tlres report"
+FILES = ("summary.md", "summary.csv") + plots.REPORT_FIGURES
+"""What `write` writes into its folder."""
 
 
-def write(sources, out=None, readme=None, section=None, paper=True, command=PROG):
-    """Load `sources`, write summary.md, summary.csv and the figures into `out` (default: the first
-    source's report/ folder), and the generated section into `readme` (between the report markers,
-    or `section`'s); `command` is what the section says generated it. Returns (runs, groups, out,
-    the summary table as Markdown)."""
+def default_out(sources):
+    return os.path.join(sources[0] if os.path.isdir(sources[0]) else ".", "report")
+
+
+def check_out(out, overwrite):
+    """Refuse, before anything is read, a report folder whose files exist (without `overwrite`)
+    or are links (`tlres.writes.output`)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TlresError(f"--out {out}: exists and is not a directory; choose another path")
+    for name in FILES:
+        writes.output(os.path.join(out, name), overwrite)
+
+
+def write(sources, out=None, readme=None, section=None, paper=True, command=PROG, overwrite=False):
+    """Load `sources`, write `FILES` into `out` (default: the first source's report/ folder),
+    replacing any there only with `overwrite`, and the generated section into `readme` (between
+    the report markers, or `section`'s); `command` is what the section says generated it.
+    Returns (runs, groups, out, the summary table as Markdown)."""
+    out = out or default_out(sources)
+    check_out(out, overwrite)
     runs = [r for s in sources for r in results.load(s)]
     groups = results.group(runs)
     paper_groups = results.group(results.paper()) if paper else {}
-    out = out or os.path.join(sources[0] if os.path.isdir(sources[0]) else ".", "report")
-    os.makedirs(out, exist_ok=True)
+    if not os.path.exists(out):  # a folder it creates is tlres': its marker names FILES
+        os.makedirs(out)
+        writes.mark(out, FILES)
     rows = summarize(groups)
     write_csv(os.path.join(out, "summary.csv"), rows + summarize(paper_groups))
-    figures(out, groups, paper_groups)
-    with open(os.path.join(out, "summary.md"), "w") as f:  # its figures sit beside it
-        f.write(build_markdown(groups, paper_groups, rows, ".", command))
+    writes.staged_files(out, plots.REPORT_FIGURES, lambda folder: figures(folder, groups, paper_groups))
+    writes.atomic_text(os.path.join(out, "summary.md"),  # its figures sit beside it
+                       build_markdown(groups, paper_groups, rows, ".", command))
     if readme:
         fig_rel = os.path.relpath(out, os.path.dirname(os.path.abspath(readme)))
         update_readme(readme, build_markdown(groups, paper_groups, rows, fig_rel, command),

@@ -28,7 +28,7 @@ import os
 import re
 import sys
 
-from tlres import evaluate, rundir
+from tlres import evaluate, rundir, writes
 from tlres.errors import TlresError, quote
 
 SCHEMA = "tlres.results/1"
@@ -315,9 +315,9 @@ def group(results):
 
 
 def write(result, path):
-    with open(path, "w") as f:
-        json.dump(check(dict(result), path), f, indent=1)
-        f.write("\n")
+    """The results JSON in `path`, atomically (`tlres.writes.atomic`: a link there is replaced,
+    never written through)."""
+    writes.atomic_text(path, json.dumps(check(dict(result), path), indent=1) + "\n")
 
 
 def from_csv(history, predictions, framework, device=None, dataset=None, class_names=None,

@@ -20,10 +20,15 @@ write the same directory, so `tlres.results` reads both alike (see README "The r
 
 Every file is written atomically and a full disk is one line (`tlres.writes`).
 
-A run directory is created only once `check_out` accepts --out, and `--overwrite` deletes
-only a directory that looks like a run (`looks_like_run`); `resumed_config` says whether one
-can be resumed; `finished_with` whether a finished one is what a grid would compute, and so
-is reused instead of trained again.
+    .tlres-run.json   the marker: every file above that tlres wrote there (`RUN_FILES` from the
+                      start, and anything else it writes; `tlres.writes.own`)
+
+A run directory is created only once `check_out` accepts --out. `--overwrite` (and the grid's
+replacing of a cell) removes only the files the marker names, and only where every file and
+folder present is one of them (`stranger`); a directory without a marker (not a run, or one
+from an older tlres: it can still be read and resumed) is never emptied. `resumed_config` says
+whether a run can be resumed; `finished_with` whether a finished one is what a grid would
+compute, and so is reused instead of trained again.
 """
 
 import csv
@@ -42,11 +47,14 @@ import numpy as np
 from tlres import allocator, writes
 from tlres.backend import cpu_features, cpu_name, host_description
 from tlres.config import COMPUTES, Config, halves, recorded
-from tlres.errors import TlresError
+from tlres.errors import TlresError, quote
 
 CONFIG = "config.json"
 STATUS = "status.json"
 SPLIT_FILE = "split.csv"
+RUN_FILES = (CONFIG, STATUS, "history.csv", "ckpt/checkpoint.npz", "model.keras", "model.pt",
+             "metrics.json", "predictions.csv", SPLIT_FILE, "accuracy.png", "loss.png", "confusion.png")
+"""What a run writes in its directory (either framework's): its marker names them from the start."""
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                   "val_mean_class_accuracy", "lr", "seconds")
 
@@ -201,8 +209,68 @@ def default_out(cfg):
     return cfg.out or os.path.join("runs", f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def looks_like_run(path):
-    return any(os.path.exists(os.path.join(path, f)) for f in (STATUS, CONFIG))
+def _entries(run_dir, owned, rel=""):
+    """(path relative to `run_dir`, whose, is a folder) of every entry under it, sorted, children
+    before their folder. whose: True for what the marker `owned` names (a file, or the `.tmp`
+    file or folder it was written through), None for a folder made to hold such files, else False."""
+    for e in sorted(os.scandir(os.path.join(run_dir, rel)), key=lambda e: e.name):
+        p, link = rel + e.name, e.is_symlink()
+        folder = e.is_dir(follow_symlinks=False)
+        temp = p.endswith(writes.TMP) and (p in owned or p[:-len(writes.TMP)] in owned)
+        if not link and (temp or (p in owned or p == writes.MARKER) and not folder):
+            yield p, True, folder
+        elif folder and not link and any(o.startswith(p + "/") for o in owned):
+            yield from _entries(run_dir, owned, p + "/")
+            yield p, None, True
+        else:
+            yield p, False, folder
+
+
+def stranger(run_dir, label=None):
+    """The first file or folder in `run_dir` that its marker does not say tlres wrote (a link
+    always is one), or None; raises TlresError (its line starts with `label`) when it carries
+    no marker."""
+    owned = writes.read_marker(run_dir)
+    if owned is None:
+        first = quote(sorted(os.listdir(run_dir))[0]) if os.listdir(run_dir) else "nothing"
+        raise TlresError(f"{label or run_dir}: holds {first} and no {writes.MARKER}, the record of "
+                         "what tlres wrote there (a folder tlres did not create, or a run from an older "
+                         "tlres), so tlres will not delete anything in it; delete it yourself or choose "
+                         "another path")
+    return next((p for p, whose, _ in _entries(run_dir, owned) if whose is False), None)
+
+
+def clear(run_dir, under=""):
+    """Remove what `run_dir`'s marker names (under the folder `under` only, when given) and the
+    folders made to hold it, once empty; nothing else, and nothing where there is no marker."""
+    owned = writes.read_marker(run_dir)
+    if owned is None or not os.path.isdir(os.path.join(run_dir, under)):
+        return
+    for p, whose, folder in _entries(run_dir, owned, under and under.rstrip("/") + "/"):
+        path = os.path.join(run_dir, p)
+        try:
+            if whose and folder:
+                shutil.rmtree(path)
+            elif whose:
+                os.remove(path)
+            elif whose is None:
+                os.rmdir(path)
+        except OSError:
+            pass  # a folder that still holds someone's file stays, with it
+    if under:
+        try:
+            os.rmdir(os.path.join(run_dir, under))
+        except OSError:
+            pass
+
+
+def remove(run_dir):
+    """Remove a run directory tlres created: what its marker names, then the folder if empty."""
+    clear(run_dir)
+    try:
+        os.rmdir(run_dir)
+    except OSError:
+        pass
 
 
 def check_out(out, overwrite=False):
@@ -214,9 +282,10 @@ def check_out(out, overwrite=False):
             if not overwrite:
                 raise TlresError(f"--out {out}: exists and is not empty; choose another directory, "
                                  "pass --overwrite to replace a previous run, or --resume it")
-            if not looks_like_run(out):
-                raise TlresError(f"--out {out}: not a tlres run directory (no status.json or "
-                                 "config.json), so --overwrite will not delete it; choose another path")
+            first = stranger(out, f"--out {out}")
+            if first is not None:
+                raise TlresError(f"--out {out}: {quote(first)} is not a file tlres wrote, so --overwrite "
+                                 "will not delete anything there; move it out or choose another path")
         if not os.access(out, os.W_OK):
             raise TlresError(f"--out {out}: not writable; choose another directory")
         return
@@ -230,19 +299,20 @@ def check_out(out, overwrite=False):
 
 
 def create_out(out):
-    """Create (or, after `check_out(overwrite=True)`, empty) the run directory; True if new."""
+    """Create (or, after `check_out(overwrite=True)`, empty of what tlres wrote) the run directory
+    and give it its marker (`RUN_FILES`), which also tests that it can be written; True if new."""
     existed = os.path.exists(out)
     try:
         if existed and os.listdir(out):
-            shutil.rmtree(out)
+            clear(out)
             existed = False
         os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".tlres-write-test")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
+        writes.mark(out, RUN_FILES)
+    except (OSError, TlresError) as e:
         if not existed and os.path.isdir(out):
-            shutil.rmtree(out, ignore_errors=True)
+            remove(out)
+        if isinstance(e, TlresError):  # a full disk: its own line
+            raise
         raise TlresError(f"--out {out}: cannot write there ({e.strerror}); choose another path") from e
     return not existed
 

@@ -270,9 +270,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
             raise e
         if isinstance(e, KeyboardInterrupt):  # a signal (tlres.preempt.Interrupted) or Ctrl-C
             if created and not os.path.exists(os.path.join(out, "config.json")):
-                import shutil  # stopped before the run was set up: nothing to resume, leave nothing
-
-                shutil.rmtree(out, ignore_errors=True)
+                rundir.remove(out)  # stopped before the run was set up: nothing to resume, leave nothing
                 e.message = f"{getattr(e, 'message', 'interrupted')} before the run was set up; nothing was kept"
                 e.exit_code = getattr(e, "exit_code", 130)
             else:
@@ -280,9 +278,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
             raise
         if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
                 and (e.exit_code == 2 or getattr(e, "before_training", False)):
-            import shutil  # an input problem found late: leave nothing that looks like a run
-
-            shutil.rmtree(out, ignore_errors=True)
+            rundir.remove(out)  # an input problem found late: leave nothing that looks like a run
             raise
         meta = checkpoint.read_meta(out)
         try:  # on a full disk this small file may still fit; if not, the error says why
@@ -394,9 +390,7 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
                   lambda path: model_lib.save(net, path, metadata), needed=_weights_bytes(net) + 100_000)
     rundir.write_json(os.path.join(out, "metrics.json"), m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
-        import shutil
-
-        shutil.rmtree(os.path.dirname(checkpoint.path(out)), ignore_errors=True)
+        rundir.clear(out, checkpoint.DIRNAME)
     rundir.write_finished(out, cfg.epochs, start_epoch, fit_seconds, time.perf_counter() - t0)
     lo, hi = m["accuracy_ci95"]
     print(f"tlres: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['num_test']}), "

@@ -11,9 +11,17 @@ removed and `DiskFull` says in one line which file, how many bytes it needed and
 how many are free (exit status 4). `check_free` makes the same check before
 training, from the size the run's files will need; `remove_stale` removes the
 temporary files a killed process left behind.
+
+A folder tlres owns carries a marker, ``.tlres-run.json`` (`mark`), naming every file
+tlres wrote in it (`own`; `atomic`, `staged` and `staged_files` record theirs before
+writing). Only a folder with a marker, and only the files it names, may be deleted or
+replaced by tlres (`tlres.rundir.clear`). `output` refuses an output file a user names
+that exists (without --overwrite) or is a symbolic link; the atomic writers replace a
+link itself, never its target.
 """
 
 import errno
+import json
 import os
 import shutil
 
@@ -21,6 +29,8 @@ from tlres.errors import TlresError
 
 TMP = ".tmp"
 FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet cell starting so is a formula (OWASP)
+MARKER = ".tlres-run.json"
+KIND = "files tlres wrote in this folder"
 FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
@@ -111,17 +121,96 @@ def no_room(path, needed, exc, written=0):
     return DiskFull(f"cannot write {path}: {what}: {need}, {human(free)} free")
 
 
+# --- what tlres owns: the marker ---
+
+def read_marker(folder):
+    """The set of paths (relative to `folder`) its marker says tlres wrote, or None when `folder`
+    carries no valid marker (none, a link, unreadable, or not tlres')."""
+    path = os.path.join(folder, MARKER)
+    try:
+        if os.path.islink(path):
+            return None
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    owned = record.get("owned") if isinstance(record, dict) and record.get("kind") == KIND else None
+    if not isinstance(owned, list) or not all(isinstance(p, str) for p in owned):
+        return None
+    return set(owned)
+
+
+def _write_marker(folder, owned):
+    atomic_text(os.path.join(folder, MARKER),
+                json.dumps({"kind": KIND, "owned": sorted(owned)}, indent=1) + "\n")
+
+
+def mark(folder, names=()):
+    """Give `folder` (new, or emptied of what tlres wrote) a marker naming `names`: the files
+    tlres will write there (`own` adds any other before it is written)."""
+    _write_marker(folder, set(names))
+
+
+def own(folder, *names):
+    """Record in `folder`'s marker that tlres writes `names` (paths relative to it); nothing
+    when `folder` has no marker (a run from an older tlres, or a user's folder)."""
+    owned = read_marker(folder)
+    if owned is not None and not owned.issuperset(names):
+        _write_marker(folder, owned | set(names))
+
+
+def _own_path(path):
+    folder, name = os.path.split(os.path.abspath(path))
+    if name != MARKER:
+        own(folder, name)
+
+
+def output(path, overwrite, flag="--out"):
+    """Refuse an output file named by the user that tlres must not replace: one that exists
+    (unless `overwrite`), a folder, or a symbolic link (tlres writes through none)."""
+    if os.path.islink(path):
+        raise TlresError(f"{flag} {path}: is a symbolic link; tlres does not write through links, "
+                         "give the real file's path or remove the link")
+    if os.path.isdir(path):
+        raise TlresError(f"{flag} {path}: is a directory; give a file name")
+    if os.path.exists(path) and not overwrite:
+        raise TlresError(f"{flag} {path}: exists; choose another name or pass --overwrite to replace it")
+
+
+def _leftover(tmp, folder, name):
+    """Remove `tmp`, a temporary file or folder an earlier tlres left while writing `name` in
+    `folder`: only where `folder`'s marker says tlres owns `name`; anything else there is not
+    tlres' to delete, and one line says so."""
+    if not os.path.lexists(tmp):
+        return
+    if name not in (read_marker(folder) or ()):
+        raise TlresError(f"cannot write {os.path.join(folder, name)}: {tmp} is in the way and tlres "
+                         "did not write it; move it away")
+    _remove(tmp)
+
+
+def _open_new(tmp):
+    """Open the temporary file `tmp` for writing, new (O_EXCL, O_NOFOLLOW: tlres writes into
+    nothing it did not create, and through no link); a leftover is removed first (`_leftover`)."""
+    folder, name = os.path.split(os.path.abspath(tmp))
+    _leftover(tmp, folder, name[:-len(TMP)])
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(tmp, flags, 0o666), "wb")
+
+
 def atomic(path, write, needed=None):
     """Write `path` through `path.tmp`: `write(f)` fills the binary file `f`; then fsync and rename.
 
     On any failure the temporary file is removed; ENOSPC/EFBIG/EDQUOT become `DiskFull`
     naming `path`, the `needed` bytes (when not given: more than it had written) and the
-    bytes free.
+    bytes free. A marker in `path`'s folder records it first (`own`).
     """
     tmp = path + TMP
     written = 0
+    _own_path(path)
+    f = _open_new(tmp)  # before the try: a temporary name in the way is not ours to remove
     try:
-        with open(tmp, "wb") as f:
+        with f:
             try:
                 write(f)
                 f.flush()
@@ -147,7 +236,8 @@ def staged(path, save, needed=None):
     """Write `path` with a writer that needs the final file name (`save(p)` writes file `p`):
     it writes `path.tmp/<name>`, which is then renamed to `path`. Same guarantees as `atomic`."""
     folder = path + TMP
-    _remove(folder)
+    _own_path(path)
+    _leftover(folder, *os.path.split(os.path.abspath(path)))
     try:
         os.makedirs(folder)
         inner = os.path.join(folder, os.path.basename(path))
@@ -169,7 +259,8 @@ def staged_files(out, names, save):
     """Write several files of folder `out` at once: `save(folder)` writes `names` into a
     temporary folder, then each is renamed into `out`. A full disk names the file that failed."""
     folder = os.path.join(out, "files" + TMP)
-    _remove(folder)
+    own(out, *names, "files" + TMP)
+    _leftover(folder, out, "files" + TMP)
     try:
         os.makedirs(folder)
         save(folder)
@@ -207,18 +298,20 @@ def check_free(out, needed, why):
 
 
 def remove_stale(run_dir):
-    """Remove `*.tmp` files and folders a killed process left in `run_dir` (and its ckpt/);
-    returns [(relative path, bytes)] of what was removed."""
+    """Remove `*.tmp` files and folders a killed process left in `run_dir` (and its ckpt/), those
+    of files its marker names; returns [(relative path, bytes)] of what was removed."""
     removed = []
+    owned = read_marker(run_dir) or set()
     for folder in (run_dir, os.path.join(run_dir, "ckpt")):
         if not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):
-            if name.endswith(TMP):
-                p = os.path.join(folder, name)
+            p = os.path.join(folder, name)
+            rel = os.path.relpath(p, run_dir)
+            if name.endswith(TMP) and (rel in owned or rel[:-len(TMP)] in owned):
                 size = _size(p) if os.path.isdir(p) else os.path.getsize(p)
                 _remove(p)
-                removed.append((os.path.relpath(p, run_dir), size))
+                removed.append((rel, size))
     return removed
 
 

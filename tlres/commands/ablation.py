@@ -4,7 +4,7 @@
 import argparse
 import os
 
-from tlres import ablation, cli
+from tlres import ablation, cli, writes
 from tlres.commands import report
 from tlres.config import IMPROVED
 from tlres.errors import plural
@@ -66,7 +66,9 @@ def main(argv=None, prog=ablation.PROG):
         print(f"{prog}: trained {plural(len(trained), 'run')}, reused "
               f"{sum(map(len, dirs.values())) - len(trained)}")
         if not no_report:
-            return report.main([out, "--out", os.path.join(out, "report")])
+            folder = os.path.join(out, "report")  # its own from an earlier call: replaced
+            return report.main([out, "--out", folder]
+                               + (["--overwrite"] if writes.read_marker(folder) else []))
 
     return cli.guarded(prog, debug, go,
                        interrupted="interrupted; finished runs are kept and reused on the next call")

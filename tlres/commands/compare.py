@@ -1,6 +1,6 @@
 """`tlres compare SOURCE...`: results side by side, with differences and their intervals (`tlres.compare`)."""
 
-from tlres import cli, compare
+from tlres import cli, compare, writes
 
 
 def parser(prog=compare.PROG):
@@ -12,6 +12,7 @@ def parser(prog=compare.PROG):
                         "file, or `paper` (two sides: baseline and improved, n=64)")
     p.add_argument("--markdown", metavar="PATH", help="also write the comparison as Markdown")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of the sides' accuracy and loss curves")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --markdown or --plot file")
     cli.add_debug(p)
     return p
 
@@ -20,6 +21,9 @@ def main(argv=None, prog=compare.PROG):
     args = parser(prog).parse_args(cli.command_line(argv))
 
     def go():
+        for flag in ("markdown", "plot"):
+            if getattr(args, flag):
+                writes.output(getattr(args, flag), args.overwrite, f"--{flag}")
         sides = compare.all_sides(args.sources)
         report = compare.compare(sides)
         print(compare.text(report), end="")

@@ -14,6 +14,8 @@ def parser(prog=report.PROG):
                    "<!-- tlres.report:NAME:begin --> and its end marker instead (several generated "
                    "sections in one file)")
     p.add_argument("--no-paper", action="store_true", help="leave the paper's numbers out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the report's files (summary.md, summary.csv, the figures) in --out")
     cli.add_debug(p)
     return p
 
@@ -24,7 +26,7 @@ def main(argv=None, prog=report.PROG):
 
     def go():
         runs, groups, out, table = report.write(a.sources, a.out, a.readme, a.section, not a.no_paper,
-                                                " ".join([report.PROG] + argv))
+                                                " ".join([report.PROG] + argv), a.overwrite)
         print(table, end="")
         print(f"{prog}: {len(runs)} runs in {len(groups)} groups -> {out}/summary.md, summary.csv, "
               "fig2_accuracy.png, fig3_loss.png, fig4_confusion.png"

@@ -1,6 +1,6 @@
 """`tlres results export|convert`: write results files (`tlres.results`)."""
 
-from tlres import cli, results
+from tlres import cli, results, writes
 from tlres.errors import TlresError
 
 
@@ -11,6 +11,7 @@ def parser(prog=results.PROG):
     e = sub.add_parser("export", help="a tlres (or tlres.reference.torch) run directory -> results JSON")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--out", required=True, help="results JSON to write")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     c = sub.add_parser("convert", help="another framework's CSV history and predictions -> results JSON")
     c.add_argument("--history", required=True, help="CSV with at least an epoch column")
     c.add_argument("--predictions", required=True, help="CSV with index,label,prediction")
@@ -20,6 +21,7 @@ def parser(prog=results.PROG):
     c.add_argument("--class-names", help="comma-separated class names, in label order")
     c.add_argument("--name", help="label of this result (default: the framework)")
     c.add_argument("--out", required=True, help="results JSON to write")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     for q in (e, c):
         cli.add_debug(q)
     return p
@@ -29,6 +31,7 @@ def main(argv=None, prog=results.PROG):
     args = parser(prog).parse_args(cli.command_line(argv))
 
     def go():
+        writes.output(args.out, args.overwrite)
         if args.command == "export":
             result = results.from_run_dir(args.run_dir)
         else:

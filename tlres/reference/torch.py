@@ -70,7 +70,7 @@ import time
 
 import numpy as np
 
-from tlres import convert, evaluate, model as model_lib, pipeline, rundir
+from tlres import convert, evaluate, model as model_lib, pipeline, rundir, writes
 from tlres import data as tdata
 from tlres.config import halves
 from tlres.errors import TlresError
@@ -428,7 +428,7 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
     fit_seconds = time.perf_counter() - t_fit
     m.update(epochs=cfg.epochs, class_names=list(class_names))
     rundir.write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
-    torch.save(model.state_dict(), os.path.join(out, MODEL_FILE))
+    writes.atomic(os.path.join(out, MODEL_FILE), lambda f: torch.save(model.state_dict(), f))
     rundir.write_json(os.path.join(out, "metrics.json"), m)
     rundir.write_finished(out, cfg.epochs, 0, fit_seconds, time.perf_counter() - t0)
     if verbose:
