@@ -13,17 +13,17 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM = r"[+\-−]?\d[\d,]*(?:\.\d+)?"
+NUM = r"(?<![\w.\-])[+\-−]?\d+(?:,\d{3})*(?:\.\d+)?"
+SPAN = rf"{NUM}(?:-\d+(?:,\d{{3}})*(?:\.\d+)?)?"         # a value, or a range of two
 FIGURE = re.compile(
     rf"\[{NUM}, {NUM}\]"                                   # an interval
-    rf"|{NUM}-{NUM}%"                                      # a range of percentages
-    rf"|{NUM}%"                                            # a percentage
-    rf"|\b\d+(?:\.\d+)?x\b"                                # a ratio
-    rf"|{NUM} points\b"                                    # a difference
+    rf"|{SPAN}%"                                           # a percentage, or a range of them
+    rf"|{SPAN}x\b"                                         # a ratio, or a range of them
+    rf"|{SPAN} points\b"                                   # a difference
     rf"|\b\d+/\d+\b(?!-)"                                  # a fraction
     rf"|{NUM} (?:test )?(?:images|runs|seeds|tests)\b"     # a count
-    rf"|{NUM} (?:s|ms|seconds|minutes|min|hours|h)\b"      # a time
-    rf"|{NUM} img/s")                                      # a rate
+    rf"|{SPAN} (?:s|ms|seconds|minutes|min|hours|h)\b"     # a time
+    rf"|{SPAN} img/s")                                     # a rate
 GENERATED = re.compile(r"<!-- (tlres\.[\w:]+):begin -->.*?<!-- \1:end -->", re.S)
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
@@ -146,15 +146,26 @@ def _test_split():
     return f"{Config().test_split * 100:.0f}%"
 
 
+def _within(run, found):
+    """Whether `run` occurs in `found` as consecutive items."""
+    return any(found[i:i + len(run)] == run for i in range(len(found) - len(run) + 1))
+
+
 def check(text, ledger):
-    """The problems with `text` against `ledger` ({figure: (source, compute)}): a figure in its
-    prose the ledger lacks, a ledger figure its prose lacks, one whose recomputation differs."""
-    found, problems = figures(text), []
-    problems += [f"not in the ledger: {f}" for f in dict.fromkeys(found) if f not in ledger]
-    for fig, (source, compute) in ledger.items():
+    """The problems with `text` against `ledger`: a figure in its prose the ledger lacks, a ledger
+    figure its prose lacks, one whose recomputation differs. An entry whose compute returns a list
+    (a table's figures, row by row) must find that list, in order, consecutive, in the prose."""
+    found, problems, covered = figures(text), [], set()
+    for key, (source, compute) in ledger.items():
         got = compute()
-        if got != fig:
-            problems.append(f"{fig}: recomputes to {got} from {source}")
-        elif fig not in found:
-            problems.append(f"{fig}: in the ledger, not in the prose")
+        if isinstance(got, list):
+            covered.update(got)
+            if not _within(got, found):
+                problems.append(f"{key}: recomputes to {got} from {source}, not so in the prose")
+        elif got != key:
+            problems.append(f"{key}: recomputes to {got} from {source}")
+        elif key not in found:
+            problems.append(f"{key}: in the ledger, not in the prose")
+        covered.add(key)
+    problems += [f"not in the ledger: {f}" for f in dict.fromkeys(found) if f not in covered]
     return problems
