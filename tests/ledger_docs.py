@@ -50,6 +50,57 @@ def _constant(path, name):
         return re.search(rf"^{name} = ([\d.e+-]+)", f.read(), re.M).group(1)
 
 
+def _predictions(folder):
+    """Each seed's predicted labels under experiments/results/`folder`, by seed."""
+    path = os.path.join(ROOT, RESULTS, folder)
+    out = []
+    for d in sorted(x for x in os.listdir(path) if x.startswith("seed")):
+        with open(os.path.join(path, d, "predictions.csv")) as f:
+            out.append([r["prediction"] for r in csv.DictReader(f)])
+    return out
+
+
+def _agreement(pairs):
+    """Mean share of test images two runs predict alike over `pairs`, in percent."""
+    rates = [sum(x == y for x, y in zip(a, b)) / len(a) * 100 for a, b in pairs]
+    return f"{sum(rates) / len(rates):.2f}%"
+
+
+def _two_seeds(runs):
+    return [(runs[i], runs[j]) for i in range(len(runs)) for j in range(i + 1, len(runs))]
+
+
+def _table(a, b):
+    """Two folders' mean ± sd accuracy table, b - a's Welch interval and the agreements:
+    one seed in both, and two seeds within b (and within a too, for the kernels' table)."""
+    pa, pb = _predictions(a), _predictions(b)
+    return [*_mean_sd(_accuracies(a)), *_mean_sd(_accuracies(b)), "95%",
+            *_welch(_accuracies(b), _accuracies(a)), _agreement(list(zip(pa, pb)))]
+
+
+KERNELS = "experiments/results/conv-kernels/runs/{matmul,xla}/seed*/{metrics.json,predictions.csv}"
+GPU_RUNS = "experiments/results/gpu/runs/{q1,q2,d1,d2,c1,c2}/metrics.json"
+QUICK_GPU = ("q1", "q2", "d1", "d2", "c1", "c2")
+
+
+def _reproducibility():
+    m, x = "conv-kernels/runs/matmul", "conv-kernels/runs/xla"
+    f, b = "precision/runs/float32", "precision/runs/mixed_bfloat16"
+    gpu = [_metrics("gpu", "runs", r)["accuracy"] * 100 for r in QUICK_GPU]
+    s0 = [f"{_accuracies(m)[0]:.2f}%", f"{_accuracies(x)[0]:.2f}%"]
+    return [*s0, f"{_mean_sd(_accuracies(m))[1][:-1]} points", f"{min(gpu):.2f}%", f"{max(gpu):.2f}%",
+            *s0, f"{_n_test(m)} images", *_table(m, x),
+            _agreement(_two_seeds(_predictions(m)) + _two_seeds(_predictions(x))),
+            *_table(f, b), _agreement(_two_seeds(_predictions(b))), f"{_n_test(f)} test images",
+            f"{_detectable(_accuracies(f), _accuracies(b)):.1f} points"]
+
+
+def _detectable(a, b):
+    from tlres import stats
+
+    return stats.detectable_welch(a, b)
+
+
 PRECISION = "experiments/results/precision/runs/{float32,mixed_bfloat16}/seed*/metrics.json"
 
 
@@ -60,6 +111,9 @@ def _precision():
 
 
 LEDGER = {
+    "docs/reproducibility.md": {
+        "the page's figures, in order": (f"{KERNELS}; {GPU_RUNS}; {PRECISION}", _reproducibility),
+    },
     "docs/precision.md": {
         "the five-seed table": (PRECISION, _precision),
         "4x": ("tests/test_data_parallel.py: STEP32_FACTOR",
