@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from ledger import ROOT, _json
+from ledger import ROOT, SUITE_SECONDS, SUITE_TIME, _json, _test_split
 
 RESULTS = os.path.join("experiments", "results")
 
@@ -111,6 +111,8 @@ def _precision():
 
 
 LEDGER = {
+    "docs/own-data.md": {"20%": ("tlres/config.py: the default --test-split", _test_split)},
+    "docs/tests.md": {"9 minutes": (SUITE_TIME, lambda: f"{round(SUITE_SECONDS / 60)} minutes")},
     "docs/reproducibility.md": {
         "the page's figures, in order": (f"{KERNELS}; {GPU_RUNS}; {PRECISION}", _reproducibility),
     },
