@@ -11,10 +11,13 @@ import re
 import pytest
 
 import ledger
+import ledger_docs
 
 ROOT = ledger.ROOT
+LEDGER = {**ledger.LEDGER, **ledger_docs.LEDGER}
 PAGES = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
-UNCOVERED = {p for p in PAGES if p != "README.md"} - {"docs/design.md"}  # design.md states no figure
+NO_FIGURES = {"docs/design.md"}
+UNCOVERED = set(PAGES) - set(LEDGER) - NO_FIGURES
 
 
 def _text(page):
@@ -25,7 +28,7 @@ def _text(page):
 @pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.xfail(
     p in UNCOVERED, reason="the ledger does not cover this page yet", strict=True)) for p in PAGES])
 def test_every_figure_is_in_the_ledger_and_recomputes(page):
-    problems = ledger.check(_text(page), ledger.LEDGER.get(page, {}))
+    problems = ledger.check(_text(page), LEDGER.get(page, {}))
     assert not problems, problems
 
 
@@ -39,18 +42,31 @@ def test_the_finder_finds_each_kind_and_skips_code_and_generated_sections():
                                     "3 seeds", "24 runs"]
 
 
-@pytest.mark.parametrize("figure", sorted(ledger.LEDGER["README.md"]))
-def test_a_one_digit_change_is_caught(figure):
-    """Every README figure, one digit changed in a copy of the text: the check reports it."""
-    text = _text("README.md")
-    at = ledger.prose(text).index(figure) if figure in ledger.prose(text) else None
-    assert at is not None, figure
+def _covered_figures():
+    """(page, figure) for every figure the ledger covers, a table's figures one by one."""
+    for page, entries in sorted(LEDGER.items()):
+        for key, (_, compute) in entries.items():
+            got = compute()
+            for fig in dict.fromkeys(got if isinstance(got, list) else [key]):
+                yield page, fig
+
+
+@pytest.mark.parametrize("page,figure", list(_covered_figures()))
+def test_a_one_digit_change_is_caught(page, figure):
+    """Every covered figure, one digit changed in a copy of its page: the check reports it."""
+    text = _text(page)
+    assert figure in " ".join(ledger.prose(text).split()), figure
     i = next(k for k, c in enumerate(figure) if c.isdigit())
     changed = figure[:i] + str((int(figure[i]) + 1) % 10) + figure[i + 1:]
-    mutated = text.replace(figure, changed)
-    problems = ledger.check(mutated, ledger.LEDGER["README.md"])
-    assert any(changed in p for p in problems) or any(figure in p for p in problems), problems
-    assert ledger.check(text, ledger.LEDGER["README.md"]) == []
+    spaced = r"\s+".join(map(re.escape, figure.split()))  # a figure may wrap across lines
+    problems = ledger.check(re.sub(spaced, lambda _: changed, text), LEDGER[page])
+    assert any(changed in p or figure in p for p in problems), problems
+    assert ledger.check(text, LEDGER[page]) == []
+
+
+def test_design_states_no_figure():
+    for page in NO_FIGURES:
+        assert ledger.figures(_text(page)) == [], page
 
 
 def test_an_unlisted_figure_is_caught():
@@ -67,3 +83,15 @@ def test_each_estimate_says_so_with_host_and_date():
         window = flat[max(0, at - 400): at + 200]  # the sentence it stands in, and the one before
         assert re.search(r"\b(estimates?|extrapolated)\b", window, re.I), fig
         assert re.search(r"\d{4}-\d{2}-\d{2}", window) and ("EPYC" in window or "H200" in window), fig
+
+
+def test_one_full_cpu_run_estimate_everywhere():
+    """README.md and docs/speed.md give the same labelled estimate of a full CPU run: the rate of
+    one bench file and the time it implies, and no other time in hours."""
+    readme = ledger.LEDGER["README.md"]
+    rate, hours = readme["257 img/s"][1](), readme["2.7 hours"][1]()
+    for page in ("README.md", "docs/speed.md"):
+        found = ledger.figures(_text(page))
+        assert rate in found and hours in found, page
+        assert [f for f in found if f.endswith("hours")] == [hours], page
+    assert "bench-cpu-avx512-gradient-after-tcmalloc.json" in _text("docs/speed.md")
