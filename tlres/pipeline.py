@@ -183,7 +183,8 @@ def device_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, norma
 
     The split is copied to the device once; each epoch's permutation is the same numpy draw
     from (seed, e) (n indices, uploaded a chunk at a time), and the gather, sort, augmentation
-    draws and transform of `CHUNK` batches run as one jitted call. normalize=False yields the
+    draws and transform of `CHUNK` batches run as one jitted call (one program: a short last
+    chunk is padded, its extra batches unused). normalize=False yields the
     augmented uint8 batches instead (what the float batches are made from).
     """
     import jax
@@ -202,7 +203,10 @@ def device_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, norma
             index = order[:steps * bs].reshape(steps, bs).astype(np.int32)
             key = jax.random.fold_in(base, e)
             for b in range(start_step if e == start_epoch else 0, steps, CHUNK):
-                yield from chunk(images, labels, index[b:b + CHUNK], key, b)
+                part = index[b:b + CHUNK]
+                k = len(part)  # a short last chunk is padded to CHUNK: one program, extras unused
+                part = np.concatenate([part, np.repeat(part[-1:], CHUNK - k, axis=0)])
+                yield from chunk(images, labels, part, key, b)[:k]
 
     return batches()
 
