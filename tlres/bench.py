@@ -23,11 +23,15 @@ random-init weights):
   is reported as compile s; img/s is timed over `--steps` steps after
   `--warmup` steps, each execution synced on its loss (--repeats windows of
   `--steps` in one fit).
+  With --data-on-device (and --pipeline jax), fit takes its batches from the
+  device path instead (`tlres.pipeline.device_batches`, the whole synthetic
+  split on the device, augmentation as the preset's): what a run's fit does.
 * jit step: the same compiled Keras train step called directly in a loop,
   without fit's per-step Python work (callbacks, logs): the ceiling for fit.
 * forward: the training-mode forward pass alone, jitted, no gradient: where a
   step's time goes (and, with --torch, how the forward alone compares).
-* infer: `predict_on_batch`, first call reported as compile s.
+* infer: the jitted forward function evaluate and predict use (`tlres.model.forward`),
+  each batch read back to the host; first call reported as compile s.
 * peak memory: the device's peak_bytes_in_use where JAX reports it (GPU), else
   the process' peak RSS so far (CPU; includes everything before it, torch too).
 * pipeline: `tlres.pipeline.train_data` (the runner's pipeline, augmentation
@@ -65,7 +69,7 @@ PROG = "python -m tlres.bench"
 NUM_CLASSES = 10
 
 
-CONFIG_FLAGS = ("arch", "image_size", "pipeline", "precision", "conv")
+CONFIG_FLAGS = ("arch", "image_size", "pipeline", "precision", "conv", "data_on_device")
 """The runner's settings bench takes, from `Config` as the runner's are (its command's flags: help,
 checks, choices); their defaults are the improved preset's. --precision also sets torch's autocast (bf16)."""
 
@@ -79,6 +83,7 @@ class Settings:
     pipeline: str = IMPROVED.pipeline
     precision: str = IMPROVED.precision
     conv: str = IMPROVED.conv
+    data_on_device: bool = IMPROVED.data_on_device
     batch_sizes: tuple = (64, 256)
     steps: int = 20
     warmup: int = 3
@@ -95,6 +100,7 @@ class Settings:
 def _config(a, batch_size):
     return IMPROVED.replace(arch=a.arch, weights="none", image_size=a.image_size,
                             batch_size=batch_size, precision=a.precision, pipeline=a.pipeline, conv=a.conv,
+                            data_on_device=a.data_on_device,
                             data_parallel=False, compile_cache=False, preset="bench")
 
 
@@ -118,9 +124,11 @@ def peak_memory():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (host)"
 
 
-def time_train(net, x, y, warmup, steps, k, repeats=1):
+def time_train(net, x, y, warmup, steps, k, repeats=1, feed=None):
     """model.fit on one device-resident batch: (compile s, [img/s of each repeat], timed steps
-    per repeat); the repeats are consecutive windows of one fit."""
+    per repeat); the repeats are consecutive windows of one fit.
+
+    `feed(n_steps)`: fit takes its batches from that iterator instead (--data-on-device)."""
     import keras
 
     bs = len(x)
@@ -141,7 +149,7 @@ def time_train(net, x, y, warmup, steps, k, repeats=1):
         while True:
             yield x, y
 
-    net.fit(batches(), epochs=1, steps_per_epoch=total, callbacks=[Clock()], verbose=0, shuffle=False)
+    net.fit(feed(total) if feed else batches(), epochs=1, steps_per_epoch=total, callbacks=[Clock()], verbose=0, shuffle=False)
     assert len(stamps) == 2 + warm_exec + repeats * timed_exec, len(stamps)
     compile_s = stamps[1] - stamps[0]
     starts = [1 + warm_exec + i * timed_exec for i in range(repeats)]
@@ -203,17 +211,19 @@ def _seconds_per_call(call, warmup, steps, repeats=1):
 
 
 def time_infer(net, x, warmup, steps, repeats=1):
-    """`predict_on_batch`: (first call s, [img/s per repeat])."""
+    """The model's jitted forward function (`tlres.model.forward`, what evaluate and predict run),
+    each call read back to the host as a numpy array: (first call s, [img/s per repeat])."""
+    fwd = model.forward(net)
     t0 = time.perf_counter()
-    net.predict_on_batch(x)  # returns numpy: synced
+    np.asarray(fwd(x))  # synced
     compile_s = time.perf_counter() - t0
     for _ in range(warmup):
-        net.predict_on_batch(x)
+        np.asarray(fwd(x))
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(steps):
-            net.predict_on_batch(x)
+            np.asarray(fwd(x))
         rates.append(steps * len(x) / (time.perf_counter() - t0))
     return compile_s, rates
 
@@ -328,7 +338,11 @@ def measure_tlres(cfg, a):
     plan = model.conv_plan_record(net)
     out = {"conv_plan": plan["summary"], "conv_kernels": plan}
     n_rep = a.repeats
-    c, ips, n = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution, n_rep)
+    feed = None
+    if cfg.data_on_device:  # a synthetic split of exactly the steps fit takes, held on the device
+        def feed(n_steps):
+            return pipeline.train_data(*synthetic(n_steps * cfg.batch_size, cfg.image_size, seed=2), cfg)
+    c, ips, n = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution, n_rep, feed)
     out["train"] = {"compile_s": c, **spread("img_per_s", ips), "timed_steps": n}
     if a.profile:
         out["profile"] = profile_steps(net, x, y, os.path.join(a.profile, f"batch{cfg.batch_size}"))
@@ -496,7 +510,8 @@ def table(report):
     repeats = report.get("repeats", 1)
     head = (f"tlres.bench: {report['arch']} {report['image_size']}px, {report['precision']}, "
             f"conv {report['conv']}{plan}, "
-            f"steps_per_execution={report['steps_per_execution']}, synthetic data, "
+            f"steps_per_execution={report['steps_per_execution']}, synthetic data"
+            + (" (fit fed by --data-on-device)" if report.get("data_on_device") else "") + ", "
             f"{report['steps']} timed steps after {report['warmup']} warm-up"
             + (f", median (min-max) of {repeats} repeats" if repeats > 1 else "") + "; "
             f"device {d['kind']} ({d['platform']} x{d['count']}); {_host(report)}")
@@ -542,6 +557,8 @@ def run(a):
               "versions": rundir.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "results": []}
     report["pipeline"] = pipeline.resolve(a.pipeline)
+    report["data_on_device"] = a.data_on_device  # train: fit fed by the device path
+    pipeline.check(_config(a, a.batch_sizes[0]))
     report["conv"] = a.conv
     if report["torch"]:
         import torch

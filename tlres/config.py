@@ -110,6 +110,10 @@ class Config:
                       ("none", "auto"))
     coordinator_timeout: int = _x(300, "seconds a process waits for the coordinator and every other "
                                   "process to join before it gives up (one line, exit 2)")
+    data_on_device: bool = _x(False, "with the jax pipeline: hold the whole uint8 training split on the "
+                              "device and build every batch there, several per dispatch: the same "
+                              "batches and augmentation as on the host, without feeding each batch from "
+                              "host memory (for a split that fits in device memory)")
     conv: str = _x("auto", "convolution kernels: xla (XLA's own), matmul (im2col + one matmul, "
                    "the same function; trains 1.7-3.7x faster than xla on the CPUs measured, see "
                    "docs/speed.md), auto (on a CPU each distinct convolution gets the faster of "
@@ -157,8 +161,9 @@ smoothing (paper form) and per-epoch cosine annealing stay on.
 
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["half"] == EXECUTION)
 """How a run is executed, not what it computes: where it writes (out), the compile cache,
-checkpointing, how processes join (num_processes ... coordinator_timeout), and the convolution
-kernels (conv). A grid reuses a finished run that differs only in these, and `report` and
+checkpointing, how processes join (num_processes ... coordinator_timeout), where the jax
+pipeline builds its batches (data_on_device: the same batches either way, tests/test_device_data.py),
+and the convolution kernels (conv). A grid reuses a finished run that differs only in these, and `report` and
 `compare` leave them out of the settings they compare.
 
 `conv` is here by measurement, not by assumption. The two kernels compute the same function

@@ -12,7 +12,7 @@ train one model (docs/distributed.md). This module holds what is particular to t
 * `local_rows(batch)`: which rows of a global batch this process feeds; Keras' trainer
   assembles the global batch from the processes' shards with
   `jax.make_array_from_process_local_data`.
-* `predict(model, x, batch)`: inference over the whole (padded) test split, each
+* `predict(forward, x, batch)`: inference over the whole (padded) test split, each
   process feeding its rows of every batch, every process receiving all logits.
 * `together()`: a problem one process finds before training stops all of them.
 * `lost(exc)`: a collective that failed because a peer died, as one line.
@@ -244,11 +244,12 @@ def local_rows(batch_size):
     return slice(lo, hi)
 
 
-def predict(model, x, batch_size):
+def predict(forward, x, batch_size):
     """Logits of every row of `x` (a multiple of `batch_size` rows), on every process.
 
     Each batch is the single-process batch: every process feeds its `local_rows` of it,
-    the model runs once over the global batch, and the logits are gathered to all.
+    the model's jitted forward function (`tlres.model.forward`) runs once over the global
+    batch, and the logits are gathered to all.
     """
     import jax
     import keras
@@ -256,14 +257,10 @@ def predict(model, x, batch_size):
 
     rows = local_rows(batch_size)
     sharding = keras.distribution.distribution().get_data_layout((batch_size, *x.shape[1:])).backend_layout
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
-    step = jax.jit(lambda t, n, xb: model.stateless_call(t, n, xb, training=False)[0])
     out = []
     for b in range(0, len(x), batch_size):
         xb = jax.make_array_from_process_local_data(sharding, x[b:b + batch_size][rows])
-        out.append(np.asarray(multihost_utils.process_allgather(step(trainable, non_trainable, xb),
-                                                                tiled=True)))
+        out.append(np.asarray(multihost_utils.process_allgather(forward(xb), tiled=True)))
     return np.concatenate(out)
 
 

@@ -73,11 +73,16 @@ def metrics(logits, labels, num_classes, loss_fn=None, loss_criterion=None):
 def predict_logits(model, x_padded, n, batch_size):
     """Logits for the first n rows of a batch-padded, normalized test array.
 
-    With several processes each feeds its rows of every batch and all receive every logit
-    (`tlres.distributed.predict`): the whole split, evaluated once."""
+    Through the model's one jitted forward function (`tlres.model.forward`), every batch
+    dispatched before any is read. With several processes each feeds its rows of every batch
+    and all receive every logit (`tlres.distributed.predict`): the whole split, evaluated once."""
+    from tlres.model import forward
+
+    fwd = forward(model)
     if distributed.processes() > 1:
-        return distributed.predict(model, x_padded, batch_size)[:n]
-    return model.predict(x_padded, batch_size=batch_size, verbose=0)[:n]
+        return distributed.predict(fwd, x_padded, batch_size)[:n]
+    out = [fwd(x_padded[b:b + batch_size]) for b in range(0, len(x_padded), batch_size)]
+    return np.concatenate([np.asarray(o, np.float32) for o in out])[:n]
 
 
 def prediction_metrics(labels, predictions, num_classes):

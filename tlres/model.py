@@ -495,3 +495,33 @@ def conv2d_layers(model):
     import keras
 
     return [l for l in all_layers(model) if type(l) is keras.layers.Conv2D]
+
+
+_FORWARD = weakref.WeakKeyDictionary()
+
+
+def forward(net):
+    """`net`'s inference function x -> logits, one jitted program per batch shape.
+
+    Built once per model (`stateless_call`, training=False, as Keras' predict step) and called
+    with the variables' current values, so it follows training; it skips `predict`'s and
+    `predict_on_batch`'s per-call machinery, which on a GPU cost more than the forward pass.
+    Returns a device array: the caller syncs when it reads it.
+    """
+    fn = _FORWARD.get(net)
+    if fn is None:
+        import jax
+
+        ref = weakref.ref(net)  # the cache must not keep the model alive
+        step = jax.jit(lambda tv, ntv, x: ref().stateless_call(tv, ntv, x, training=False)[0])
+
+        def fn(x):
+            model = ref()
+            sync = getattr(model, "jax_state_sync", None)  # inside fit: the state fit holds
+            if sync is not None:
+                sync()
+            return step([v.value for v in model.trainable_variables],
+                        [v.value for v in model.non_trainable_variables], x)
+
+        _FORWARD[net] = fn
+    return fn

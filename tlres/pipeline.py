@@ -9,6 +9,9 @@
   Nothing on this path imports tensorflow, so it runs where tensorflow is not
   installed (``auto`` picks it then). Both paths draw flips and offsets from
   the same distribution; they are not the same random streams.
+  With ``--data-on-device`` (`device_batches`) the jax pipeline's very batches
+  are built on the device from the whole uint8 split held there, `CHUNK` per
+  jitted call, instead of being gathered in host memory one at a time.
 
 Training, epoch e: a permutation of the training split drawn from the
 stateless key (seed, e) -> batches of it with the remainder dropped (one static
@@ -56,7 +59,8 @@ def train_data(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
     are the very batches, with the same augmentation draws, that epoch has from the start.
     """
     if resolve(cfg.pipeline) == "jax":
-        return jax_batches(x, y, cfg, start_epoch, end_epoch, start_step)
+        batches = device_batches if cfg.data_on_device else jax_batches
+        return batches(x, y, cfg, start_epoch, end_epoch, start_step)
     return train_dataset(x, y, cfg, start_epoch, end_epoch, start_step)
 
 
@@ -66,11 +70,19 @@ def _check_size(x, batch_size):
                          f"of {batch_size}; lower --batch-size")
 
 
-def device_transform(cfg, rows=None):
+def check(cfg):
+    """Settings the pipelines cannot honour, found before anything is built."""
+    if cfg.data_on_device and resolve(cfg.pipeline) != "jax":
+        raise TlresError(f"--data-on-device builds the jax pipeline's batches on the device, but the "
+                         f"pipeline is {resolve(cfg.pipeline)}; add --pipeline jax")
+
+
+def device_transform(cfg, rows=None, normalize=True):
     """jitted (uint8 batch, key) -> normalized float32 batch: augmentation on the device.
 
     `rows` (a slice of a global batch of cfg.batch_size): the images are those rows of it, and
     get those rows' draws, the draws of the whole batch being made from `key` as in one process.
+    normalize=False: the augmented uint8 batch instead.
     """
     import jax
     import jax.numpy as jnp
@@ -82,7 +94,7 @@ def device_transform(cfg, rows=None):
             else:
                 flip, dy, dx = (d[rows] for d in aug.draw_jax(cfg.batch_size, cfg.crop_padding, key))
             images = aug.augment(jnp, images, flip, dy, dx, cfg.crop_padding, cfg.flip)
-        return aug.normalize(jnp, images, cfg.input_norm)
+        return aug.normalize(jnp, images, cfg.input_norm) if normalize else images
 
     return jax.jit(transform)
 
@@ -117,6 +129,84 @@ def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
                 if rows is not None:
                     idx = idx[rows]
                 yield transform(x[idx], jax.random.fold_in(key, b)), y[idx]
+
+    return batches()
+
+
+CHUNK = 8
+"""Batches the device path builds per dispatch (one jitted call returns this many)."""
+
+
+def _device_chunk(cfg, rows=None, normalize=True):
+    """jitted (images, labels, index (k, batch), epoch key, first step) -> k (batch, labels) pairs.
+
+    Each is what `jax_batches` yields for that step: row i of `index` sorted (its gather order),
+    this process' `rows` of it, gathered and transformed with key fold_in(epoch key, first + i).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    transform = device_transform(cfg, rows, normalize)
+
+    def chunk(images, labels, index, key, first):
+        out = []
+        for i in range(index.shape[0]):  # unrolled: k is small and static
+            idx = jnp.sort(index[i])
+            if rows is not None:
+                idx = idx[rows]
+            out.append((transform(jnp.take(images, idx, axis=0), jax.random.fold_in(key, first + i)),
+                        jnp.take(labels, idx, axis=0)))
+        return tuple(out)
+
+    return jax.jit(chunk)
+
+
+def _to_device(x, y):
+    """The uint8 split and int32 labels on the default device, once; a split too large is one line."""
+    import jax
+
+    need = x.nbytes + 4 * len(y)
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # backends without memory statistics (the CPU): host memory holds x already
+        stats = {}
+    free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
+    if stats.get("bytes_limit") and need > free // 2:  # half: the model and its batches need the rest
+        raise TlresError(f"--data-on-device: the training split ({need / 2**30:.2f} GiB as uint8) needs "
+                         f"more than half the device's free memory ({free / 2**30:.2f} GiB); "
+                         "drop --data-on-device")
+    return jax.device_put(x), jax.device_put(np.asarray(y, np.int32))
+
+
+def device_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, normalize=True):
+    """`jax_batches`' very batches, built on the device from the split held there whole.
+
+    The split is copied to the device once; each epoch's permutation is the same numpy draw
+    from (seed, e) (n indices, uploaded a chunk at a time), and the gather, sort, augmentation
+    draws and transform of `CHUNK` batches run as one jitted call (one program: a short last
+    chunk is padded, its extra batches unused). normalize=False yields the
+    augmented uint8 batches instead (what the float batches are made from).
+    """
+    import jax
+
+    _check_size(x, cfg.batch_size)
+    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+    rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
+    chunk = _device_chunk(cfg, rows, normalize)
+    bs, steps = cfg.batch_size, len(x) // cfg.batch_size
+    images, labels = _to_device(x, y)
+    base = jax.random.PRNGKey(cfg.seed)
+
+    def batches():
+        for e in range(start_epoch, end_epoch):
+            order = np.random.default_rng([cfg.seed, e]).permutation(len(x))
+            index = order[:steps * bs].reshape(steps, bs).astype(np.int32)
+            key = jax.random.fold_in(base, e)
+            for b in range(start_step if e == start_epoch else 0, steps, CHUNK):
+                part = index[b:b + CHUNK]
+                k = len(part)  # a short last chunk is padded to CHUNK: one program, extras unused
+                part = np.concatenate([part, np.repeat(part[-1:], CHUNK - k, axis=0)])
+                yield from chunk(images, labels, part, key, b)[:k]
 
     return batches()
 

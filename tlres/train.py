@@ -46,6 +46,7 @@ def validate(cfg):
     if cfg.checkpoint_every < 0:
         raise TlresError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
 
+    pipeline.check(cfg)
     distributed.check(cfg)
 
 
