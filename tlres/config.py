@@ -49,7 +49,7 @@ class Config:
                                "(counted, listed in split.csv) instead of stopping")
     data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10; "
                               "default: tensorflow-datasets' own, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    image_size: int = _f(32, "model input size in pixels; images of another size are resized")
+    image_size: int = _f(32, "model input size in pixels, 8..1024; images of another size are resized")
     arch: str = _f("resnet50", "network: resnet50 (Keras' ResNet50, v1, Keras' ImageNet weights), "
                    "resnet50_v1_5 (torchvision's ResNet50, the network the paper trained; weights "
                    "from torchvision/timm files), or tiny (a 3-conv network for fast plumbing tests; "
@@ -151,12 +151,12 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
 (docs/bad-input.md), so a larger size is a typo or a hostile file, not a run tlres can train."""
 
 RULES = {
-    "epochs": (lambda v: 0 < v <= 10 ** 6, "must be 1..1000000"),
-    "batch_size": (lambda v: 0 < v <= 2 ** 20, "must be 1..1048576"),
+    "epochs": (lambda v: 0 < v <= 10 ** 6, "must be positive (at most 1000000)"),
+    "batch_size": (lambda v: 0 < v <= 2 ** 20, "must be positive (at most 1048576)"),
     "lr": (lambda v: v > 0, "must be positive"),
     "image_size": (lambda v: MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE,
                    f"must be {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels"),
-    "num_processes": (lambda v: 0 < v <= 2 ** 16, "must be 1..65536"),
+    "num_processes": (lambda v: 0 < v <= 2 ** 16, "must be positive (at most 65536)"),
     "coordinator_timeout": (lambda v: v > 0, "must be positive"),
     "test_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
     "seed": (lambda v: 0 <= v < 2 ** 32, "must be 0..4294967295"),

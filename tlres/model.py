@@ -186,8 +186,8 @@ def saved_backbone(path, flag):
 KERAS_MEMBERS = {"metadata.json": 2 ** 20, "config.json": 2 ** 20, "model.weights.h5": 2 ** 30,
                  "model.weights.npz": 2 ** 30, METADATA_FILE: 2 ** 20}
 """The members a .keras file of a tlres model may have, and the most each may declare: a
-ResNet50's config.json is about 0.2 MB and its weights 95 MB (docs/bad-input.md), so each
-limit is over 5x what tlres writes; the file's total is the sum of these."""
+ResNet50's config.json is 0.17 MB and its weights 95 MB (docs/bad-input.md), so each
+limit is over 5x what tlres writes."""
 MAX_EXPANSION = 100  # a member over 1 MiB declaring 100x its stored bytes is a zip bomb (tlres stores)
 
 
@@ -236,7 +236,7 @@ def check_keras_file(path, label):
     except TlresError:
         raise
     except Exception as e:  # BadZipFile, OSError, JSON errors, RecursionError, encrypted members
-        raise TlresError(f"{label}: not a readable .keras file ({type(e).__name__}: "
+        raise TlresError(f"{label}: not a readable Keras model ({type(e).__name__}: "
                          f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
     if config is not None:
         _check_input_shapes(label, config)
