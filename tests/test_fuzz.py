@@ -11,6 +11,7 @@ MNIST-format idx folders, image folders and their images (PNG, JPEG, GIF), and
 """
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -503,6 +504,68 @@ def test_fuzz_convert_csv(tmp):
         check(convert(paths), paths[name], sum(map(len, inputs.values())) + len(blob))
 
     run()
+
+
+# -- a run's checkpoint and resume record -----------------------------------------------------------
+
+CKPT_META = {"epochs_done": 1, "step": 2, "steps_per_epoch": 5, "history": [{"epoch": 1, "loss": 1.0}],
+             "num_weights": 2, "optimizer_variables": ["adam/iteration", "adam/m"],
+             "metrics_variables": ["loss/total"], "epoch": {"lr": 0.001, "seconds": 1.5}}
+
+
+def checkpoint_bytes(meta):
+    """A checkpoint as `checkpoint.save` writes it: weights w*, optimizer o*, metrics m*, the record."""
+    return npz_bytes(w0=RNG.random((3, 3)).astype(np.float32), w1=np.zeros(3, np.float32),
+                     o0=np.zeros((), np.int64), o1=np.zeros((3, 3), np.float32), m0=np.zeros((), np.float32),
+                     meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+
+def test_fuzz_checkpoint(tmp):
+    """`checkpoint.load`: the checkpoint file, damaged as bytes or its record edited as JSON."""
+    from tlres import checkpoint
+
+    run = tmp / "ckpt-run"
+    (run / "ckpt").mkdir(parents=True)
+
+    def load(path):
+        shutil.copyfile(path, checkpoint.path(str(run)))
+        checkpoint.load(str(run), epochs=4)
+
+    valid = checkpoint_bytes(CKPT_META)
+    hot = hot_offsets(valid, [b"PK\x03\x04", b"PK\x01\x02", b"\x93NUMPY", b"'shape'", b'"epochs_done"'])
+    strategy = st.one_of(mutations(valid, hot), json_edit(CKPT_META).map(checkpoint_bytes))
+    fuzz(valid, load, ".npz", strategy=strategy)
+
+
+def test_fuzz_resume_record(tmp):
+    """`rundir.resumed_config` (what `tlres train --resume` reads first): config.json and
+    status.json of a killed run, one of them edited as JSON or damaged as bytes."""
+    from tlres import config as config_lib, rundir
+
+    record = {"config": dataclasses.asdict(config_lib.QUICK.replace(arch="tiny", out="r")),
+              "dataset": {"num_train": 100, "num_test": 20, "num_classes": 10}, "device": {"processes": 1}}
+    status = {"state": "failed", "error": "x", "epochs_done": 1, "step": 0}
+    run = tmp / "resume-run"
+    run.mkdir()
+    files = {"config.json": record, "status.json": status}
+
+    def strategy_for(name):
+        blob = json_text(files[name])
+        return st.one_of(json_edit(files[name]).map(json_text), mutations(blob))
+
+    @SETTINGS
+    @given(st.sampled_from(sorted(files)).flatmap(lambda n: st.tuples(st.just(n), strategy_for(n))))
+    def run_case(case):
+        name, blob = case
+        for other, obj in files.items():
+            (run / other).write_bytes(json_text(obj))
+        (run / name).write_bytes(blob)
+        check(lambda p: rundir.resumed_config(p), str(run), len(blob) + 4096)
+
+    for name, obj in files.items():
+        (run / name).write_bytes(json_text(obj))
+    assert check(rundir.resumed_config, str(run), 4096) == "loaded"
+    run_case()
 
 
 # -- tlres predict: a model file's tlres.json, an .npz of images -----------------------------------

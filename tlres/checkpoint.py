@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from tlres import writes
+from tlres import data, writes
 from tlres.errors import TlresError
 
 DIRNAME, FILENAME = "ckpt", "checkpoint.npz"
@@ -77,35 +77,87 @@ def estimate_bytes(model, epochs):
 
 
 def read_meta(run_dir):
-    """The checkpoint's record only (no arrays read), or None when there is none or it is unreadable."""
+    """The checkpoint's record only (no arrays read), or None when there is none, it is
+    unreadable, or its record fails `check_meta`."""
     p = path(run_dir)
     try:
+        data.check_npz_sizes(p)
         with np.load(p, allow_pickle=False) as f:
-            return json.loads(f["meta"].tobytes().decode())
+            return check_meta(p, json.loads(f["meta"].tobytes().decode()))
     except Exception:  # missing or torn: the caller only describes what it can
         return None
 
 
-def load(run_dir):
+def load(run_dir, epochs=None):
     """(meta, weights, optimizer arrays), or None when no checkpoint was written yet.
 
-    A mid-epoch checkpoint's metric arrays are in meta["metrics_arrays"]; checkpoints
-    from before mid-epoch checkpoints existed read as step 0.
+    Read as untrusted: every array's declared size is checked against what its member
+    holds before numpy allocates it (`data.check_npz_sizes`), and the record against
+    `check_meta` (`epochs`: the run's, the most epochs_done can be). Shapes and dtypes
+    are checked against the model in `restore`. A mid-epoch checkpoint's metric arrays
+    are in meta["metrics_arrays"]; checkpoints from before mid-epoch ones read as step 0.
     """
     p = path(run_dir)
     if not os.path.exists(p):
         return None
     try:
+        data.check_npz_sizes(p)
         with np.load(p, allow_pickle=False) as f:
-            meta = json.loads(f["meta"].tobytes().decode())
+            meta = check_meta(p, json.loads(f["meta"].tobytes().decode()), epochs)
             weights = [f[f"w{i}"] for i in range(meta["num_weights"])]
             opt = [f[f"o{i}"] for i in range(len(meta["optimizer_variables"]))]
             meta["metrics_arrays"] = [f[f"m{i}"] for i in range(len(meta.get("metrics_variables", [])))]
+    except TlresError:
+        raise
     except Exception as e:
         raise TlresError(f"{p}: unreadable checkpoint ({type(e).__name__}: {e}); "
                          "start a new run with --out") from e
-    meta.setdefault("step", 0)
     return meta, weights, opt
+
+
+def _count(value, high):
+    return type(value) is int and 0 <= value <= high
+
+
+def check_meta(p, meta, epochs=None):
+    """The checkpoint record `meta` with step defaulted to 0, checked for what `load` and a resume
+    read: epochs_done 0..epochs, step 0..steps_per_epoch-1 (0 once every epoch is done), the
+    array counts and names; one line otherwise."""
+    def bad(what):
+        return TlresError(f"{p}: not a checkpoint tlres wrote ({what}); start a new run with --out")
+
+    if not isinstance(meta, dict):
+        raise bad("its record is not a JSON object")
+    meta.setdefault("step", 0)
+    done, step, per = meta.get("epochs_done"), meta["step"], meta.get("steps_per_epoch")
+    top = epochs if epochs is not None else 10 ** 6
+    if not _count(done, top):
+        raise bad(f"epochs_done must be an integer 0..{top}, got {done!r}")
+    if per is not None and not (_count(per, 2 ** 40) and per > 0):
+        raise bad(f"steps_per_epoch must be a positive integer, got {per!r}")
+    if not _count(step, (per or 2 ** 40) - 1) or (step and done == top):
+        raise bad(f"step must be an integer 0..{(per or 2 ** 40) - 1} and 0 after the last epoch, got {step!r}")
+    names = [meta.get(k, []) for k in ("optimizer_variables", "metrics_variables")]
+    if not _count(meta.get("num_weights"), 100_000) or not all(
+            isinstance(n, list) and len(n) <= 100_000 and all(isinstance(x, str) for x in n) for n in names):
+        raise bad("num_weights and the variable name lists are not a count and lists of names")
+    if not isinstance(meta.get("history"), list) or not all(isinstance(r, dict) for r in meta["history"]):
+        raise bad("history is not a list of rows")
+    if step and not isinstance(meta.get("epoch", {}), dict):
+        raise bad("the epoch in progress is not a record")
+    return meta
+
+
+def _arrays_fit(what, arrays, variables):
+    """One line unless `arrays` match `variables` (Keras variables) in number, shape and dtype."""
+    if len(arrays) != len(variables):
+        raise TlresError(f"the checkpoint's {what} do not match this model ({len(arrays)} arrays for "
+                         f"{len(variables)} variables); start a new run with --out")
+    for a, v in zip(arrays, variables):
+        if tuple(a.shape) != tuple(v.shape) or np.dtype(a.dtype) != np.dtype(v.dtype):
+            raise TlresError(f"the checkpoint's {what} do not match this model: {_local(v.path)} is "
+                             f"{v.dtype} {tuple(v.shape)}, the checkpoint holds {a.dtype} {tuple(a.shape)}; "
+                             "start a new run with --out")
 
 
 def _local(path):
@@ -115,6 +167,7 @@ def _local(path):
 def restore(model, ckpt):
     """Put a loaded checkpoint's weights and optimizer state into a compiled model."""
     meta, weights, opt_arrays = ckpt
+    _arrays_fit("weights", weights, model.weights)
     model.set_weights(weights)
     opt = model.optimizer
     if not opt.built:
@@ -124,6 +177,7 @@ def restore(model, ckpt):
     if names != [_local(n) for n in meta["optimizer_variables"]]:
         raise TlresError("the checkpoint's optimizer state does not match this model "
                          f"({len(meta['optimizer_variables'])} vs {len(names)} variables)")
+    _arrays_fit("optimizer state", opt_arrays, opt.variables)
     for v, a in zip(opt.variables, opt_arrays):
         v.assign(a)
 
@@ -135,5 +189,6 @@ def restore_metrics(model, meta):
     if names != [_local(n) for n in meta["metrics_variables"]]:
         raise TlresError("the checkpoint's metric state does not match this model "
                          f"({len(meta['metrics_variables'])} vs {len(names)} variables)")
+    _arrays_fit("metric state", meta["metrics_arrays"], mvars)
     for v, a in zip(mvars, meta["metrics_arrays"]):
         v.assign(a)

@@ -71,22 +71,11 @@ def positive(kind):
     return checked(kind, lambda v: v > 0, "must be positive")
 
 
-POSITIVE = {"epochs", "batch_size", "lr", "image_size", "num_processes", "coordinator_timeout"}
-NON_NEGATIVE = {"lr_min", "weight_decay", "momentum", "crop_padding", "label_smoothing", "checkpoint_every",
-                "process_id"}
-
-
-FRACTION = {"test_split"}
-
-
 def _type(f):
+    """A field's argparse type: its kind, checked against `config.RULES` (one definition of each range)."""
     kind = f.metadata.get("type") or (type(f.default) if f.default is not None else str)
-    if f.name in FRACTION:
-        return checked(kind, lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
-    if f.name in POSITIVE:
-        return checked(kind, lambda v: v > 0, "must be positive")
-    if f.name in NON_NEGATIVE:
-        return checked(kind, lambda v: v >= 0, "must be >= 0")
+    if f.name in config_lib.RULES:
+        return checked(kind, *config_lib.RULES[f.name])
     return kind
 
 

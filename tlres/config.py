@@ -14,6 +14,8 @@ those are ours and docs/presets.md says why.
 """
 
 import dataclasses
+import math
+import types
 from dataclasses import dataclass, field
 
 from tlres.errors import TlresError
@@ -47,7 +49,7 @@ class Config:
                                "(counted, listed in split.csv) instead of stopping")
     data_dir: str | None = _f(None, "tensorflow-datasets data directory (for --data cifar10; "
                               "default: tensorflow-datasets' own, $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    image_size: int = _f(32, "model input size in pixels; images of another size are resized")
+    image_size: int = _f(32, "model input size in pixels, 8..1024; images of another size are resized")
     arch: str = _f("resnet50", "network: resnet50 (Keras' ResNet50, v1, Keras' ImageNet weights), "
                    "resnet50_v1_5 (torchvision's ResNet50, the network the paper trained; weights "
                    "from torchvision/timm files), or tiny (a 3-conv network for fast plumbing tests; "
@@ -130,6 +132,69 @@ class Config:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def validate(self, where=None):
+        """Check every field against its declared type, choices and `RULES`; returns self.
+
+        The command line's types and choices come from the same place (`tlres.cli`); this is for
+        a Config from anywhere else (Python, a resumed run's config.json). One line naming the
+        first bad field: as a flag, or, with `where` (e.g. "--resume RUN: config.json"), as a field.
+        """
+        for f in dataclasses.fields(self):
+            value, bad = getattr(self, f.name), field_problem(f, getattr(self, f.name))
+            if bad:
+                name = f"{where}: {f.name}" if where else "--" + f.name.replace("_", "-")
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
+                raise TlresError(f"{name} {bad}, got {shown}")
+        return self
+
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+"""--image-size bounds. 8: the smallest size tlres' tests train (--arch tiny). 1024: 4.6x ImageNet's
+224 per side, 21x its pixels; ResNet50 training at 1024 holds gigabytes of activations per image
+(docs/bad-input.md), so a larger size is a typo or a hostile file, not a run tlres can train."""
+
+RULES = {
+    "epochs": (lambda v: 0 < v <= 10 ** 6, "must be positive (at most 1000000)"),
+    "batch_size": (lambda v: 0 < v <= 2 ** 20, "must be positive (at most 1048576)"),
+    "lr": (lambda v: v > 0, "must be positive"),
+    "image_size": (lambda v: MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE,
+                   f"must be {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels"),
+    "num_processes": (lambda v: 0 < v <= 2 ** 16, "must be positive (at most 65536)"),
+    "coordinator_timeout": (lambda v: v > 0, "must be positive"),
+    "test_split": (lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)"),
+    "seed": (lambda v: 0 <= v < 2 ** 32, "must be 0..4294967295"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "must be >= 0 and < 1"),
+    "bn_momentum": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
+    "bn_epsilon": (lambda v: v > 0, "must be positive"),
+    **{name: (lambda v: v >= 0, "must be >= 0") for name in (
+        "lr_min", "weight_decay", "momentum", "crop_padding", "checkpoint_every", "process_id")},
+}
+"""(check, rule) per numeric field with a range: the command line's flags and `Config.validate`."""
+
+
+def field_problem(f, value):
+    """What is wrong with `value` for the Config field `f` (a dataclasses.Field), or None."""
+    declared = f.type if not isinstance(f.type, str) else type(f.default)
+    kinds = declared.__args__ if isinstance(declared, types.UnionType) else (declared,)
+    if type(value) is bool and bool not in kinds:
+        return f"must be {_kind_names(kinds)}"
+    if not isinstance(value, kinds) and not (float in kinds and type(value) is int):
+        return f"must be {_kind_names(kinds)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if f.metadata.get("choices") and value not in f.metadata["choices"]:
+        return f"must be one of {', '.join(f.metadata['choices'])}"
+    if isinstance(value, str) and not value:
+        return "must not be empty"
+    check, rule = RULES.get(f.name, (None, None))
+    return rule if value is not None and check is not None and not check(value) else None
+
+
+def _kind_names(kinds):
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             type(None): "null"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 IMPROVED = Config()

@@ -34,7 +34,7 @@ from numpy.lib import format as npy
 
 from tlres.dataset import Dataset
 
-from tlres import imagefolder, safe_pickle
+from tlres import imagefolder, memory, safe_pickle
 from tlres.errors import TlresError, quote
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -156,6 +156,8 @@ def resize(x, size, chunk=2048):
     import jax
     import jax.numpy as jnp
 
+    memory.require(len(x) * size * size * x.shape[-1], f"resizing {len(x)} images to {size}x{size}",
+                   "lower --image-size")
     out = np.empty((len(x), size, size, x.shape[-1]), np.uint8)
     fn = jax.jit(lambda b: jnp.clip(jnp.round(jax.image.resize(
         b.astype(jnp.float32), (b.shape[0], size, size, b.shape[-1]), "linear", antialias=True)), 0, 255))

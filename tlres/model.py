@@ -13,15 +13,16 @@ to different networks and are not interchangeable.
 """
 
 import dataclasses
+import json
 import os
 import time
 import weakref
 
 import numpy as np
 
-from tlres import convert, convplan, data, kernels, resnet_v15
-from tlres.config import Config
-from tlres.errors import TlresError
+from tlres import convert, convplan, data, kernels, resnet_v15, writes
+from tlres.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, Config
+from tlres.errors import TlresError, quote
 from tlres.resnet_v15 import NAME as V15
 
 MODEL_FILE = "model.keras"  # what a finished run leaves: the whole model, Keras' native format
@@ -174,16 +175,90 @@ def saved_backbone(path, flag):
     (no code runs); one line if the file is unreadable or has no single backbone."""
     import keras
 
-    try:
-        source = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # not a Keras file, truncated, unknown layers
-        raise TlresError(f"--weights {flag}: not a readable Keras model "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+    source = load_keras(path, f"--weights {flag}")
     inner = [l for l in source.layers if isinstance(l, keras.Model)]
     if len(inner) != 1:
         raise TlresError(f"--weights {flag}: does not fit: it has no single backbone model inside "
                          "(a tlres model file has one)")
     return inner[0]
+
+
+KERAS_MEMBERS = {"metadata.json": 2 ** 20, "config.json": 2 ** 20, "model.weights.h5": 2 ** 30,
+                 "model.weights.npz": 2 ** 30, METADATA_FILE: 2 ** 20}
+"""The members a .keras file of a tlres model may have, and the most each may declare: a
+ResNet50's config.json is 0.17 MB and its weights 95 MB (docs/bad-input.md), so each
+limit is over 5x what tlres writes."""
+MAX_EXPANSION = 100  # a member over 1 MiB declaring 100x its stored bytes is a zip bomb (tlres stores)
+
+
+def load_keras(path, label):
+    """A .keras model file read as untrusted: `check_keras_file` first, then Keras' loader
+    with safe_mode (no code runs), its temporary files in a folder of ours that is removed
+    afterwards whatever happens (Keras extracts members to TMPDIR and may leave an empty
+    folder there on an error). One line, prefixed `label`, when it cannot be read."""
+    import tempfile
+
+    import keras
+
+    check_keras_file(path, label)
+    with tempfile.TemporaryDirectory(prefix="tlres-keras-", ignore_cleanup_errors=True) as tmp:
+        saved, tempfile.tempdir = tempfile.tempdir, tmp
+        try:
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as e:  # not a Keras file, truncated, unknown layers
+            raise TlresError(f"{label}: not a readable Keras model ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+        finally:
+            tempfile.tempdir = saved
+
+
+def check_keras_file(path, label):
+    """Refuse a .keras zip whose members are not `KERAS_MEMBERS`, declare more than their
+    limits or `MAX_EXPANSION` x their stored size, or whose config.json gives an input over
+    `config.MAX_IMAGE_SIZE` pixels: before Keras reads a byte of them."""
+    import zipfile
+
+    config = None
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                limit = KERAS_MEMBERS.get(info.filename)
+                if limit is None:
+                    raise TlresError(f"{label}: member {quote(info.filename)} is not one Keras or tlres "
+                                     f"writes ({', '.join(KERAS_MEMBERS)}); not a tlres model file")
+                if max(info.file_size, info.compress_size) > limit or (info.file_size > 2 ** 20
+                                              and info.file_size > MAX_EXPANSION * info.compress_size):
+                    raise TlresError(f"{label}: its {info.filename} declares {writes.human(info.file_size)} "
+                                     f"({writes.human(info.compress_size)} stored); a tlres model's is under "
+                                     f"{writes.human(limit)}")
+            if "config.json" in z.namelist():
+                config = json.loads(z.read("config.json"))
+    except TlresError:
+        raise
+    except Exception as e:  # BadZipFile, OSError, JSON errors, RecursionError, encrypted members
+        raise TlresError(f"{label}: not a readable Keras model ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+    if config is not None:
+        _check_input_shapes(label, config)
+
+
+SHAPE_KEYS = ("batch_shape", "batch_input_shape", "input_shape")
+
+
+def _check_input_shapes(label, node, depth=0):
+    """Every image shape (4 dimensions) under `SHAPE_KEYS` in a Keras config: height and width
+    at most MAX_IMAGE_SIZE, so a crafted input size cannot make Keras allocate terabytes."""
+    if depth > 200:
+        raise TlresError(f"{label}: its config.json is nested over 200 levels deep; not a tlres model")
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if key in SHAPE_KEYS and isinstance(value, list) and len(value) == 4:
+            for dim in value[1:3]:
+                if dim is not None and not (type(dim) is int and 0 < dim <= MAX_IMAGE_SIZE):
+                    raise TlresError(f"{label}: its config.json gives an input of shape {value[:4]}; tlres "
+                                     f"models take images of {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels")
+        else:
+            _check_input_shapes(label, value, depth + 1)
 
 
 def save(model, path, metadata=None):
@@ -456,7 +531,8 @@ def apply_recorded_plan(model, record):
         return None
     names = record.get("matmul_layers")
     layers = conv2d_layers(model)
-    if not isinstance(names, list) or not set(names) <= {l.name for l in layers}:
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
+            or not set(names) <= {l.name for l in layers}:
         return None
     use_matmul_convs(model, [l for l in layers if l.name in names])
     pools = use_slice_pools(model)

@@ -64,8 +64,6 @@ def model_path(model):
 
 def load(model, input_norm=None, batch_size=None, conv=None):
     """A `Predictor` for MODEL; `input_norm`/`batch_size`/`conv` override the stored ones."""
-    import keras
-
     backend.require_jax()
     path = model_path(model)
     meta = model_lib.read_metadata(path) or {}
@@ -78,11 +76,7 @@ def load(model, input_norm=None, batch_size=None, conv=None):
     if input_norm is None:
         raise TlresError(f"{model}: no tlres preprocessing record in the file (not written by tlres); "
                          "give --input-norm paper or caffe")
-    try:
-        net = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # not a Keras file, truncated, unknown layers
-        raise TlresError(f"{model}: not a readable Keras model ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+    net = model_lib.load_keras(path, model)
     shape = net.input_shape
     if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
         raise TlresError(f"{model}: input shape {shape}; expected (None, S, S, 3) images")

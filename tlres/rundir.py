@@ -318,24 +318,57 @@ def create_out(out):
 
 
 def resumed_config(run_dir):
-    """The Config of the run in `run_dir`, checked to be resumable."""
+    """The Config of the run in `run_dir`, checked to be resumable: config.json and status.json
+    are read as untrusted (`check_record`), so a damaged or edited one is one line."""
     if not os.path.isdir(run_dir):
         raise TlresError(f"--resume {run_dir}: no such run directory")
     try:
-        saved = read_config(run_dir)["config"]
-        status = read_status(run_dir)
-        names = {f.name for f in dataclasses.fields(Config)}
-        saved.setdefault("conv", "xla")  # runs from before --conv existed used XLA's kernel
-        cfg = Config(**{k: v for k, v in saved.items() if k in names})
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        record, status = read_config(run_dir), read_status(run_dir)
+    except (OSError, ValueError, RecursionError) as e:
         raise TlresError(f"--resume {run_dir}: not a tlres run directory with a readable "
                          f"config.json and status.json ({type(e).__name__})") from e
+    cfg = check_record(run_dir, record, status)
     if status.get("state") == "finished":
         raise TlresError(f"--resume {run_dir}: that run already finished; nothing to resume")
     if status.get("state") == "running" and alive(status):
         raise TlresError(f"--resume {run_dir}: process {status['pid']} on this machine is still "
                          "running it; stop it first")
     return cfg.replace(out=run_dir)
+
+
+STATES = ("running", "finished", "failed", "interrupted")
+COUNTS = {"num_train": 1, "num_test": 1, "num_classes": 1}  # config.json's "dataset": each >= this
+
+
+def check_record(run_dir, record, status):
+    """The Config recorded in config.json, every field checked for type and range
+    (`Config.validate`), and the other parts a resume reads (dataset counts, process count,
+    status state and pid): one line naming the first bad value."""
+    where = f"--resume {run_dir}: config.json"
+    saved = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(saved, dict) or "data" not in saved:
+        raise TlresError(f"{where} has no \"config\" record with the run's settings; not a tlres run directory")
+    names = {f.name for f in dataclasses.fields(Config)}
+    saved = {"conv": "xla", **saved}  # runs from before --conv existed used XLA's kernel
+    cfg = Config(**{k: v for k, v in saved.items() if k in names}).validate(where)
+    dataset = record.get("dataset")
+    for key, low in COUNTS.items():
+        value = dataset.get(key) if isinstance(dataset, dict) else None
+        if type(value) is not int or value < low:
+            raise TlresError(f"{where}: dataset.{key} must be an integer >= {low}, got {value!r}")
+    device = record.get("device", {})
+    procs = device.get("processes", 1) if isinstance(device, dict) else None
+    if type(procs) is not int or not 0 < procs <= 2 ** 16:
+        raise TlresError(f"{where}: device.processes must be an integer 1..65536, got {procs!r}")
+    state = status.get("state") if isinstance(status, dict) else None
+    if state not in STATES:
+        raise TlresError(f"--resume {run_dir}: status.json's state must be one of {', '.join(STATES)}, "
+                         f"got {state!r}")
+    pid, host = status.get("pid"), status.get("host")
+    if not (pid is None or type(pid) is int and 0 < pid < 2 ** 31) or not (host is None or isinstance(host, str)):
+        raise TlresError(f"--resume {run_dir}: status.json's pid and host must be a positive integer and "
+                         f"a string, got {pid!r} and {host!r}")
+    return cfg
 
 
 def finished_with(run_dir, cfg, reference=None):

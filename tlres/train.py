@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from tlres import augment, backend, checkpoint, data, distributed, evaluate, pipeline, plots, preempt, rundir, writes
+from tlres import augment, backend, checkpoint, data, distributed, evaluate, memory, pipeline, plots, preempt
+from tlres import rundir, writes
 from tlres import model as model_lib
 from tlres.config import halves
 from tlres.errors import TlresError, TrainingFailed, plural
@@ -37,15 +38,10 @@ def preprocessing(cfg, class_names):
 
 
 def validate(cfg):
-    """Values the command line checks too, for configs built in Python."""
-    for name in ("epochs", "batch_size", "lr", "image_size"):
-        if not getattr(cfg, name) > 0:
-            raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if not 0 < cfg.test_split < 1:
-        raise TlresError(f"--test-split must be between 0 and 1 (exclusive), got {cfg.test_split}")
-    if cfg.checkpoint_every < 0:
-        raise TlresError(f"--checkpoint-every must be >= 0, got {cfg.checkpoint_every}")
-
+    """Values the command line checks too (`Config.validate`), for configs built in Python,
+    and whether the run can fit in memory at all (`memory.check_fits`)."""
+    cfg.validate()
+    memory.check_fits(cfg)
     pipeline.check(cfg)
     distributed.check(cfg)
 
@@ -215,7 +211,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
         net = model_lib.build(ds.num_classes, cfg)  # checks --weights
         ckpt = None
         if resume:  # every process reads the checkpoint (docs/distributed.md: a shared filesystem)
-            ckpt = checkpoint.load(out)
+            ckpt = checkpoint.load(out, cfg.epochs)
             record = rundir.read_config(out)
             saved = record["dataset"]
             model_lib.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
