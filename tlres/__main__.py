@@ -13,6 +13,7 @@ from tlres import cli
 VERBS = {
     "train": "train and evaluate one run (--preset NAME; --data DIR: your images)",
     "predict": "label images (files, folders, an .npz) with a run's model.keras",
+    "export": "a run's model as ONNX, a TensorFlow SavedModel or LiteRT, normalization inside",
     "ablation": "run the improvements on and off over seeds (a grid of runs)",
     "report": "tables, figures and intervals from finished runs and grids",
     "compare": "compare results side by side (runs, results files)",
