@@ -115,11 +115,11 @@ def _save_litert(model_file, input_norm, inner):
 def _install(staged, path):
     """Move the finished export `staged` to `path`, replacing an old one last."""
     old = path + ".old"
-    writes._remove(old)
+    writes.remove_path(old)
     if os.path.isdir(path):
         os.replace(path, old)
     os.replace(staged, path)
-    writes._remove(old)
+    writes.remove_path(old)
 
 
 def sidecar(meta, fmt, path, image_size):
@@ -152,7 +152,7 @@ def export(run, fmt, out=None, overwrite=False):
     path = target(model_file, fmt, out, overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     folder = path + writes.TMP
-    writes._remove(folder)
+    writes.remove_path(folder)
     os.makedirs(folder)
     inner = os.path.join(folder, os.path.basename(path))
     start = time.perf_counter()
@@ -162,10 +162,10 @@ def export(run, fmt, out=None, overwrite=False):
             _save_litert(model_file, norm, inner)
         else:
             _save_in_process(model_file, norm, FORMATS[fmt][1], inner)
-        size = writes._size(folder)
+        size = writes.tree_size(folder)
         _install(inner, path)
     finally:
-        writes._remove(folder)
+        writes.remove_path(folder)
     seconds = time.perf_counter() - start
     record = sidecar(meta, fmt, path, meta["preprocessing"].get("image_size"))
     writes.atomic_text(path + ".json", json.dumps(record, indent=2) + "\n")

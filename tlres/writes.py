@@ -96,7 +96,7 @@ def full_error(exc):
     return None
 
 
-def _remove(path):
+def remove_path(path):
     try:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -186,7 +186,7 @@ def _leftover(tmp, folder, name):
     if name not in (read_marker(folder) or ()):
         raise TlresError(f"cannot write {os.path.join(folder, name)}: {tmp} is in the way and tlres "
                          "did not write it; move it away")
-    _remove(tmp)
+    remove_path(tmp)
 
 
 def _open_new(tmp):
@@ -219,7 +219,7 @@ def atomic(path, write, needed=None):
                 written = f.tell() if not f.closed else written
         os.replace(tmp, path)
     except BaseException as e:
-        _remove(tmp)
+        remove_path(tmp)
         full = full_error(e)
         if full:
             raise no_room(path, needed, full, written) from e
@@ -247,8 +247,8 @@ def staged(path, save, needed=None):
         os.replace(inner, path)
         os.rmdir(folder)
     except BaseException as e:
-        written = _size(folder)
-        _remove(folder)
+        written = tree_size(folder)
+        remove_path(folder)
         full = full_error(e)
         if full:
             raise no_room(path, needed, full, written) from e
@@ -270,15 +270,15 @@ def staged_files(out, names, save):
     except BaseException as e:
         present = [n for n in names if os.path.exists(os.path.join(folder, n))]
         failed = present[-1] if present else names[0]  # written in order: the last one is torn
-        written = _size(folder)
-        _remove(folder)
+        written = tree_size(folder)
+        remove_path(folder)
         full = full_error(e)
         if full:
             raise no_room(os.path.join(out, failed), None, full, written) from e
         raise
 
 
-def _size(folder):
+def tree_size(folder):
     total = 0
     for root, _, files in os.walk(folder):
         for name in files:
@@ -309,8 +309,8 @@ def remove_stale(run_dir):
             p = os.path.join(folder, name)
             rel = os.path.relpath(p, run_dir)
             if name.endswith(TMP) and (rel in owned or rel[:-len(TMP)] in owned):
-                size = _size(p) if os.path.isdir(p) else os.path.getsize(p)
-                _remove(p)
+                size = tree_size(p) if os.path.isdir(p) else os.path.getsize(p)
+                remove_path(p)
                 removed.append((rel, size))
     return removed
 
