@@ -240,3 +240,60 @@ def test_the_data_fingerprint_sees_a_label_swap():
     x2 = x.copy()
     x2[3, 0, 0, 0] ^= 1
     assert fingerprint(ds(x2, y)) != base
+
+
+def fake_peer(monkeypatch, answer):
+    """This process as process 0 of 2, its exchanges answered by `answer(round, row)` as process 1's."""
+    from tlres import distributed
+
+    rounds = []
+
+    def gather(row):
+        rounds.append(row)
+        return [row, answer(len(rounds), row)]
+
+    monkeypatch.setattr(distributed, "processes", lambda: 2)
+    monkeypatch.setattr(distributed, "index", lambda: 0)
+    monkeypatch.setattr(distributed, "_gather", gather)
+    monkeypatch.setenv("TLRES_RUN_TOKEN", "s3cret")
+    return rounds
+
+
+def tiny_dataset():
+    from tlres.dataset import Dataset
+
+    x = np.zeros((8, 4, 4, 3), np.uint8)
+    return Dataset("t", x, np.arange(8) % 2, x[:2], np.arange(2), ("a", "b"))
+
+
+def test_a_joiner_that_echoes_process_0_is_refused(monkeypatch):
+    """Without the token, a joiner could send back what process 0 sent (a collective gives every
+    row to every process): process 0's proof names process 0, so the echo is refused."""
+    from tlres import distributed
+    from tlres.config import QUICK
+    from tlres.errors import TlresError
+
+    fake_peer(monkeypatch, lambda k, row: row)
+    with pytest.raises(TlresError, match="the run token of process 1 differs from process 0's"):
+        distributed.admit(QUICK, tiny_dataset())
+
+
+def test_a_joiner_with_the_token_is_admitted(monkeypatch):
+    """Process 1 computes its proof as docs/distributed.md says, HMAC-SHA256 keyed by the token over
+    the nonces, its process id (4 bytes, big-endian) and its two digests: admitted."""
+    import hashlib
+    import hmac
+
+    from tlres import distributed
+    from tlres.config import QUICK
+
+    def answer(k, row):
+        if k == 1:
+            return b"\7" * 16
+        nonces = rounds[0] + b"\7" * 16
+        return row[:64] + hmac.new(b"s3cret", nonces + (1).to_bytes(4, "big") + row[:64],
+                                   hashlib.sha256).digest()
+
+    rounds = fake_peer(monkeypatch, answer)
+    distributed.admit(QUICK, tiny_dataset())
+    assert [len(r) for r in rounds] == [16, 96]  # a nonce; two sha256 digests and an HMAC-SHA256

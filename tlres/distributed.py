@@ -378,26 +378,36 @@ def settings_digest(cfg):
     return hashlib.sha256(json.dumps(computes, sort_keys=True, default=str).encode()).digest()
 
 
+def _proof(key, nonces, j, digests):
+    """Process `j`'s HMAC over this exchange: its own, so that a joiner cannot echo another's."""
+    return hmac.new(key, nonces + j.to_bytes(4, "big") + digests, hashlib.sha256).digest()
+
+
 def admit(cfg, ds):
     """Every process shows the run's token and agrees on the settings and the data, before any
     gradient counts; else every process stops with the same line. JAX has no hook to refuse a
     process that joins, so this is the first exchange after joining: fresh nonces, then each
-    process' settings and data digests and an HMAC, keyed by the token, over all of them."""
+    process' settings and data digests and its HMAC (`_proof`), keyed by the token."""
     if processes() == 1:
         return
-    mine = settings_digest(cfg), fingerprint(ds)
+    mine = settings_digest(cfg) + fingerprint(ds)
     secret = cfg.run_token or os.environ.get(TOKEN_ENV) or None
-    key = secret.encode() if secret else b"derived:" + b"".join(mine)  # only says they agree
+    key = secret.encode() if secret else b"derived:" + mine  # derived: it only says they agree
     nonces = b"".join(_gather(os.urandom(16)))  # a recorded exchange cannot be replayed
-    proof = hmac.new(key, nonces + b"".join(mine), hashlib.sha256).digest()
-    rows = _gather(b"".join(mine) + proof)
-    first = rows[0]
+    rows = _gather(mine + _proof(key, nonces, index(), mine))
+
+    def forged(j):
+        return not hmac.compare_digest(rows[j][64:], _proof(key, nonces, j, rows[j][:64]))
+
     for what, part, fix in (
             ("settings", slice(0, 32), "what the run computes: give every process the same flags"),
             ("data", slice(32, 64), "give every process the same --data"),
-            ("run token", slice(64, 96), f"give every process the same ${TOKEN_ENV} or --run-token, "
+            ("run token", None, f"give every process the same ${TOKEN_ENV} or --run-token, "
              "or none to all")):
-        odd = [j for j, r in enumerate(rows) if r[part] != first[part]]
+        if part is not None:
+            odd = [j for j, r in enumerate(rows) if r[part] != rows[0][part]]
+        else:  # checked with this process' key: where process 0's fails, this one is the odd one
+            odd = [index()] if forged(0) else [j for j in range(len(rows)) if forged(j)]
         if odd:
             who = f"process{'es' if len(odd) > 1 else ''} {', '.join(map(str, odd))}"
             verb = "differs" if what == "run token" else "differ"
