@@ -110,6 +110,17 @@ class Config:
                       "(srun) or an Open MPI job (mpirun), read as jax.distributed's own detection "
                       "reads them, instead of the three flags above",
                       ("none", "auto"))
+    coordinator_bind: str | None = _x(None, "HOST:PORT where process 0's coordinator listens (default: "
+                                      "$JAX_COORDINATOR_BIND_ADDRESS, else --coordinator itself: the "
+                                      "interface of that address only); a wildcard (0.0.0.0, ::, *) needs "
+                                      "--wildcard-bind")
+    wildcard_bind: bool = _x(False, "let process 0's coordinator listen on every interface (a wildcard "
+                             "--coordinator-bind), where anyone who reaches the port can try to join; "
+                             "see docs/distributed.md, Network and trust")
+    run_token: str | None = _x(None, "a secret every process of the run must show before training "
+                               "(default: $TLRES_RUN_TOKEN, which `ps` does not show, else one derived "
+                               "from the settings and the data, which only checks that they agree); "
+                               "never recorded")
     coordinator_timeout: int = _x(300, "seconds a process waits for the coordinator and every other "
                                   "process to join before it gives up (one line, exit 2)")
     data_on_device: bool = _x(False, "with the jax pipeline: hold the whole uint8 training split on the "
@@ -247,9 +258,18 @@ difference from float32 either, a design that rules out only differences above 3
 experiments/results/precision), the two pipelines draw their augmentation from different
 random streams, and data parallelism computes BatchNorm statistics per device."""
 
-DISTRIBUTED = ("num_processes", "process_id", "coordinator", "cluster", "coordinator_timeout")
+DISTRIBUTED = ("num_processes", "process_id", "coordinator", "cluster", "coordinator_bind",
+               "wildcard_bind", "run_token", "coordinator_timeout")
 """The fields that say how this process joins the others: per process, so a resumed run takes
 them from its command line, not from config.json (`tlres.distributed`)."""
+
+SECRET = ("run_token",)
+"""Fields never written to a run directory (`public`)."""
+
+
+def public(cfg):
+    """`cfg` as a run directory records it: the `SECRET` fields blanked."""
+    return cfg.replace(**{name: None for name in SECRET})
 
 
 def halves(settings):

@@ -8,7 +8,10 @@ train one model (docs/distributed.md). This module holds what is particular to t
   auto``, `detect`). It calls `jax.distributed.initialize`, which `keras.distribution.initialize`
   wraps, directly: only it takes the timeouts that bound a lost process (`HEARTBEAT_S`)
   and an unreachable coordinator (``--coordinator-timeout``). Keras' wrapper also agrees
-  on a random seed across processes; tlres seeds every process with ``--seed``.
+  on a random seed across processes; tlres seeds every process with ``--seed``. Process 0
+  listens on the interface of its address only (`bind_address`), not on every one.
+* `admit(cfg, ds)`: the first exchange after joining; a process without the run's token,
+  settings or data stops every process before anything is written.
 * `local_rows(batch)`: which rows of a global batch this process feeds; Keras' trainer
   assembles the global batch from the processes' shards with
   `jax.make_array_from_process_local_data`.
@@ -21,14 +24,20 @@ With one process (the default) nothing here does anything.
 """
 
 import contextlib
+import hashlib
+import hmac
+import inspect
+import json
 import os
 import re
 import sys
 
 import numpy as np
 
+from tlres.config import COMPUTES, halves
 from tlres.errors import TlresError
 
+TOKEN_ENV = "TLRES_RUN_TOKEN"  # the run token, where `ps` does not show it (docs/distributed.md)
 HEARTBEAT_S = 30  # a process silent this long (hung, its host down) is declared lost
 ENV = {"num_processes": "KERAS_DISTRIBUTION_NUM_PROCESSES", "process_id": "KERAS_DISTRIBUTION_PROCESS_ID",
        "coordinator": "KERAS_DISTRIBUTION_JOB_ADDRESSES"}
@@ -144,13 +153,79 @@ def check(cfg):
     if not coordinator:
         raise TlresError(f"--num-processes {n} needs --coordinator HOST:PORT (process 0's host and a free "
                          "port), the same on every process")
-    host, _, port = coordinator.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TlresError(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+    _split("--coordinator", coordinator)
+    bind_address(cfg, coordinator)
+    if cfg.run_token == "":
+        raise TlresError("--run-token is empty: give every process the same long random secret "
+                         f"(better in ${TOKEN_ENV}, which `ps` does not show), or none")
     if not cfg.data_parallel:
         given = f"--cluster auto found {n} processes, which train" if cfg.cluster == "auto" else \
             f"--num-processes {n} trains"
         raise TlresError(f"{given} one model over every process' devices: add --data-parallel")
+
+
+def _split(flag, address):
+    """(host, port) of a HOST:PORT flag value ([v6]:PORT too), or one line saying what is wrong."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise TlresError(f"{flag} {address!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+    return host.strip("[]"), int(port)
+
+
+def _wildcard(host):
+    """Whether `host` (an address or name, no port) means every interface."""
+    import ipaddress
+
+    if host in ("", "*"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def bind_address(cfg, coordinator):
+    """HOST:PORT where process 0's coordinator listens: --coordinator-bind, else
+    $JAX_COORDINATOR_BIND_ADDRESS, else the coordinator's own address (its interface only; JAX
+    itself would listen on every interface). A wildcard only with --wildcard-bind: one line."""
+    given = cfg.coordinator_bind or os.environ.get("JAX_COORDINATOR_BIND_ADDRESS") or None
+    flag = "--coordinator-bind" if cfg.coordinator_bind else \
+        "$JAX_COORDINATOR_BIND_ADDRESS" if given else "--coordinator"
+    bind = given or coordinator
+    host, port = _split(flag, bind)
+    if _wildcard(host) and not cfg.wildcard_bind:
+        raise TlresError(f"{flag} {bind}: process 0 would listen on every interface, where anyone who "
+                         f"reaches port {port} can try to join the run; give an address of its host on "
+                         f"the processes' network (e.g. --coordinator-bind 10.0.0.1:{port}), or add "
+                         "--wildcard-bind to listen everywhere on purpose")
+    return bind
+
+
+def _can_listen(bind, wildcard_ok):
+    """Check, before JAX tries, that process 0 can listen at `bind`: one line where it cannot
+    (JAX's own error names neither the address nor the cause)."""
+    import socket
+
+    host, port = _split("--coordinator-bind", bind)
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise TlresError(f"process 0 cannot listen at {bind}: {host} does not resolve "
+                         f"({e.strerror or e}); give --coordinator-bind with an address of this host") from None
+    problem = None
+    for family, kind, proto, _, where in found:
+        if _wildcard(where[0]) and not wildcard_ok:
+            raise TlresError(f"process 0 cannot listen at {bind}: {host} means every interface "
+                             f"({where[0]}); give an address of this host, or add --wildcard-bind")
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(where)
+                return
+            except OSError as e:
+                problem = e.strerror or str(e)
+    raise TlresError(f"process 0 cannot listen at {bind} ({problem}): give --coordinator-bind with an "
+                     "address of this host and a free port (or free that port)")
 
 
 def initialize(cfg):
@@ -162,13 +237,18 @@ def initialize(cfg):
     if jax.distributed.is_initialized():
         return
     n, i, coordinator = settings(cfg)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
-    timeout = cfg.coordinator_timeout
-    if i != 0:  # JAX aborts the process when the coordinator never answers:
+    timeout, bind = cfg.coordinator_timeout, bind_address(cfg, coordinator)
+    if "coordinator_bind_address" not in inspect.signature(jax.distributed.initialize).parameters:
+        raise TlresError(f"jax {jax.__version__} cannot be told where its coordinator listens (it "
+                         "would listen on every interface): upgrade jax to run several processes")
+    if i == 0:
+        _can_listen(bind, cfg.wildcard_bind)
+    else:  # JAX aborts the process when the coordinator never answers:
         timeout = _reach(coordinator, i, timeout, cfg.cluster == "auto")  # find that out first, as one line
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     try:  # on SLURM and Open MPI, JAX's detection still picks each process' local devices
         jax.distributed.initialize(coordinator, n, i, initialization_timeout=timeout,
-                                   heartbeat_timeout_seconds=HEARTBEAT_S)
+                                   heartbeat_timeout_seconds=HEARTBEAT_S, coordinator_bind_address=bind)
     except (RuntimeError, ValueError) as e:  # jaxlib's errors subclass these
         where = f"the coordinator {coordinator}" + (" (--cluster auto)" if cfg.cluster == "auto" else "")
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -264,11 +344,73 @@ def predict(forward, x, batch_size):
     return np.concatenate(out)
 
 
-def _agree(failed):
-    """Every process' `failed` flag, gathered (a collective: every process must call it)."""
+def _gather(row):
+    """Every process' `row` (bytes, the same length on each), in process order (a collective)."""
     from jax.experimental import multihost_utils
 
-    return [bool(v) for v in np.asarray(multihost_utils.process_allgather(np.int32(failed))).ravel()]
+    mine = np.frombuffer(row, np.uint8)
+    return [bytes(r) for r in np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, len(row))]
+
+
+def _agree(failed):
+    """Every process' `failed` flag, gathered (a collective: every process must call it)."""
+    return [r != b"\0" for r in _gather(b"\1" if failed else b"\0")]
+
+
+def fingerprint(ds):
+    """sha256 of what a dataset holds (its four arrays, their shapes and types, its class names),
+    wherever it was read from: the processes of a run must all train on these."""
+    h = hashlib.sha256(json.dumps(list(ds.class_names)).encode())
+    for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.digest()
+
+
+def settings_digest(cfg):
+    """sha256 of what a run computes (config.COMPUTES), where it reads its data aside (the data
+    are compared by `fingerprint`, so the path may differ between hosts)."""
+    computes = {k: v for k, v in halves(cfg)[COMPUTES].items() if k not in ("data", "data_dir")}
+    return hashlib.sha256(json.dumps(computes, sort_keys=True, default=str).encode()).digest()
+
+
+def _proof(key, nonces, j, digests):
+    """Process `j`'s HMAC over this exchange: its own, so that a joiner cannot echo another's."""
+    return hmac.new(key, nonces + j.to_bytes(4, "big") + digests, hashlib.sha256).digest()
+
+
+def admit(cfg, ds):
+    """Every process shows the run's token and agrees on the settings and the data, before any
+    gradient counts; else every process stops with the same line. JAX has no hook to refuse a
+    process that joins, so this is the first exchange after joining: fresh nonces, then each
+    process' settings and data digests and its HMAC (`_proof`), keyed by the token."""
+    if processes() == 1:
+        return
+    mine = settings_digest(cfg) + fingerprint(ds)
+    secret = cfg.run_token or os.environ.get(TOKEN_ENV) or None
+    key = secret.encode() if secret else b"derived:" + mine  # derived: it only says they agree
+    nonces = b"".join(_gather(os.urandom(16)))  # a recorded exchange cannot be replayed
+    rows = _gather(mine + _proof(key, nonces, index(), mine))
+
+    def forged(j):
+        return not hmac.compare_digest(rows[j][64:], _proof(key, nonces, j, rows[j][:64]))
+
+    for what, part, fix in (
+            ("settings", slice(0, 32), "what the run computes: give every process the same flags"),
+            ("data", slice(32, 64), "give every process the same --data"),
+            ("run token", None, f"give every process the same ${TOKEN_ENV} or --run-token, "
+             "or none to all")):
+        if part is not None:
+            odd = [j for j, r in enumerate(rows) if r[part] != rows[0][part]]
+        else:  # checked with this process' key: where process 0's fails, this one is the odd one
+            odd = [index()] if forged(0) else [j for j in range(len(rows)) if forged(j)]
+        if odd:
+            who = f"process{'es' if len(odd) > 1 else ''} {', '.join(map(str, odd))}"
+            verb = "differs" if what == "run token" else "differ"
+            raise TlresError(f"process {index()} of {len(rows)}: the {what} of {who} {verb} from process "
+                             f"0's ({fix}); not admitted: every process stops before training, nothing "
+                             "written")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import numpy as np
 from tlres import augment, backend, checkpoint, data, distributed, evaluate, memory, pipeline, plots, preempt
 from tlres import rundir, writes
 from tlres import model as model_lib
-from tlres.config import halves
+from tlres.config import halves, public
 from tlres.errors import TlresError, TrainingFailed, plural
 
 
@@ -197,36 +197,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
     writer = distributed.is_writer()  # process 0 writes the run directory, the others nothing
     out = cfg.out if resume else rundir.default_out(cfg)
     guard.run_dir = out if writer else None
-    with distributed.together():  # a problem one process finds before training stops them all
-        if not resume and writer:
-            rundir.check_out(out, overwrite)
-        if cfg.compile_cache:
-            backend.enable_compile_cache()
-        t0 = time.perf_counter()
-        ds = load_inputs(cfg)
-        if len(ds.x_train) < cfg.batch_size:
-            raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
-                             f"than one batch of {cfg.batch_size}; lower --batch-size")
-        setup_engine(cfg)  # dtype policy and distribution, before the model is built
-        net = model_lib.build(ds.num_classes, cfg)  # checks --weights
-        ckpt = None
-        if resume:  # every process reads the checkpoint (docs/distributed.md: a shared filesystem)
-            ckpt = checkpoint.load(out, cfg.epochs)
-            record = rundir.read_config(out)
-            saved = record["dataset"]
-            model_lib.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
-            if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
-                    len(ds.x_train), len(ds.x_test), ds.num_classes):
-                raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
-                                 f"{saved['num_train']}/{saved['num_test']} images and "
-                                 f"{saved['num_classes']} classes")
-            was = record.get("device", {}).get("processes", 1)
-            if was != distributed.processes():
-                def procs(k):
-                    return f"{k} process" + ("es" if k != 1 else "")
-
-                raise TlresError(f"--resume {out}: the run was trained by {procs(was)}, this is "
-                                 f"{procs(distributed.processes())}; resume it with --num-processes {was}")
+    ds, net, ckpt, t0 = _set_up(cfg, out, resume, overwrite, writer)
     created = False if resume or not writer else rundir.create_out(out)
     if writer:
         stale = writes.describe_removed(writes.remove_stale(out))
@@ -237,21 +208,7 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
         rundir.write_running(out, start_epoch, ckpt[0]["step"] if ckpt else 0)
     try:
         if not resume and writer:
-            rundir.write_json(os.path.join(out, "config.json"), {
-                "config": dataclasses.asdict(cfg.replace(out=out)),
-                **halves(cfg.replace(out=out)),  # the same settings: what it computes, how it ran
-                "dataset": {
-                    "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
-                    "num_classes": ds.num_classes, "class_names": list(ds.class_names),
-                    **(ds.record or {})},
-                "preprocessing": preprocessing(cfg, ds.class_names),
-                "versions": rundir.versions(), "device": rundir.device(),
-                "conv_plan": model_lib.conv_plan_record(net),  # which kernel each convolution uses
-                "pipeline": pipeline.resolve(cfg.pipeline),
-                # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
-                "xla_flags": os.environ.get("XLA_FLAGS", "")})
-            if ds.files:
-                rundir.write_split(os.path.join(out, rundir.SPLIT_FILE), ds.files)
+            _write_config(cfg, out, ds, net)
         return _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer)
     except BaseException as e:
         peer = distributed.lost(e)
@@ -286,6 +243,64 @@ def _guarded_run(cfg, verbose, overwrite, resume, guard):
         if isinstance(e, writes.DiskFull) and not getattr(e, "before_training", False):
             raise writes.DiskFull(f"{e}; {_what_is_kept(out, meta, e.remedy)}") from e
         raise e
+
+
+def _set_up(cfg, out, resume, overwrite, writer):
+    """(dataset, model, checkpoint or None, start time): everything checked and built before the
+    run directory is created. With several processes, a problem one finds stops them all, and
+    `distributed.admit` (after the data, before the model) lets only the run's own processes on."""
+    with distributed.together():  # a problem one process finds before training stops them all
+        if not resume and writer:
+            rundir.check_out(out, overwrite)
+        if cfg.compile_cache:
+            backend.enable_compile_cache()
+        t0 = time.perf_counter()
+        ds = load_inputs(cfg)
+        if len(ds.x_train) < cfg.batch_size:
+            raise TlresError(f"--data {cfg.data}: the training split has {len(ds.x_train)} images, fewer "
+                             f"than one batch of {cfg.batch_size}; lower --batch-size")
+    distributed.admit(cfg, ds)  # several processes: token, settings and data agree, or all stop here
+    with distributed.together():
+        setup_engine(cfg)  # dtype policy and distribution, before the model is built
+        net = model_lib.build(ds.num_classes, cfg)  # checks --weights
+        ckpt = None
+        if resume:  # every process reads the checkpoint (docs/distributed.md: a shared filesystem)
+            ckpt = checkpoint.load(out, cfg.epochs)
+            record = rundir.read_config(out)
+            saved = record["dataset"]
+            model_lib.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
+            if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
+                    len(ds.x_train), len(ds.x_test), ds.num_classes):
+                raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
+                                 f"{saved['num_train']}/{saved['num_test']} images and "
+                                 f"{saved['num_classes']} classes")
+            was = record.get("device", {}).get("processes", 1)
+            if was != distributed.processes():
+                def procs(k):
+                    return f"{k} process" + ("es" if k != 1 else "")
+
+                raise TlresError(f"--resume {out}: the run was trained by {procs(was)}, this is "
+                                 f"{procs(distributed.processes())}; resume it with --num-processes {was}")
+    return ds, net, ckpt, t0
+
+
+def _write_config(cfg, out, ds, net):
+    """config.json: the settings (no run token), the data, and how the run is executed."""
+    rundir.write_json(os.path.join(out, "config.json"), {
+        "config": dataclasses.asdict(public(cfg).replace(out=out)),  # no run token
+        **halves(public(cfg).replace(out=out)),  # the same settings: what it computes, how it ran
+        "dataset": {
+            "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
+            "num_classes": ds.num_classes, "class_names": list(ds.class_names),
+            **(ds.record or {})},
+        "preprocessing": preprocessing(cfg, ds.class_names),
+        "versions": rundir.versions(), "device": rundir.device(),
+        "conv_plan": model_lib.conv_plan_record(net),  # which kernel each convolution uses
+        "pipeline": pipeline.resolve(cfg.pipeline),
+        # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
+        "xla_flags": os.environ.get("XLA_FLAGS", "")})
+    if ds.files:
+        rundir.write_split(os.path.join(out, rundir.SPLIT_FILE), ds.files)
 
 
 def _what_is_kept(out, meta, remedy):

@@ -72,7 +72,7 @@ import numpy as np
 
 from tlres import convert, evaluate, model as model_lib, pipeline, rundir, writes
 from tlres import data as tdata
-from tlres.config import halves
+from tlres.config import halves, public
 from tlres.errors import TlresError
 
 PROG = "python -m tlres.reference.torch"  # its command's name there (`tlres.commands.torch`)
@@ -329,8 +329,8 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     rundir.write_running(out)
     rundir.write_json(os.path.join(out, "config.json"), {
         "framework": "pytorch",
-        "config": dataclasses.asdict(cfg.replace(out=out)),
-        **halves(cfg.replace(out=out)),
+        "config": dataclasses.asdict(public(cfg).replace(out=out)),  # no run token
+        **halves(public(cfg).replace(out=out)),
         "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
                     "num_classes": C, "class_names": list(ds.class_names)},
         "reference": {"limit_train": limit_train, "limit_test": limit_test, "draws": draws,
