@@ -2,7 +2,6 @@
 (the same form as `ledger.LEDGER`, which holds README.md's). An entry whose compute returns a
 list covers a table or a run of figures from one file, row by row, in the page's order."""
 import csv
-import json
 import os
 import re
 

@@ -26,7 +26,6 @@ at a tie of two logits within 1e-12). tlres computes the head and the loss in fl
 precision); in these float64 runs they follow the float64 policy, so nothing rounds to float32.
 """
 
-import csv
 import json
 import math
 import os

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from test_reliability import cli, read, without_seconds, write_npz
+from tlres.errors import human
 from test_reliability import history as recorded_history
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -276,9 +277,8 @@ def test_file_size_limit_on_the_checkpoint_write_is_one_line_and_keeps_the_check
     ckpt = os.path.join(e["dir"], "ckpt", "checkpoint.npz")
     assert line.startswith(f"{PROG}: error: cannot write {ckpt}: over this process' file size limit "
                            "(ulimit -f) of "), line
-    from tlres import writes
 
-    assert f"of {writes.human(e['limit'])}: it needs about " in line
+    assert f"of {human(e['limit'])}: it needs about " in line
     needed = line.split("it needs about ")[1].split(" (")[0]
     value, unit = needed.split()
     assert float(value) * {"kB": 1e3, "MB": 1e6}[unit] > e["limit"]  # it really needed more

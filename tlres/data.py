@@ -35,7 +35,7 @@ from numpy.lib import format as npy
 from tlres.dataset import Dataset
 
 from tlres import imagefolder, memory, safe_pickle
-from tlres.errors import TlresError, quote
+from tlres.errors import TlresError, human, quote
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -223,15 +223,7 @@ def check_npz_sizes(path):
                 need, have = math.prod(shape) * dtype.itemsize, info.file_size - f.tell()
             if not dtype.hasobject and need > have:
                 raise TlresError(f"{path}: {quote(info.filename[:-4])} declares a {dtype} array of shape "
-                                 f"{shape} ({_bytes(need)}) but holds {_bytes(have)}")
-
-
-def _bytes(n):
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"
+                                 f"{shape} ({human(need)}) but holds {human(have)}")
 
 
 MAX_BATCH_BYTES = 256 * 2 ** 20  # an official batch is 31 MB; a member this big is no CIFAR-10 batch

@@ -36,3 +36,13 @@ def quote(text, limit=120):
 def plural(n, noun):
     """'1 epoch', '2 epochs'."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def human(n):
+    """Bytes for a person: '812 bytes', '81.3 kB', '283.2 MB' (powers of 1000, as df -H)."""
+    if n < 10_000:
+        return f"{int(n)} bytes"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000.0
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"

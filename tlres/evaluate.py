@@ -12,6 +12,7 @@ import numpy as np
 
 from tlres import distributed
 from tlres.stats import Z95, wilson_interval
+from tlres.model import forward
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -76,8 +77,6 @@ def predict_logits(model, x_padded, n, batch_size):
     Through the model's one jitted forward function (`tlres.model.forward`), every batch
     dispatched before any is read. With several processes each feeds its rows of every batch
     and all receive every logit (`tlres.distributed.predict`): the whole split, evaluated once."""
-    from tlres.model import forward
-
     fwd = forward(model)
     if distributed.processes() > 1:
         return distributed.predict(fwd, x_padded, batch_size)[:n]

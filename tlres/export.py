@@ -14,12 +14,14 @@ backend (Keras exports LiteRT from that backend only). The default place is
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
-from tlres import writes
+import numpy as np
+
+from tlres import augment, backend, predict, writes
+from tlres import model as model_lib
 from tlres.errors import TlresError
 
 PROG = "tlres export"
@@ -39,9 +41,6 @@ def wrap(net, input_norm):
     in Keras ops only, so any Keras backend builds it.
     """
     import keras
-    import numpy as np
-
-    from tlres import augment
 
     images = keras.Input(net.input_shape[1:], dtype="uint8", name=INPUT_NAME)
     x = keras.ops.cast(images, "float32")
@@ -88,8 +87,6 @@ def target(model_file, fmt, out, overwrite):
 def _save_in_process(model_file, input_norm, kformat, inner):
     import keras
 
-    from tlres import backend
-
     backend.require_jax()
     net = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     wrap(net, input_norm).export(inner, format=kformat, verbose=False)
@@ -124,8 +121,6 @@ def _install(staged, path):
 
 def sidecar(meta, fmt, path, image_size):
     """What the exported graph takes and gives (`NAME.json`): a server's only other need is the names."""
-    from tlres import augment
-
     pre = meta["preprocessing"]
     return {"format": fmt, "file": os.path.basename(path),
             "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, image_size, image_size, 3],
@@ -138,8 +133,6 @@ def sidecar(meta, fmt, path, image_size):
 
 def export(run, fmt, out=None, overwrite=False):
     """Export RUN's model.keras as `fmt`; returns (path, seconds, bytes). See the module docstring."""
-    from tlres import model as model_lib
-    from tlres import predict
 
     if fmt not in FORMATS:
         raise TlresError(f"--format {fmt}: unknown export format; choose one of {', '.join(FORMATS)}")

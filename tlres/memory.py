@@ -9,8 +9,7 @@ dataset's images). The constants and how they were measured: docs/bad-input.md.
 
 import os
 
-from tlres.errors import TlresError
-from tlres.writes import human
+from tlres.errors import TlresError, human
 
 MARGIN = 2  # refuse only runs whose estimate is over twice the memory available
 

@@ -20,9 +20,9 @@ import weakref
 
 import numpy as np
 
-from tlres import convert, convplan, data, kernels, resnet_v15, writes
+from tlres import convert, convplan, data, kernels, resnet_v15
 from tlres.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, Config
-from tlres.errors import TlresError, quote
+from tlres.errors import TlresError, human, quote
 from tlres.resnet_v15 import NAME as V15
 
 MODEL_FILE = "model.keras"  # what a finished run leaves: the whole model, Keras' native format
@@ -228,9 +228,9 @@ def check_keras_file(path, label):
                                      f"writes ({', '.join(KERAS_MEMBERS)}); not a tlres model file")
                 if max(info.file_size, info.compress_size) > limit or (info.file_size > 2 ** 20
                                               and info.file_size > MAX_EXPANSION * info.compress_size):
-                    raise TlresError(f"{label}: its {info.filename} declares {writes.human(info.file_size)} "
-                                     f"({writes.human(info.compress_size)} stored); a tlres model's is under "
-                                     f"{writes.human(limit)}")
+                    raise TlresError(f"{label}: its {info.filename} declares {human(info.file_size)} "
+                                     f"({human(info.compress_size)} stored); a tlres model's is under "
+                                     f"{human(limit)}")
             if "config.json" in z.namelist():
                 config = json.loads(z.read("config.json"))
     except TlresError:

@@ -25,7 +25,7 @@ from tlres import augment, backend, checkpoint, data, distributed, evaluate, mem
 from tlres import rundir, writes
 from tlres import model as model_lib
 from tlres.config import halves, public
-from tlres.errors import TlresError, TrainingFailed, plural
+from tlres.errors import TlresError, TrainingFailed, human, plural
 
 
 def preprocessing(cfg, class_names):
@@ -435,8 +435,8 @@ def check_space(cfg, out, net, num_test):
     small = 500_000 + 40 * num_test + 300 * cfg.epochs
     needed = 2 * max(one, _weights_bytes(net) + 100_000) + small - existing
     try:
-        writes.check_free(out, needed, f"two checkpoints of about {writes.human(one)}, as the next is "
-                                       f"written beside the last, and {writes.human(small)} of results")
+        writes.check_free(out, needed, f"two checkpoints of about {human(one)}, as the next is "
+                                       f"written beside the last, and {human(small)} of results")
     except writes.DiskFull as e:
         e.before_training = True
         raise

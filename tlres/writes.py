@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 
+from tlres import errors
 from tlres.errors import TlresError
 
 TMP = ".tmp"
@@ -52,16 +53,6 @@ class DiskFull(TlresError):
 
     exit_code = 4
     remedy = "free some space"  # what the user does, in words
-
-
-def human(n):
-    """Bytes for a person: '812 bytes', '81.3 kB', '283.2 MB' (powers of 1000, as df -H)."""
-    if n < 10_000:
-        return f"{int(n)} bytes"
-    for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1000.0
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}"
 
 
 def free_bytes(path):
@@ -110,15 +101,15 @@ def no_room(path, needed, exc, written=0):
     """The one-line `DiskFull` for a failed write of `path` (its temporary files already removed):
     `needed` bytes when known, else more than the `written` bytes it had written."""
     free = free_bytes(os.path.dirname(os.path.abspath(path)) or ".")
-    need = f"it needs about {human(needed)}" if needed else f"it needs more than {human(written)}"
+    need = f"it needs about {errors.human(needed)}" if needed else f"it needs more than {errors.human(written)}"
     limit = file_size_limit()
     if exc.errno == errno.EFBIG and limit is not None:
         e = DiskFull(f"cannot write {path}: over this process' file size limit (ulimit -f) of "
-                     f"{human(limit)}: {need} ({human(free)} free on its filesystem)")
+                     f"{errors.human(limit)}: {need} ({errors.human(free)} free on its filesystem)")
         e.remedy = "raise the file size limit (ulimit -f)"
         return e
     what = "disk quota exceeded" if exc.errno == errno.EDQUOT else "no space left on its filesystem"
-    return DiskFull(f"cannot write {path}: {what}: {need}, {human(free)} free")
+    return DiskFull(f"cannot write {path}: {what}: {need}, {errors.human(free)} free")
 
 
 # --- what tlres owns: the marker ---
@@ -293,8 +284,8 @@ def check_free(out, needed, why):
     """Raise `DiskFull` now, before training, when `out`'s filesystem has fewer than `needed` bytes free."""
     free = free_bytes(out)
     if free < needed:
-        raise DiskFull(f"--out {out}: {human(free)} free on its filesystem, but the run needs about "
-                       f"{human(needed)} ({why}); free some space or choose another --out")
+        raise DiskFull(f"--out {out}: {errors.human(free)} free on its filesystem, but the run needs about "
+                       f"{errors.human(needed)} ({why}); free some space or choose another --out")
 
 
 def remove_stale(run_dir):
@@ -319,6 +310,6 @@ def describe_removed(removed):
     """One line for `remove_stale`'s result, or None when nothing was removed."""
     if not removed:
         return None
-    files = ", ".join(f"{p} ({human(n)})" for p, n in removed)
+    files = ", ".join(f"{p} ({errors.human(n)})" for p, n in removed)
     return (f"removed {len(removed)} temporary file{'s' if len(removed) != 1 else ''} an earlier "
             f"process left behind: {files}")

@@ -2,7 +2,8 @@
 
 import argparse
 
-from tlres import cli, export, writes
+from tlres import cli, export
+from tlres.errors import human
 
 
 def parser(prog=export.PROG):
@@ -23,7 +24,7 @@ def main(argv=None, prog=export.PROG):
 
     def go():
         path, seconds, size = export.export(a.run, a.format, a.out, a.overwrite)
-        print(f"{prog}: {a.format} ({writes.human(size)}, {seconds:.1f} s) -> {path} "
+        print(f"{prog}: {a.format} ({human(size)}, {seconds:.1f} s) -> {path} "
               f"(inputs, normalization and class names: {path}.json)")
 
     return cli.guarded(prog, a.debug, go)
