@@ -176,7 +176,7 @@ def test_the_socket_table_is_read_right():
      "$JAX_COORDINATOR_BIND_ADDRESS *:1234: process 0 would listen on every interface"),
     (["--coordinator", "127.0.0.1:1234", "--coordinator-bind", "nowhere"], {},
      "--coordinator-bind 'nowhere': expected HOST:PORT"),
-    (["--coordinator", "127.0.0.1:1234", "--run-token", ""], {}, "--run-token is empty"),
+    (["--coordinator", "127.0.0.1:1234", "--run-token", ""], {}, "--run-token must not be empty"),
 ])
 def test_a_wildcard_bind_needs_asking_for(tmp_path, monkeypatch, flags, env, says):
     from test_faults import in_process_main
