@@ -7,7 +7,7 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# --conv auto on a CPU times each convolution shape once per host (tlres.convplan): tests use the
+# --conv auto on a CPU times each convolution shape once per host (tlres.net.cpu.convplan): tests use the
 # fixed matmul kernel instead, so none times ResNet50 or writes into ~/.cache (test_conv_plan.py
 # tests the measured plan with its own timings and cache folder)
 os.environ.setdefault("TLRES_CONV_AUTO", "matmul")
@@ -52,7 +52,7 @@ def cifar_archive(tmp_path):
     return str(tgz), str(folder), arrays
 
 
-# -- folders of images (tlres.imagefolder) -----------------------------------------------------
+# -- folders of images (tlres.data.imagefolder) -----------------------------------------------------
 # (format, Pillow mode, size): every kind --data DIR reads, at the model's 32 px, larger, smaller
 # and not square; 32x32 lossless ones decode to known pixels exactly.
 IMAGE_KINDS = (("png", "RGB", (32, 32)), ("png", "L", (40, 25)), ("png", "RGBA", (32, 32)),

@@ -30,7 +30,7 @@ import tracemalloc
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from tlres.errors import TlresError
+from tlres.core.errors import TlresError
 
 EXAMPLES = int(os.environ.get("TLRES_FUZZ_EXAMPLES", "30"))
 LONG_RUN = "TLRES_FUZZ_EXAMPLES" in os.environ

@@ -44,7 +44,7 @@ def _json(*path):
 
 
 def _wilson(reading, key):
-    from tlres import stats
+    from tlres.core import stats
 
     p, r = _json("experiments", "paper.json"), _json("experiments", "paper.json")["readings"]
     n = next(x["n_test"] for x in r if x["key"] == reading)
@@ -53,7 +53,7 @@ def _wilson(reading, key):
 
 
 def _newcombe(n):
-    from tlres import stats
+    from tlres.core import stats
 
     p = _json("experiments", "paper.json")
     d, (lo, hi) = stats.newcombe_interval(round(p["improved"]["accuracy"] * n / 100), n,
@@ -62,7 +62,7 @@ def _newcombe(n):
 
 
 def _detectable(n):
-    from tlres import stats
+    from tlres.core import stats
 
     p = _json("experiments", "paper.json")
     pooled = (p["improved"]["accuracy"] + p["baseline"]["accuracy"]) / 200
@@ -116,11 +116,11 @@ LEDGER = {"README.md": {
     "9 minutes": (SUITE_TIME, lambda: f"{round(SUITE_SECONDS / 60)} minutes"),
     "1,000 test images": (PAPER, lambda: f"{_json(PAPER)['readings'][0]['n_test'] // 10:,} test images"),
     "64 images": (PAPER, lambda: f"{_json(PAPER)['batch_size']} images"),
-    "95%": ("tlres/stats.py: Z95, the level of every interval", lambda: _level()),
-    "80%": ("tlres/stats.py: detectable_welch's default power", lambda: _default("detectable_welch", "power")),
-    "5%": ("tlres/stats.py: 1 - detectable_welch's default level",
+    "95%": ("tlres/core/stats.py: Z95, the level of every interval", lambda: _level()),
+    "80%": ("tlres/core/stats.py: detectable_welch's default power", lambda: _default("detectable_welch", "power")),
+    "5%": ("tlres/core/stats.py: 1 - detectable_welch's default level",
            lambda: f"{(1 - _default('detectable_welch', 'level', raw=True)) * 100:.0f}%"),
-    "20%": ("tlres/config.py: the default --test-split", lambda: _test_split()),
+    "20%": ("tlres/core/config.py: the default --test-split", lambda: _test_split()),
 }}
 ESTIMATES = {"257 img/s", "2.7 hours", "5,019 img/s", "8.3 minutes", "9 minutes"}
 
@@ -128,7 +128,7 @@ ESTIMATES = {"257 img/s", "2.7 hours", "5,019 img/s", "8.3 minutes", "9 minutes"
 def _level():
     from scipy import stats as sps
 
-    from tlres import stats
+    from tlres.core import stats
 
     return f"{(2 * sps.norm.cdf(stats.Z95) - 1) * 100:.0f}%"
 
@@ -136,14 +136,14 @@ def _level():
 def _default(function, name, raw=False):
     import inspect
 
-    from tlres import stats
+    from tlres.core import stats
 
     v = inspect.signature(getattr(stats, function)).parameters[name].default
     return v if raw else f"{v * 100:.0f}%"
 
 
 def _test_split():
-    from tlres.config import Config
+    from tlres.core.config import Config
 
     return f"{Config().test_split * 100:.0f}%"
 

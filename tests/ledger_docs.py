@@ -29,7 +29,7 @@ def _n_test(folder):
 
 
 def _mean_sd(values):
-    from tlres import stats
+    from tlres.core import stats
 
     s = stats.summary(values)
     return [f"{s['mean']:.2f}%", f"{s['sd']:.2f}%"]
@@ -37,7 +37,7 @@ def _mean_sd(values):
 
 def _welch(a, b):
     """'+d points' and '[lo, hi]' of mean(a) - mean(b), Welch's t over seeds."""
-    from tlres import stats
+    from tlres.core import stats
 
     d, (lo, hi), _ = stats.welch_interval(a, b)
     return [f"{d:+.2f} points", f"[{lo:+.2f}, {hi:+.2f}]"]
@@ -95,7 +95,7 @@ def _reproducibility():
 
 
 def _detectable(a, b):
-    from tlres import stats
+    from tlres.core import stats
 
     return stats.detectable_welch(a, b)
 
@@ -110,7 +110,7 @@ def _precision():
 
 
 LEDGER = {
-    "docs/own-data.md": {"20%": ("tlres/config.py: the default --test-split", _test_split)},
+    "docs/own-data.md": {"20%": ("tlres/core/config.py: the default --test-split", _test_split)},
     "docs/tests.md": {"9 minutes": (SUITE_TIME, lambda: f"{round(SUITE_SECONDS / 60)} minutes")},
     "docs/reproducibility.md": {
         "the page's figures, in order": (f"{KERNELS}; {GPU_RUNS}; {PRECISION}", _reproducibility),

@@ -4,9 +4,10 @@ import dataclasses
 
 import pytest
 
-from tlres import ablation, rundir
+from tlres.analysis import ablation
+from tlres.run import rundir
 from tlres.commands import ablation as ablation_cmd
-from tlres.config import BASELINE, EXECUTION_FIELDS, IMPROVED, QUICK
+from tlres.core.config import BASELINE, EXECUTION_FIELDS, IMPROVED, QUICK
 
 
 def _diff(a, b):
@@ -32,7 +33,7 @@ def test_weights_none_override_collapses_transfer_cells():
 
 @pytest.mark.slow  # 4 tiny-arch runs on digits + report: a few minutes on a shared 2-core machine
 def test_grid_command_runs_reuses_finished_cells_and_reports(tmp_path, capsys):
-    """`python -m tlres.ablation` on digits, 1 epoch, 2 seeds: end to end, reuse, report."""
+    """`tlres ablation` on digits, 1 epoch, 2 seeds: end to end, reuse, report."""
     import csv
     import json
 
@@ -71,7 +72,7 @@ def test_grid_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
     unreachable download host (online, or with the weights cached, the grid would start training)."""
     from keras.src.backend import config
 
-    from tlres import data
+    from tlres.data import loaders as data
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path / "keras"))
     monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
@@ -111,7 +112,7 @@ def test_reuse_ignores_how_a_run_executed_but_not_what_it_computed(tmp_path):
 
 
 def test_config_json_records_both_halves_and_they_make_the_whole():
-    from tlres.config import COMPUTES, EXECUTION, halves
+    from tlres.core.config import COMPUTES, EXECUTION, halves
 
     h = halves(QUICK.replace(out="r"))
     assert set(h) == {COMPUTES, EXECUTION} and not set(h[COMPUTES]) & set(h[EXECUTION])
@@ -148,7 +149,7 @@ def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
     so a grid must reuse them, not retrain them, and must not reuse them under another value."""
     import json
 
-    from tlres.config import QUICK
+    from tlres.core.config import QUICK
 
     run = tmp_path / "r"
     run.mkdir()

@@ -1,4 +1,4 @@
-"""The command line's allocator choice (`tlres.allocator`): the rule, the restart, and that the
+"""The command line's allocator choice (`tlres.net.cpu.allocator`): the rule, the restart, and that the
 chosen allocator does what it is chosen for: a large buffer allocated again and again stops
 page-faulting (XLA:CPU allocates each training step's temporaries afresh)."""
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tlres import allocator
+from tlres.net.cpu import allocator
 
 THP = "/sys/kernel/mm/transparent_hugepage/enabled"
 HOST = {"tcmalloc": "/usr/lib/libtcmalloc_minimal.so.4", "glibc_keep": True, "gpu": False}
@@ -55,7 +55,8 @@ def test_the_environment_keeps_what_the_user_set():
 
 CHILD = """
 import json, os, resource, sys
-from tlres import allocator, cli
+from tlres.commands import cli
+from tlres.net.cpu import allocator
 cli.command_line(None)  # what every tlres command does first with its own command line
 import ctypes
 libc = ctypes.CDLL(None)  # malloc and free as the process has them (preloaded or glibc's)
@@ -113,7 +114,7 @@ __attribute__((constructor)) static void loaded(void) {
 """
 SHOW = """
 import os
-from tlres import cli
+from tlres.commands import cli
 cli.command_line(None)
 maps = open("/proc/self/maps").read()
 print(os.environ.get("LD_PRELOAD", ""), "|", "crafted" if "libtcmalloc_minimal.so" in maps else "-")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tlres import augment as aug
-from tlres.config import QUICK
+from tlres.data import augment as aug
+from tlres.core.config import QUICK
 
 
 def images(n=4, h=32, w=32, seed=0):
@@ -120,7 +120,7 @@ def test_normalize_caffe_is_bgr_minus_imagenet_mean():
 
 
 def _one_epoch(cfg, x, y):
-    from tlres import pipeline
+    from tlres.data import pipeline
 
     xs, ys = [], []
     for bx, by in pipeline.train_dataset(x, y, cfg):
@@ -142,7 +142,7 @@ def test_pipeline_augments_with_windows_and_reshuffles_each_epoch():
     x = images(16)
     y = np.arange(16, dtype=np.int32)
     cfg = QUICK.replace(batch_size=8, augment=True, flip=True, crop_padding=4, seed=5)
-    from tlres import pipeline
+    from tlres.data import pipeline
 
     orders = []
     for epoch in range(2):
@@ -173,7 +173,7 @@ def test_pipeline_is_seeded():
 
 
 def test_test_split_is_never_augmented():
-    from tlres import pipeline
+    from tlres.data import pipeline
 
     x = images(10)
     xe, n = pipeline.eval_arrays(x, 4, "paper")
@@ -183,7 +183,7 @@ def test_test_split_is_never_augmented():
 
 def test_pipeline_epoch_is_a_pure_function_of_seed_and_epoch():
     """Epoch 2 of one stream over epochs 0..2 equals epoch 2 built alone (what a resume builds)."""
-    from tlres import pipeline
+    from tlres.data import pipeline
 
     x, y = images(24), np.arange(24, dtype=np.int32)
     cfg = QUICK.replace(batch_size=8, augment=True, flip=True, crop_padding=4, seed=3)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tlres.commands import train as train_cmd
-from tlres.errors import TlresError
+from tlres.core.errors import TlresError
 
 TINY = ["--preset", "quick", "--arch", "tiny", "--epochs", "1", "--batch-size", "8"]
 

@@ -1,4 +1,4 @@
-"""`python -m tlres.bench` (issue 6): the CI smoke run on the tiny net, and its flag errors."""
+"""`tlres bench` (issue 6): the CI smoke run on the tiny net, and its flag errors."""
 
 import json
 import os
@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def bench(*args, timeout=900):  # generous: the CI machine may be shared
-    return subprocess.run([sys.executable, "-m", "tlres.bench", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tlres", "bench", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": ROOT})
 
 
@@ -102,7 +102,7 @@ def test_unwritable_json_path_is_one_line_and_exit_2(tmp_path):
     r = bench("--arch", "tiny", "--json", str(tmp_path / "missing" / "b.json"), timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("python -m tlres.bench: error: --json"), err
+    assert len(err) == 1 and err[0].startswith("tlres bench: error: --json"), err
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def test_profile_writes_a_jax_trace_of_training_steps(tmp_path):
 
 
 def test_table_shows_each_median_with_its_spread_and_the_plan():
-    from tlres import bench
+    from tlres.reference import bench
 
     def fig(*v):
         return bench.spread("img_per_s", list(v))
@@ -184,7 +184,7 @@ def test_table_shows_each_median_with_its_spread_and_the_plan():
 
 
 def test_cpu_features_are_read_from_cpuinfo(tmp_path):
-    from tlres.backend import cpu_features
+    from tlres.net.backend import cpu_features
 
     x86 = tmp_path / "x86"
     x86.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse4_2 avx2 fma avx avx512f "
@@ -204,7 +204,8 @@ def test_header_and_device_record_name_the_hosts_vector_extensions():
     extensions as /proc/cpuinfo lists them (read here independently), and the date."""
     import time
 
-    from tlres import bench, rundir
+    from tlres.reference import bench
+    from tlres.run import rundir
 
     dev = rundir.device()
     try:

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from fuzzing import check_cli
 
-from tlres import checkpoint, config, memory, rundir
-from tlres import model as model_lib
+from tlres.core import config, memory
+from tlres.run import checkpoint, rundir
+from tlres.net import model as model_lib
 from tlres.commands import train as train_cmd
-from tlres.errors import TlresError
+from tlres.core.errors import TlresError
 
 TINY = config.QUICK.replace(arch="tiny", image_size=8, batch_size=8, epochs=1)
 

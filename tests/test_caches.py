@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tlres import backend, convplan
+from tlres.net import backend
+from tlres.net.cpu import convplan
 
 KEY = {"host": "test"}
 SHAPE = {"batch": 2, "input": [4, 4, 3], "kernel": [3, 3], "filters": 4, "strides": [1, 1],
@@ -84,7 +85,7 @@ def test_every_folder_tlres_creates_is_checked(tmp_path):
 
 COMPILE = """
 import sys, jax
-from tlres import backend
+from tlres.net import backend
 print(repr(backend.enable_compile_cache(sys.argv[1])), jax.config.jax_compilation_cache_dir)
 """
 

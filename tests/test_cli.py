@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from tlres import cli
-from tlres.config import IMPROVED, QUICK
+from tlres.commands import cli
+from tlres.core.config import IMPROVED, QUICK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +22,7 @@ def test_help_documents_every_flag_with_default():
     """Every Config field is a flag, with its help text and the improved preset's default."""
     import dataclasses
 
-    from tlres.config import Config
+    from tlres.core.config import Config
 
     r = run_cli("--help", env={"COLUMNS": "1000"})  # no wrapping: one line per option
     assert r.returncode == 0
@@ -99,8 +99,8 @@ def test_paper_preset_values():
 
 
 def test_guarded_is_every_command_s_error_path(capsys):
-    from tlres.cli import guarded
-    from tlres.errors import TlresError, TrainingFailed
+    from tlres.commands.cli import guarded
+    from tlres.core.errors import TlresError, TrainingFailed
 
     assert guarded("p", False, lambda: None) == 0
     assert guarded("p", False, lambda: "runs/x") == 0  # a command body may return its run dir

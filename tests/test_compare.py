@@ -1,4 +1,4 @@
-"""`python -m tlres.compare` and `python -m tlres.results`: numbers checked against hand counts.
+"""`tlres compare` and `tlres results`: numbers checked against hand counts.
 
 Every number here is float64 on both sides (ratios of counts, binomial sums, Welch's formula):
 pytest.approx's default, 1e-6 relative, is ~1e9 ulps above their rounding and far below any slip
@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from tlres import compare, results, stats
+from tlres.analysis import compare, results
+from tlres.core import stats
 from tlres.commands import compare as compare_cmd, results as results_cmd
 
 
@@ -175,7 +176,7 @@ def test_bad_source_is_one_line_exit_2(tmp_path, capsys, argv):
         argv = [str(tmp_path / "x.json")]
     assert compare_cmd.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m tlres.compare: error:") and err.count("\n") == 1
+    assert err.startswith("tlres compare: error:") and err.count("\n") == 1
 
 
 def test_converter_without_epoch_column_is_one_line_exit_2(tmp_path, capsys):
@@ -207,7 +208,7 @@ def test_tiny_torch_reference_then_compare_with_plot(tmp_path, capsys):
 
 
 def _wilson(k, n, z=1.959963984540054):
-    """Wilson (1927) by hand, independent of tlres.evaluate."""
+    """Wilson (1927) by hand, independent of tlres.run.evaluate."""
     p = k / n
     c, h = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return 100 * (c - h), 100 * (c + h)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from fpbounds import U32, U64, float32_products, float64_keras, gamma
-from tlres import kernels, model as model_lib
-from tlres.config import IMPROVED
+from tlres.net import model as model_lib
+from tlres.net.cpu import kernels
+from tlres.core.config import IMPROVED
 
 
 def _padded(x, kh, kw, stride, padding):

@@ -1,4 +1,4 @@
-"""`--conv auto` on a CPU (tlres.convplan, tlres.model.apply_conv): each distinct convolution gets
+"""`--conv auto` on a CPU (tlres.net.cpu.convplan, tlres.net.model.apply_conv): each distinct convolution gets
 the kernel with the smaller median time, as timed on the host, once; the plan is cached per host key.
 
 The choice and the cache are tested against hand-made timings (`time_fn`), never by timing
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from tlres import convplan, kernels
-from tlres import model as model_lib
-from tlres.config import IMPROVED
+from tlres.net.cpu import convplan, kernels
+from tlres.net import model as model_lib
+from tlres.core.config import IMPROVED
 
 KEY = {"cpu": "Test CPU", "vector_extensions": ["avx", "avx2", "fma"], "cores": 2, "usable_cores": 2,
        "versions": {"jax": "1", "jaxlib": "1", "keras": "3"}, "xla_flags": "", "kernels": 2}
@@ -99,7 +99,7 @@ def test_a_changed_host_key_times_again(tmp_path, field, value):
 
 
 def test_the_host_key_names_cpu_extensions_cores_and_stack(monkeypatch):
-    from tlres import backend
+    from tlres.net import backend
 
     monkeypatch.setattr(backend, "cpu_features", lambda path="/proc/cpuinfo": ["avx2", "avx512f"])
     monkeypatch.setattr(backend, "cpu_name", lambda: "Some EPYC")

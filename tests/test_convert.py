@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from tlres import convert, model as model_lib  # noqa: E402
-from tlres.config import IMPROVED  # noqa: E402
-from tlres.errors import TlresError  # noqa: E402
+from tlres.net import convert, model as model_lib  # noqa: E402
+from tlres.core.config import IMPROVED  # noqa: E402
+from tlres.core.errors import TlresError  # noqa: E402
 
 V15 = IMPROVED.replace(arch="resnet50_v1_5", weights="none")
 U = 2.0 ** -24  # float32's unit roundoff
@@ -206,8 +206,8 @@ class NoTorch:  # any import of torch now fails (sys.modules["torch"] = None tri
 sys.meta_path.insert(0, NoTorch())
 import numpy as np
 from safetensors.numpy import load_file
-from tlres import model
-from tlres.config import IMPROVED
+from tlres.net import model
+from tlres.core.config import IMPROVED
 path = sys.argv[1]
 net = model.build(10, IMPROVED.replace(arch="resnet50_v1_5", weights=path))
 state = load_file(path)
@@ -233,7 +233,7 @@ def test_safetensors_loads_without_torch(tmp_path, numpy_state):
 
 
 def test_torchvision_weights_from_torch_hub_cache_with_weights_only(tmp_path, monkeypatch, torch_state):
-    from tlres import data
+    from tlres.data import loaders as data
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert convert.torch_hub_checkpoints() == os.path.join(torch.hub.get_dir(), "checkpoints")
@@ -272,7 +272,7 @@ def test_tiny_net_and_the_references_tiny_mirror_are_the_same_function():
     """The parity checks' small network: Keras' tiny net, converted, gives the PyTorch reference's
     tiny mirror's logits (Keras' "same" padding included), eval and train mode, 4 images at 32 px.
     Bound as for ResNet50: 100 x the float64 network's response to a one-rounding weight change."""
-    from tlres.config import QUICK
+    from tlres.core.config import QUICK
     from tlres.reference import torch as ref
 
     cfg = QUICK.replace(arch="tiny")

@@ -11,9 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from tlres import ablation, convert  # noqa: E402
-from tlres.errors import TlresError  # noqa: E402
-from tlres.experiments import crosscheck  # noqa: E402
+from tlres.analysis import ablation  # noqa: E402
+from tlres.net import convert
+from tlres.core.errors import TlresError  # noqa: E402
+from tlres.reference import crosscheck  # noqa: E402
 from tlres.reference import torch as ref  # noqa: E402
 
 CELL = ablation.cells(**dict(ablation.DIGITS, arch="tiny"))["improved"]
@@ -22,7 +23,9 @@ CELL = ablation.cells(**dict(ablation.DIGITS, arch="tiny"))["improved"]
 FRESH = """
 import hashlib, sys
 import numpy as np
-from tlres import ablation, model, train
+from tlres.analysis import ablation
+from tlres.net import model
+from tlres.run import train
 cell = ablation.cells(**dict(ablation.DIGITS, arch="tiny"))["improved"].replace(seed=int(sys.argv[1]))
 train.setup_engine(cell)
 net = model.build(10, cell)
@@ -32,7 +35,8 @@ print(hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in net.get
 
 def _keras_order_sha(state):
     """The state dict's tensors in Keras' get_weights() order and layout, hashed."""
-    from tlres import model, train
+    from tlres.net import model
+    from tlres.run import train
 
     cell = CELL.replace(seed=0)
     train.setup_engine(cell)

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from tlres import data
-from tlres.errors import TlresError
+from tlres.data import loaders as data
+from tlres.core.errors import TlresError
 
 
 @pytest.mark.parametrize("which", ["tgz", "folder", "parent"])

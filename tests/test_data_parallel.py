@@ -43,12 +43,13 @@ FLOAT64 = r"""
 import csv, json, sys
 import jax
 jax.config.update("jax_enable_x64", True)  # for the float64 runs; float32 ones set their policy
-from tlres import losses, model, train  # first: importing tlres selects the JAX backend
+from tlres.net import model  # first: importing tlres selects the JAX backend
+from tlres.run import losses, train
 import keras
 from keras import ops
 import numpy as np
 from keras.src.backend.common import dtypes
-from tlres.config import QUICK
+from tlres.core.config import QUICK
 
 out = sys.argv[1]
 _Dense, _call = keras.layers.Dense, losses.SmoothedCrossEntropy.call
@@ -173,7 +174,7 @@ def test_one_sgd_step_on_two_devices_makes_the_single_device_update(runs):
 
 @pytest.mark.slow
 def test_two_devices_give_the_single_device_result(runs):
-    from tlres.config import QUICK
+    from tlres.core.config import QUICK
 
     single, parallel = runs["single"], runs["parallel"]
     assert len(single["history"]) == len(parallel["history"]) == 2

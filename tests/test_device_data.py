@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from tlres import augment as aug
-from tlres import pipeline
-from tlres.config import QUICK
-from tlres.errors import TlresError
+from tlres.data import augment as aug
+from tlres.data import pipeline
+from tlres.core.config import QUICK
+from tlres.core.errors import TlresError
 
 # 37 images of batch 4: 9 steps an epoch (one chunk of 8 and one of 1), one image dropped
 CFG = QUICK.replace(arch="tiny", image_size=8, batch_size=4, augment=True, flip=True, crop_padding=2,
@@ -68,7 +68,8 @@ def test_device_uint8_batches_follow_the_documented_order_and_draws():
 def _fit_losses(cfg, x, y, steps):
     import keras
 
-    from tlres import model, train
+    from tlres.net import model
+    from tlres.run import train
 
     net = model.build(3, cfg)
     train.compile_model(net, cfg, 3, steps)

@@ -43,7 +43,7 @@ from test_reliability import write_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROG = "python -m tlres.experiments.improved"
-LOST_BOUND_S = 60  # a lost process ends the others within this (tlres.distributed.HEARTBEAT_S = 30)
+LOST_BOUND_S = 60  # a lost process ends the others within this (tlres.run.distributed.HEARTBEAT_S = 30)
 ENV = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
 CLUSTER_VARS = ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID",
                 "KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_PORT",
@@ -79,7 +79,7 @@ def slurm_job_id():
 
 SCRIPT = FLOAT64 + r"""
 import os
-from tlres import distributed
+from tlres.run import distributed
 role, port = sys.argv[2], sys.argv[3]  # role: ref (1 process, 2 devices), the process id, or auto
 base = QUICK.replace(arch="tiny", epochs=2, compile_cache=False, augment=True, flip=True,
                      data_parallel=True)
@@ -88,7 +88,7 @@ if role == "auto":  # a SLURM job step: the process count, id and coordinator fr
 elif role != "ref":
     base = base.replace(num_processes=2, process_id=int(role), coordinator=f"127.0.0.1:{port}")
 res = {"fed": []}
-from tlres import pipeline
+from tlres.data import pipeline
 _jax_batches = pipeline.jax_batches
 
 
@@ -313,8 +313,8 @@ OMPI4 = {"OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.96.0.1,10.148.0.1,10.10
 ], ids=["slurm-localhost", "slurm-range", "slurm-port", "slurm-address", "ompi", "ompi-ipv6", "ompi-in-slurm"])
 def test_cluster_auto_reads_what_jax_reads(no_cluster, env):
     """tlres reads SLURM's and Open MPI's variables itself (to know the coordinator before joining,
-    see tlres.distributed.detect): the same process count, id and coordinator as JAX's detection."""
-    from tlres import distributed
+    see tlres.run.distributed.detect): the same process count, id and coordinator as JAX's detection."""
+    from tlres.run import distributed
 
     try:
         from jax._src import clusters
@@ -414,7 +414,7 @@ KILL_FLAGS = ["--preset", "quick", "--arch", "tiny", "--batch-size", "16", "--ep
 
 @pytest.mark.slow
 def test_a_killed_process_ends_the_run_and_resume_finishes_it(tmp_path):
-    from tlres import checkpoint
+    from tlres.run import checkpoint
 
     data = write_npz(tmp_path / "toy.npz", n_train=256, n_test=40)  # 16 steps an epoch
     run = str(tmp_path / "run")

@@ -222,8 +222,8 @@ def test_an_address_not_of_this_host_is_one_line(tmp_path):
 
 def test_the_data_fingerprint_sees_a_label_swap():
     """Two copies of one dataset agree; swapping two labels, or one pixel, changes the fingerprint."""
-    from tlres.dataset import Dataset
-    from tlres.distributed import fingerprint
+    from tlres.data.dataset import Dataset
+    from tlres.run.distributed import fingerprint
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (20, 4, 4, 3), dtype=np.uint8)
@@ -244,7 +244,7 @@ def test_the_data_fingerprint_sees_a_label_swap():
 
 def fake_peer(monkeypatch, answer):
     """This process as process 0 of 2, its exchanges answered by `answer(round, row)` as process 1's."""
-    from tlres import distributed
+    from tlres.run import distributed
 
     rounds = []
 
@@ -260,7 +260,7 @@ def fake_peer(monkeypatch, answer):
 
 
 def tiny_dataset():
-    from tlres.dataset import Dataset
+    from tlres.data.dataset import Dataset
 
     x = np.zeros((8, 4, 4, 3), np.uint8)
     return Dataset("t", x, np.arange(8) % 2, x[:2], np.arange(2), ("a", "b"))
@@ -269,9 +269,9 @@ def tiny_dataset():
 def test_a_joiner_that_echoes_process_0_is_refused(monkeypatch):
     """Without the token, a joiner could send back what process 0 sent (a collective gives every
     row to every process): process 0's proof names process 0, so the echo is refused."""
-    from tlres import distributed
-    from tlres.config import QUICK
-    from tlres.errors import TlresError
+    from tlres.run import distributed
+    from tlres.core.config import QUICK
+    from tlres.core.errors import TlresError
 
     fake_peer(monkeypatch, lambda k, row: row)
     with pytest.raises(TlresError, match="the run token of process 1 differs from process 0's"):
@@ -284,8 +284,8 @@ def test_a_joiner_with_the_token_is_admitted(monkeypatch):
     import hashlib
     import hmac
 
-    from tlres import distributed
-    from tlres.config import QUICK
+    from tlres.run import distributed
+    from tlres.core.config import QUICK
 
     def answer(k, row):
         if k == 1:

@@ -9,9 +9,9 @@ default, 1e-6 relative, is ~1e9 float64 ulps above their rounding and far below 
 import numpy as np
 import pytest
 
-from tlres import stats
-from tlres.evaluate import confusion_matrix, metrics
-from tlres.stats import wilson_interval
+from tlres.core import stats
+from tlres.run.evaluate import confusion_matrix, metrics
+from tlres.core.stats import wilson_interval
 
 
 def test_wilson_interval_matches_newcombe_1998_example():
@@ -53,7 +53,7 @@ def test_confusion_matrix_rows_are_true_classes():
 def test_newcombe_difference_matches_newcombe_1998_example():
     # Newcombe (1998), Stat. Med. 17:873, table II, example (a) 56/70 vs 48/80: method 10
     # (score interval) gives 0.2000 with 95% CI 0.0524 to 0.3339.
-    from tlres.stats import newcombe_interval
+    from tlres.core.stats import newcombe_interval
 
     d, (lo, hi) = newcombe_interval(56, 70, 48, 80)
     assert d == pytest.approx(0.2, abs=1e-12)  # 56/70 - 48/80 in float64: a few ulps
@@ -63,7 +63,7 @@ def test_newcombe_difference_matches_newcombe_1998_example():
 def test_welch_interval_matches_scipy_and_a_hand_computation():
     from scipy import stats
 
-    from tlres.stats import welch_interval
+    from tlres.core.stats import welch_interval
 
     a, b = [0.91, 0.93, 0.92, 0.95], [0.88, 0.90, 0.86]
     d, (lo, hi), df = welch_interval(a, b)

@@ -26,7 +26,7 @@ import pytest
 from fpbounds import gamma
 
 from tlres import __main__ as tlres_main
-from tlres import export
+from tlres.run import export
 
 TRAIN = ["train", "--preset", "quick", "--arch", "tiny", "--image-size", "8", "--epochs", "1",
          "--batch-size", "16"]

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from test_reliability import cli, read, without_seconds, write_npz
-from tlres.errors import human
+from tlres.core.errors import human
 from test_reliability import history as recorded_history
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +40,7 @@ def history(run):
 
 
 def meta(run):
-    from tlres import checkpoint
+    from tlres.run import checkpoint
 
     return checkpoint.read_meta(run)
 
@@ -88,7 +88,8 @@ def in_process_main(argv):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    from tlres import cli as cli_lib, train
+    from tlres.commands import cli as cli_lib
+    from tlres.run import train
 
     tmp = tmp_path_factory.mktemp("faults")
     data = write_npz(tmp / "toy.npz", n_train=STEPS * 16)
@@ -282,7 +283,7 @@ def test_file_size_limit_on_the_checkpoint_write_is_one_line_and_keeps_the_check
     needed = line.split("it needs about ")[1].split(" (")[0]
     value, unit = needed.split()
     assert float(value) * {"kB": 1e3, "MB": 1e6}[unit] > e["limit"]  # it really needed more
-    from tlres import preempt
+    from tlres.run import preempt
 
     assert "; the last complete checkpoint (epoch " in line
     assert line.endswith("; raise the file size limit (ulimit -f), then continue with: "
@@ -342,8 +343,8 @@ def test_preflight_refuses_a_filesystem_too_small_before_training(tmp_path, runs
 def test_a_pipeline_started_at_step_k_gives_that_epochs_own_batches_from_k(which):
     """Batch b of epoch e is a function of (seed, e, b): skipping k batches must not shift
     the order or the augmentation draws of the rest, nor touch the next epoch."""
-    from tlres import pipeline
-    from tlres.config import QUICK
+    from tlres.data import pipeline
+    from tlres.core.config import QUICK
 
     if which == "tf":
         pytest.importorskip("tensorflow")
@@ -366,8 +367,9 @@ def test_a_pipeline_started_at_step_k_gives_that_epochs_own_batches_from_k(which
 def test_checkpoint_size_estimate_bounds_the_real_file(tmp_path):
     """The pre-flight estimate is an upper bound of a real checkpoint, and not by much: at most the
     per-array allowance (PER_ARRAY bytes of zip and .npy headers each) and the record's slack."""
-    from tlres import checkpoint, model, rundir, train
-    from tlres.config import QUICK
+    from tlres.net import model
+    from tlres.run import checkpoint, rundir, train
+    from tlres.core.config import QUICK
 
     cfg = QUICK.replace(arch="tiny")
     net = model.build(4, cfg)
@@ -383,7 +385,7 @@ def test_checkpoint_size_estimate_bounds_the_real_file(tmp_path):
 
 
 def test_a_failed_write_removes_its_temporary_file_and_keeps_the_old_one(tmp_path):
-    from tlres import writes
+    from tlres.run import writes
 
     target = tmp_path / "status.json"
     writes.atomic_text(str(target), "old\n")
@@ -398,8 +400,8 @@ def test_a_failed_write_removes_its_temporary_file_and_keeps_the_old_one(tmp_pat
 
 
 def test_interrupted_exit_statuses_and_the_one_line_the_command_line_prints(capsys):
-    from tlres import cli
-    from tlres.preempt import Interrupted
+    from tlres.commands import cli
+    from tlres.run.preempt import Interrupted
 
     assert (Interrupted(signal.SIGTERM).exit_code, Interrupted(signal.SIGINT).exit_code) == (143, 130)
 

@@ -9,7 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from tlres import cli, config, errors, evaluate, train
+from tlres.commands import cli
+from tlres.core import config, errors
+from tlres.run import evaluate, train
 from tlres.commands import train as train_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +46,7 @@ def test_plural():
 def test_lr_is_the_optimizers_float32_in_its_shortest_digits():
     import keras
 
-    from tlres.schedules import current_lr
+    from tlres.run.schedules import current_lr
 
     for rate in (1e-3, 0.01, 0.1 * (1 + np.cos(np.pi / 3)) / 2):
         got = current_lr(keras.optimizers.SGD(rate))
@@ -55,7 +57,7 @@ def test_lr_is_the_optimizers_float32_in_its_shortest_digits():
 
 
 def test_metrics_say_what_their_loss_is():
-    from tlres.losses import SmoothedCrossEntropy
+    from tlres.run.losses import SmoothedCrossEntropy
 
     logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.2, 0.1]])
     labels = np.array([0, 2])

@@ -1,4 +1,4 @@
-"""Inference through the model's one jitted forward function (`tlres.model.forward`).
+"""Inference through the model's one jitted forward function (`tlres.net.model.forward`).
 
 It traces the very function Keras' predict step runs (`stateless_call`, training=False) on the
 same variable values, so its logits must equal `model.predict`'s exactly, not within a bound.
@@ -7,8 +7,9 @@ same variable values, so its logits must equal `model.predict`'s exactly, not wi
 import numpy as np
 import pytest
 
-from tlres import evaluate, model
-from tlres.config import QUICK
+from tlres.net import model
+from tlres.run import evaluate
+from tlres.core.config import QUICK
 
 
 def _net(arch, size, conv):
@@ -16,7 +17,7 @@ def _net(arch, size, conv):
 
 
 def test_forward_equals_predict_and_follows_training():
-    from tlres import train
+    from tlres.run import train
 
     net = _net("tiny", 8, "xla")
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ Each target starts from a valid small file and mutates it: bytes (truncations, b
 flips, extreme integers over length fields, wrong magic numbers and headers) and
 structure (wrong dtypes and shapes, NaN/inf images, huge declared sizes, wrong
 kinds of JSON values, broken CSV cells). Loaders: the .npz, the CIFAR-10 archive
-(folder, .tar, .tar.gz), `tlres.results` and `compare` (results JSON, run
+(folder, .tar, .tar.gz), `tlres.analysis.results` and `compare` (results JSON, run
 directories with their CSV files, `results convert`'s CSV inputs),
 MNIST-format idx folders, image folders and their images (PNG, JPEG, GIF), and
 `tlres predict`'s inputs (a .keras file's tlres.json, an .npz).
@@ -30,7 +30,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import py2_pickle
-from tlres import data, imagefolder, results
+from tlres.analysis import results
+from tlres.data import imagefolder, loaders as data
 from tlres.commands import compare as compare_cmd, results as results_cmd
 from tlres.commands import train as train_cmd
 
@@ -480,7 +481,7 @@ def test_fuzz_run_directory(tmp):
 
 
 def test_fuzz_convert_csv(tmp):
-    """`python -m tlres.results convert` on a damaged history or predictions CSV."""
+    """`tlres results convert` on a damaged history or predictions CSV."""
     inputs = {n: open(os.path.join(RECORDED_RUN, n), "rb").read() for n in ("history.csv", "predictions.csv")}
     out = str(tmp / "converted.json")
 
@@ -522,7 +523,7 @@ def checkpoint_bytes(meta):
 
 def test_fuzz_checkpoint(tmp):
     """`checkpoint.load`: the checkpoint file, damaged as bytes or its record edited as JSON."""
-    from tlres import checkpoint
+    from tlres.run import checkpoint
 
     run = tmp / "ckpt-run"
     (run / "ckpt").mkdir(parents=True)
@@ -540,7 +541,8 @@ def test_fuzz_checkpoint(tmp):
 def test_fuzz_resume_record(tmp):
     """`rundir.resumed_config` (what `tlres train --resume` reads first): config.json and
     status.json of a killed run, one of them edited as JSON or damaged as bytes."""
-    from tlres import config as config_lib, rundir
+    from tlres.core import config as config_lib
+    from tlres.run import rundir
 
     record = {"config": dataclasses.asdict(config_lib.QUICK.replace(arch="tiny", out="r")),
               "dataset": {"num_train": 100, "num_test": 20, "num_classes": 10}, "device": {"processes": 1}}
@@ -583,7 +585,7 @@ def zipped(name, blob):
 
 def test_fuzz_keras_file_metadata():
     """`model.read_metadata`: the tlres.json member of a .keras zip, damaged as JSON or as bytes."""
-    from tlres import model as model_lib
+    from tlres.net import model as model_lib
 
     text = json_text(RECORD)
     valid = zipped("tlres.json", text)
@@ -594,7 +596,7 @@ def test_fuzz_keras_file_metadata():
 
 def test_fuzz_predict_npz():
     """`predict.npz_images`: the .npz that `tlres predict` takes."""
-    from tlres import predict
+    from tlres.run import predict
 
     valid = npz_bytes(x=RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
     fuzz(valid, lambda p: predict.npz_images(p, 32), ".npz",

@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from tlres import data
-from tlres.errors import TlresError
+from tlres.data import loaders as data
+from tlres.core.errors import TlresError
 
 
 def idx_bytes(array, type_byte=0x08, magic=b"\x00\x00"):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import IMAGE_KINDS, write_image, write_image_folder
 
-from tlres import data, imagefolder
-from tlres.errors import TlresError
+from tlres.data import imagefolder, loaders as data
+from tlres.core.errors import TlresError
 
 
 def resize_reference(img, size):
@@ -45,7 +45,7 @@ def test_resize_is_the_data_loaders_filter(shape):
     # float64 throughout: got is a correct rounding of the exact value (a tie may go either way)
     assert np.abs(got - ref).max() <= 0.5 + 1e-9
     jax_got = data.resize(img[None], 32)[0].astype(np.float64)
-    # tlres.data.resize works in float32: a sum of <= 2100 terms <= 255 is off by at most
+    # tlres.data.loaders.resize works in float32: a sum of <= 2100 terms <= 255 is off by at most
     # ~2100 * 255 * 2**-24 < 0.04, so it can round differently only within that of a .5
     differ = jax_got != got
     assert np.abs(jax_got - got).max() <= 1

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from tlres import augment as aug
-from tlres import pipeline
-from tlres.config import QUICK
+from tlres.data import augment as aug
+from tlres.data import pipeline
+from tlres.core.config import QUICK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,8 +43,8 @@ def test_indivisible_batch_is_a_clear_error():
 
     JAX_PLATFORMS=cpu: on a GPU host JAX would otherwise use the one GPU, which 17 divides.
     """
-    code = ("from tlres import train; from tlres.config import QUICK\n"
-            "from tlres.errors import TlresError\n"
+    code = ("from tlres import train; from tlres.core.config import QUICK\n"
+            "from tlres.core.errors import TlresError\n"
             "try:\n    train.setup_engine(QUICK.replace(data_parallel=True, batch_size=17))\n"
             "except TlresError as e:\n    print('ERR', e)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

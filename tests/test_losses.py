@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fpbounds import U32, cross_entropy_error, eq11_targets, keras_smoothing_targets, mean_error
-from tlres.losses import SmoothedCrossEntropy, keras_targets, paper_targets
+from tlres.run.losses import SmoothedCrossEntropy, keras_targets, paper_targets
 
 C, EPS = 10, 0.1
 LOGITS = np.array([[2.0, 1.0, 0, 0, 0, 0, 0, 0, 0, 0],

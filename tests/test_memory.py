@@ -17,7 +17,7 @@ def kib(field):
         if line.startswith(field):
             return int(line.split()[1])
 import numpy as np
-from tlres import data
+from tlres.data import loaders as data
 before = kib("VmRSS:")
 ds = data.load(sys.argv[1])
 arrays = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
@@ -54,7 +54,7 @@ def kib(field):
         if line.startswith(field):
             return int(line.split()[1])
 import numpy as np, PIL.Image, tqdm
-from tlres import data, imagefolder
+from tlres.data import imagefolder, loaders as data
 before = kib("VmRSS:")
 ds = data.load(sys.argv[1], image_size=int(sys.argv[2]))
 arrays = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fpbounds import U32, gamma
-from tlres import model as model_lib
-from tlres.config import IMPROVED
-from tlres.errors import TlresError
+from tlres.net import model as model_lib
+from tlres.core.config import IMPROVED
+from tlres.core.errors import TlresError
 
 CFG = IMPROVED.replace(weights="none")
 
@@ -81,7 +81,7 @@ def test_wrong_architecture_weights_are_one_line(tmp_path):
 
 def test_imagenet_missing_offline_fails_fast_naming_the_file(tmp_path, monkeypatch):
     from keras.src.backend import config
-    from tlres import data
+    from tlres.data import loaders as data
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
     monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
@@ -98,7 +98,7 @@ def test_imagenet_from_keras_cache_is_used_offline(tmp_path, monkeypatch):
     """A file in Keras' cache is loaded without any network (here: a saved backbone)."""
     import keras
     from keras.src.backend import config
-    from tlres import data
+    from tlres.data import loaders as data
 
     (tmp_path / "models").mkdir()
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))

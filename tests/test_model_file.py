@@ -13,8 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from tlres import config, data, model, train
-from tlres.errors import TlresError
+from tlres.core import config
+from tlres.data import loaders as data
+from tlres.net import model
+from tlres.run import train
+from tlres.core.errors import TlresError
 
 TINY = config.QUICK.replace(arch="tiny", epochs=1)
 

@@ -8,7 +8,7 @@ such a block may import nothing else (test_main_blocks_only_start_their_command)
 Imported inside functions only: torch, torchvision, tensorflow, tensorflow_datasets, matplotlib, jax and
 keras (optional, or seconds to import: `tlres VERB --help` and a one-line error must not wait for them),
 scipy and sklearn (about 1 s each, for a few functions: intervals, the digits loader), and the tlres
-modules that import one of these at module level (tlres.losses, tlres.schedules: keras).
+modules that import one of these at module level (tlres.run.losses, tlres.schedules: keras).
 
 Every other import of a tlres module or a third-party library stands at module level, so a module's
 first lines say what it needs; the standard library may be imported where it is used.
@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAZY = {"torch", "torchvision", "tensorflow", "tensorflow_datasets", "matplotlib", "jax", "jaxlib",
         "keras", "scipy", "sklearn"}
 LAZY_MODULES = {"safetensors.torch"}  # safetensors' torch loader imports torch
-KERAS_BOUND = {"tlres.losses", "tlres.schedules"}  # the tlres modules LAZY makes lazy (see above)
+KERAS_BOUND = {"tlres.run.losses", "tlres.run.schedules"}  # the tlres modules LAZY makes lazy (see above)
 
 
 def _modules():
@@ -92,9 +92,9 @@ def _imports(module, main_block=False):
             targets = []
             for a in node.names:
                 sub = f"{base}.{a.name}"
-                if sub in MODULES:  # from tlres import train: the module tlres.train
+                if sub in MODULES:  # from tlres import train: the module tlres.run.train
                     targets.append((sub, a.asname or a.name, None))
-                else:  # from tlres.train import run: the name `run` of tlres.train
+                else:  # from tlres.run.train import run: the name `run` of tlres.run.train
                     targets.append((base, a.asname or a.name, a.name))
         else:
             continue
@@ -196,7 +196,7 @@ def test_no_private_name_across_modules():
             if not isinstance(v, ast.Name) or v.id not in aliases:
                 continue
             target = aliases[v.id]
-            for part in chain:  # tlres.train._x: walk the dotted modules
+            for part in chain:  # tlres.run.train._x: walk the dotted modules
                 if f"{target}.{part}" in MODULES:
                     target = f"{target}.{part}"
                 else:
@@ -251,9 +251,9 @@ def test_main_blocks_only_start_their_command():
                     bad.append(f"{m}:{n.lineno}: {ast.unparse(n)}")
     assert not bad, "a `python -m` block imports more than its command's main:\n" + "\n".join(bad)
     with_block = {m for m in MODULES if any(_is_main_block(n) for n in TREES[m].body)}
-    assert {"tlres.report", "tlres.bench", "tlres.reference.torch"} <= with_block  # the exemption is exercised
+    assert {"tlres.analysis.report", "tlres.reference.bench", "tlres.reference.torch"} <= with_block  # the exemption is exercised
     graph = {m: {n for node, _, t in _imports(m, main_block=True) for n, _, _ in t if _tlres(n)} for m in MODULES}
-    assert any({"tlres.commands.report", "tlres.report"} <= set(c) for c in _cycles(graph))  # and needed
+    assert any({"tlres.commands.report", "tlres.analysis.report"} <= set(c) for c in _cycles(graph))  # and needed
 
 
 @pytest.mark.parametrize("example, expected", [

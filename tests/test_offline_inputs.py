@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tlres import data, model
+from tlres.data import loaders as data
+from tlres.net import model
 from tlres.commands import train as train_cmd
 
 pytest.importorskip("tensorflow_datasets")

@@ -12,9 +12,9 @@ import os
 import numpy as np
 import pytest
 
-from tlres import rundir, writes
+from tlres.run import rundir, writes
 from tlres import __main__ as tlres_main
-from tlres.errors import TlresError
+from tlres.core.errors import TlresError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")  # recorded

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from tlres.commands import parity as cmd
-from tlres.experiments import parity as record
+from tlres.reference import parity_record as record
 
 
 def _rows(keras, torch32, torch64, bound):

@@ -3,7 +3,7 @@
 Every expected value comes from torch / torchvision, from a float64 computation of the
 definition, or from a hand computation, never from tlres itself; and every test runs tlres'
 own code path (its loss, its schedule, its augmentation draws and transform, the head and
-BatchNorm settings of the model `tlres.model.build` makes). Tolerances are float32 error
+BatchNorm settings of the model `tlres.net.model.build` makes). Tolerances are float32 error
 bounds against float64 references (tests/fpbounds.py).
 """
 
@@ -16,9 +16,11 @@ torchvision = pytest.importorskip("torchvision")
 
 from fpbounds import (U32, U64, cross_entropy_error, eq11_targets, gamma,  # noqa: E402
                       keras_smoothing_targets, mean_error)
-from tlres import augment, model as model_lib, pipeline, schedules  # noqa: E402
-from tlres.config import IMPROVED, QUICK  # noqa: E402
-from tlres.losses import SmoothedCrossEntropy  # noqa: E402
+from tlres.data import augment, pipeline  # noqa: E402
+from tlres.net import model as model_lib
+from tlres.run import schedules
+from tlres.core.config import IMPROVED, QUICK  # noqa: E402
+from tlres.run.losses import SmoothedCrossEntropy  # noqa: E402
 
 C, EPS = 10, 0.1
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from fpbounds import gamma
-from tlres import kernels, model as model_lib
-from tlres.config import IMPROVED
+from tlres.net import model as model_lib
+from tlres.net.cpu import kernels
+from tlres.core.config import IMPROVED
 
 
 def numpy_pool(x, k, s):

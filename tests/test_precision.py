@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tlres.config import QUICK
+from tlres.core.config import QUICK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS = 3
@@ -37,7 +37,8 @@ GAP = prediction_bound(np.subtract(RECORDED["mixed_bfloat16"], RECORDED["float32
 def test_bf16_policy_keeps_logits_and_loss_float32():
     import keras
 
-    from tlres import losses, model, train
+    from tlres.net import model
+    from tlres.run import losses, train
 
     cfg = QUICK.replace(arch="tiny", precision="mixed_bfloat16")
     try:
@@ -57,8 +58,8 @@ def test_bf16_policy_keeps_logits_and_loss_float32():
 
 SCRIPT = r"""
 import json, sys
-from tlres import train
-from tlres.config import QUICK
+from tlres.run import train
+from tlres.core.config import QUICK
 
 out, epochs = sys.argv[1], int(sys.argv[2])
 res = {}

@@ -109,7 +109,7 @@ def test_predict_files_with_top_k_reproduces_the_run(trained, tmp_path, capsys):
 
 def test_predict_an_npz_and_a_copied_model_file(trained, tmp_path, capsys):
     root, run = trained["split"]
-    from tlres import data
+    from tlres.data import loaders as data
 
     ds = data.load(root, image_size=32)
     np.savez(tmp_path / "test.npz", x_test=ds.x_test)

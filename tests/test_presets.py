@@ -4,8 +4,8 @@ import dataclasses
 import json
 import os
 
-from tlres import cli
-from tlres.config import BASELINE, IMPROVED, PRESETS
+from tlres.commands import cli
+from tlres.core.config import BASELINE, IMPROVED, PRESETS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,7 +43,7 @@ def test_paper_json_has_the_papers_numbers():
 def test_augment_switch_off_gives_exactly_the_normalized_input_and_on_changes_it():
     import numpy as np
 
-    from tlres import pipeline
+    from tlres.data import pipeline
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8)

@@ -13,8 +13,8 @@ import statistics
 import numpy as np
 import pytest
 
-from tlres import compare
-from tlres.config import COMPUTES, EXECUTION, halves
+from tlres.analysis import compare
+from tlres.core.config import COMPUTES, EXECUTION, halves
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 RESULTS = os.path.join(ROOT, "experiments", "results")

@@ -1,6 +1,6 @@
 """The recorded digits comparison (experiments/results/digits): README generated from it, and its claims.
 
-These runs are the real ResNet50 grid (`python -m tlres.ablation ... --data digits`, see README
+These runs are the real ResNet50 grid (`tlres ablation ... --data digits`, see README
 "Results on digits") and the PyTorch reference runs of its improved cell; retraining them takes
 over an hour on a 2-core CPU, so CI checks the recorded run files instead:
 
@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 
 from generated import block as _block, command as _command, undated as _undated
-from tlres import report, rundir, stats
+from tlres.analysis import report
+from tlres.core import stats
+from tlres.run import rundir
 from tlres.commands import report as report_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +67,7 @@ def _run_dirs():
 
 
 def test_every_recorded_run_recomputes_from_its_predictions_on_digits_test_split():
-    from tlres import data
+    from tlres.data import loaders as data
 
     y_test = data.load("digits").y_test
     dirs = _run_dirs()
@@ -105,7 +107,7 @@ def _layout(tmp_path):
 
 def test_readme_report_section_is_what_its_command_makes_of_the_recorded_runs(tmp_path, monkeypatch):
     block = _block(_readme(), report.BEGIN, report.END)
-    argv = _command(block, "tlres.report")
+    argv = _command(block, "tlres.analysis.report")
     assert argv[0] == "experiments/results/digits/runs" and argv[argv.index("--readme") + 1] == "docs/results.md"
     monkeypatch.chdir(_layout(tmp_path))
     assert report_cmd.main(argv) == 0
@@ -121,12 +123,12 @@ def test_readme_report_section_is_what_its_command_makes_of_the_recorded_runs(tm
 @pytest.mark.skipif(not os.path.isdir(CROSS), reason="no recorded cross-framework runs")
 def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(tmp_path, monkeypatch):
     from tlres.commands import crosscheck as crosscheck_cmd
-    from tlres.experiments import crosscheck
+    from tlres.reference import crosscheck
 
     markers = report.markers("crosscheck", "v1")  # Keras' v1 against torchvision's v1.5
     with open(os.path.join(ROOT, "docs", "pytorch.md")) as f:
         block = _block(f.read(), *markers)
-    argv = _command(block, "tlres.experiments.crosscheck")
+    argv = _command(block, "tlres.reference.crosscheck")
     assert argv[argv.index("--readme") + 1] == "docs/pytorch.md"
     assert "--no-train-tlres" in argv  # compares the recorded runs, trains none
 
@@ -166,7 +168,7 @@ def test_smoothing_interaction_recomputes_by_hand_from_the_recorded_runs():
 
 @pytest.mark.skipif(not os.path.isdir(CROSS), reason="no recorded cross-framework runs")
 def test_the_stated_crosscheck_numbers_recompute():
-    from tlres import results
+    from tlres.analysis import results
 
     keras_side = sorted(results.load(os.path.join(RUNS, "improved")), key=lambda r: r["config"]["seed"])
     torch_side = sorted(results.load(os.path.join(CROSS, "pytorch", "improved")),
@@ -193,7 +195,7 @@ def test_the_stated_crosscheck_numbers_recompute():
 
 
 def test_recorded_grid_is_the_digits_config_one_seed_per_run():
-    from tlres import results
+    from tlres.analysis import results
 
     groups = results.group(results.load(RUNS))
     assert len(groups) == 8 and all(len(v) == 3 for v in groups.values()), {g: len(v) for g, v in groups.items()}

@@ -2,7 +2,7 @@
 
 * trajectory parity (experiments/results/parity, docs/pytorch.md): the section is what
   `tlres parity` makes of the recorded per-step losses, and each row's bound is the one
-  tlres.parity defines;
+  tlres.reference.parity defines;
 * the cross-framework checks on one network from one start (digits: docs/pytorch.md; with
   transfer: docs/transfer.md): each section is what its command makes of the recorded runs,
   every PyTorch run started from recorded initial weights (sha256 in its config.json) on tlres'
@@ -18,10 +18,12 @@ import shutil
 import pytest
 
 from generated import block as _block, command as _command, undated
-from tlres import ablation, parity, rundir
+from tlres.analysis import ablation
+from tlres.reference import parity
+from tlres.run import rundir
 from tlres.commands import crosscheck as crosscheck_cmd, parity as parity_cmd
-from tlres.experiments import crosscheck
-from tlres.experiments import parity as parity_record
+from tlres.reference import crosscheck
+from tlres.reference import parity_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
@@ -37,10 +39,10 @@ def _undated(text):
 
 
 def test_parity_section_is_what_the_command_makes_of_the_recorded_losses():
-    from tlres import report
+    from tlres.analysis import report
 
     block = _block(_doc("pytorch.md"), *report.markers("parity"))
-    argv = _command(block, "tlres.experiments.parity")
+    argv = _command(block, "tlres.reference.parity_record")
     args, cfg, _ = parity_cmd.parse(argv)
     assert cfg.arch == "resnet50_v1_5" and args.steps >= 10 and args.seeds >= 3
     assert cfg.weights == "runs/pretrain-v15" and cfg.lr == 0.001  # fine-tuning the source, where training is stable longest
@@ -49,12 +51,12 @@ def test_parity_section_is_what_the_command_makes_of_the_recorded_losses():
     for k in range(args.seeds):
         r = parity_record.read_csv(os.path.join(out, f"seed{k}.csv"))
         assert [x["step"] for x in r] == list(range(1, args.steps + 1))
-        for x in r:  # the bound as tlres.parity defines it, from the recorded probe gap
+        for x in r:  # the bound as tlres.reference.parity defines it, from the recorded probe gap
             assert x["bound"] == max(parity.BOUND_FACTOR * x["probe_gap"], parity.BOUND_FLOOR * abs(x["torch64"]))
         gaps = [x["probe_gap"] for x in r]
         assert gaps == sorted(gaps)  # a running maximum
         rows[cfg.seed + k] = r
-    made = parity_record.summary(cfg, rows, f"python -m tlres.experiments.parity {' '.join(argv)}")
+    made = parity_record.summary(cfg, rows, f"tlres parity {' '.join(argv)}")
     assert _undated(block) == _undated(made + f"\n![per-step loss differences](../{args.out}/parity.png)")
     assert os.path.getsize(os.path.join(out, "parity.png")) > 1000
     with open(os.path.join(out, "summary.md")) as f:  # the recorded summary is that same output
@@ -68,11 +70,11 @@ SECTIONS = [("pytorch.md", "v1_5", os.path.join(RESULTS, "digits", "crosscheck-v
 @pytest.mark.parametrize("doc,section,out", SECTIONS, ids=[s[1] for s in SECTIONS])
 def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(doc, section, out, tmp_path,
                                                                           monkeypatch):
-    from tlres import report
+    from tlres.analysis import report
 
     text = _doc(doc)
     block = _block(text, *report.markers("crosscheck", section))
-    argv = _command(block, "tlres.experiments.crosscheck")
+    argv = _command(block, "tlres.reference.crosscheck")
     assert os.path.join(ROOT, argv[argv.index("--out") + 1]) == out
     assert "--arch" not in argv and "--init" not in argv and "--draws" not in argv  # the defaults
     args, overrides = crosscheck_cmd.parse(argv)
@@ -126,7 +128,7 @@ def test_every_run_recomputes_from_its_predictions(doc, section, out):
 
     import numpy as np
 
-    from tlres import data
+    from tlres.data import loaders as data
 
     y_test = data.load("digits").y_test
     dirs = sorted(glob.glob(os.path.join(out, "keras-jax", "improved", "seed*")) +
@@ -160,7 +162,7 @@ def test_from_scratch_parity_numbers_recompute():
 
 
 def _sides(out):
-    from tlres import results
+    from tlres.analysis import results
 
     def side(name):
         return sorted(results.load(os.path.join(out, name, "improved")), key=lambda r: r["config"]["seed"])
@@ -172,7 +174,7 @@ def test_readme_states_what_the_transfer_crosscheck_shows():
     import numpy as np
     from scipy import stats as sps
 
-    from tlres import stats
+    from tlres.core import stats
 
     keras_side, torch_side = _sides(SECTIONS[1][2])
     ka = np.array([r["metrics"]["accuracy"] for r in keras_side])
@@ -210,7 +212,7 @@ def test_readme_states_what_the_digits_check_and_parity_show():
     import numpy as np
     from scipy import stats as sps
 
-    from tlres import stats
+    from tlres.core import stats
 
     keras_side, torch_side = _sides(SECTIONS[0][2])
     ka = np.array([r["metrics"]["accuracy"] for r in keras_side]) * 100

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from tlres import report, results
+from tlres.analysis import report, results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(ROOT, "experiments", "results", "transfer")
@@ -35,7 +35,7 @@ def _section(text, name):
 
 
 def _regenerated(section, sources, paper=False):
-    """The section as `tlres.report` makes it from the recorded runs (its date line aside)."""
+    """The section as `tlres.analysis.report` makes it from the recorded runs (its date line aside)."""
     groups = results.group([r for s in sources for r in results.load(s)])
     paper_groups = results.group(results.paper()) if paper else {}
     rows = report.summarize(groups)
@@ -86,7 +86,7 @@ def test_pretraining_record_is_consistent_and_the_doc_quotes_it():
 
 @pytest.mark.skipif(not os.path.isdir(GRID), reason="no recorded transfer grid")
 def test_grid_runs_are_what_the_doc_says_and_its_section_is_their_report():
-    from tlres import data
+    from tlres.data import loaders as data
 
     y_test = data.load("digits").y_test
     runs = results.load(GRID)

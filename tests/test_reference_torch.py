@@ -12,7 +12,7 @@ pytest.importorskip("torchvision")
 
 
 def test_flags_resolve_to_the_same_config_as_tlres():
-    from tlres import cli
+    from tlres.commands import cli
     from tlres.commands import torch as torch_cmd
 
     argv = ["--preset", "quick", "--epochs", "2", "--no-flip", "--smoothing-form", "keras",
@@ -39,7 +39,7 @@ def test_unsupported_settings_are_one_line_exit_2(tmp_path, capsys, flag):
 
 
 def test_bn_momentum_is_one_minus_keras_momentum():
-    from tlres.config import IMPROVED
+    from tlres.core.config import IMPROVED
     from tlres.reference import torch as ref
 
     model = ref.build(IMPROVED.replace(arch="tiny", weights="none", bn_momentum=0.99, bn_epsilon=1e-3), 10)
@@ -66,8 +66,8 @@ def test_optimizer_and_weight_decay_match_keras(optimizer):
     import torch
 
     from fpbounds import U32, float64_keras
-    from tlres import train
-    from tlres.config import IMPROVED
+    from tlres.run import train
+    from tlres.core.config import IMPROVED
     from tlres.reference import torch as ref
 
     cfg = IMPROVED.replace(optimizer=optimizer, lr=0.1, weight_decay=0.05)
@@ -127,10 +127,10 @@ def test_optimizer_and_weight_decay_match_keras(optimizer):
 
 @pytest.mark.slow
 def test_tiny_reference_run_writes_tlres_run_dir(tmp_path):
-    from tlres import data
+    from tlres.data import loaders as data
     from tlres.commands import torch as torch_cmd
-    from tlres.config import Config
-    from tlres.results import load
+    from tlres.core.config import Config
+    from tlres.analysis.results import load
 
     out = tmp_path / "run"
     argv = ["--data", "digits", "--arch", "tiny", "--weights", "none", "--epochs", "2",
@@ -161,7 +161,7 @@ def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tm
     import torch
 
     from tlres.commands import torch as torch_cmd
-    from tlres.config import QUICK
+    from tlres.core.config import QUICK
     from tlres.reference import torch as ref
 
     src = tmp_path / "src"
@@ -175,7 +175,7 @@ def test_reference_run_writes_model_pt_and_weights_run_dir_takes_its_backbone(tm
     for k, v in backbone.items():
         assert torch.equal(net.state_dict()[k], v), k
     assert net[-1].out_features == 4  # a new head for the new classes
-    from tlres import model as model_lib  # and tlres' tiny net takes the same backbone: torch -> Keras
+    from tlres.net import model as model_lib  # and tlres' tiny net takes the same backbone: torch -> Keras
 
     keras_net = model_lib.build(4, QUICK.replace(arch="tiny", weights=str(src / "model.pt")))
     np.testing.assert_array_equal(np.asarray(keras_net.get_layer("tiny").get_layer("conv2").kernel),
@@ -203,8 +203,8 @@ def test_reference_starts_from_a_keras_resnet50_v1_5_run(tmp_path):
     for tensor (kernels HWIO -> OIHW, BatchNorm gamma/beta/moving stats), with a new fc."""
     import torch
 
-    from tlres import model as model_lib
-    from tlres.config import QUICK
+    from tlres.net import model as model_lib
+    from tlres.core.config import QUICK
     from tlres.reference import torch as ref
 
     cfg = QUICK.replace(arch="resnet50_v1_5")

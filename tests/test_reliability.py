@@ -137,7 +137,8 @@ def test_resumed_run_equals_uninterrupted_run_metric_for_metric(runs):
 @_cpu_only()
 def test_same_seed_and_config_give_identical_metrics_json_in_another_process(runs):
     """Exact, byte for byte, on one host and software stack (not across CPUs: docs/reproducibility.md)."""
-    from tlres import cli as cli_lib, train
+    from tlres.commands import cli as cli_lib
+    from tlres.run import train
 
     again = str(runs["tmp"] / "again")
     cfg, _ = cli_lib.parse(FLAGS + ["--data", runs["data"], "--out", again], "improved", "prog")
@@ -190,8 +191,8 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_checkpoint(runs, ca
 def test_a_run_from_before_conv_existed_resumes_on_the_kernel_it_started_with(tmp_path):
     import dataclasses
 
-    from tlres import rundir
-    from tlres.config import QUICK
+    from tlres.run import rundir
+    from tlres.core.config import QUICK
 
     saved = dataclasses.asdict(QUICK.replace(epochs=3))
     del saved["conv"]
@@ -211,7 +212,7 @@ def test_compile_cache_is_one_folder_per_xla_flags_setting(tmp_path):
     import subprocess
     import sys
 
-    from tlres.backend import cache_dir_for_flags
+    from tlres.net.backend import cache_dir_for_flags
 
     base = str(tmp_path)
     det = "--xla_gpu_deterministic_ops=true --xla_gpu_autotune_level=0"

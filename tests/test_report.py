@@ -12,7 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from tlres import plots, report, results
+from tlres.analysis import report, results
+from tlres.core import plots
 from tlres.commands import report as report_cmd
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -106,7 +107,7 @@ def test_table_reproduces_known_means_sds_and_welch_difference(grid, tmp_path, c
 
 
 def test_single_runs_get_newcombe_interval(tmp_path):
-    from tlres.stats import newcombe_interval
+    from tlres.core.stats import newcombe_interval
 
     write_run(tmp_path / "improved", 0.9, 0.9, 0.3, preset="improved")
     write_run(tmp_path / "baseline", 0.8, 0.8, 0.4, preset="baseline")
@@ -123,7 +124,7 @@ def test_single_runs_get_newcombe_interval(tmp_path):
 def test_figures_are_pngs_with_the_papers_panels(grid, tmp_path):
     import matplotlib.image as mpimg
 
-    from tlres import results
+    from tlres.analysis import results
 
     out = tmp_path / "figs"
     out.mkdir()
@@ -226,7 +227,7 @@ def test_groups_on_different_data_get_no_difference_and_name_their_data(tmp_path
     assert "| improved | cifar10 | 1 | 300 |" in md and "| paper baseline (64, inferred) | CIFAR-10 | 1 | 64 |" in md
     assert "different data: no difference computed (vs baseline)" in md
 
-    from tlres import results
+    from tlres.analysis import results
 
     groups = results.group(results.load(str(tmp_path / "g")))
     labels = [p["label"].split("\n")[1] for p in report.final_points({**results.group(results.paper()), **groups})]
@@ -240,7 +241,7 @@ def test_groups_on_different_data_get_no_difference_and_name_their_data(tmp_path
 def test_findings_follow_the_interval_and_state_the_detectable_difference(grid, tmp_path):
     from scipy import stats
 
-    from tlres.stats import detectable_welch
+    from tlres.core.stats import detectable_welch
 
     groups = results.group(results.load(str(grid)))
     (line,) = report.findings(groups)  # only improved vs baseline can be answered here
@@ -264,7 +265,7 @@ def test_findings_follow_the_interval_and_state_the_detectable_difference(grid, 
 
 
 def test_holm_matches_a_hand_computed_example():
-    from tlres.stats import holm
+    from tlres.core.stats import holm
 
     # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06,
     # 1 x 0.04 = 0.04 -> 0.06 (never below an earlier step); back in the order given

@@ -1,6 +1,6 @@
 """Damaged results files, run directories and converter CSVs: one line, exit 2, never a traceback.
 
-Each case is one that crashed `python -m tlres.compare` or `python -m tlres.results convert`
+Each case is one that crashed `tlres compare` or `tlres results convert`
 with a traceback before (found by tests/test_fuzz.py), or a bound that keeps a small file
 from making a huge confusion matrix.
 """
@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from tlres import results
+from tlres.analysis import results
 from tlres.commands import compare as compare_cmd, results as results_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from fpbounds import U32
-from tlres.config import IMPROVED
+from tlres.core.config import IMPROVED
 
 # The per-epoch rate is eq. 14 in float64 Python, stored once in the optimizer's float32
 # variable: one rounding, <= u = 2**-24 relative.
@@ -14,7 +14,7 @@ STORED = U32
 # current_lr shows that float32 as its shortest round-tripping decimal, which lies within half a
 # float32 ulp of it (<= u relative) again: the shown rate is within 2u of the float64 value.
 SHOWN = STORED + U32
-from tlres.schedules import EpochCosine, current_lr, learning_rate
+from tlres.run.schedules import EpochCosine, current_lr, learning_rate
 
 
 def test_per_epoch_values_hand_computed():

@@ -18,8 +18,8 @@ import pytest
 from conftest import write_cifar_batches
 
 import py2_pickle
-from tlres import data, safe_pickle
-from tlres.errors import TlresError
+from tlres.data import loaders as data, safe_pickle
+from tlres.core.errors import TlresError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -381,7 +381,7 @@ def png(width, height, idat=None, idat_length=None):
 
 @pytest.mark.parametrize("side", [100_000, 12_000])  # 10^10 pixels: Pillow's error; 1.44e8: its warning zone
 def test_open_image_refuses_a_decompression_bomb(tmp_path, side):
-    from tlres import imagefolder
+    from tlres.data import imagefolder
 
     assert imagefolder.MAX_PIXELS == 100_000_000 < side * side
     path = tmp_path / "bomb.png"
@@ -393,7 +393,7 @@ def test_open_image_refuses_a_decompression_bomb(tmp_path, side):
 def test_a_png_chunk_declaring_2_gib_allocates_nothing_like_it(tmp_path):
     """A 12 x 9 PNG whose IDAT chunk declares 2 GiB: Pillow skips the rest of a chunk with
     fp.read(declared length), and a file's read(n) allocates n bytes first."""
-    from tlres import imagefolder
+    from tlres.data import imagefolder
 
     path = tmp_path / "chunk.png"
     path.write_bytes(png(12, 9, idat=b"x\x9c", idat_length=2 ** 31 - 16))
@@ -402,7 +402,7 @@ def test_a_png_chunk_declaring_2_gib_allocates_nothing_like_it(tmp_path):
 
 
 def test_open_image_refuses_a_fifo_and_an_oversized_file(tmp_path, monkeypatch):
-    from tlres import imagefolder
+    from tlres.data import imagefolder
 
     os.mkfifo(tmp_path / "pipe.png")  # reading it would block forever
     with pytest.raises(TlresError, match="pipe.png: not a regular file"):
@@ -460,7 +460,7 @@ def test_model_keras_with_a_lambda_layer_is_refused_and_its_code_never_runs(tmp_
     load it. Without safe_mode, loading the file runs it (the control below)."""
     import keras
 
-    from tlres import model as model_lib
+    from tlres.net import model as model_lib
 
     marker = tmp_path / "PWNED"
     inputs = keras.Input((4,))
@@ -503,7 +503,7 @@ def keras_with(tmp_path, text):
     ("{", "not a readable .keras file (JSONDecodeError"),
 ])
 def test_a_keras_files_tlres_json_of_the_wrong_kind_is_one_line(tmp_path, text, needle):
-    from tlres import model as model_lib
+    from tlres.net import model as model_lib
 
     path = keras_with(tmp_path, text)
     with pytest.raises(TlresError) as e:
@@ -512,7 +512,7 @@ def test_a_keras_files_tlres_json_of_the_wrong_kind_is_one_line(tmp_path, text, 
 
 
 def test_a_keras_files_tlres_json_as_tlres_writes_it_is_read(tmp_path):
-    from tlres import model as model_lib
+    from tlres.net import model as model_lib
 
     assert model_lib.read_metadata(keras_with(tmp_path, json.dumps(RECORD))) == RECORD
 
@@ -520,7 +520,7 @@ def test_a_keras_files_tlres_json_as_tlres_writes_it_is_read(tmp_path):
 def test_predict_npz_declaring_a_huge_array_is_refused_cheaply(tmp_path):
     import zipfile
 
-    from tlres import predict
+    from tlres.run import predict
 
     path = tmp_path / "p.npz"
     with zipfile.ZipFile(path, "w") as z:
@@ -534,7 +534,7 @@ def test_a_keras_file_whose_tlres_json_declares_4_gib_compressed_allocates_nothi
     one read, and a file's read(n) allocates n bytes first."""
     import zipfile
 
-    from tlres import model as model_lib
+    from tlres.net import model as model_lib
 
     path = keras_with(tmp_path, json.dumps(RECORD))
     blob = bytearray(open(path, "rb").read())

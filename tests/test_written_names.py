@@ -9,7 +9,8 @@ import pytest
 from conftest import write_image_folder
 
 from tlres import __main__ as tlres_main
-from tlres import imagefolder, rundir, writes
+from tlres.data import imagefolder
+from tlres.run import rundir, writes
 
 FORMULAS = ['=HYPERLINK("x","y")', "+cmd|'-C calc'!A0", "@SUM(1)", "-2+3"]
 TINY = ["--preset", "quick", "--arch", "tiny", "--epochs", "1", "--batch-size", "4", "--image-size", "8"]

@@ -1,7 +1,7 @@
 """tlres: the paper's transfer-learning ResNet50 recipe in Keras 3 on JAX.
 
 Importing tlres selects the JAX backend for Keras unless the user already chose
-one; `tlres.backend.require_jax()` turns any other choice into a clear error.
+one; `tlres.net.backend.require_jax()` turns any other choice into a clear error.
 """
 
 import os

@@ -7,7 +7,7 @@ used; ``tlres VERB --help`` shows its flags. The ``python -m tlres.<module>`` fo
 import importlib
 import sys
 
-from tlres import cli
+from tlres.commands import cli
 
 # verb -> one-line summary; the verb's command is tlres.commands.<verb>, imported only when used
 VERBS = {

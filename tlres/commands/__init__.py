@@ -2,5 +2,5 @@
 `main(argv=None, prog=...)` over library calls; `tlres.__main__` dispatches to them.
 
 The argparse pieces every command shares (the parser generated from `Config`, the checks,
-the one error path `guarded`) are `tlres.cli`. No library module parses a command line.
+the one error path `guarded`) are `tlres.commands.cli`. No library module parses a command line.
 """

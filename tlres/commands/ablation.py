@@ -1,13 +1,15 @@
 """`tlres ablation`: the grid of cells (each change on and off) over seeds, then its report
-(`tlres.ablation`: the cells, the reuse rule, the grid runner)."""
+(`tlres.analysis.ablation`: the cells, the reuse rule, the grid runner)."""
 
 import argparse
 import os
 
-from tlres import ablation, cli, writes
+from tlres.analysis import ablation
+from tlres.commands import cli
+from tlres.run import writes
 from tlres.commands import report
-from tlres.config import IMPROVED
-from tlres.errors import plural
+from tlres.core.config import IMPROVED
+from tlres.core.errors import plural
 
 
 def parse(argv, prog=ablation.PROG):

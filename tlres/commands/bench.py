@@ -1,14 +1,15 @@
-"""`tlres bench`: training, inference and pipeline throughput on synthetic data (`tlres.bench.run`).
+"""`tlres bench`: training, inference and pipeline throughput on synthetic data (`tlres.reference.bench.run`).
 
 The runner's settings it takes (`bench.CONFIG_FLAGS`) are flags generated from `Config` by
-`tlres.cli`, as the runner's are; the rest are bench's own. Defaults: `bench.Settings`.
+`tlres.commands.cli`, as the runner's are; the rest are bench's own. Defaults: `bench.Settings`.
 """
 
 import argparse
 import dataclasses
 
-from tlres import bench, cli
-from tlres.config import IMPROVED
+from tlres.commands import cli
+from tlres.reference import bench
+from tlres.core.config import IMPROVED
 
 
 def batch_sizes(text):

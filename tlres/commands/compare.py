@@ -1,6 +1,8 @@
-"""`tlres compare SOURCE...`: results side by side, with differences and their intervals (`tlres.compare`)."""
+"""`tlres compare SOURCE...`: results side by side, with differences and their intervals (`tlres.analysis.compare`)."""
 
-from tlres import cli, compare, writes
+from tlres.analysis import compare
+from tlres.commands import cli
+from tlres.run import writes
 
 
 def parser(prog=compare.PROG):

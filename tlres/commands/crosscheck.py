@@ -1,8 +1,9 @@
 """`tlres crosscheck`: the same config and seeds in tlres and the PyTorch reference, compared
-(`tlres.experiments.crosscheck.run`)."""
+(`tlres.reference.crosscheck.run`)."""
 
-from tlres import ablation, cli
-from tlres.experiments import crosscheck
+from tlres.analysis import ablation
+from tlres.commands import cli
+from tlres.reference import crosscheck
 
 
 def parse(argv, prog=crosscheck.PROG):

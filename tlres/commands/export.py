@@ -1,9 +1,10 @@
-"""`tlres export RUN --format onnx|savedmodel|litert`: a run's model for serving (`tlres.export.export`)."""
+"""`tlres export RUN --format onnx|savedmodel|litert`: a run's model for serving (`tlres.run.export.export`)."""
 
 import argparse
 
-from tlres import cli, export
-from tlres.errors import human
+from tlres.commands import cli
+from tlres.run import export
+from tlres.core.errors import human
 
 
 def parser(prog=export.PROG):

@@ -1,8 +1,8 @@
 """`tlres parity`: per-step training losses, Keras against PyTorch, from the same weights and batches,
-recorded with their bound (`tlres.experiments.parity.record`)."""
+recorded with their bound (`tlres.reference.parity_record.record`)."""
 
-from tlres import cli
-from tlres.experiments import parity
+from tlres.commands import cli
+from tlres.reference import parity_record as parity
 
 
 def parse(argv, prog=parity.PROG):
@@ -14,7 +14,7 @@ def parse(argv, prog=parity.PROG):
                    help="seeds --seed, --seed+1, ... (default: 3)")
     p.add_argument("--out", required=True, help="directory: seed<k>.csv, parity.png, summary.md")
     p.add_argument("--readme", metavar="FILE",
-                   help="also write the summary into FILE between its tlres.parity markers")
+                   help="also write the summary into FILE between its tlres.reference.parity markers")
     cli.add_debug(p)
     args, rest = p.parse_known_args(argv)
     given = {a.split("=")[0] for a in rest if a.startswith("--")}

@@ -1,8 +1,9 @@
-"""`tlres predict MODEL INPUT...`: label new images with a run's model.keras (`tlres.predict.run`)."""
+"""`tlres predict MODEL INPUT...`: label new images with a run's model.keras (`tlres.run.predict.run`)."""
 
 import argparse
 
-from tlres import cli, predict
+from tlres.commands import cli
+from tlres.run import predict
 
 
 def parser(prog=predict.PROG):

@@ -1,6 +1,7 @@
-"""`tlres report SOURCE...`: the comparison tables, findings and figures (`tlres.report.write`)."""
+"""`tlres report SOURCE...`: the comparison tables, findings and figures (`tlres.analysis.report.write`)."""
 
-from tlres import cli, report
+from tlres.analysis import report
+from tlres.commands import cli
 
 
 def parser(prog=report.PROG):

@@ -1,7 +1,9 @@
-"""`tlres results export|convert`: write results files (`tlres.results`)."""
+"""`tlres results export|convert`: write results files (`tlres.analysis.results`)."""
 
-from tlres import cli, results, writes
-from tlres.errors import TlresError
+from tlres.analysis import results
+from tlres.commands import cli
+from tlres.run import writes
+from tlres.core.errors import TlresError
 
 
 def parser(prog=results.PROG):

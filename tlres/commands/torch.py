@@ -3,15 +3,15 @@ flags (generated from `Config`) and the reference-only ones."""
 
 import dataclasses
 
-from tlres import cli
-from tlres import config as config_lib
+from tlres.commands import cli
+from tlres.core import config as config_lib
 from tlres.reference import torch as ref
 
 
 def build_parser(preset="improved", prog=ref.PROG):
     parser = cli.build_parser(prog, config_lib.PRESETS[preset], config_lib.PRESETS)
     parser.description = ("The paper's recipe in PyTorch/torchvision on tlres' data; the same flags "
-                          "as tlres (generated from tlres.config.Config) plus reference-only extras.")
+                          "as tlres (generated from tlres.core.config.Config) plus reference-only extras.")
     g = parser.add_argument_group("reference-only")
     g.add_argument("--limit-train", type=cli.positive(int),
                    help="use only the first N training images (tests)")
@@ -31,7 +31,7 @@ def build_parser(preset="improved", prog=ref.PROG):
 
 
 def parse(argv, prog=ref.PROG):
-    """(Config, extras namespace) for argv, as `tlres.cli.parse_all` resolves presets and flags."""
+    """(Config, extras namespace) for argv, as `tlres.commands.cli.parse_all` resolves presets and flags."""
     pre = cli.Parser(add_help=False)
     pre.add_argument("--preset", default="improved")
     known, _ = pre.parse_known_args(argv)

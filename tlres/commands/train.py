@@ -1,4 +1,4 @@
-"""`tlres train`: train and evaluate one run (`tlres.train.run`), or resume one.
+"""`tlres train`: train and evaluate one run (`tlres.run.train.run`), or resume one.
 
     tlres train [--preset NAME] [--FLAG VALUE ...]
     python -m tlres.experiments.improved ...   (and .baseline: the same, with that preset's defaults)
@@ -6,8 +6,9 @@
 
 import sys
 
-from tlres import cli, distributed, rundir, train
-from tlres import config as config_lib
+from tlres.commands import cli
+from tlres.run import distributed, rundir, train
+from tlres.core import config as config_lib
 
 
 def main(argv=None, prog=None, preset="improved"):

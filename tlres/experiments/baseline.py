@@ -3,7 +3,7 @@
 Defined by tlres (the paper does not say exactly) as the improved preset with
 its four changes switched off: random init instead of ImageNet weights, no
 flip/crop (normalization only), plain cross-entropy, constant learning rate;
-everything else the same. See `tlres.config.BASELINE`.
+everything else the same. See `tlres.core.config.BASELINE`.
 """
 
 from tlres.commands.train import entry

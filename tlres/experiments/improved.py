@@ -2,7 +2,7 @@
 
 ImageNet-pretrained ResNet50 with a new Dense head, flip + pad-crop
 augmentation, the paper's label smoothing (eq. 11) and per-epoch cosine
-annealing; CIFAR-10, batch 64, 50 epochs. See `tlres.config.IMPROVED`.
+annealing; CIFAR-10, batch 64, 50 epochs. See `tlres.core.config.IMPROVED`.
 """
 
 from tlres.commands.train import entry

@@ -1,0 +1,2 @@
+"""The PyTorch side: the reference runner, the crosscheck against it, trajectory parity, and
+the speed bench beside PyTorch."""

@@ -1,34 +1,34 @@
 """The paper's recipe in PyTorch/torchvision, on tlres' data, flags and run-directory layout.
 
-    tlres torch --preset quick --out runs/torch-quick       (or python -m tlres.reference.torch ...)
+    tlres torch --preset quick --out runs/torch-quick
     tlres torch --arch tiny --data digits --weights none --epochs 1 \\
         --limit-train 128 --limit-test 64 --out runs/t
 
 Takes the same flags as `tlres train` (the command, `tlres.commands.torch`: its parser is
-generated from `tlres.config.Config` by `tlres.cli`) plus reference-only
+generated from `tlres.core.config.Config` by `tlres.commands.cli`) plus reference-only
 ones: `--limit-train N` / `--limit-test N` (first N images, for tests),
-`--device cpu|cuda|cuda:K` and `--draws torch|tlres`. It writes the same run directory as `tlres.train`
+`--device cpu|cuda|cuda:K` and `--draws torch|tlres`. It writes the same run directory as `tlres.run.train`
 (config.json with "framework": "pytorch", status.json, history.csv with epochs
-numbered from 1, metrics.json from `tlres.evaluate.metrics`, predictions.csv),
-so `tlres.results` and `tlres.compare` read both alike.
+numbered from 1, metrics.json from `tlres.run.evaluate.metrics`, predictions.csv),
+so `tlres.analysis.results` and `tlres.analysis.compare` read both alike.
 
 What each setting means here (docs/pytorch.md, "The PyTorch reference runner"):
 
 * model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)` for --arch
   resnet50 and resnet50_v1_5 alike (torch has no v1; tlres' resnet50_v1_5 is
-  this network), or the tiny 3-conv mirror of `tlres.model.tiny_backbone`
+  this network), or the tiny 3-conv mirror of `tlres.net.model.tiny_backbone`
   (with Keras' "same" padding: the same function);
   --weights imagenet (or torchvision) loads torchvision's IMAGENET1K_V1 (a
   different network from Keras' v1 weights).
   BatchNorm2d(momentum = 1 - --bn-momentum, eps = --bn-epsilon).
-* data: `tlres.data.load` (same split, same indices); epoch e's order is
+* data: `tlres.data.loaders.load` (same split, same indices); epoch e's order is
   `numpy.random.default_rng([seed, e]).permutation(n)`, remainder dropped,
   indices sorted within a batch: the batches of tlres' `--pipeline jax`.
 * augmentation: torchvision RandomHorizontalFlip (if --flip) and
   RandomCrop(size, padding=--crop-padding) per image (if --augment), drawn
   from torch's generator seeded with --seed; Normalize(0.5, 0.5). With
   `--draws tlres`: tlres' own `--pipeline jax` batches instead (the same
-  draws, from `tlres.pipeline.jax_batches`), so both frameworks see
+  draws, from `tlres.data.pipeline.jax_batches`), so both frameworks see
   identical batches.
 * loss: --smoothing-form paper = eq. 11 targets; keras =
   CrossEntropyLoss(label_smoothing=eps) (the same targets as Keras').
@@ -47,13 +47,13 @@ torchvision-layout state dict, read with `torch.load(weights_only=True)`, or a
 `.safetensors` one), with a new `fc` head: the PyTorch side of offline transfer.
 A tlres (Keras) run of `--arch resnet50_v1_5` is a source too: `--weights
 RUN_DIR` (its model.keras, when the folder has no model.pt) or a `.keras` file,
-converted by `tlres.convert`, so both frameworks can start from the same weights.
+converted by `tlres.net.convert`, so both frameworks can start from the same weights.
 A tiny Keras run converts to the tiny mirror the same way. Keras runs of
 `--arch resnet50` (v1) do not convert: one line.
 
 `--init FILE` sets the model's complete initial weights, head included, from a
 state dict of the reference's layout (`.safetensors`, `.pt`, `.pth`), after
-`--weights` (so it wins). `tlres.convert.model_to_torch` writes one from a tlres
+`--weights` (so it wins). `tlres.net.convert.model_to_torch` writes one from a tlres
 model: the cross-framework check uses it so that, per seed, both frameworks start
 from the very weights tlres' run starts from.
 
@@ -70,12 +70,14 @@ import time
 
 import numpy as np
 
-from tlres import convert, evaluate, model as model_lib, pipeline, rundir, writes
-from tlres import data as tdata
-from tlres.config import halves, public
-from tlres.errors import TlresError
+from tlres.data import pipeline
+from tlres.net import convert, model as model_lib
+from tlres.run import evaluate, rundir, writes
+from tlres.data import loaders as tdata
+from tlres.core.config import halves, public
+from tlres.core.errors import TlresError
 
-PROG = "python -m tlres.reference.torch"  # its command's name there (`tlres.commands.torch`)
+PROG = "tlres torch"  # its command's name there (`tlres.commands.torch`)
 
 
 def check_supported(cfg):
@@ -184,7 +186,7 @@ def build(cfg, num_classes):
     import torch
     import torchvision
 
-    if cfg.arch == "tiny":  # mirrors tlres.model.tiny_backbone + GAP + Dense, padding included
+    if cfg.arch == "tiny":  # mirrors tlres.net.model.tiny_backbone + GAP + Dense, padding included
         layers, cin = [], 3
         for w in (8, 16, 32):
             layers += [KerasSamePad(3, 2), torch.nn.Conv2d(cin, w, 3, 2, 0, bias=False),
@@ -297,7 +299,7 @@ def train_transform(cfg, size):
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True,
         draws="torch", init=None):
-    """Train and evaluate cfg in PyTorch; returns the run directory (`tlres.rundir`'s layout)."""
+    """Train and evaluate cfg in PyTorch; returns the run directory (`tlres.run.rundir`'s layout)."""
     import torch
     import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
 
@@ -438,8 +440,3 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
               flush=True)
     return out
 
-
-if __name__ == "__main__":  # python -m tlres.reference.torch: the same as tlres torch
-    from tlres.commands.torch import main
-
-    sys.exit(main())

@@ -6,7 +6,10 @@ Across processes: compare the printed hashes.
 import hashlib, json, os, sys
 import numpy as np
 import keras
-from tlres import config, model, pipeline, train
+from tlres.core import config
+from tlres.data import pipeline
+from tlres.net import model
+from tlres.run import train
 
 arch = sys.argv[1] if len(sys.argv) > 1 else "resnet50"
 cfg = config.QUICK.replace(arch=arch, augment=True, flip=True, compile_cache=False)

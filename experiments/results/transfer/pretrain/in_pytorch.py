@@ -1,7 +1,7 @@
 """The v1.5 source model in both frameworks: `python experiments/results/transfer/pretrain/in_pytorch.py RUN_DIR OUT.json`.
 
 Converts a finished tlres `--arch resnet50_v1_5` run's whole model (backbone and head,
-`tlres.convert.model_to_torch`) into the PyTorch reference's torchvision ResNet50, evaluates it
+`tlres.net.convert.model_to_torch`) into the PyTorch reference's torchvision ResNet50, evaluates it
 on the run's test split in PyTorch (eval mode, the same input normalization), and records its
 accuracy and how many of its predictions equal the Keras run's own (predictions.csv): the
 pretrained backbone, with its source test accuracy, in each framework.
@@ -16,7 +16,9 @@ import torchvision  # noqa: F401
 
 import numpy as np
 
-from tlres import augment, config, convert, data
+from tlres.core import config
+from tlres.data import augment, loaders as data
+from tlres.net import convert
 from tlres.reference import torch as ref
 
 

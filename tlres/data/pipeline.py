@@ -1,0 +1,264 @@
+"""Input pipelines: tf.data or JAX for training, plain numpy for evaluation.
+
+`train_data(x, y, cfg)` picks one of two training pipelines (``--pipeline``):
+
+* ``tf`` (`train_dataset`): tf.data, described below.
+* ``jax`` (`jax_batches`): a seeded numpy permutation per epoch (remainder
+  dropped) gathers uint8 batches, and one jitted JAX function runs the same
+  `tlres.data.augment.augment` / `normalize` on the device with `draw_jax` draws.
+  Nothing on this path imports tensorflow, so it runs where tensorflow is not
+  installed (``auto`` picks it then). Both paths draw flips and offsets from
+  the same distribution; they are not the same random streams.
+  With ``--data-on-device`` (`device_batches`) the jax pipeline's very batches
+  are built on the device from the whole uint8 split held there, `CHUNK` per
+  jitted call, instead of being gathered in host memory one at a time.
+
+Training, epoch e: a permutation of the training split drawn from the
+stateless key (seed, e) -> batches of it with the remainder dropped (one static
+shape, one compiled step) -> gather, augment and normalize on the whole batch
+(`tlres.data.augment`, traced by tf.data) -> prefetch. Batch b of epoch e draws its
+augmentation from the stateless key (seed, e, b).
+
+So every epoch's data order and augmentation are a pure function of
+(seed, epoch): a different order each epoch, yet the same order for epoch e
+whether the process trained epochs 0..e-1 itself or resumed from a checkpoint
+(`train_dataset(..., start_epoch=e)`), and the same batches from step k on
+when it resumes in the middle of epoch e (`start_step=k`). tf.data's `reshuffle_each_iteration`
+would not give that: its order for an epoch depends on how many times this
+process already iterated the dataset.
+
+Evaluation never augments: it normalizes the test split in numpy, and pads it
+to whole batches so inference compiles once; padded rows are dropped again.
+"""
+
+import numpy as np
+
+from tlres.data import augment as aug
+from tlres.run import distributed
+from tlres.core.errors import TlresError
+
+_SHUFFLE, _AUGMENT = 0, 1  # stream ids folded into the seed: independent draws
+
+def resolve(name):
+    """``auto`` -> ``tf`` when tensorflow is importable, else ``jax`` (without importing it)."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        found = False
+    return "tf" if found else "jax"
+
+
+def train_data(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
+    """The training input for `model.fit`, from the pipeline `cfg.pipeline` names.
+
+    `start_step` skips the first batches of `start_epoch` (a mid-epoch resume): the rest
+    are the very batches, with the same augmentation draws, that epoch has from the start.
+    """
+    if resolve(cfg.pipeline) == "jax":
+        batches = device_batches if cfg.data_on_device else jax_batches
+        return batches(x, y, cfg, start_epoch, end_epoch, start_step)
+    return train_dataset(x, y, cfg, start_epoch, end_epoch, start_step)
+
+
+def _check_size(x, batch_size):
+    if len(x) < batch_size:
+        raise TlresError(f"the training split has {len(x)} images, fewer than one batch "
+                         f"of {batch_size}; lower --batch-size")
+
+
+def check(cfg):
+    """Settings the pipelines cannot honour, found before anything is built."""
+    if cfg.data_on_device and resolve(cfg.pipeline) != "jax":
+        raise TlresError(f"--data-on-device builds the jax pipeline's batches on the device, but the "
+                         f"pipeline is {resolve(cfg.pipeline)}; add --pipeline jax")
+
+
+def device_transform(cfg, rows=None, normalize=True):
+    """jitted (uint8 batch, key) -> normalized float32 batch: augmentation on the device.
+
+    `rows` (a slice of a global batch of cfg.batch_size): the images are those rows of it, and
+    get those rows' draws, the draws of the whole batch being made from `key` as in one process.
+    normalize=False: the augmented uint8 batch instead.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def transform(images, key):
+        if cfg.augment:
+            if rows is None:
+                flip, dy, dx = aug.draw_jax(images.shape[0], cfg.crop_padding, key)
+            else:
+                flip, dy, dx = (d[rows] for d in aug.draw_jax(cfg.batch_size, cfg.crop_padding, key))
+            images = aug.augment(jnp, images, flip, dy, dx, cfg.crop_padding, cfg.flip)
+        return aug.normalize(jnp, images, cfg.input_norm) if normalize else images
+
+    return jax.jit(transform)
+
+
+def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
+    """(normalized batch on the device, int32 labels) for epochs start_epoch..end_epoch-1, tensorflow-free.
+
+    As with `train_dataset`, epoch e is a pure function of (seed, e): its order is
+    a numpy permutation seeded with (seed, e) (remainder dropped), and batch b's
+    augmentation key is fold_in(fold_in(PRNGKey(seed), e), b).
+
+    With several processes each yields only its rows of every global batch
+    (`tlres.run.distributed.local_rows`), gathered and augmented as in one process; Keras'
+    trainer assembles the global batch (`jax.make_array_from_process_local_data`).
+    """
+    import jax
+
+    _check_size(x, cfg.batch_size)
+    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+    rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
+    transform = device_transform(cfg, rows)
+    bs, steps = cfg.batch_size, len(x) // cfg.batch_size
+    y = np.asarray(y, np.int32)
+    base = jax.random.PRNGKey(cfg.seed)
+
+    def batches():
+        for e in range(start_epoch, end_epoch):
+            order = np.random.default_rng([cfg.seed, e]).permutation(len(x))
+            key = jax.random.fold_in(base, e)
+            for b in range(start_step if e == start_epoch else 0, steps):
+                idx = np.sort(order[b * bs:(b + 1) * bs])  # sorted: a faster gather, same set
+                if rows is not None:
+                    idx = idx[rows]
+                yield transform(x[idx], jax.random.fold_in(key, b)), y[idx]
+
+    return batches()
+
+
+CHUNK = 8
+"""Batches the device path builds per dispatch (one jitted call returns this many)."""
+
+
+def _device_chunk(cfg, rows=None, normalize=True):
+    """jitted (images, labels, index (k, batch), epoch key, first step) -> k (batch, labels) pairs.
+
+    Each is what `jax_batches` yields for that step: row i of `index` sorted (its gather order),
+    this process' `rows` of it, gathered and transformed with key fold_in(epoch key, first + i).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    transform = device_transform(cfg, rows, normalize)
+
+    def chunk(images, labels, index, key, first):
+        out = []
+        for i in range(index.shape[0]):  # unrolled: k is small and static
+            idx = jnp.sort(index[i])
+            if rows is not None:
+                idx = idx[rows]
+            out.append((transform(jnp.take(images, idx, axis=0), jax.random.fold_in(key, first + i)),
+                        jnp.take(labels, idx, axis=0)))
+        return tuple(out)
+
+    return jax.jit(chunk)
+
+
+def _to_device(x, y):
+    """The uint8 split and int32 labels on the default device, once; a split too large is one line."""
+    import jax
+
+    need = x.nbytes + 4 * len(y)
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # backends without memory statistics (the CPU): host memory holds x already
+        stats = {}
+    free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
+    if stats.get("bytes_limit") and need > free // 2:  # half: the model and its batches need the rest
+        raise TlresError(f"--data-on-device: the training split ({need / 2**30:.2f} GiB as uint8) needs "
+                         f"more than half the device's free memory ({free / 2**30:.2f} GiB); "
+                         "drop --data-on-device")
+    return jax.device_put(x), jax.device_put(np.asarray(y, np.int32))
+
+
+def device_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, normalize=True):
+    """`jax_batches`' very batches, built on the device from the split held there whole.
+
+    The split is copied to the device once; each epoch's permutation is the same numpy draw
+    from (seed, e) (n indices, uploaded a chunk at a time), and the gather, sort, augmentation
+    draws and transform of `CHUNK` batches run as one jitted call (one program: a short last
+    chunk is padded, its extra batches unused). normalize=False yields the
+    augmented uint8 batches instead (what the float batches are made from).
+    """
+    import jax
+
+    _check_size(x, cfg.batch_size)
+    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+    rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
+    chunk = _device_chunk(cfg, rows, normalize)
+    bs, steps = cfg.batch_size, len(x) // cfg.batch_size
+    images, labels = _to_device(x, y)
+    base = jax.random.PRNGKey(cfg.seed)
+
+    def batches():
+        for e in range(start_epoch, end_epoch):
+            order = np.random.default_rng([cfg.seed, e]).permutation(len(x))
+            index = order[:steps * bs].reshape(steps, bs).astype(np.int32)
+            key = jax.random.fold_in(base, e)
+            for b in range(start_step if e == start_epoch else 0, steps, CHUNK):
+                part = index[b:b + CHUNK]
+                k = len(part)  # a short last chunk is padded to CHUNK: one program, extras unused
+                part = np.concatenate([part, np.repeat(part[-1:], CHUNK - k, axis=0)])
+                yield from chunk(images, labels, part, key, b)[:k]
+
+    return batches()
+
+
+def train_dataset(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
+    """(normalized float32 batch, int32 labels) for epochs start_epoch..end_epoch-1.
+
+    `end_epoch` defaults to start_epoch + 1 (one epoch). Each epoch is exactly
+    len(x) // batch_size batches, so `model.fit(steps_per_epoch=...)` consumes
+    one epoch of this stream per Keras epoch. `start_step` drops the first batches
+    of `start_epoch` (before they are gathered or augmented); each batch keeps its
+    own step number, hence its augmentation key.
+
+    With several processes this is still the global stream: Keras' DataParallel gives
+    each process its rows of every batch (`Distribution.distribute_dataset`: rebatch
+    into per-process parts, then shard by process).
+    """
+    import tensorflow as tf
+    import tensorflow.experimental.numpy as tnp
+
+    _check_size(x, cfg.batch_size)
+    end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
+    n, bs = len(x), cfg.batch_size
+    steps = n // bs
+    images, labels = tf.constant(x), tf.constant(y)
+    base = tf.constant([cfg.seed, 0], tf.int64)
+    fold = tf.random.experimental.stateless_fold_in
+
+    def epoch(e):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=fold(fold(base, _SHUFFLE), e))
+        index = tf.reshape(order[:steps * bs], (steps, bs))
+        return tf.data.Dataset.from_tensor_slices(
+            (index, tf.fill([steps], e), tf.range(steps, dtype=tf.int64)))
+
+    def transform(index, e, step):
+        batch_x, batch_y = tf.gather(images, index), tf.gather(labels, index)
+        if cfg.augment:
+            seed = fold(fold(fold(base, _AUGMENT), e), step)
+            flip, dy, dx = aug.draw_tf(bs, cfg.crop_padding, seed)
+            batch_x = aug.augment(tnp, batch_x, flip, dy, dx, cfg.crop_padding, cfg.flip)
+        return aug.normalize(tnp, batch_x, cfg.input_norm), batch_y
+
+    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch).skip(start_step)
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_arrays(x, batch_size, input_norm):
+    """Normalized test images padded to whole batches, and the real count."""
+    n = len(x)
+    pad = (-n) % batch_size
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    return aug.normalize(np, x, input_norm), n

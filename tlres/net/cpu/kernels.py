@@ -1,0 +1,114 @@
+"""The CPU kernels: functions that compute what Keras' layers compute, in forms XLA:CPU runs faster.
+
+Each computes the same function as the Keras layer it stands in for, forward and gradients, up to
+float rounding (tests/test_conv.py, tests/test_pool.py hold them to float64 references); which
+layers use them is decided in `tlres.net.model` (`apply_conv`), and the figures are in docs/speed.md.
+
+- `matmul_conv`: a 2-D convolution as im2col + one matmul, with its own gradient
+  (`patch_matmul`).
+- `slice_max_pool`: max pooling as a running maximum over strided views.
+"""
+
+import functools
+
+# What `--conv auto` timed (tlres.net.cpu.convplan keys its cache on it): raised whenever a kernel here
+# computes differently, so that a plan timed for an older form is timed again.
+# 2: patch_matmul's own gradient (1: JAX's gradient of the matmul).
+VERSION = 2
+
+
+def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
+    """A 2-D convolution (NHWC input, HWIO kernel) as im2col + one matmul.
+
+    Same result as `keras.ops.conv(x, kernel, strides, padding)` up to float
+    rounding, with Keras' (TensorFlow's) "same" padding convention: the odd
+    pixel, if any, goes at the bottom/right. The matmul is `patch_matmul`, whose
+    gradient keeps every operand in the layout it was computed in.
+    """
+    from keras import ops
+
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    _, h, w, _ = x.shape
+    if padding == "same":
+        ph = max((-(-h // sh) - 1) * sh + kh - h, 0)
+        pw = max((-(-w // sw) - 1) * sw + kw - w, 0)
+        x = ops.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    views = window_views(x, (kh, kw), (sh, sw))
+    patches = views[0] if len(views) == 1 else ops.concatenate(views, axis=-1)
+    return patch_matmul(patches, ops.reshape(kernel, (kh * kw * cin, cout)))
+
+
+def window_views(x, window, strides):
+    """The kh*kw strided views of `x` (NHWC, no padding) that a `window` sliding by `strides` reads:
+    view (i, j), row-major, holds each window's element (i, j), one per output position."""
+    kh, kw = window
+    sh, sw = strides
+    _, h, w, _ = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    return [x[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+
+
+def patch_matmul(patches, weights):
+    """`patches @ weights` (patches [..., K], weights [K, N]) with the gradients written out:
+    d patches = g @ weights^T, d weights = the sum over every leading position of patches^T g,
+    each as one product that reads its operands in the layout they were computed in.
+
+    The same values as JAX's own gradient of the matmul, up to float rounding. JAX's form leaves
+    XLA:CPU a transposed copy of g (the gradient of the convolution's output) for the weight
+    gradient, which XLA fuses into the elementwise BatchNorm gradient that computes g, and a
+    transposing elementwise loop is several times slower than the loop plus a plain transpose:
+    about a fifth of a ResNet50 training step at batch 256 on a 2-core AVX-512 CPU
+    (docs/speed.md). Here both products read g as it is.
+    """
+    return _patch_matmul()(patches, weights)
+
+
+@functools.cache
+def _patch_matmul():
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def product(patches, weights):
+        return jnp.matmul(patches, weights)
+
+    def forward(patches, weights):
+        return jnp.matmul(patches, weights), (patches, weights)
+
+    def backward(saved, g):
+        patches, weights = saved
+        k, n = weights.shape
+        rows = patches.reshape(-1, k)  # the leading dims are contiguous: a bitcast, no copy
+        d_patches = jax.lax.dot_general(g, weights, (((g.ndim - 1,), (1,)), ((), ())),
+                                        preferred_element_type=patches.dtype)
+        d_weights = jax.lax.dot_general(rows, g.reshape(-1, n), (((0,), (0,)), ((), ())),
+                                        preferred_element_type=weights.dtype)
+        return d_patches, d_weights
+
+    product.defvjp(forward, backward)
+    return product
+
+
+def slice_max_pool(x, pool_size, strides):
+    """Max pooling ("valid" padding, NHWC) as a running maximum over the k*k strided views.
+
+    The same forward values as `keras.ops.max_pool`, and the same gradient: each window's
+    gradient goes to its first maximum in row-major order (XLA's select-and-scatter rule, ties
+    included), summed where windows overlap (float rounding only). XLA:CPU's own gradient of
+    max pooling builds full-size index tensors (about 20 ms a step for ResNet50's stem pool at
+    32 px, batch 64); this one is elementwise selects and pads (about 2 ms).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    views = window_views(x, pool_size, strides)
+    best, first = views[0], jnp.zeros(views[0].shape, "int8")
+    for n, view in enumerate(views[1:], 1):
+        later = view > best  # strictly greater: a tie keeps the earlier view
+        first = jnp.where(later, jnp.int8(n), first)
+        best = jnp.where(later, view, best)
+    # the value is `best`; the gradient flows to the first maximum of each window only
+    return jax.lax.stop_gradient(best) + sum(
+        jnp.where(first == n, view - jax.lax.stop_gradient(view), 0) for n, view in enumerate(views))

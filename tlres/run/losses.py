@@ -1,0 +1,64 @@
+"""Label-smoothed cross-entropy in its two named forms, on integer labels and logits.
+
+With C classes, smoothing epsilon and true class c, the target distribution q is
+
+* ``paper`` (the paper's eq. 11): q_c = 1 - eps, q_i = eps / (C - 1) for i != c.
+* ``keras`` (Keras' ``CategoricalCrossentropy(label_smoothing=eps)``, also
+  PyTorch's ``CrossEntropyLoss(label_smoothing=eps)``): q_c = 1 - eps + eps/C,
+  q_i = eps / C for i != c.
+
+The loss is -sum_i q_i log softmax(z)_i (eq. 16). With eps = 0 both are plain
+cross-entropy. The targets differ by -eps/C on the true class and by
+eps/(C(C-1)) on each other class, so for log-probabilities l
+
+    loss_paper - loss_keras = (eps / C) * (l_c - mean_{i != c} l_i),
+
+which is >= 0 whenever the true class is at least as probable as the others'
+mean: the paper's form moves eps/C of target mass off the true class.
+"""
+
+import keras
+from keras import ops
+
+from tlres.run.evaluate import criterion
+
+
+def paper_targets(labels, num_classes, epsilon):
+    one_hot = ops.one_hot(labels, num_classes)
+    return one_hot * (1.0 - epsilon) + (1.0 - one_hot) * (epsilon / (num_classes - 1))
+
+
+def keras_targets(labels, num_classes, epsilon):
+    one_hot = ops.one_hot(labels, num_classes)
+    return one_hot * (1.0 - epsilon) + epsilon / num_classes
+
+
+class SmoothedCrossEntropy(keras.losses.Loss):
+    """Cross-entropy of logits against label-smoothed targets from integer labels."""
+
+    def __init__(self, num_classes, epsilon=0.1, form="paper", reduction="sum_over_batch_size",
+                 name=None):
+        super().__init__(name=name or f"ce_{form}_ls{epsilon:g}", reduction=reduction)
+        if form not in ("paper", "keras"):
+            raise ValueError(f"unknown smoothing form {form!r}")
+        self.num_classes, self.epsilon, self.form = num_classes, float(epsilon), form
+        if form == "keras":
+            self._keras = keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=self.epsilon, reduction=None)
+
+    @property
+    def criterion(self):
+        """In words, for metrics.json's `loss_criterion`."""
+        return criterion(self.epsilon, self.form)
+
+    def call(self, y_true, y_pred):
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        logits = ops.cast(y_pred, "float32")  # the loss is always computed in float32
+        if self.form == "keras":
+            return self._keras(ops.one_hot(labels, self.num_classes), logits)
+        targets = paper_targets(labels, self.num_classes, self.epsilon)
+        return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "epsilon": self.epsilon, "form": self.form,
+                "name": self.name, "reduction": self.reduction}

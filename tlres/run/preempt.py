@@ -1,0 +1,193 @@
+"""Preemption: SIGTERM and SIGINT stop a run at a step, with a checkpoint and the command that continues it.
+
+SLURM, Kubernetes and spot VMs send SIGTERM, then SIGKILL after a grace period
+(typically 30 s or more); Ctrl-C sends SIGINT. While `Guard` is installed
+(`tlres.run.train.run` does), the first of them
+
+* during training, with ``--checkpoint-on-signal`` (the default): lets the
+  current step finish, writes a checkpoint at that step (`step_callback`) and
+  stops. A signal in an epoch's last step or its validation stops after that
+  epoch's own checkpoint (after the last epoch's, the run finishes instead);
+  one while a trained run writes its results lets them finish;
+* otherwise (before training, or with ``--no-checkpoint-on-signal``): stops at
+  once, keeping the last checkpoint written.
+
+Either way the run's `status.json` becomes ``interrupted`` with `epochs_done`,
+`step` and the exact resume command, the command is printed in one line, and
+the process exits with 128 + the signal number (143 for SIGTERM, 130 for
+SIGINT). A second signal exits at once: it removes the temporary files (a
+checkpoint being written is dropped, the last complete one stays) and writes
+the same status.
+"""
+
+import os
+import shlex
+import shutil
+import signal
+import sys
+import threading
+
+from tlres.run import checkpoint, rundir, writes
+
+RESUME_MODULE = "tlres.experiments.improved"  # --resume reads every setting from the run directory
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run stopped on a signal; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, signum, checkpointed=False):
+        self.signum, self.checkpointed = signum, checkpointed
+        self.exit_code = 128 + signum
+        self.message = f"interrupted by {signal.Signals(signum).name}"
+        super().__init__(self.message)
+
+    def __str__(self):
+        return self.message
+
+
+def resume_command(run_dir):
+    """The command that continues the run in `run_dir`, runnable from any folder."""
+    found = shutil.which("python")
+    python = "python" if found and os.path.realpath(found) == os.path.realpath(sys.executable) \
+        else shlex.quote(sys.executable)
+    return f"{python} -m {RESUME_MODULE} --resume {shlex.quote(os.path.abspath(run_dir))}"
+
+
+def position(meta):
+    """Where a checkpoint's record stands, in words: 'end of epoch 2', 'epoch 3, step 120 of 781'."""
+    if meta is None:
+        return None
+    done, step = meta["epochs_done"], meta.get("step", 0)
+    if not step:
+        return f"end of epoch {done}" if done else "start of training"
+    of = f" of {meta['steps_per_epoch']}" if meta.get("steps_per_epoch") else ""
+    return f"epoch {done + 1}, step {step}{of}"
+
+
+def interrupted_status(run_dir, signum, checkpointed, again=False):
+    """(status.json record, one-line message) for a run stopped by `signum`."""
+    meta = checkpoint.read_meta(run_dir)
+    where = position(meta)
+    name = signal.Signals(signum).name
+    command = resume_command(run_dir)
+    if again:
+        head = f"interrupted by a second {name}, at once"
+    else:
+        head = f"interrupted by {name}"
+    if meta is None:
+        tail = "no checkpoint yet, so it starts again from the beginning"
+    elif checkpointed:
+        tail = f"checkpoint written at {where}"
+    else:
+        tail = f"the last complete checkpoint ({where}) is kept"
+    message = f"{head}; {tail}; continue with: {command}"
+    record = {"state": "interrupted", "signal": name,
+              "epochs_done": meta["epochs_done"] if meta else 0, "step": meta.get("step", 0) if meta else 0,
+              "checkpoint_at_signal": bool(checkpointed and meta), "resume": command, "message": message}
+    return record, message
+
+
+class Guard:
+    """SIGTERM/SIGINT handling for one run (a context manager; a no-op outside the main thread).
+
+    `deferring` (set by the runner around training): the first signal only sets `requested`,
+    for the training callbacks to act on at the end of the step; otherwise it raises
+    `Interrupted` at once. A second signal calls `exit_now`.
+    """
+
+    def __init__(self, run_dir=None):
+        self.run_dir = run_dir  # set by the runner once it knows it
+        self.requested = None
+        self.deferring = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            self.exit_now(signum)
+        self.requested = signum
+        if not self.deferring:
+            raise Interrupted(signum)
+
+    def exit_now(self, signum):
+        """Remove temporary files, mark the run interrupted, print the resume line, and exit."""
+        code = 128 + signum
+        try:
+            if self.run_dir and os.path.exists(rundir.status_path(self.run_dir)):
+                writes.remove_stale(self.run_dir)
+                record, message = interrupted_status(self.run_dir, signum, False, again=True)
+                rundir.write_status(self.run_dir, record)
+            else:
+                message = f"interrupted by a second {signal.Signals(signum).name}, at once"
+            print(f"tlres: {message}", file=sys.stderr, flush=True)
+        finally:
+            os._exit(code)
+
+
+def step_callback(out, cfg, steps, guard, state):
+    """Checkpoints within and at the end of each epoch, and the stop a signal asked for.
+
+    - every `cfg.checkpoint_every` steps (0: never within an epoch);
+    - at the end of the step in which a signal arrived (`guard.requested`), then `Interrupted`;
+    - at every epoch's end (after the history row), then `Interrupted` if a signal arrived
+      during the epoch's last step or its validation, unless it was the last epoch.
+
+    `state`: "history" (finished rows), "offset" (the step the first epoch of this `fit` starts
+    at, on a mid-epoch resume), "epoch_lr" and "epoch_start" (set by the history callback),
+    "resume_meta" (a mid-epoch checkpoint's record, to restore the epoch's metric state),
+    and "saved" (the last checkpoint's record, kept up to date here).
+    """
+    import time
+
+    import keras
+
+    class AtStep(keras.callbacks.Callback):
+        def set_model(self, model):
+            super().set_model(model)
+            self.net = model  # `self.model` syncs JAX's training state into the model: only when saving
+
+        def save(self, epochs_done, step):
+            if not state.get("writer", True):  # several processes: process 0 writes the checkpoint
+                return
+            epoch_state = None
+            if step:
+                epoch_state = {"lr": state["epoch_lr"],
+                               "seconds": round(time.perf_counter() - state["epoch_start"], 3)}
+            checkpoint.save(out, self.model, epochs_done, state["history"], step=step,
+                            epoch_state=epoch_state, steps_per_epoch=steps)
+            state["saved"] = {"epochs_done": epochs_done, "step": step, "steps_per_epoch": steps}
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch  # also the number of finished epochs
+            meta = state.pop("resume_meta", None)
+            if meta is not None:  # fit has just reset the metrics: put the epoch's running sums back
+                checkpoint.restore_metrics(self.model, meta)
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = state["offset"] + batch + 1
+            if step >= steps:  # the epoch's end checkpoints it (and stops, if asked)
+                return
+            if guard.requested is not None:
+                self.save(self.epoch, step)
+                raise Interrupted(guard.requested, checkpointed=True)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                self.save(self.epoch, step)
+
+        def on_epoch_end(self, epoch, logs=None):  # after the history callback has added the row
+            state["offset"] = 0
+            self.save(epoch + 1, 0)
+            if guard.requested is not None and epoch + 1 < cfg.epochs:
+                raise Interrupted(guard.requested, checkpointed=True)
+
+    return AtStep()
