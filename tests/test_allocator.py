@@ -55,9 +55,9 @@ def test_the_environment_keeps_what_the_user_set():
 
 CHILD = """
 import json, os, resource, sys
-from tlres.commands import cli
+from tlres import __main__
 from tlres.net.cpu import allocator
-cli.command_line(None)  # what every tlres command does first with its own command line
+__main__.own_command_line()  # what the tlres command does first
 import ctypes
 libc = ctypes.CDLL(None)  # malloc and free as the process has them (preloaded or glibc's)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
@@ -82,7 +82,7 @@ def _child(choice):
 
 
 def test_the_restart_takes_the_allocator_and_the_faults_go():
-    """A command's start (`cli.command_line`) restarts the process with the allocator. 64 MiB is
+    """A command's start (`tlres.__main__.own_command_line`) restarts the process with the allocator. 64 MiB is
     16,384 pages of 4 KiB: glibc maps and faults all of them on every allocation. After the restart
     (tcmalloc, or glibc keeping what it frees: the block is kept) the later allocations fault at
     most a tenth of that. Both choices are checked where the host has them."""
@@ -114,8 +114,8 @@ __attribute__((constructor)) static void loaded(void) {
 """
 SHOW = """
 import os
-from tlres.commands import cli
-cli.command_line(None)
+from tlres import __main__
+__main__.own_command_line()
 maps = open("/proc/self/maps").read()
 print(os.environ.get("LD_PRELOAD", ""), "|", "crafted" if "libtcmalloc_minimal.so" in maps else "-")
 """

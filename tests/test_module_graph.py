@@ -1,14 +1,10 @@
-"""The tlres module graph, read with `ast` (`if __name__ == "__main__":` blocks left out): no import cycle,
-no private name across modules, imports at module level.
-
-A library module's `python -m tlres.X` block imports its command, `tlres.commands.X`, which imports the
-library: under `python -m` the library runs as `__main__`, a module of its own, so that is no cycle;
-such a block may import nothing else (test_main_blocks_only_start_their_command).
+"""The tlres module graph, read with `ast` (`if __name__ == "__main__":` blocks included): no import cycle,
+imports only down the layers (LAYERS), no private name across modules, imports at module level.
 
 Imported inside functions only: torch, torchvision, tensorflow, tensorflow_datasets, matplotlib, jax and
 keras (optional, or seconds to import: `tlres VERB --help` and a one-line error must not wait for them),
 scipy and sklearn (about 1 s each, for a few functions: intervals, the digits loader), and the tlres
-modules that import one of these at module level (tlres.run.losses, tlres.schedules: keras).
+modules that import one of these at module level (tlres.run.losses, tlres.run.schedules: keras).
 
 Every other import of a tlres module or a third-party library stands at module level, so a module's
 first lines say what it needs; the standard library may be imported where it is used.
@@ -109,7 +105,7 @@ def _graph():
     """{module: {imported tlres module: [line, ...]}}, function-level imports included."""
     graph = {m: {} for m in MODULES}
     for m in MODULES:
-        for node, _, targets in _imports(m):
+        for node, _, targets in _imports(m, main_block=True):
             for name, _, _ in targets:
                 if _tlres(name) and name != m:
                     graph[m].setdefault(name, []).append(node.lineno)
@@ -238,22 +234,32 @@ def test_commands_import_no_heavy_library():
     assert r.stdout.strip() == "[]", f"imported at module level by a command: {r.stdout.strip()}"
 
 
-def test_main_blocks_only_start_their_command():
-    """What the graph leaves out stays small: a `python -m` block imports a command's main, nothing else."""
-    bad = []
-    for m in MODULES:
-        for node in TREES[m].body:
-            if not _is_main_block(node):
-                continue
-            for n in ast.walk(node):
-                if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and (
-                        not (n.module or "").startswith("tlres.commands.") or [a.name for a in n.names] != ["main"])):
-                    bad.append(f"{m}:{n.lineno}: {ast.unparse(n)}")
-    assert not bad, "a `python -m` block imports more than its command's main:\n" + "\n".join(bad)
-    with_block = {m for m in MODULES if any(_is_main_block(n) for n in TREES[m].body)}
-    assert {"tlres.analysis.report", "tlres.reference.bench", "tlres.reference.torch"} <= with_block  # the exemption is exercised
-    graph = {m: {n for node, _, t in _imports(m, main_block=True) for n, _, _ in t if _tlres(n)} for m in MODULES}
-    assert any({"tlres.commands.report", "tlres.analysis.report"} <= set(c) for c in _cycles(graph))  # and needed
+# The layers, bottom first: a module may import from its own layer and those below it, never above.
+LAYERS = ("tlres", "tlres.core", "tlres.data", "tlres.net", "tlres.run", "tlres.analysis", "tlres.reference",
+          "tlres.commands", "tlres.__main__", "tlres.experiments")
+
+
+def _layer(module):
+    """The index in LAYERS of the longest layer that holds `module`."""
+    held = [i for i, layer in enumerate(LAYERS) if module == layer or module.startswith(layer + ".")]
+    return max(held, key=lambda i: len(LAYERS[i]))
+
+
+def test_every_module_is_in_a_layer_package():
+    """The package's folders are its layers: no module sits loose beside them."""
+    loose = [m for m in MODULES if _layer(m) == 0 and m != "tlres"]
+    assert not loose, f"modules outside every layer: {loose}"
+    for layer in LAYERS[1:]:
+        if layer in MODULES:  # a package: its __init__ says its job in a few lines
+            doc = ast.get_docstring(TREES[layer])
+            assert doc and doc.count("\n") < 6, f"{layer}/__init__.py needs a short docstring"
+
+
+def test_imports_only_go_down():
+    """Every import, `if __name__ == "__main__":` blocks and function-level ones included."""
+    up = [f"{a} -> {b} (line {lines[0]})" for a, edges in _graph().items() for b, lines in edges.items()
+          if _layer(b) > _layer(a)]
+    assert not up, "imports that run up the layers:\n" + "\n".join(up)
 
 
 @pytest.mark.parametrize("example, expected", [

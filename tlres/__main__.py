@@ -1,13 +1,14 @@
-"""The ``tlres`` command: ``tlres VERB [ARGS...]`` (or ``python -m tlres VERB ...``).
+"""The ``tlres`` command: ``tlres VERB [ARGS...]`` (or ``python -m tlres VERB ...``), the one way in.
 
 Each verb is a module of `tlres.commands` (``tlres.commands.VERB``), imported only when
-used; ``tlres VERB --help`` shows its flags. The ``python -m tlres.<module>`` forms keep working.
+used; ``tlres VERB --help`` shows its flags. A command started from a shell first gets the
+faster allocator (`tlres.net.cpu.allocator`), which may start the process again.
 """
 
 import importlib
 import sys
 
-from tlres.commands import cli
+from tlres.net.cpu import allocator
 
 # verb -> one-line summary; the verb's command is tlres.commands.<verb>, imported only when used
 VERBS = {
@@ -37,9 +38,15 @@ def usage():
     return "\n".join(lines) + "\n"
 
 
+def own_command_line():
+    """The process' own arguments, once the allocator restart (if any) has happened."""
+    allocator.restart_with_fast_allocator()
+    return sys.argv[1:]
+
+
 def main(argv=None):
-    """`tlres VERB ...` (argv None: the process' own command line, `cli.command_line`)."""
-    argv = list(cli.command_line(argv))
+    """`tlres VERB ...`; with argv None the process' own command line (`own_command_line`)."""
+    argv = list(own_command_line() if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         (sys.stdout if argv else sys.stderr).write(usage())
         return 0 if argv else 2
@@ -49,6 +56,12 @@ def main(argv=None):
               "(see tlres --help)", file=sys.stderr)
         return 2
     return importlib.import_module(module_of(verb)).main(rest, prog=f"tlres {verb}")
+
+
+def preset_main(preset):
+    """`python -m tlres.experiments.PRESET [flags]`: `tlres train` with that preset's defaults."""
+    train = importlib.import_module(module_of("train"))
+    return train.main(own_command_line(), prog=f"python -m tlres.experiments.{preset}", preset=preset)
 
 
 if __name__ == "__main__":

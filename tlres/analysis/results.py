@@ -33,7 +33,7 @@ from tlres.core.errors import TlresError, quote
 
 SCHEMA = "tlres.results/1"
 PROG = "tlres results"
-PAPER_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+PAPER_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "experiments", "paper.json")
 
 

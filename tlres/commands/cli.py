@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import sys
 
-from tlres.net.cpu import allocator
 from tlres.core import config as config_lib
 from tlres.core.errors import TlresError
 
@@ -182,12 +181,8 @@ def guarded(prog, debug, fn, interrupted="interrupted"):
 
 
 def command_line(argv):
-    """`argv` as given (a command called from Python), or with None the process' own command line,
-    which first gets the faster allocator (`tlres.net.cpu.allocator`: may start the process again)."""
-    if argv is not None:
-        return argv
-    allocator.restart_with_fast_allocator()
-    return sys.argv[1:]
+    """`argv` as given (a command called from Python), or with None the process' own command line."""
+    return sys.argv[1:] if argv is None else argv
 
 
 __all__ = ["command_line", "parse", "parse_all", "build_parser", "add_config_flags", "given_fields", "guarded", "DefaultsHelp",

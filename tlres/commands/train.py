@@ -4,8 +4,6 @@
     python -m tlres.experiments.improved ...   (and .baseline: the same, with that preset's defaults)
 """
 
-import sys
-
 from tlres.commands import cli
 from tlres.run import distributed, rundir, train
 from tlres.core import config as config_lib
@@ -27,7 +25,3 @@ def main(argv=None, prog=None, preset="improved"):
     distributed.finish(code)  # several processes and a failure: exit now, not at a shutdown barrier
     return code
 
-
-def entry(preset):
-    """`python -m tlres.experiments.PRESET`: exit with main()'s status."""
-    sys.exit(main(preset=preset))

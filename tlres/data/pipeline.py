@@ -34,7 +34,6 @@ to whole batches so inference compiles once; padded rows are dropped again.
 import numpy as np
 
 from tlres.data import augment as aug
-from tlres.run import distributed
 from tlres.core.errors import TlresError
 
 _SHUFFLE, _AUGMENT = 0, 1  # stream ids folded into the seed: independent draws
@@ -52,15 +51,16 @@ def resolve(name):
     return "tf" if found else "jax"
 
 
-def train_data(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
+def train_data(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, rows=None):
     """The training input for `model.fit`, from the pipeline `cfg.pipeline` names.
 
     `start_step` skips the first batches of `start_epoch` (a mid-epoch resume): the rest
     are the very batches, with the same augmentation draws, that epoch has from the start.
+    `rows`: this process' rows of every global batch, with several processes (jax pipeline).
     """
     if resolve(cfg.pipeline) == "jax":
         batches = device_batches if cfg.data_on_device else jax_batches
-        return batches(x, y, cfg, start_epoch, end_epoch, start_step)
+        return batches(x, y, cfg, start_epoch, end_epoch, start_step, rows=rows)
     return train_dataset(x, y, cfg, start_epoch, end_epoch, start_step)
 
 
@@ -99,14 +99,14 @@ def device_transform(cfg, rows=None, normalize=True):
     return jax.jit(transform)
 
 
-def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
+def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, rows=None):
     """(normalized batch on the device, int32 labels) for epochs start_epoch..end_epoch-1, tensorflow-free.
 
     As with `train_dataset`, epoch e is a pure function of (seed, e): its order is
     a numpy permutation seeded with (seed, e) (remainder dropped), and batch b's
     augmentation key is fold_in(fold_in(PRNGKey(seed), e), b).
 
-    With several processes each yields only its rows of every global batch
+    With several processes each yields only its `rows` of every global batch
     (`tlres.run.distributed.local_rows`), gathered and augmented as in one process; Keras'
     trainer assembles the global batch (`jax.make_array_from_process_local_data`).
     """
@@ -114,7 +114,6 @@ def jax_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0):
 
     _check_size(x, cfg.batch_size)
     end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
-    rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
     transform = device_transform(cfg, rows)
     bs, steps = cfg.batch_size, len(x) // cfg.batch_size
     y = np.asarray(y, np.int32)
@@ -178,7 +177,7 @@ def _to_device(x, y):
     return jax.device_put(x), jax.device_put(np.asarray(y, np.int32))
 
 
-def device_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, normalize=True):
+def device_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, normalize=True, rows=None):
     """`jax_batches`' very batches, built on the device from the split held there whole.
 
     The split is copied to the device once; each epoch's permutation is the same numpy draw
@@ -191,7 +190,6 @@ def device_batches(x, y, cfg, start_epoch=0, end_epoch=None, start_step=0, norma
 
     _check_size(x, cfg.batch_size)
     end_epoch = start_epoch + 1 if end_epoch is None else end_epoch
-    rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
     chunk = _device_chunk(cfg, rows, normalize)
     bs, steps = cfg.batch_size, len(x) // cfg.batch_size
     images, labels = _to_device(x, y)

@@ -6,7 +6,9 @@ flip/crop (normalization only), plain cross-entropy, constant learning rate;
 everything else the same. See `tlres.core.config.BASELINE`.
 """
 
-from tlres.commands.train import entry
+import sys
+
+from tlres import __main__ as command
 
 if __name__ == "__main__":
-    entry("baseline")
+    sys.exit(command.preset_main("baseline"))

@@ -5,7 +5,9 @@ augmentation, the paper's label smoothing (eq. 11) and per-epoch cosine
 annealing; CIFAR-10, batch 64, 50 epochs. See `tlres.core.config.IMPROVED`.
 """
 
-from tlres.commands.train import entry
+import sys
+
+from tlres import __main__ as command
 
 if __name__ == "__main__":
-    entry("improved")
+    sys.exit(command.preset_main("improved"))

@@ -375,9 +375,10 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
     # a signal stops at the end of a step, checkpointed; with several processes at once (they could
     # not agree on the step without a collective per step), keeping the last checkpoint
     guard.deferring = cfg.checkpoint_on_signal and distributed.processes() == 1
+    rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
     for first, end, skip in phases:
         if first < end:
-            net.fit(pipeline.train_data(ds.x_train, ds.y_train, cfg, first, end, start_step=skip),
+            net.fit(pipeline.train_data(ds.x_train, ds.y_train, cfg, first, end, start_step=skip, rows=rows),
                     epochs=end, initial_epoch=first, steps_per_epoch=steps - skip,
                     shuffle=False,  # the pipeline shuffles, by (seed, epoch)
                     callbacks=callbacks, verbose=verbose)
