@@ -109,7 +109,59 @@ def _precision():
     return [f"{n} images", *_mean_sd(f32), *_mean_sd(bf16), "95%", *_welch(bf16, f32), f"{n} test images"]
 
 
+TRANSFER = "experiments/results/transfer"
+PRETRAIN_HISTORY = f"{TRANSFER}/pretrain/keras/history.csv"
+
+
+def _range(values, unit="%", places=2):
+    return f"{min(values):.{places}f}-{max(values):.{places}f}{unit}"
+
+
+def _seed_dirs(folder):
+    """The run folders `*/seed*` under experiments/results/`folder`."""
+    path = os.path.join(ROOT, RESULTS, folder)
+    return [os.path.join(g, s) for g in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, g))
+            for s in sorted(os.listdir(os.path.join(path, g))) if s.startswith("seed")]
+
+
+def _seeds_per_group(folder):
+    """'N seeds' when every group under `folder` has N runs."""
+    counts = {sum(1 for s in _seed_dirs(folder) if s.startswith(g + os.sep))
+              for g in os.listdir(os.path.join(ROOT, RESULTS, folder))}
+    return f"{counts.pop()} seeds" if len(counts) == 1 else f"differing seeds {sorted(counts)}"
+
+
+def _epoch_minutes():
+    with open(os.path.join(ROOT, PRETRAIN_HISTORY)) as f:
+        return _range([float(r["seconds"]) / 60 for r in csv.DictReader(f)], " minutes", 1)
+
+
+def _in_pytorch():
+    """'87.51%' and '10,000 test images' when PyTorch's accuracy is Keras' and every prediction agrees."""
+    t = _json(TRANSFER, "pretrain", "keras-v1_5", "in_pytorch.json")
+    k = _json(TRANSFER, "pretrain", "keras-v1_5", "metrics.json")
+    same = t["accuracy"] == k["accuracy"] and t["same_prediction_as_keras"] == t["num_test"]
+    return [f"{t['accuracy'] * 100:.2f}%", f"{t['num_test']:,} test images"] if same else ["differs"]
+
+
+def _mean(folder):
+    return _mean_sd(_accuracies(folder))[0]
+
+
 LEDGER = {
+    "docs/transfer.md": {
+        "3 seeds": (f"{TRANSFER}/runs/*/seed*: the seeds of each group", lambda: _seeds_per_group("transfer/runs")),
+        "8.0-24.2 minutes": (f"{PRETRAIN_HISTORY}: the seconds column, fastest to slowest epoch", _epoch_minutes),
+        "the source model in PyTorch": (f"{TRANSFER}/pretrain/keras-v1_5/{{in_pytorch,metrics}}.json", _in_pytorch),
+        "30 runs": (f"{TRANSFER}/runs/*/seed*", lambda: f"{len(_seed_dirs('transfer/runs'))} runs"),
+        "76.67-92.50%": (f"{TRANSFER}/runs/baseline+augment/seed*/metrics.json: min-max",
+                         lambda: _range(_accuracies("transfer/runs/baseline+augment"))),
+        "95.00-96.11%": (f"{TRANSFER}/runs/baseline/seed*/metrics.json: min-max",
+                         lambda: _range(_accuracies("transfer/runs/baseline"))),
+        "93.15%": ("experiments/results/digits/runs/baseline/seed*/metrics.json: mean",
+                   lambda: _mean("digits/runs/baseline")),
+        "95.74%": (f"{TRANSFER}/runs/baseline/seed*/metrics.json: mean", lambda: _mean("transfer/runs/baseline")),
+    },
     "docs/own-data.md": {"20%": ("tlres/core/config.py: the default --test-split", _test_split)},
     "docs/tests.md": {"9 minutes": (SUITE_TIME, lambda: f"{round(SUITE_SECONDS / 60)} minutes")},
     "docs/reproducibility.md": {
