@@ -5,7 +5,7 @@ import csv
 import os
 import re
 
-from ledger import ROOT, SUITE_SECONDS, SUITE_TIME, _json, _test_split
+from ledger import ROOT, SUITE_SECONDS, SUITE_TIME, _gpu_rate, _json, _test_split
 
 RESULTS = os.path.join("experiments", "results")
 
@@ -148,7 +148,72 @@ def _mean(folder):
     return _mean_sd(_accuracies(folder))[0]
 
 
+GPU = "experiments/results/gpu"
+BENCH = f"{GPU}/bench-batch{{64,256}}.json"
+GPU_PAPER = f"{GPU}/runs/paper/{{history.csv,status.json,config.json}}"
+
+
+def _bench(batch):
+    (r,) = _json(RESULTS, "gpu", f"bench-batch{batch}.json")["results"]
+    return r
+
+
+def _vs_eager(r, kind):
+    return r[kind]["img_per_s"] / r["torch"]["eager"][f"{kind}_img_per_s"]
+
+
+def _bench_ratios():
+    """The two tables' ratios, row by row: train vs eager and vs torch.compile; inference, forward."""
+    out = []
+    for b in (64, 256):
+        r = _bench(b)
+        out += [f"{_vs_eager(r, 'train'):.2f}x", f"{r['train']['img_per_s'] / r['torch']['compile']['train_img_per_s']:.2f}x"]
+    return out + [f"{_vs_eager(_bench(b), k):.2f}x" for b in (64, 256) for k in ("infer", "forward")]
+
+
+def _one_rounded(values, fmt):
+    """The values' common text under `fmt`, or all of them when they differ."""
+    texts = {fmt.format(v) for v in values}
+    return texts.pop() if len(texts) == 1 else f"differing {sorted(texts)}"
+
+
+def _quick_gpu():
+    """The six quick-preset GPU runs' accuracies (percent), in QUICK_GPU's order."""
+    return [_metrics("gpu", "runs", r)["accuracy"] * 100 for r in QUICK_GPU]
+
+
+def _cifar_minutes(rate):
+    return f"{50 * 781 * 64 / rate / 60:.1f} minutes"  # CIFAR-10: 781 steps of 64 per epoch, 50 epochs
+
+
 LEDGER = {
+    "docs/gpu.md": {
+        "the bench tables' ratios": (BENCH, _bench_ratios),
+        "2.2-2.3x": (f"{BENCH}: training against PyTorch eager, both batches",
+                     lambda: _range([_vs_eager(_bench(b), "train") for b in (64, 256)], "x", 1)),
+        "2.9x": (f"{BENCH}: the forward pass against PyTorch's, both batches",
+                 lambda: _one_rounded([_vs_eager(_bench(b), "forward") for b in (64, 256)], "{:.1f}x")),
+        "65,645 img/s": (f"{GPU}/bench-batch64.json: the pipeline alone",
+                         lambda: f"{_bench(64)['pipeline']['img_per_s']:,.0f} img/s"),
+        "8.1x": (f"{GPU}/bench-batch64.json: the pipeline over training",
+                 lambda: f"{_bench(64)['pipeline']['img_per_s'] / _bench(64)['train']['img_per_s']:.1f}x"),
+        "10,000 images": (GPU_PAPER, lambda: f"{_json(RESULTS, 'gpu', 'runs', 'paper', 'config.json')['dataset']['num_test']:,} images"),
+        "61 s": (GPU_PAPER, lambda: f"{_json(RESULTS, 'gpu', 'runs', 'paper', 'status.json')['total_seconds']:.0f} s"),
+        "the paper run against the bench": (f"{GPU_PAPER}; {GPU}/bench-batch64.json", lambda: [
+            f"{_gpu_rate() / _bench(64)['train']['img_per_s'] * 100:.0f}%", f"{_gpu_rate():,.0f} img/s",
+            f"{_bench(64)['train']['img_per_s']:,.0f} img/s"]),
+        "5,019 img/s": (f"{GPU_PAPER}: epoch 2", lambda: f"{_gpu_rate():,.0f} img/s"),
+        "8.3 minutes": (f"{GPU_PAPER}: 50 CIFAR-10 epochs at epoch 2's rate (estimate: one NVIDIA H200, 2026-11-26)",
+                        lambda: _cifar_minutes(_gpu_rate())),
+        "5.1 minutes": (f"{GPU}/bench-batch64.json: the same at fit's rate (estimate: one NVIDIA H200, 2026-11-26)",
+                        lambda: _cifar_minutes(_bench(64)["train"]["img_per_s"])),
+        "the determinism table": (GPU_RUNS, lambda: [f"{a:.2f}%" for a in _quick_gpu()[:4]] + (
+            [f"{_quick_gpu()[4]:.2f}%"] if _quick_gpu()[4] == _quick_gpu()[5] else ["c1 and c2 differ"])),
+        "93.06-96.39%": (GPU_RUNS, lambda: _range(_quick_gpu())),
+        "360 images": (GPU_RUNS, lambda: _one_rounded([_metrics("gpu", "runs", r)["num_test"] for r in QUICK_GPU],
+                                                      "{} images")),
+        "3.3 points": (GPU_RUNS, lambda: f"{max(_quick_gpu()) - min(_quick_gpu()):.1f} points"),
+    },
     "docs/transfer.md": {
         "3 seeds": (f"{TRANSFER}/runs/*/seed*: the seeds of each group", lambda: _seeds_per_group("transfer/runs")),
         "8.0-24.2 minutes": (f"{PRETRAIN_HISTORY}: the seconds column, fastest to slowest epoch", _epoch_minutes),
@@ -173,3 +238,5 @@ LEDGER = {
                lambda: f"{_constant('tests/test_data_parallel.py', 'STEP32_FACTOR')}x"),
     },
 }
+
+ESTIMATES = {"docs/tests.md": {"9 minutes"}, "docs/gpu.md": {"8.3 minutes", "5.1 minutes"}}
