@@ -5,7 +5,8 @@ import csv
 import os
 import re
 
-from ledger import ROOT, SUITE_SECONDS, SUITE_TIME, _gpu_rate, _json, _test_split
+import ledger
+from ledger import PAPER, ROOT, SUITE_SECONDS, SUITE_TIME, _gpu_rate, _json, _test_split
 
 RESULTS = os.path.join("experiments", "results")
 
@@ -186,7 +187,67 @@ def _cifar_minutes(rate):
     return f"{50 * 781 * 64 / rate / 60:.1f} minutes"  # CIFAR-10: 781 steps of 64 per epoch, 50 epochs
 
 
+QUICK_CELL = "digits/runs/improved-augment"
+KERNEL_RUNS = "experiments/results/conv-kernels/runs/{matmul,xla}/seed*/{metrics,status}.json, history.csv"
+
+
+def _quick_bar(key):
+    """tests/test_quick_run.py's bar from the recorded cell: mean - t(q, n-1) sd sqrt(1 + 1/n)."""
+    import numpy as np
+    from scipy import stats as sps
+
+    q = float(re.search(r"def recorded_bar\(key, q=([\d.]+)\)",
+                        open(os.path.join(ROOT, "tests", "test_quick_run.py")).read()).group(1))
+    path = os.path.join(ROOT, RESULTS, QUICK_CELL)
+    v = np.array([_metrics(QUICK_CELL, d)[key] for d in sorted(os.listdir(path)) if d.startswith("seed")])
+    bar = v.mean() - sps.t.ppf(q, len(v) - 1) * v.std(ddof=1) * np.sqrt(1 + 1 / len(v))
+    return [f"{q * 100:.1f}%", f"{bar * 100:.1f}%"], len(v)
+
+
+def _quick_bars():
+    (q, acc), n = _quick_bar("accuracy")
+    return [q, acc, _quick_bar("mean_class_accuracy")[0][1], f"1/{n}"]
+
+
+def _kernel_seed0():
+    m, x = _metrics("conv-kernels/runs/matmul/seed0"), _metrics("conv-kernels/runs/xla/seed0")
+    status = _json(RESULTS, "conv-kernels", "runs", "matmul", "seed0", "status.json")
+    with open(os.path.join(ROOT, RESULTS, "conv-kernels", "runs", "matmul", "seed0", "history.csv")) as f:
+        first = float(next(csv.DictReader(f))["seconds"])
+    lo, hi = m["accuracy_ci95"]
+    return [f"{m['accuracy'] * 100:.2f}%", "95%", f"{lo * 100:.1f}-{hi * 100:.1f}%",
+            f"{m['mean_class_accuracy'] * 100:.2f}%", f"{status['train_seconds']:.1f} s", f"{first:.1f} s",
+            f"{status['total_seconds']:.1f} s", f"{x['accuracy'] * 100:.2f}%",
+            _range([_json(RESULTS, "conv-kernels", "runs", k, s, "status.json")["train_seconds"]
+                    for k in ("matmul", "xla") for s in ("seed0", "seed1", "seed2", "seed3", "seed4")], " s", 1)]
+
+
+def _split():
+    from tlres.core.config import Config
+
+    test = round(Config().test_split * 100)
+    return f"{100 - test}/{test}"
+
+
 LEDGER = {
+    "docs/presets.md": {
+        "93.75%": (PAPER, lambda: f"{_json(PAPER)['improved']['accuracy']:.2f}%"),
+        "87.50%": (PAPER, lambda: f"{_json(PAPER)['baseline']['accuracy']:.2f}%"),
+        "10,000 images": (PAPER, lambda: f"{_json(PAPER)['readings'][0]['n_test']:,} images"),
+        "64 images": (PAPER, lambda: f"{_json(PAPER)['readings'][1]['n_test']} images"),
+        "1/16": ledger.LEDGER["README.md"]["1/16"],
+        "80/20": ("tlres/core/config.py: the default --test-split", _split),
+        "augmentation removed, the digits grid": (
+            "experiments/results/digits/runs/{improved-augment,improved}/seed*/metrics.json: Welch",
+            lambda: [_welch(_accuracies(QUICK_CELL), _accuracies("digits/runs/improved"))[0], "95%",
+                     _welch(_accuracies(QUICK_CELL), _accuracies("digits/runs/improved"))[1],
+                     _seeds_per_group("digits/runs")]),
+        "the quick cell's seeds": (f"experiments/results/{QUICK_CELL}/seed*/metrics.json",
+                                   lambda: [f"{a:.2f}%" for a in _accuracies(QUICK_CELL)]),
+        "the quick bar": (f"tests/test_quick_run.py's q; experiments/results/{QUICK_CELL}", _quick_bars),
+        "seed 0 on each kernel": (KERNEL_RUNS, _kernel_seed0),
+        "3.3 points": (GPU_RUNS, lambda: f"{max(_quick_gpu()) - min(_quick_gpu()):.1f} points"),
+    },
     "docs/gpu.md": {
         "the bench tables' ratios": (BENCH, _bench_ratios),
         "2.2-2.3x": (f"{BENCH}: training against PyTorch eager, both batches",
