@@ -230,6 +230,11 @@ def _split():
 
 
 LEDGER = {
+    "docs/distributed.md": {
+        "30 s": ("tlres/run/distributed.py: HEARTBEAT_S", lambda: f"{_constant('tlres/run/distributed.py', 'HEARTBEAT_S')} s"),
+        "60 s": ("tests/test_distributed.py: LOST_BOUND_S",
+                 lambda: f"{_constant('tests/test_distributed.py', 'LOST_BOUND_S')} s"),
+    },
     "docs/presets.md": {
         "93.75%": (PAPER, lambda: f"{_json(PAPER)['improved']['accuracy']:.2f}%"),
         "87.50%": (PAPER, lambda: f"{_json(PAPER)['baseline']['accuracy']:.2f}%"),
