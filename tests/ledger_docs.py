@@ -229,7 +229,34 @@ def _split():
     return f"{100 - test}/{test}"
 
 
+MEMORY_TEST = "tests/test_memory.py"
+
+
+def _in_file(path, pattern, fmt):
+    """`fmt` of the one value `pattern` captures everywhere in `path` (every occurrence agreeing)."""
+    with open(os.path.join(ROOT, path)) as f:
+        values = {float(v) for v in re.findall(pattern, f.read())}
+    return fmt.format(values.pop()) if len(values) == 1 else f"{len(values)} values in {path}"
+
+
+def _tlres_constant(module, name):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 LEDGER = {
+    "docs/bad-input.md": {
+        "4.6x": ("tlres/core/config.py: MAX_IMAGE_SIZE over ImageNet's 224 per side",
+                 lambda: f"{_tlres_constant('tlres.core.config', 'MAX_IMAGE_SIZE') / 224:.1f}x"),
+        "5,000 images": (f"{MEMORY_TEST}: the folder it loads", lambda: _in_file(MEMORY_TEST, r'm\["n"\] == (\d+)', "{:,.0f} images")),
+        "10,000 images": (f"{MEMORY_TEST}: the npz's test images",
+                          lambda: _in_file(MEMORY_TEST, r"x_test=rng.integers\(0, 256, \((\d+),", "{:,.0f} images")),
+        "1.5x": (f"{MEMORY_TEST}: each loader's own growth", lambda: _in_file(MEMORY_TEST, r"growth < ([\d.]+)", "{:g}x")),
+        "3x": (f"{MEMORY_TEST}: the whole process's peak", lambda: _in_file(
+            MEMORY_TEST, r"(?:ratio|m\[\"peak\"\] / m\[\"arrays\"\]) < ([\d.]+)", "{:g}x")),
+        "100x": ("tlres/net/model.py: MAX_EXPANSION", lambda: f"{_tlres_constant('tlres.net.model', 'MAX_EXPANSION')}x"),
+    },
     "docs/distributed.md": {
         "30 s": ("tlres/run/distributed.py: HEARTBEAT_S", lambda: f"{_constant('tlres/run/distributed.py', 'HEARTBEAT_S')} s"),
         "60 s": ("tests/test_distributed.py: LOST_BOUND_S",
