@@ -245,7 +245,39 @@ def _tlres_constant(module, name):
     return getattr(importlib.import_module(module), name)
 
 
+PARITY = "experiments/results/parity/seed*.csv"
+CROSSCHECKS = "experiments/results/digits/{crosscheck,crosscheck-v1_5}/*/improved/seed*"
+
+
+def _pytorch_seeds():
+    """'N seeds' when the parity record and both digits cross-checks' every side hold N seeds."""
+    import glob
+
+    base = os.path.join(ROOT, RESULTS, "digits")
+    sides = glob.glob(os.path.join(base, "crosscheck*", "*", "improved"))
+    counts = {len(glob.glob(os.path.join(ROOT, RESULTS, "parity", "seed*.csv")))}
+    counts |= {len(glob.glob(os.path.join(s, "seed*"))) for s in sides}
+    return f"{counts.pop()} seeds" if len(counts) == 1 and len(sides) == 3 else f"differing seeds {counts}"
+
+
+def _variance_share(h_w, places):
+    """PyTorch's unbiased running variance over the biased one, m/(m-1) - 1 = 1/(m-1), in percent:
+    m = batch 64 x the layer's height x width."""
+    return f"{100 / (64 * h_w * h_w - 1):.{places}f}%"
+
+
 LEDGER = {
+    "docs/pytorch.md": {
+        "100x": ("tests/test_convert.py: the bound over the float64 network's sensitivity",
+                 lambda: _in_file("tests/test_convert.py", r"bound = (\d+) \* sensitivity", "{:.0f}x")),
+        "1.6%": ("the formula on the page: 32 px, batch 64, ResNet50's last stage at 1x1",
+                 lambda: _variance_share(32 // 32, 1)),
+        "0.006%": ("the formula on the page: 32 px, batch 64, ResNet50's stem at 16x16",
+                   lambda: _variance_share(32 // 2, 3)),
+        "10x": ("tlres/reference/parity.py: BOUND_FACTOR",
+                lambda: f"{_tlres_constant('tlres.reference.parity', 'BOUND_FACTOR')}x"),
+        "3 seeds": (f"{PARITY}; {CROSSCHECKS}", _pytorch_seeds),
+    },
     "docs/bad-input.md": {
         "4.6x": ("tlres/core/config.py: MAX_IMAGE_SIZE over ImageNet's 224 per side",
                  lambda: f"{_tlres_constant('tlres.core.config', 'MAX_IMAGE_SIZE') / 224:.1f}x"),
