@@ -266,7 +266,57 @@ def _variance_share(h_w, places):
     return f"{100 / (64 * h_w * h_w - 1):.{places}f}%"
 
 
+DIGITS_V1 = ("digits/runs/improved", "digits/crosscheck/pytorch/improved")
+SAME_START = {"transfer": ("transfer/crosscheck/keras-jax/improved", "transfer/crosscheck/pytorch/improved"),
+              "v1_5": ("digits/crosscheck-v1_5/keras-jax/improved", "digits/crosscheck-v1_5/pytorch/improved")}
+
+
+def _bn_weights():
+    """The share BatchNorm's initial statistics keep after 3 and 20 steps at the default momentum,
+    and the note's threshold."""
+    from tlres.core.config import Config
+
+    m = Config().bn_momentum
+    return [f"{m ** 3 * 100:.0f}%", f"{m ** 20 * 100:.0f}%",
+            _in_file("tlres/run/train.py", r"def bn_note\(momentum, updates, threshold=([\d.]+)\)", "{:.0%}")]
+
+
+def _welch_needs():
+    """The fewest runs a side needs for Welch's interval to exist."""
+    import math
+
+    from tlres.core import stats
+
+    n = next(k for k in range(1, 5) if not math.isnan(stats.welch_interval([0.9, 0.8, 0.7][:k], [0.6, 0.5, 0.4][:k])[1][0]))
+    return f"{n} runs"
+
+
+def _same_start(key, with_agreement):
+    keras, torch = SAME_START[key]
+    k, p = _accuracies(keras), _accuracies(torch)
+    means = [f"{a:.2f}%" for a in (sum(k) / len(k), sum(p) / len(p))]
+    head = [means[0], f"{len(k)} seeds"] if with_agreement and means[0] == means[1] else means
+    rates = [sum(x == y for x, y in zip(a, b)) / len(a) * 100 for a, b in zip(_predictions(keras), _predictions(torch))]
+    return head + _welch(p, k) + ([_range(rates, "%", 1)] if with_agreement else [])
+
+
 LEDGER = {
+    "docs/results.md": {
+        "BatchNorm's initial statistics": ("tlres/core/config.py: bn_momentum; tlres/run/train.py: bn_note's threshold",
+                                           lambda: _bn_weights() + [_bn_weights()[2]]),
+        "10,000 images": ledger.LEDGER["README.md"]["10,000 images"],
+        "60/64": ledger.LEDGER["README.md"]["60/64"],
+        "56/64": ledger.LEDGER["README.md"]["56/64"],
+        "95%": ledger.LEDGER["README.md"]["95%"],
+        "2 runs": ("tlres/core/stats.py: welch_interval needs two runs a side", _welch_needs),
+        "the v1 cross-check": (f"experiments/results/{{{','.join(DIGITS_V1)}}}/seed*/metrics.json",
+                               lambda: [f"{sum(a) / len(a):.1f}%" for a in map(_accuracies, DIGITS_V1[::-1])]
+                               + [f"{_n_test(DIGITS_V1[1])} test images"]),
+        "with transfer, same start": ("experiments/results/transfer/crosscheck/*/improved/seed*/{metrics.json,predictions.csv}",
+                                      lambda: _same_start("transfer", True)),
+        "from random weights, same start": ("experiments/results/digits/crosscheck-v1_5/*/improved/seed*/metrics.json",
+                                            lambda: _same_start("v1_5", False)),
+    },
     "docs/pytorch.md": {
         "100x": ("tests/test_convert.py: the bound over the float64 network's sensitivity",
                  lambda: _in_file("tests/test_convert.py", r"bound = (\d+) \* sensitivity", "{:.0f}x")),
