@@ -154,6 +154,10 @@ BENCH = f"{GPU}/bench-batch{{64,256}}.json"
 GPU_PAPER = f"{GPU}/runs/paper/{{history.csv,status.json,config.json}}"
 
 
+def _gpu_paper(name):
+    return _json(RESULTS, "gpu", "runs", "paper", name)
+
+
 def _bench(batch):
     (r,) = _json(RESULTS, "gpu", f"bench-batch{batch}.json")["results"]
     return r
@@ -168,7 +172,8 @@ def _bench_ratios():
     out = []
     for b in (64, 256):
         r = _bench(b)
-        out += [f"{_vs_eager(r, 'train'):.2f}x", f"{r['train']['img_per_s'] / r['torch']['compile']['train_img_per_s']:.2f}x"]
+        compiled = r["torch"]["compile"]["train_img_per_s"]
+        out += [f"{_vs_eager(r, 'train'):.2f}x", f"{r['train']['img_per_s'] / compiled:.2f}x"]
     return out + [f"{_vs_eager(_bench(b), k):.2f}x" for b in (64, 256) for k in ("infer", "forward")]
 
 
@@ -287,7 +292,8 @@ def _welch_needs():
 
     from tlres.core import stats
 
-    n = next(k for k in range(1, 5) if not math.isnan(stats.welch_interval([0.9, 0.8, 0.7][:k], [0.6, 0.5, 0.4][:k])[1][0]))
+    a, b = [0.9, 0.8, 0.7], [0.6, 0.5, 0.4]
+    n = next(k for k in range(1, 4) if not math.isnan(stats.welch_interval(a[:k], b[:k])[1][0]))
     return f"{n} runs"
 
 
@@ -312,7 +318,8 @@ LEDGER = {
         "the v1 cross-check": (f"experiments/results/{{{','.join(DIGITS_V1)}}}/seed*/metrics.json",
                                lambda: [f"{sum(a) / len(a):.1f}%" for a in map(_accuracies, DIGITS_V1[::-1])]
                                + [f"{_n_test(DIGITS_V1[1])} test images"]),
-        "with transfer, same start": ("experiments/results/transfer/crosscheck/*/improved/seed*/{metrics.json,predictions.csv}",
+        "with transfer, same start": ("experiments/results/transfer/crosscheck/*/improved/seed*/"
+                                      "{metrics.json,predictions.csv}",
                                       lambda: _same_start("transfer", True)),
         "from random weights, same start": ("experiments/results/digits/crosscheck-v1_5/*/improved/seed*/metrics.json",
                                             lambda: _same_start("v1_5", False)),
@@ -331,16 +338,20 @@ LEDGER = {
     "docs/bad-input.md": {
         "4.6x": ("tlres/core/config.py: MAX_IMAGE_SIZE over ImageNet's 224 per side",
                  lambda: f"{_tlres_constant('tlres.core.config', 'MAX_IMAGE_SIZE') / 224:.1f}x"),
-        "5,000 images": (f"{MEMORY_TEST}: the folder it loads", lambda: _in_file(MEMORY_TEST, r'm\["n"\] == (\d+)', "{:,.0f} images")),
+        "5,000 images": (f"{MEMORY_TEST}: the folder it loads",
+                         lambda: _in_file(MEMORY_TEST, r'm\["n"\] == (\d+)', "{:,.0f} images")),
         "10,000 images": (f"{MEMORY_TEST}: the npz's test images",
                           lambda: _in_file(MEMORY_TEST, r"x_test=rng.integers\(0, 256, \((\d+),", "{:,.0f} images")),
-        "1.5x": (f"{MEMORY_TEST}: each loader's own growth", lambda: _in_file(MEMORY_TEST, r"growth < ([\d.]+)", "{:g}x")),
+        "1.5x": (f"{MEMORY_TEST}: each loader's own growth",
+                 lambda: _in_file(MEMORY_TEST, r"growth < ([\d.]+)", "{:g}x")),
         "3x": (f"{MEMORY_TEST}: the whole process's peak", lambda: _in_file(
             MEMORY_TEST, r"(?:ratio|m\[\"peak\"\] / m\[\"arrays\"\]) < ([\d.]+)", "{:g}x")),
-        "100x": ("tlres/net/model.py: MAX_EXPANSION", lambda: f"{_tlres_constant('tlres.net.model', 'MAX_EXPANSION')}x"),
+        "100x": ("tlres/net/model.py: MAX_EXPANSION",
+                 lambda: f"{_tlres_constant('tlres.net.model', 'MAX_EXPANSION')}x"),
     },
     "docs/distributed.md": {
-        "30 s": ("tlres/run/distributed.py: HEARTBEAT_S", lambda: f"{_constant('tlres/run/distributed.py', 'HEARTBEAT_S')} s"),
+        "30 s": ("tlres/run/distributed.py: HEARTBEAT_S",
+                 lambda: f"{_constant('tlres/run/distributed.py', 'HEARTBEAT_S')} s"),
         "60 s": ("tests/test_distributed.py: LOST_BOUND_S",
                  lambda: f"{_constant('tests/test_distributed.py', 'LOST_BOUND_S')} s"),
     },
@@ -372,8 +383,8 @@ LEDGER = {
                          lambda: f"{_bench(64)['pipeline']['img_per_s']:,.0f} img/s"),
         "8.1x": (f"{GPU}/bench-batch64.json: the pipeline over training",
                  lambda: f"{_bench(64)['pipeline']['img_per_s'] / _bench(64)['train']['img_per_s']:.1f}x"),
-        "10,000 images": (GPU_PAPER, lambda: f"{_json(RESULTS, 'gpu', 'runs', 'paper', 'config.json')['dataset']['num_test']:,} images"),
-        "61 s": (GPU_PAPER, lambda: f"{_json(RESULTS, 'gpu', 'runs', 'paper', 'status.json')['total_seconds']:.0f} s"),
+        "10,000 images": (GPU_PAPER, lambda: f"{_gpu_paper('config.json')['dataset']['num_test']:,} images"),
+        "61 s": (GPU_PAPER, lambda: f"{_gpu_paper('status.json')['total_seconds']:.0f} s"),
         "the paper run against the bench": (f"{GPU_PAPER}; {GPU}/bench-batch64.json", lambda: [
             f"{_gpu_rate() / _bench(64)['train']['img_per_s'] * 100:.0f}%", f"{_gpu_rate():,.0f} img/s",
             f"{_bench(64)['train']['img_per_s']:,.0f} img/s"]),
