@@ -5,7 +5,8 @@ import csv
 import os
 import re
 
-from ledger import ROOT, SUITE_SECONDS, SUITE_TIME, _json, _test_split
+import ledger
+from ledger import PAPER, ROOT, SUITE_SECONDS, SUITE_TIME, _gpu_rate, _json, _test_split
 
 RESULTS = os.path.join("experiments", "results")
 
@@ -109,7 +110,309 @@ def _precision():
     return [f"{n} images", *_mean_sd(f32), *_mean_sd(bf16), "95%", *_welch(bf16, f32), f"{n} test images"]
 
 
+TRANSFER = "experiments/results/transfer"
+PRETRAIN_HISTORY = f"{TRANSFER}/pretrain/keras/history.csv"
+
+
+def _range(values, unit="%", places=2):
+    return f"{min(values):.{places}f}-{max(values):.{places}f}{unit}"
+
+
+def _seed_dirs(folder):
+    """The run folders `*/seed*` under experiments/results/`folder`."""
+    path = os.path.join(ROOT, RESULTS, folder)
+    return [os.path.join(g, s) for g in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, g))
+            for s in sorted(os.listdir(os.path.join(path, g))) if s.startswith("seed")]
+
+
+def _seeds_per_group(folder):
+    """'N seeds' when every group under `folder` has N runs."""
+    counts = {sum(1 for s in _seed_dirs(folder) if s.startswith(g + os.sep))
+              for g in os.listdir(os.path.join(ROOT, RESULTS, folder))}
+    return f"{counts.pop()} seeds" if len(counts) == 1 else f"differing seeds {sorted(counts)}"
+
+
+def _epoch_minutes():
+    with open(os.path.join(ROOT, PRETRAIN_HISTORY)) as f:
+        return _range([float(r["seconds"]) / 60 for r in csv.DictReader(f)], " minutes", 1)
+
+
+def _in_pytorch():
+    """'87.51%' and '10,000 test images' when PyTorch's accuracy is Keras' and every prediction agrees."""
+    t = _json(TRANSFER, "pretrain", "keras-v1_5", "in_pytorch.json")
+    k = _json(TRANSFER, "pretrain", "keras-v1_5", "metrics.json")
+    same = t["accuracy"] == k["accuracy"] and t["same_prediction_as_keras"] == t["num_test"]
+    return [f"{t['accuracy'] * 100:.2f}%", f"{t['num_test']:,} test images"] if same else ["differs"]
+
+
+def _mean(folder):
+    return _mean_sd(_accuracies(folder))[0]
+
+
+GPU = "experiments/results/gpu"
+BENCH = f"{GPU}/bench-batch{{64,256}}.json"
+GPU_PAPER = f"{GPU}/runs/paper/{{history.csv,status.json,config.json}}"
+
+
+def _gpu_paper(name):
+    return _json(RESULTS, "gpu", "runs", "paper", name)
+
+
+def _bench(batch):
+    (r,) = _json(RESULTS, "gpu", f"bench-batch{batch}.json")["results"]
+    return r
+
+
+def _vs_eager(r, kind):
+    return r[kind]["img_per_s"] / r["torch"]["eager"][f"{kind}_img_per_s"]
+
+
+def _bench_ratios():
+    """The two tables' ratios, row by row: train vs eager and vs torch.compile; inference, forward."""
+    out = []
+    for b in (64, 256):
+        r = _bench(b)
+        compiled = r["torch"]["compile"]["train_img_per_s"]
+        out += [f"{_vs_eager(r, 'train'):.2f}x", f"{r['train']['img_per_s'] / compiled:.2f}x"]
+    return out + [f"{_vs_eager(_bench(b), k):.2f}x" for b in (64, 256) for k in ("infer", "forward")]
+
+
+def _one_rounded(values, fmt):
+    """The values' common text under `fmt`, or all of them when they differ."""
+    texts = {fmt.format(v) for v in values}
+    return texts.pop() if len(texts) == 1 else f"differing {sorted(texts)}"
+
+
+def _quick_gpu():
+    """The six quick-preset GPU runs' accuracies (percent), in QUICK_GPU's order."""
+    return [_metrics("gpu", "runs", r)["accuracy"] * 100 for r in QUICK_GPU]
+
+
+def _cifar_minutes(rate):
+    return f"{50 * 781 * 64 / rate / 60:.1f} minutes"  # CIFAR-10: 781 steps of 64 per epoch, 50 epochs
+
+
+QUICK_CELL = "digits/runs/improved-augment"
+KERNEL_RUNS = "experiments/results/conv-kernels/runs/{matmul,xla}/seed*/{metrics,status}.json, history.csv"
+
+
+def _quick_bar(key):
+    """tests/test_quick_run.py's bar from the recorded cell: mean - t(q, n-1) sd sqrt(1 + 1/n)."""
+    import numpy as np
+    from scipy import stats as sps
+
+    q = float(re.search(r"def recorded_bar\(key, q=([\d.]+)\)",
+                        open(os.path.join(ROOT, "tests", "test_quick_run.py")).read()).group(1))
+    path = os.path.join(ROOT, RESULTS, QUICK_CELL)
+    v = np.array([_metrics(QUICK_CELL, d)[key] for d in sorted(os.listdir(path)) if d.startswith("seed")])
+    bar = v.mean() - sps.t.ppf(q, len(v) - 1) * v.std(ddof=1) * np.sqrt(1 + 1 / len(v))
+    return [f"{q * 100:.1f}%", f"{bar * 100:.1f}%"], len(v)
+
+
+def _quick_bars():
+    (q, acc), n = _quick_bar("accuracy")
+    return [q, acc, _quick_bar("mean_class_accuracy")[0][1], f"1/{n}"]
+
+
+def _kernel_seed0():
+    m, x = _metrics("conv-kernels/runs/matmul/seed0"), _metrics("conv-kernels/runs/xla/seed0")
+    status = _json(RESULTS, "conv-kernels", "runs", "matmul", "seed0", "status.json")
+    with open(os.path.join(ROOT, RESULTS, "conv-kernels", "runs", "matmul", "seed0", "history.csv")) as f:
+        first = float(next(csv.DictReader(f))["seconds"])
+    lo, hi = m["accuracy_ci95"]
+    return [f"{m['accuracy'] * 100:.2f}%", "95%", f"{lo * 100:.1f}-{hi * 100:.1f}%",
+            f"{m['mean_class_accuracy'] * 100:.2f}%", f"{status['train_seconds']:.1f} s", f"{first:.1f} s",
+            f"{status['total_seconds']:.1f} s", f"{x['accuracy'] * 100:.2f}%",
+            _range([_json(RESULTS, "conv-kernels", "runs", k, s, "status.json")["train_seconds"]
+                    for k in ("matmul", "xla") for s in ("seed0", "seed1", "seed2", "seed3", "seed4")], " s", 1)]
+
+
+def _split():
+    from tlres.core.config import Config
+
+    test = round(Config().test_split * 100)
+    return f"{100 - test}/{test}"
+
+
+MEMORY_TEST = "tests/test_memory.py"
+
+
+def _in_file(path, pattern, fmt):
+    """`fmt` of the one value `pattern` captures everywhere in `path` (every occurrence agreeing)."""
+    with open(os.path.join(ROOT, path)) as f:
+        values = {float(v) for v in re.findall(pattern, f.read())}
+    return fmt.format(values.pop()) if len(values) == 1 else f"{len(values)} values in {path}"
+
+
+def _tlres_constant(module, name):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+PARITY = "experiments/results/parity/seed*.csv"
+CROSSCHECKS = "experiments/results/digits/{crosscheck,crosscheck-v1_5}/*/improved/seed*"
+
+
+def _pytorch_seeds():
+    """'N seeds' when the parity record and both digits cross-checks' every side hold N seeds."""
+    import glob
+
+    base = os.path.join(ROOT, RESULTS, "digits")
+    sides = glob.glob(os.path.join(base, "crosscheck*", "*", "improved"))
+    counts = {len(glob.glob(os.path.join(ROOT, RESULTS, "parity", "seed*.csv")))}
+    counts |= {len(glob.glob(os.path.join(s, "seed*"))) for s in sides}
+    return f"{counts.pop()} seeds" if len(counts) == 1 and len(sides) == 3 else f"differing seeds {counts}"
+
+
+def _variance_share(h_w, places):
+    """PyTorch's unbiased running variance over the biased one, m/(m-1) - 1 = 1/(m-1), in percent:
+    m = batch 64 x the layer's height x width."""
+    return f"{100 / (64 * h_w * h_w - 1):.{places}f}%"
+
+
+DIGITS_V1 = ("digits/runs/improved", "digits/crosscheck/pytorch/improved")
+SAME_START = {"transfer": ("transfer/crosscheck/keras-jax/improved", "transfer/crosscheck/pytorch/improved"),
+              "v1_5": ("digits/crosscheck-v1_5/keras-jax/improved", "digits/crosscheck-v1_5/pytorch/improved")}
+
+
+def _bn_weights():
+    """The share BatchNorm's initial statistics keep after 3 and 20 steps at the default momentum,
+    and the note's threshold."""
+    from tlres.core.config import Config
+
+    m = Config().bn_momentum
+    return [f"{m ** 3 * 100:.0f}%", f"{m ** 20 * 100:.0f}%",
+            _in_file("tlres/run/train.py", r"def bn_note\(momentum, updates, threshold=([\d.]+)\)", "{:.0%}")]
+
+
+def _welch_needs():
+    """The fewest runs a side needs for Welch's interval to exist."""
+    import math
+
+    from tlres.core import stats
+
+    a, b = [0.9, 0.8, 0.7], [0.6, 0.5, 0.4]
+    n = next(k for k in range(1, 4) if not math.isnan(stats.welch_interval(a[:k], b[:k])[1][0]))
+    return f"{n} runs"
+
+
+def _same_start(key, with_agreement):
+    keras, torch = SAME_START[key]
+    k, p = _accuracies(keras), _accuracies(torch)
+    means = [f"{a:.2f}%" for a in (sum(k) / len(k), sum(p) / len(p))]
+    head = [means[0], f"{len(k)} seeds"] if with_agreement and means[0] == means[1] else means
+    rates = [sum(x == y for x, y in zip(a, b)) / len(a) * 100 for a, b in zip(_predictions(keras), _predictions(torch))]
+    return head + _welch(p, k) + ([_range(rates, "%", 1)] if with_agreement else [])
+
+
 LEDGER = {
+    "docs/results.md": {
+        "BatchNorm's initial statistics": ("tlres/core/config.py: bn_momentum; tlres/run/train.py: bn_note's threshold",
+                                           lambda: _bn_weights() + [_bn_weights()[2]]),
+        "10,000 images": ledger.LEDGER["README.md"]["10,000 images"],
+        "60/64": ledger.LEDGER["README.md"]["60/64"],
+        "56/64": ledger.LEDGER["README.md"]["56/64"],
+        "95%": ledger.LEDGER["README.md"]["95%"],
+        "2 runs": ("tlres/core/stats.py: welch_interval needs two runs a side", _welch_needs),
+        "the v1 cross-check": (f"experiments/results/{{{','.join(DIGITS_V1)}}}/seed*/metrics.json",
+                               lambda: [f"{sum(a) / len(a):.1f}%" for a in map(_accuracies, DIGITS_V1[::-1])]
+                               + [f"{_n_test(DIGITS_V1[1])} test images"]),
+        "with transfer, same start": ("experiments/results/transfer/crosscheck/*/improved/seed*/"
+                                      "{metrics.json,predictions.csv}",
+                                      lambda: _same_start("transfer", True)),
+        "from random weights, same start": ("experiments/results/digits/crosscheck-v1_5/*/improved/seed*/metrics.json",
+                                            lambda: _same_start("v1_5", False)),
+    },
+    "docs/pytorch.md": {
+        "100x": ("tests/test_convert.py: the bound over the float64 network's sensitivity",
+                 lambda: _in_file("tests/test_convert.py", r"bound = (\d+) \* sensitivity", "{:.0f}x")),
+        "1.6%": ("the formula on the page: 32 px, batch 64, ResNet50's last stage at 1x1",
+                 lambda: _variance_share(32 // 32, 1)),
+        "0.006%": ("the formula on the page: 32 px, batch 64, ResNet50's stem at 16x16",
+                   lambda: _variance_share(32 // 2, 3)),
+        "10x": ("tlres/reference/parity.py: BOUND_FACTOR",
+                lambda: f"{_tlres_constant('tlres.reference.parity', 'BOUND_FACTOR')}x"),
+        "3 seeds": (f"{PARITY}; {CROSSCHECKS}", _pytorch_seeds),
+    },
+    "docs/bad-input.md": {
+        "4.6x": ("tlres/core/config.py: MAX_IMAGE_SIZE over ImageNet's 224 per side",
+                 lambda: f"{_tlres_constant('tlres.core.config', 'MAX_IMAGE_SIZE') / 224:.1f}x"),
+        "5,000 images": (f"{MEMORY_TEST}: the folder it loads",
+                         lambda: _in_file(MEMORY_TEST, r'm\["n"\] == (\d+)', "{:,.0f} images")),
+        "10,000 images": (f"{MEMORY_TEST}: the npz's test images",
+                          lambda: _in_file(MEMORY_TEST, r"x_test=rng.integers\(0, 256, \((\d+),", "{:,.0f} images")),
+        "1.5x": (f"{MEMORY_TEST}: each loader's own growth",
+                 lambda: _in_file(MEMORY_TEST, r"growth < ([\d.]+)", "{:g}x")),
+        "3x": (f"{MEMORY_TEST}: the whole process's peak", lambda: _in_file(
+            MEMORY_TEST, r"(?:ratio|m\[\"peak\"\] / m\[\"arrays\"\]) < ([\d.]+)", "{:g}x")),
+        "100x": ("tlres/net/model.py: MAX_EXPANSION",
+                 lambda: f"{_tlres_constant('tlres.net.model', 'MAX_EXPANSION')}x"),
+    },
+    "docs/distributed.md": {
+        "30 s": ("tlres/run/distributed.py: HEARTBEAT_S",
+                 lambda: f"{_constant('tlres/run/distributed.py', 'HEARTBEAT_S')} s"),
+        "60 s": ("tests/test_distributed.py: LOST_BOUND_S",
+                 lambda: f"{_constant('tests/test_distributed.py', 'LOST_BOUND_S')} s"),
+    },
+    "docs/presets.md": {
+        "93.75%": (PAPER, lambda: f"{_json(PAPER)['improved']['accuracy']:.2f}%"),
+        "87.50%": (PAPER, lambda: f"{_json(PAPER)['baseline']['accuracy']:.2f}%"),
+        "10,000 images": (PAPER, lambda: f"{_json(PAPER)['readings'][0]['n_test']:,} images"),
+        "64 images": (PAPER, lambda: f"{_json(PAPER)['readings'][1]['n_test']} images"),
+        "1/16": ledger.LEDGER["README.md"]["1/16"],
+        "80/20": ("tlres/core/config.py: the default --test-split", _split),
+        "augmentation removed, the digits grid": (
+            "experiments/results/digits/runs/{improved-augment,improved}/seed*/metrics.json: Welch",
+            lambda: [_welch(_accuracies(QUICK_CELL), _accuracies("digits/runs/improved"))[0], "95%",
+                     _welch(_accuracies(QUICK_CELL), _accuracies("digits/runs/improved"))[1],
+                     _seeds_per_group("digits/runs")]),
+        "the quick cell's seeds": (f"experiments/results/{QUICK_CELL}/seed*/metrics.json",
+                                   lambda: [f"{a:.2f}%" for a in _accuracies(QUICK_CELL)]),
+        "the quick bar": (f"tests/test_quick_run.py's q; experiments/results/{QUICK_CELL}", _quick_bars),
+        "seed 0 on each kernel": (KERNEL_RUNS, _kernel_seed0),
+        "3.3 points": (GPU_RUNS, lambda: f"{max(_quick_gpu()) - min(_quick_gpu()):.1f} points"),
+    },
+    "docs/gpu.md": {
+        "the bench tables' ratios": (BENCH, _bench_ratios),
+        "2.2-2.3x": (f"{BENCH}: training against PyTorch eager, both batches",
+                     lambda: _range([_vs_eager(_bench(b), "train") for b in (64, 256)], "x", 1)),
+        "2.9x": (f"{BENCH}: the forward pass against PyTorch's, both batches",
+                 lambda: _one_rounded([_vs_eager(_bench(b), "forward") for b in (64, 256)], "{:.1f}x")),
+        "65,645 img/s": (f"{GPU}/bench-batch64.json: the pipeline alone",
+                         lambda: f"{_bench(64)['pipeline']['img_per_s']:,.0f} img/s"),
+        "8.1x": (f"{GPU}/bench-batch64.json: the pipeline over training",
+                 lambda: f"{_bench(64)['pipeline']['img_per_s'] / _bench(64)['train']['img_per_s']:.1f}x"),
+        "10,000 images": (GPU_PAPER, lambda: f"{_gpu_paper('config.json')['dataset']['num_test']:,} images"),
+        "61 s": (GPU_PAPER, lambda: f"{_gpu_paper('status.json')['total_seconds']:.0f} s"),
+        "the paper run against the bench": (f"{GPU_PAPER}; {GPU}/bench-batch64.json", lambda: [
+            f"{_gpu_rate() / _bench(64)['train']['img_per_s'] * 100:.0f}%", f"{_gpu_rate():,.0f} img/s",
+            f"{_bench(64)['train']['img_per_s']:,.0f} img/s"]),
+        "5,019 img/s": (f"{GPU_PAPER}: epoch 2", lambda: f"{_gpu_rate():,.0f} img/s"),
+        "8.3 minutes": (f"{GPU_PAPER}: 50 CIFAR-10 epochs at epoch 2's rate (estimate: one NVIDIA H200, 2026-11-26)",
+                        lambda: _cifar_minutes(_gpu_rate())),
+        "5.1 minutes": (f"{GPU}/bench-batch64.json: the same at fit's rate (estimate: one NVIDIA H200, 2026-11-26)",
+                        lambda: _cifar_minutes(_bench(64)["train"]["img_per_s"])),
+        "the determinism table": (GPU_RUNS, lambda: [f"{a:.2f}%" for a in _quick_gpu()[:4]] + (
+            [f"{_quick_gpu()[4]:.2f}%"] if _quick_gpu()[4] == _quick_gpu()[5] else ["c1 and c2 differ"])),
+        "93.06-96.39%": (GPU_RUNS, lambda: _range(_quick_gpu())),
+        "360 images": (GPU_RUNS, lambda: _one_rounded([_metrics("gpu", "runs", r)["num_test"] for r in QUICK_GPU],
+                                                      "{} images")),
+        "3.3 points": (GPU_RUNS, lambda: f"{max(_quick_gpu()) - min(_quick_gpu()):.1f} points"),
+    },
+    "docs/transfer.md": {
+        "3 seeds": (f"{TRANSFER}/runs/*/seed*: the seeds of each group", lambda: _seeds_per_group("transfer/runs")),
+        "8.0-24.2 minutes": (f"{PRETRAIN_HISTORY}: the seconds column, fastest to slowest epoch", _epoch_minutes),
+        "the source model in PyTorch": (f"{TRANSFER}/pretrain/keras-v1_5/{{in_pytorch,metrics}}.json", _in_pytorch),
+        "30 runs": (f"{TRANSFER}/runs/*/seed*", lambda: f"{len(_seed_dirs('transfer/runs'))} runs"),
+        "76.67-92.50%": (f"{TRANSFER}/runs/baseline+augment/seed*/metrics.json: min-max",
+                         lambda: _range(_accuracies("transfer/runs/baseline+augment"))),
+        "95.00-96.11%": (f"{TRANSFER}/runs/baseline/seed*/metrics.json: min-max",
+                         lambda: _range(_accuracies("transfer/runs/baseline"))),
+        "93.15%": ("experiments/results/digits/runs/baseline/seed*/metrics.json: mean",
+                   lambda: _mean("digits/runs/baseline")),
+        "95.74%": (f"{TRANSFER}/runs/baseline/seed*/metrics.json: mean", lambda: _mean("transfer/runs/baseline")),
+    },
     "docs/own-data.md": {"20%": ("tlres/core/config.py: the default --test-split", _test_split)},
     "docs/tests.md": {"9 minutes": (SUITE_TIME, lambda: f"{round(SUITE_SECONDS / 60)} minutes")},
     "docs/reproducibility.md": {
@@ -121,3 +424,5 @@ LEDGER = {
                lambda: f"{_constant('tests/test_data_parallel.py', 'STEP32_FACTOR')}x"),
     },
 }
+
+ESTIMATES = {"docs/tests.md": {"9 minutes"}, "docs/gpu.md": {"8.3 minutes", "5.1 minutes"}}
