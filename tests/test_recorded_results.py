@@ -107,7 +107,7 @@ def _layout(tmp_path):
 
 def test_readme_report_section_is_what_its_command_makes_of_the_recorded_runs(tmp_path, monkeypatch):
     block = _block(_readme(), report.BEGIN, report.END)
-    argv = _command(block, "tlres.analysis.report")
+    argv = _command(block, "report")
     assert argv[0] == "experiments/results/digits/runs" and argv[argv.index("--readme") + 1] == "docs/results.md"
     monkeypatch.chdir(_layout(tmp_path))
     assert report_cmd.main(argv) == 0
@@ -128,7 +128,7 @@ def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(tmp_p
     markers = report.markers("crosscheck", "v1")  # Keras' v1 against torchvision's v1.5
     with open(os.path.join(ROOT, "docs", "pytorch.md")) as f:
         block = _block(f.read(), *markers)
-    argv = _command(block, "tlres.reference.crosscheck")
+    argv = _command(block, "crosscheck")
     assert argv[argv.index("--readme") + 1] == "docs/pytorch.md"
     assert "--no-train-tlres" in argv  # compares the recorded runs, trains none
 

@@ -42,7 +42,7 @@ def test_parity_section_is_what_the_command_makes_of_the_recorded_losses():
     from tlres.analysis import report
 
     block = _block(_doc("pytorch.md"), *report.markers("parity"))
-    argv = _command(block, "tlres.reference.parity_record")
+    argv = _command(block, "parity")
     args, cfg, _ = parity_cmd.parse(argv)
     assert cfg.arch == "resnet50_v1_5" and args.steps >= 10 and args.seeds >= 3
     assert cfg.weights == "runs/pretrain-v15" and cfg.lr == 0.001  # fine-tuning the source, where training is stable longest
@@ -74,7 +74,7 @@ def test_crosscheck_section_is_what_its_command_makes_of_the_recorded_runs(doc, 
 
     text = _doc(doc)
     block = _block(text, *report.markers("crosscheck", section))
-    argv = _command(block, "tlres.reference.crosscheck")
+    argv = _command(block, "crosscheck")
     assert os.path.join(ROOT, argv[argv.index("--out") + 1]) == out
     assert "--arch" not in argv and "--init" not in argv and "--draws" not in argv  # the defaults
     args, overrides = crosscheck_cmd.parse(argv)
