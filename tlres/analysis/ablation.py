@@ -29,17 +29,6 @@ from tlres.core.config import BASELINE, IMPROVED
 from tlres.core.errors import TlresError
 
 PROG = "tlres ablation"
-DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
-              weight_decay=0.0, epochs=4)
-"""Overrides for the offline comparisons on scikit-learn's digits (README "Comparison results").
-
-ImageNet weights are unavailable offline (so both cells start from random
-weights); digits are not mirror-symmetric, so the flip is off and
-augmentation means the pad-4 crop only; Adam at 1e-3 and 4 epochs are the
-quick preset's, which learn ResNet50 from scratch here where SGD at 0.01 does
-not. Everything else is the presets' own.
-"""
-
 CHANGES = {
     "transfer": "weights",
     "augment": "augment",

@@ -211,29 +211,37 @@ def _kind_names(kinds):
 IMPROVED = Config()
 """The paper's New-ResNet50: all four improvements on, CIFAR-10, 50 epochs."""
 
-QUICK = IMPROVED.replace(
-    preset="quick",
-    data="digits",
-    weights="none",
-    augment=False,
-    flip=False,
-    optimizer="adam",
-    lr=1e-3,
-    weight_decay=0.0,
-    epochs=4,
-)
-"""A real, short run of the same pipeline on scikit-learn's digits (offline).
+RUNLOCAL_USES = ("quick", "grid", "parity")
+"""What the offline digits settings serve: the quick preset, the offline grid (`tlres ablation`,
+`tlres crosscheck`) and the trajectory parity (`tlres parity`)."""
 
-Differences from `IMPROVED`, each because of the data or the CPU budget
-(measured on a 2-core CPU, seed 0, 3 epochs, ResNet50 from scratch):
-ImageNet weights are not available offline; Adam at 1e-3 learns ResNet50 from
-scratch in a few epochs where SGD at 0.01 does not; augmentation is off
-because this early pad-crop costs accuracy (3 epochs, earlier data order: 84.4%
-with it, 91.7% without). With the per-(seed, epoch) data order that resume
-needs, 3 epochs without augmentation gave 88.3%, hence 4 epochs (92.2%)
-and digits are not mirror-symmetric (flips: 54% after 4 epochs). Label
-smoothing (paper form) and per-epoch cosine annealing stay on.
-"""
+
+def get_config(runlocal=False, use="quick"):
+    """The improved recipe's changes, {Config field: value}: none for the paper's own run, or with
+    `runlocal` the one set that makes a run offline and CPU-sized on scikit-learn's digits, for `use`.
+
+    Every use: data digits, weights none (ImageNet weights cannot be had offline). quick and grid:
+    flip off (digits are not mirror-symmetric), Adam at 1e-3 without weight decay, 4 epochs (learns
+    ResNet50 from scratch where SGD at 0.01 does not); quick also augment off, the grid leaves it to
+    its cells. parity: the improved SGD at a constant rate, --arch resnet50_v1_5, batch 32
+    (`tlres.reference.parity_record` says why). Why each, measured: docs/presets.md#the-quick-preset.
+    """
+    if use not in RUNLOCAL_USES:
+        raise ValueError(f"use must be one of {', '.join(RUNLOCAL_USES)}, got {use!r}")
+    if not runlocal:
+        return {}
+    values = dict(data="digits", weights="none")
+    if use in ("quick", "grid"):
+        values.update(flip=False, optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=4)
+    if use == "quick":
+        values.update(augment=False)
+    if use == "parity":
+        values.update(arch="resnet50_v1_5", schedule="constant", batch_size=32)
+    return values
+
+
+QUICK = IMPROVED.replace(preset="quick", **get_config(runlocal=True))
+"""A real, short run of the same pipeline on scikit-learn's digits, offline (`get_config`)."""
 
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["half"] == EXECUTION)
 """How a run is executed, not what it computes: where it writes (out), the compile cache,
