@@ -1,23 +1,14 @@
-"""The ablation grid: `tlres ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
+"""The ablation grid behind `tlres ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
 
-Cells: baseline, improved, each of the four changes alone added to the
-baseline (`baseline+<change>`) and alone removed from the improved preset
-(`improved-<change>`). Overrides (e.g. --data digits --epochs 1) apply to every
-cell after the switch; an override of a switch field (e.g. --weights none)
-wins, and cells that then equal another cell are dropped, so with
-`--weights none` the transfer cells collapse into baseline/improved.
-
-`run_grid` runs `<out>/<cell>/seed<k>/` through `tlres.run.train.run` (the one
-runner), seed k = base seed + k. A run dir whose status.json says finished and
-whose config.json holds the same config is reused (`tlres.run.rundir.finished_with`);
-any other existing run dir (running, failed, other config) is cleared of the files its
-marker names and rerun, as `--overwrite` would; one holding any other file, or without a
-marker, stops the grid before it trains anything (`tlres.run.rundir.check_out`).
-
-The command (`tlres.commands.ablation`, or `tlres ablation`) runs the
-grid, then `tlres report` over it (DIR/report/). Runner flags pass through to
-every cell; only the flags given on the command line override the cells, so
-`--epochs 1` shortens every run but leaves each cell's switches alone.
+Cells: baseline, improved, each of the four changes alone added to the baseline
+(`baseline+<change>`) and alone removed from the improved preset (`improved-<change>`). Overrides
+(only the flags given, e.g. --data digits --epochs 1) apply to every cell after the switch; an
+override of a switch field (e.g. --weights none) wins, and cells that then equal another are
+dropped, so with `--weights none` the transfer cells collapse into baseline/improved.
+`run_grid` runs `<out>/<cell>/seed<k>/` (seed k = base seed + k) through `tlres.run.train.run`.
+A finished run of the same config is reused (`tlres.run.rundir.finished_with`); any other run dir
+tlres wrote is cleared of the files its marker names and rerun, as `--overwrite` would; anything
+else stops the grid before it trains (`tlres.run.rundir.check_out`). The command then reports it.
 """
 
 import os

@@ -1,16 +1,14 @@
 """Experiment configuration: one frozen dataclass, presets as data.
 
-Every setting a run uses is a field of `Config`; `config.json` in a run
-directory is `dataclasses.asdict(config)` plus versions. Presets are plain
-`Config` values. The command line is generated from the fields (`tlres.commands.cli`),
-so a new field is a new flag with its help text and default.
+Every setting a run uses is a field of `Config`; `config.json` in a run directory is
+`dataclasses.asdict(config)` plus versions. Presets are plain `Config` values. The command line
+is generated from the fields (`tlres.commands.cli`), so a new field is a new flag with its help.
 
-The paper (Shi, Hu, Yu, Jiang) fixes: ResNet50 pretrained on ImageNet with a
-new 10-way head, all layers trained; CIFAR-10 at 32x32; flip p=0.5, pad 4 and
-random crop, normalize with mean 0.5 / std 0.5; label-smoothed cross-entropy
-in its eq. 11 form; cosine annealing (eq. 14); batch 64; 50 epochs. It leaves
-open the optimizer, learning rates, epsilon and weight decay: the defaults for
-those are ours and docs/presets.md says why.
+The paper (Shi, Hu, Yu, Jiang) fixes: ResNet50 pretrained on ImageNet with a new 10-way head, all
+layers trained; CIFAR-10 at 32x32; flip p=0.5, pad 4 and random crop, normalize with mean 0.5 /
+std 0.5; label-smoothed cross-entropy in its eq. 11 form; cosine annealing (eq. 14); batch 64;
+50 epochs. It leaves open the optimizer, learning rates, epsilon and weight decay: the defaults
+for those are ours and docs/presets.md says why.
 """
 
 import dataclasses
@@ -246,26 +244,12 @@ QUICK = IMPROVED.replace(preset="quick", **get_config(runlocal=True))
 
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["half"] == EXECUTION)
 """How a run is executed, not what it computes: where it writes (out), the compile cache,
-checkpointing, how processes join (num_processes ... coordinator_timeout), where the jax
-pipeline builds its batches (data_on_device: the same batches either way, tests/test_device_data.py),
-and the convolution kernels (conv). A grid reuses a finished run that differs only in these, and `report` and
-`compare` leave them out of the settings they compare.
-
-`conv` is here by measurement, not by assumption. The two kernels compute the same function
-(tests/test_conv.py: the whole ResNet50 to float32 error bounds); they round differently, and a
-training run amplifies any rounding difference until it is as large as a change of seed (the
-same happens between CPUs and XLA versions). Over five seeds of the quick preset with each
-kernel (experiments/results/conv-kernels, docs/reproducibility.md) no difference between the
-kernels was found, and two runs of one seed with different kernels agree on about as many test
-images as two seeds with one kernel. A kernel change draws another
-run from the same distribution, as a host change does; the kernels each run used are recorded
-(config.json's conv_plan), so a run is reproduced on its host with its plan.
-
-`precision`, `pipeline` and `data_parallel` stay with what a run computes: bfloat16 does not
-compute the same function to float32 error bounds (five seeds of the quick preset found no
-difference from float32 either, a design that rules out only differences above 3-4 points:
-experiments/results/precision), the two pipelines draw their augmentation from different
-random streams, and data parallelism computes BatchNorm statistics per device."""
+checkpointing, how processes join (num_processes ... coordinator_timeout), where the jax pipeline
+builds its batches (data_on_device: the same batches either way, tests/test_device_data.py) and
+the convolution kernels (conv).
+A grid reuses a finished run that differs only in these, and `report` and `compare` leave them out
+of the settings they compare. Why conv is here and precision, pipeline and data_parallel are not,
+measured: docs/reproducibility.md#convolution-kernels-and-what-a-run-computes."""
 
 DISTRIBUTED = ("num_processes", "process_id", "coordinator", "cluster", "coordinator_bind",
                "wildcard_bind", "run_token", "coordinator_timeout")
