@@ -159,3 +159,21 @@ def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
     (run / "status.json").write_text(json.dumps({"state": "finished"}))
     assert rundir.finished_with(str(run), QUICK)
     assert not rundir.finished_with(str(run), QUICK.replace(test_split=0.3))
+
+
+def test_an_old_run_directory_reads_the_same_everywhere(tmp_path):
+    """config.recorded (reuse, compare) and a resume fill a field added since the same way:
+    its default, but conv "xla" (runs before --conv used XLA's kernel)."""
+    import json
+
+    from tlres.core.config import QUICK, recorded
+
+    saved = dataclasses.asdict(QUICK.replace(epochs=3))
+    del saved["conv"], saved["test_split"]
+    got = recorded(saved)
+    assert got == {**saved, "conv": "xla", "test_split": 0.2} and list(got)[:len(saved)] == list(saved)
+    (tmp_path / "config.json").write_text(json.dumps({"config": saved, "dataset": {
+        "num_train": 1, "num_test": 1, "num_classes": 10}}))
+    (tmp_path / "status.json").write_text('{"state": "failed"}')
+    resumed = dataclasses.asdict(rundir.resumed_config(str(tmp_path)))
+    assert {k: v for k, v in resumed.items() if k != "out"} == {k: v for k, v in got.items() if k != "out"}

@@ -191,7 +191,7 @@ def bad_data(tmp_path):
                                      "archive; tlres reads regular files only"),
         "archive member twice": (duplicate, "the archive holds test_batch twice"),
         "npz declaring 3 TiB": (huge_npz, "x_train declares a uint8 array of shape (3072, 1024, 1024, 1024) "
-                                "(3.3 TB) but holds 64 bytes"),
+                                "(3.3 TB) but holds 64 bytes"),  # 3072 * 1024**3 bytes, powers of 1000
         "wrong shape": (lambda p: npz(p / "s.npz", x_train=np.zeros((16, 32), np.uint8)), "has shape"),
         "wrong image dtype": (lambda p: npz(p / "t.npz", x_train=np.zeros((16, 32, 32, 3), np.int32)),
                               "has dtype int32"),

@@ -91,6 +91,41 @@ def test_preset_then_overrides():
     assert cfg == IMPROVED.replace(augment=False, weights="none")
 
 
+def test_weights_none_in_any_letter_case_is_none_in_every_parser():
+    from tlres.commands import ablation, torch as torch_cmd
+
+    assert cli.parse_all(["--weights", "NONE"], "improved", "p")[0].weights == "none"
+    assert torch_cmd.parse(["--weights", "nOnE"])[0].weights == "none"
+    assert ablation.parse(["--out", "g", "--weights", "None"])[3] == {"weights": "none"}
+    assert cli.parse_all(["--weights", "nonesuch.keras"], "improved", "p")[0].weights == "nonesuch.keras"
+
+
+def test_the_torch_command_parses_as_the_runner_does(capsys):
+    from tlres.commands import torch as torch_cmd
+
+    argv = ["--preset", "baseline", "--epochs", "3", "--no-flip"]
+    cfg, extra = torch_cmd.parse(argv + ["--device", "cpu", "--draws", "tlres"])
+    assert cfg == cli.parse_all(argv, "improved", "p")[0] == IMPROVED.replace(
+        preset="baseline", weights="none", augment=False, label_smoothing=0.0, schedule="constant",
+        epochs=3, flip=False)
+    assert (extra.device, extra.draws, extra.limit_train) == ("cpu", "tlres", None)
+    for argv, says in ((["--resume", "r"], "--resume is not supported by the PyTorch reference"),
+                       (["--preset", "paper"], "argument --preset: invalid choice: 'paper'")):
+        with pytest.raises(SystemExit) as e:
+            torch_cmd.parse(argv, prog="p")
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and err.startswith(f"p: error: {says}")
+
+
+def test_brief_is_an_exception_on_one_line():
+    from tlres.core.errors import brief
+
+    assert brief(ValueError("bad\n  value\tthere ")) == "ValueError: bad value there"
+    assert brief(KeyError()) == "KeyError"
+    assert brief(OSError("x" * 500)) == "OSError: " + "x" * 200
+    assert brief(OSError("abcdef"), limit=3) == "OSError: abc"
+
+
 def test_paper_preset_values():
     assert (IMPROVED.data, IMPROVED.weights, IMPROVED.batch_size, IMPROVED.epochs) == (
         "cifar10", "imagenet", 64, 50)

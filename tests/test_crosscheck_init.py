@@ -12,21 +12,23 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from tlres.analysis import ablation  # noqa: E402
+from tlres.core.config import get_config  # noqa: E402
 from tlres.net import convert
 from tlres.core.errors import TlresError  # noqa: E402
 from tlres.reference import crosscheck  # noqa: E402
 from tlres.reference import torch as ref  # noqa: E402
 
-CELL = ablation.cells(**dict(ablation.DIGITS, arch="tiny"))["improved"]
+CELL = ablation.cells(**dict(get_config(runlocal=True, use="grid"), arch="tiny"))["improved"]
 
 # tlres' runner builds its model in its own process: what it starts from there, per seed
 FRESH = """
 import hashlib, sys
 import numpy as np
 from tlres.analysis import ablation
+from tlres.core.config import get_config
 from tlres.net import model
 from tlres.run import train
-cell = ablation.cells(**dict(ablation.DIGITS, arch="tiny"))["improved"].replace(seed=int(sys.argv[1]))
+cell = ablation.cells(**dict(get_config(runlocal=True, use="grid"), arch="tiny"))["improved"].replace(seed=int(sys.argv[1]))
 train.setup_engine(cell)
 net = model.build(10, cell)
 print(hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in net.get_weights())).hexdigest())

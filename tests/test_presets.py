@@ -59,3 +59,31 @@ def test_augment_switch_off_gives_exactly_the_normalized_input_and_on_changes_it
     for images, labels in pipeline.train_dataset(x, y, off.replace(augment=True)):
         changed += int(np.abs(images.numpy() - expected[labels.numpy()]).max() > tol)
     assert changed > 0
+
+
+def test_the_offline_digits_settings_are_one_set_for_the_preset_the_grid_and_parity():
+    """get_config(runlocal=True): written out by hand here, in the order the crosscheck summary lists them."""
+    from tlres.core.config import QUICK, get_config
+
+    learn = dict(flip=False, optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=4)
+    grid = get_config(runlocal=True, use="grid")
+    assert list(grid.items()) == list(dict(data="digits", weights="none", **learn).items())
+    parity = get_config(runlocal=True, use="parity")
+    assert list(parity.items()) == [("data", "digits"), ("weights", "none"), ("arch", "resnet50_v1_5"),
+                                    ("schedule", "constant"), ("batch_size", 32)]
+    assert QUICK == IMPROVED.replace(preset="quick", augment=False, **grid) and PRESETS["quick"] is QUICK
+    assert get_config() == get_config(use="parity") == {}  # the paper's own run changes nothing
+    with open(os.path.join(ROOT, "docs", "presets.md")) as f:  # the presets table's quick row
+        row = next(line for line in f if line.startswith("| `quick` |"))
+    flags = row.rstrip(" |\n").rsplit("`", 2)[-2].split()
+    assert cli.parse(flags, "improved", "prog")[0] == QUICK.replace(preset="improved")
+
+
+def test_the_offline_commands_take_the_one_set():
+    from tlres.commands import crosscheck, parity
+    from tlres.core.config import get_config
+
+    _, cfg, _ = parity.parse(["--out", "x", "--epochs", "2"])
+    assert cfg == IMPROVED.replace(**get_config(runlocal=True, use="parity"), epochs=2)
+    _, overrides = crosscheck.parse(["--out", "x", "--lr", "0.1"])
+    assert overrides == {**get_config(runlocal=True, use="grid"), "arch": "resnet50_v1_5", "lr": 0.1}

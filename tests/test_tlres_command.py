@@ -9,7 +9,8 @@ import pytest
 from tlres import __main__ as tlres_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VERBS = ["train", "predict", "ablation", "report", "compare", "results", "bench", "crosscheck", "torch", "parity"]
+VERBS = ["train", "predict", "export", "ablation", "report", "compare", "results", "bench", "crosscheck", "torch",
+         "parity"]
 
 
 def test_help_lists_every_verb_on_one_line(capsys):

@@ -1,23 +1,14 @@
-"""The ablation grid: `tlres ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
+"""The ablation grid behind `tlres ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
 
-Cells: baseline, improved, each of the four changes alone added to the
-baseline (`baseline+<change>`) and alone removed from the improved preset
-(`improved-<change>`). Overrides (e.g. --data digits --epochs 1) apply to every
-cell after the switch; an override of a switch field (e.g. --weights none)
-wins, and cells that then equal another cell are dropped, so with
-`--weights none` the transfer cells collapse into baseline/improved.
-
-`run_grid` runs `<out>/<cell>/seed<k>/` through `tlres.run.train.run` (the one
-runner), seed k = base seed + k. A run dir whose status.json says finished and
-whose config.json holds the same config is reused (`tlres.run.rundir.finished_with`);
-any other existing run dir (running, failed, other config) is cleared of the files its
-marker names and rerun, as `--overwrite` would; one holding any other file, or without a
-marker, stops the grid before it trains anything (`tlres.run.rundir.check_out`).
-
-The command (`tlres.commands.ablation`, or `tlres ablation`) runs the
-grid, then `tlres report` over it (DIR/report/). Runner flags pass through to
-every cell; only the flags given on the command line override the cells, so
-`--epochs 1` shortens every run but leaves each cell's switches alone.
+Cells: baseline, improved, each of the four changes alone added to the baseline
+(`baseline+<change>`) and alone removed from the improved preset (`improved-<change>`). Overrides
+(only the flags given, e.g. --data digits --epochs 1) apply to every cell after the switch; an
+override of a switch field (e.g. --weights none) wins, and cells that then equal another are
+dropped, so with `--weights none` the transfer cells collapse into baseline/improved.
+`run_grid` runs `<out>/<cell>/seed<k>/` (seed k = base seed + k) through `tlres.run.train.run`.
+A finished run of the same config is reused (`tlres.run.rundir.finished_with`); any other run dir
+tlres wrote is cleared of the files its marker names and rerun, as `--overwrite` would; anything
+else stops the grid before it trains (`tlres.run.rundir.check_out`). The command then reports it.
 """
 
 import os
@@ -29,17 +20,6 @@ from tlres.core.config import BASELINE, IMPROVED
 from tlres.core.errors import TlresError
 
 PROG = "tlres ablation"
-DIGITS = dict(data="digits", weights="none", flip=False, optimizer="adam", lr=1e-3,
-              weight_decay=0.0, epochs=4)
-"""Overrides for the offline comparisons on scikit-learn's digits (README "Comparison results").
-
-ImageNet weights are unavailable offline (so both cells start from random
-weights); digits are not mirror-symmetric, so the flip is off and
-augmentation means the pad-4 crop only; Adam at 1e-3 and 4 epochs are the
-quick preset's, which learn ResNet50 from scratch here where SGD at 0.01 does
-not. Everything else is the presets' own.
-"""
-
 CHANGES = {
     "transfer": "weights",
     "augment": "augment",

@@ -43,8 +43,6 @@ def parse(argv, prog=ablation.PROG):
         unknown = [n for n in names if n not in ablation.cells()]
         if unknown:
             p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(ablation.cells())})")
-    if isinstance(args.get("weights"), str) and args["weights"].lower() == "none":
-        args["weights"] = "none"
     if transfer_from is not None:
         args["transfer_from"] = transfer_from
     return out, seeds, names, args, no_report, debug

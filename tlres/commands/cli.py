@@ -70,8 +70,18 @@ def positive(kind):
     return checked(kind, lambda v: v > 0, "must be positive")
 
 
+def _weights(text):
+    """--weights: "none" in any letter case is random initialisation, recorded as "none"."""
+    return "none" if text.lower() == "none" else text
+
+
+_weights.__name__ = "str"  # argparse names the type in its messages: the field's own kind
+
+
 def _type(f):
     """A field's argparse type: its kind, checked against `config.RULES` (one definition of each range)."""
+    if f.name == "weights":
+        return _weights
     kind = f.metadata.get("type") or (type(f.default) if f.default is not None else str)
     if f.name in config_lib.RULES:
         return checked(kind, *config_lib.RULES[f.name])
@@ -123,7 +133,31 @@ def parse(argv, default_preset, prog):
     return cfg, args.debug
 
 
-def parse_all(argv, default_preset, prog):
+def parse_all(argv, default_preset, prog, build=None, no_resume=None):
+    """(Config, namespace) for `argv`: every command's one parse path from flags to a Config.
+
+    The preset (--preset, else `default_preset`) supplies every default; any flag given overrides
+    it. `build(preset's Config)` makes the parser (default: the runner's, `build_parser`). With
+    --resume the Config is None and only `RUN_FLAGS` may be given; `no_resume`, for a command that
+    cannot resume, is its one-line refusal instead.
+    """
+    base = config_lib.PRESETS[_preset_named(argv, default_preset, prog)]
+    parser = build(base) if build else build_parser(prog, base, config_lib.PRESETS)
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        if no_resume:
+            parser.error(no_resume)
+        extra = sorted({a.split("=")[0] for a in argv if a.startswith("--")} - RUN_FLAGS)
+        if extra:
+            parser.error(f"--resume takes every setting from RUN_DIR/config.json, so a resumed run "
+                         f"cannot change; drop {', '.join(extra)}")
+        return None, args
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
+    return base.replace(preset=args.preset, **values), args
+
+
+def _preset_named(argv, default_preset, prog):
+    """The preset `argv` names (--preset), else `default_preset`; an unknown one is one line, exit 2."""
     pre = Parser(add_help=False)
     pre.add_argument("--preset", default=default_preset)
     known, _ = pre.parse_known_args(argv)
@@ -131,19 +165,7 @@ def parse_all(argv, default_preset, prog):
         pre.prog = prog
         pre.error(f"argument --preset: invalid choice: {known.preset!r} "
                   f"(choose from {', '.join(sorted(config_lib.PRESETS))})")
-    base = config_lib.PRESETS[known.preset]
-    parser = build_parser(prog, base, config_lib.PRESETS)
-    args = parser.parse_args(argv)
-    if args.resume is not None:
-        extra = sorted({a.split("=")[0] for a in argv if a.startswith("--")} - RUN_FLAGS)
-        if extra:
-            parser.error(f"--resume takes every setting from RUN_DIR/config.json, so a resumed run "
-                         f"cannot change; drop {', '.join(extra)}")
-        return None, args
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
-    if values["weights"].lower() == "none":
-        values["weights"] = "none"
-    return base.replace(preset=args.preset, **values), args
+    return known.preset
 
 
 def given_fields(cfg, argv):

@@ -1,8 +1,8 @@
 """`tlres crosscheck`: the same config and seeds in tlres and the PyTorch reference, compared
 (`tlres.reference.crosscheck.run`)."""
 
-from tlres.analysis import ablation
 from tlres.commands import cli
+from tlres.core import config as config_lib
 from tlres.reference import crosscheck
 
 
@@ -38,7 +38,8 @@ def parse(argv, prog=crosscheck.PROG):
     if bad:
         p.error(f"{', '.join(bad)}: not taken here (the improved cell with the digits overrides)")
     cfg, _ = cli.parse_all(rest, "improved", prog)  # validates the tlres flags, one line on error
-    return args, {**ablation.DIGITS, "arch": "resnet50_v1_5", **cli.given_fields(cfg, rest)}
+    digits = config_lib.get_config(runlocal=True, use="grid")
+    return args, {**digits, "arch": "resnet50_v1_5", **cli.given_fields(cfg, rest)}
 
 
 def main(argv=None, prog=crosscheck.PROG):

@@ -2,6 +2,7 @@
 recorded with their bound (`tlres.reference.parity_record.record`)."""
 
 from tlres.commands import cli
+from tlres.core import config as config_lib
 from tlres.reference import parity_record as parity
 
 
@@ -23,7 +24,7 @@ def parse(argv, prog=parity.PROG):
         p.error(f"{', '.join(bad)}: not taken here")
     cfg, _ = cli.parse_all(rest, "improved", prog)
     overrides = cli.given_fields(cfg, rest)
-    cfg = cfg.replace(**{**parity.DEFAULTS, **overrides})
+    cfg = cfg.replace(**{**config_lib.get_config(runlocal=True, use="parity"), **overrides})
     if cfg.arch == "resnet50":
         p.error("--arch resnet50 is Keras' ResNet v1, which has no PyTorch twin: use resnet50_v1_5 or tiny")
     return args, cfg, overrides

@@ -1,8 +1,6 @@
 """`tlres torch`: the PyTorch reference runner (`tlres.reference.torch.run`), with the runner's
 flags (generated from `Config`) and the reference-only ones."""
 
-import dataclasses
-
 from tlres.commands import cli
 from tlres.core import config as config_lib
 from tlres.reference import torch as ref
@@ -31,23 +29,11 @@ def build_parser(preset="improved", prog=ref.PROG):
 
 
 def parse(argv, prog=ref.PROG):
-    """(Config, extras namespace) for argv, as `tlres.commands.cli.parse_all` resolves presets and flags."""
-    pre = cli.Parser(add_help=False)
-    pre.add_argument("--preset", default="improved")
-    known, _ = pre.parse_known_args(argv)
-    if known.preset not in config_lib.PRESETS:
-        pre.prog = prog
-        pre.error(f"argument --preset: invalid choice: {known.preset!r} "
-                  f"(choose from {', '.join(sorted(config_lib.PRESETS))})")
-    parser = build_parser(known.preset, prog)
-    args = parser.parse_args(argv)
-    if args.resume is not None:
-        parser.error("--resume is not supported by the PyTorch reference; rerun with --overwrite")
-    base = config_lib.PRESETS[args.preset]
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
-    if values["weights"].lower() == "none":
-        values["weights"] = "none"
-    return base.replace(preset=args.preset, **values), args
+    """(Config, extras namespace) for argv: the one parse path (`tlres.commands.cli.parse_all`) with
+    this command's parser."""
+    return cli.parse_all(argv, "improved", prog, build=lambda base: build_parser(base.preset, prog),
+                         no_resume="--resume is not supported by the PyTorch reference; rerun with "
+                                   "--overwrite")
 
 
 def main(argv=None, prog=ref.PROG):

@@ -1,19 +1,18 @@
 """Experiment configuration: one frozen dataclass, presets as data.
 
-Every setting a run uses is a field of `Config`; `config.json` in a run
-directory is `dataclasses.asdict(config)` plus versions. Presets are plain
-`Config` values. The command line is generated from the fields (`tlres.commands.cli`),
-so a new field is a new flag with its help text and default.
+Every setting a run uses is a field of `Config`; `config.json` in a run directory is
+`dataclasses.asdict(config)` plus versions. Presets are plain `Config` values. The command line
+is generated from the fields (`tlres.commands.cli`), so a new field is a new flag with its help.
 
-The paper (Shi, Hu, Yu, Jiang) fixes: ResNet50 pretrained on ImageNet with a
-new 10-way head, all layers trained; CIFAR-10 at 32x32; flip p=0.5, pad 4 and
-random crop, normalize with mean 0.5 / std 0.5; label-smoothed cross-entropy
-in its eq. 11 form; cosine annealing (eq. 14); batch 64; 50 epochs. It leaves
-open the optimizer, learning rates, epsilon and weight decay: the defaults for
-those are ours and docs/presets.md says why.
+The paper (Shi, Hu, Yu, Jiang) fixes: ResNet50 pretrained on ImageNet with a new 10-way head, all
+layers trained; CIFAR-10 at 32x32; flip p=0.5, pad 4 and random crop, normalize with mean 0.5 /
+std 0.5; label-smoothed cross-entropy in its eq. 11 form; cosine annealing (eq. 14); batch 64;
+50 epochs. It leaves open the optimizer, learning rates, epsilon and weight decay: the defaults
+for those are ours and docs/presets.md says why.
 """
 
 import dataclasses
+import json
 import math
 import types
 from dataclasses import dataclass, field
@@ -211,52 +210,46 @@ def _kind_names(kinds):
 IMPROVED = Config()
 """The paper's New-ResNet50: all four improvements on, CIFAR-10, 50 epochs."""
 
-QUICK = IMPROVED.replace(
-    preset="quick",
-    data="digits",
-    weights="none",
-    augment=False,
-    flip=False,
-    optimizer="adam",
-    lr=1e-3,
-    weight_decay=0.0,
-    epochs=4,
-)
-"""A real, short run of the same pipeline on scikit-learn's digits (offline).
+RUNLOCAL_USES = ("quick", "grid", "parity")
+"""What the offline digits settings serve: the quick preset, the offline grid (`tlres ablation`,
+`tlres crosscheck`) and the trajectory parity (`tlres parity`)."""
 
-Differences from `IMPROVED`, each because of the data or the CPU budget
-(measured on a 2-core CPU, seed 0, 3 epochs, ResNet50 from scratch):
-ImageNet weights are not available offline; Adam at 1e-3 learns ResNet50 from
-scratch in a few epochs where SGD at 0.01 does not; augmentation is off
-because this early pad-crop costs accuracy (3 epochs, earlier data order: 84.4%
-with it, 91.7% without). With the per-(seed, epoch) data order that resume
-needs, 3 epochs without augmentation gave 88.3%, hence 4 epochs (92.2%)
-and digits are not mirror-symmetric (flips: 54% after 4 epochs). Label
-smoothing (paper form) and per-epoch cosine annealing stay on.
-"""
+
+def get_config(runlocal=False, use="quick"):
+    """The improved recipe's changes, {Config field: value}: none for the paper's own run, or with
+    `runlocal` the one set that makes a run offline and CPU-sized on scikit-learn's digits, for `use`.
+
+    Every use: data digits, weights none (ImageNet weights cannot be had offline). quick and grid:
+    flip off (digits are not mirror-symmetric), Adam at 1e-3 without weight decay, 4 epochs (learns
+    ResNet50 from scratch where SGD at 0.01 does not); quick also augment off, the grid leaves it to
+    its cells. parity: the improved SGD at a constant rate, --arch resnet50_v1_5, batch 32
+    (`tlres.reference.parity_record` says why). Why each, measured: docs/presets.md#the-quick-preset.
+    """
+    if use not in RUNLOCAL_USES:
+        raise ValueError(f"use must be one of {', '.join(RUNLOCAL_USES)}, got {use!r}")
+    if not runlocal:
+        return {}
+    values = dict(data="digits", weights="none")
+    if use in ("quick", "grid"):
+        values.update(flip=False, optimizer="adam", lr=1e-3, weight_decay=0.0, epochs=4)
+    if use == "quick":
+        values.update(augment=False)
+    if use == "parity":
+        values.update(arch="resnet50_v1_5", schedule="constant", batch_size=32)
+    return values
+
+
+QUICK = IMPROVED.replace(preset="quick", **get_config(runlocal=True))
+"""A real, short run of the same pipeline on scikit-learn's digits, offline (`get_config`)."""
 
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["half"] == EXECUTION)
 """How a run is executed, not what it computes: where it writes (out), the compile cache,
-checkpointing, how processes join (num_processes ... coordinator_timeout), where the jax
-pipeline builds its batches (data_on_device: the same batches either way, tests/test_device_data.py),
-and the convolution kernels (conv). A grid reuses a finished run that differs only in these, and `report` and
-`compare` leave them out of the settings they compare.
-
-`conv` is here by measurement, not by assumption. The two kernels compute the same function
-(tests/test_conv.py: the whole ResNet50 to float32 error bounds); they round differently, and a
-training run amplifies any rounding difference until it is as large as a change of seed (the
-same happens between CPUs and XLA versions). Over five seeds of the quick preset with each
-kernel (experiments/results/conv-kernels, docs/reproducibility.md) no difference between the
-kernels was found, and two runs of one seed with different kernels agree on about as many test
-images as two seeds with one kernel. A kernel change draws another
-run from the same distribution, as a host change does; the kernels each run used are recorded
-(config.json's conv_plan), so a run is reproduced on its host with its plan.
-
-`precision`, `pipeline` and `data_parallel` stay with what a run computes: bfloat16 does not
-compute the same function to float32 error bounds (five seeds of the quick preset found no
-difference from float32 either, a design that rules out only differences above 3-4 points:
-experiments/results/precision), the two pipelines draw their augmentation from different
-random streams, and data parallelism computes BatchNorm statistics per device."""
+checkpointing, how processes join (num_processes ... coordinator_timeout), where the jax pipeline
+builds its batches (data_on_device: the same batches either way, tests/test_device_data.py) and
+the convolution kernels (conv).
+A grid reuses a finished run that differs only in these, and `report` and `compare` leave them out
+of the settings they compare. Why conv is here and precision, pipeline and data_parallel are not,
+measured: docs/reproducibility.md#convolution-kernels-and-what-a-run-computes."""
 
 DISTRIBUTED = ("num_processes", "process_id", "coordinator", "cluster", "coordinator_bind",
                "wildcard_bind", "run_token", "coordinator_timeout")
@@ -333,16 +326,18 @@ with the quick preset's Adam at 1e-3, which learns ResNet50 from scratch where S
 at 0.01 is slow to start. 5 epochs: see experiments/results for the measured curve.
 """
 
-def recorded(saved):
-    """A run's recorded settings (config.json's "config") with every field added to `Config`
-    since then set to its default, which is what that run had (`conv` excepted: runs from
-    before it used XLA's kernel, see `tlres.run.rundir.resumed_config`)."""
-    import json
+RECORDED_BEFORE = {"conv": "xla"}
+"""Fields whose value, in a run recorded before the field existed, is not today's default: runs from
+before --conv used XLA's kernel. With `recorded`, every fix-up for an older run directory."""
 
+
+def recorded(saved):
+    """A run's recorded settings (config.json's "config") with every field added to `Config` since
+    then set to what that run had: its `RECORDED_BEFORE` value, else its default."""
     out = dict(saved)
     for f in dataclasses.fields(Config):
-        if f.name not in out and f.name != "conv":
-            out[f.name] = json.loads(json.dumps(f.default))
+        if f.name not in out:
+            out[f.name] = RECORDED_BEFORE.get(f.name, json.loads(json.dumps(f.default)))
     return out
 
 

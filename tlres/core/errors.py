@@ -1,4 +1,5 @@
-"""The one exception type users see, and the words of its one-line messages (`quote`, `plural`).
+"""The one exception type users see, and the words of its one-line messages (`quote`, `plural`,
+`brief`, `human`).
 
 Anything a user can fix (a missing file, a bad flag value, an unreachable
 download) is raised as `TlresError`; the command line prints its message as a
@@ -31,6 +32,13 @@ def quote(text, limit=120):
             "-", "").replace("/", "").isalnum():
         return text
     return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def brief(e, limit=200):
+    """An exception as 'Type: message' on one line (its whitespace collapsed, the message cut to
+    `limit` characters), or 'Type' alone: what a one-line error says of a library's failure."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
 
 
 def plural(n, noun):

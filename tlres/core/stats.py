@@ -1,20 +1,14 @@
 """Every interval and test tlres reports, once: plain numbers in, plain numbers out.
 
-* `wilson_interval`: one accuracy (correct of n) and its 95% score interval;
-* `newcombe_interval`: the difference of two accuracies on independent test sets;
-* `welch_interval`: the difference of two means over seeds (Welch's t);
-* `t_interval`: one mean over seeds (Student's t);
-* `contrast`: a weighted sum of group means over seeds (Welch's t), e.g. an interaction;
-* `detectable_contrast`: `detectable_welch` for a contrast;
-* `holm`: Holm's family-wise adjusted p-values;
-* `difference`: which of Welch and Newcombe a comparison of two groups of runs gets;
-* `detectable_welch`, `detectable_proportions`, `detectable`: the smallest difference a
-  design detects with 80% power;
-* `mcnemar_exact`: paired per-example correctness of two models on one test set;
-* `summary`: mean, sd, min, median and max of a group's values.
-
-scipy (its t and normal quantiles) is imported by the functions that need it: it takes
-about a second to import, and the runner's command line does not wait for it.
+Intervals: `wilson_interval` (one accuracy, correct of n), `newcombe_interval` (two accuracies on
+independent test sets), `welch_interval` (two means over seeds), `t_interval` (one mean over
+seeds), `contrast` (a weighted sum of group means, e.g. an interaction); `difference` picks Welch
+or Newcombe for two groups of runs. Tests: `holm` (family-wise adjusted p-values),
+`mcnemar_exact` (paired per-example correctness on one test set). Power: `detectable_welch`,
+`detectable_proportions`, `detectable_contrast`, `detectable` (the smallest difference a design
+detects with 80% power). `summary`: mean, sd, min, median and max of a group's values.
+scipy (its quantiles) is imported by the functions that need it: it takes about a second to
+import, and the runner's command line does not wait for it.
 """
 
 import math

@@ -36,7 +36,7 @@ from tlres.data.dataset import Dataset
 
 from tlres.core import memory
 from tlres.data import imagefolder, safe_pickle
-from tlres.core.errors import TlresError, human, quote
+from tlres.core.errors import TlresError, brief, human, quote
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -193,7 +193,7 @@ def _npz(path, image_size):
     except TlresError:
         raise
     except Exception as e:  # zipfile / pickle / format errors
-        raise TlresError(f"{path}: not a readable .npz file ({_brief(e)})") from e
+        raise TlresError(f"{path}: not a readable .npz file ({brief(e)})") from e
     if names is not None:
         if names.ndim != 1:
             raise TlresError(f"{path}: class_names has shape {names.shape}; expected one name per class")
@@ -231,12 +231,6 @@ MAX_BATCH_BYTES = 256 * 2 ** 20  # an official batch is 31 MB; a member this big
 MAX_ARCHIVE_MEMBERS = 10_000     # the official archive has 8
 
 
-def _brief(e):
-    """An exception as 'Type: message' on one line, the message cut to 200 characters."""
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
-
-
 def _kind(obj):
     """What a pickled value is, in a few words (never its contents)."""
     if isinstance(obj, np.ndarray):
@@ -259,7 +253,7 @@ def _cifar10_archive(path, image_size):
     except TlresError:
         raise
     except Exception as e:  # truncated gzip, broken tar header, unreadable file
-        raise TlresError(f"{path}: corrupt or truncated CIFAR-10 archive ({_brief(e)})") from e
+        raise TlresError(f"{path}: corrupt or truncated CIFAR-10 archive ({brief(e)})") from e
     batches = {}
     for name in CIFAR_FILES:  # one at a time, dropping each file's bytes once read
         batches[name] = _cifar_unpickle(path, name, blobs.pop(name))
@@ -340,9 +334,9 @@ def _cifar_unpickle(path, name, blob):
                          "CIFAR-10 files hold only arrays, lists and strings") from None
     except safe_pickle.UnsafePickle as e:
         raise TlresError(f"{path}: refuses to load: {name} is not a plain pickle of arrays and "
-                         f"lists ({_brief(e)})") from None
+                         f"lists ({brief(e)})") from None
     except Exception as e:  # not a pickle, cut short, ...
-        raise TlresError(f"{path}: {name} is corrupt or truncated ({_brief(e)})") from None
+        raise TlresError(f"{path}: {name} is corrupt or truncated ({brief(e)})") from None
 
 
 def _entry(d, key):

@@ -24,7 +24,7 @@ from tlres.data import loaders as data
 from tlres.net import convert, resnet_v15
 from tlres.net.cpu import convplan, kernels
 from tlres.core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, Config
-from tlres.core.errors import TlresError, human, quote
+from tlres.core.errors import TlresError, brief, human, quote
 from tlres.net.resnet_v15 import NAME as V15
 
 MODEL_FILE = "model.keras"  # what a finished run leaves: the whole model, Keras' native format
@@ -208,8 +208,7 @@ def load_keras(path, label):
         try:
             return keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as e:  # not a Keras file, truncated, unknown layers
-            raise TlresError(f"{label}: not a readable Keras model ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+            raise TlresError(f"{label}: not a readable Keras model ({brief(e)})") from e
         finally:
             tempfile.tempdir = saved
 
@@ -238,8 +237,7 @@ def check_keras_file(path, label):
     except TlresError:
         raise
     except Exception as e:  # BadZipFile, OSError, JSON errors, RecursionError, encrypted members
-        raise TlresError(f"{label}: not a readable Keras model ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
+        raise TlresError(f"{label}: not a readable Keras model ({brief(e)})") from e
     if config is not None:
         _check_input_shapes(label, config)
 
@@ -313,7 +311,7 @@ def read_metadata(path):
         raise
     except Exception as e:  # BadZipFile, OSError, JSON errors, RecursionError; zipfile's
         # NotImplementedError (compression method, zip version) and RuntimeError (encrypted)
-        raise TlresError(f"{path}: not a readable .keras file ({type(e).__name__}: {e})") from e
+        raise TlresError(f"{path}: not a readable .keras file ({brief(e)})") from e
     if not _is_record(meta):
         raise TlresError(f"{path}: its {METADATA_FILE} is not tlres' record (preprocessing with input_norm "
                          "and class_names, evaluation with batch_size and conv)")
@@ -361,7 +359,7 @@ def _load(model, backbone, path, flag, arch="resnet50"):
                 target.load_weights(path)
             return
         except Exception as e:  # shape or layer-count mismatch, unreadable file
-            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            errors.append(brief(e))
     raise TlresError(f"--weights {flag}: does not fit --arch {arch} (neither its backbone nor the "
                      f"whole tlres model): {errors[-1][:200]}")
 

@@ -65,7 +65,7 @@ from tlres.net import backend, model
 from tlres.net.cpu import kernels
 from tlres.run import rundir, train
 from tlres.core.config import IMPROVED
-from tlres.core.errors import TlresError
+from tlres.core.errors import TlresError, brief
 from tlres.reference import torch as ref
 
 PROG = "tlres bench"
@@ -358,11 +358,6 @@ def measure_tlres(cfg, a):
     return out
 
 
-def _one_line(e):
-    text = f"{type(e).__name__}: {e}".strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:300]
-
-
 def measure_torch(cfg, a, device):
     """torchvision's model in PyTorch: eager train/infer, torch.compile train."""
     import torch
@@ -437,7 +432,7 @@ def measure_torch(cfg, a, device):
             first, ips = train_rate(compiled)
             res["compile"] = {"compile_s": first, **spread("train_img_per_s", ips)}
         except Exception as e:  # no C++ compiler, unsupported op, ...: record, go on
-            res["compile"] = {"error": _one_line(e)}
+            res["compile"] = {"error": brief(e)}
     else:
         res["compile"] = {"error": "skipped (--no-torch-compile)"}
     return res

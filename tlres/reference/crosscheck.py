@@ -4,7 +4,7 @@
 
 
 Defaults to the offline digits comparison: the improved preset with
-`tlres.analysis.ablation.DIGITS` overrides (any tlres flag given overrides those), on
+`tlres.core.config.get_config(runlocal=True, use="grid")` overrides (any tlres flag given overrides those), on
 torchvision's network in both frameworks (`--arch resnet50_v1_5`), each seed's
 PyTorch run starting from the very weights tlres' run of that seed starts from
 (`--init tlres`: tlres' model for the seed, head included, converted to

@@ -36,8 +36,6 @@ from tlres.reference import parity
 from tlres.core.errors import TlresError
 
 PROG = "tlres parity"
-DEFAULTS = dict(data="digits", weights="none", arch="resnet50_v1_5", schedule="constant",
-                batch_size=32)
 EARLY = 5  # the "first steps" column: before flipped ReLUs compound (ResNet50 fine-tuning: ~5 steps)
 
 
