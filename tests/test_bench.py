@@ -234,3 +234,139 @@ def test_every_bench_flag_has_help_and_names_no_issue():
     text = p.format_help()
     assert "issue" not in text.lower()
     assert text.count("(default: 64,256") == 1 and "(default: [64" not in text
+
+
+# ---------------------------------------------------------------- --image-sizes: the sweep
+
+
+def test_image_sizes_flag_reads_size_and_batch_pairs():
+    from tlres.commands import bench as bench_cmd
+    from tlres.reference import bench
+
+    assert bench_cmd.image_sizes("32:64, 128,224:16") == ((32, 64), (128, None), (224, 16))
+    a = bench.Settings(batch_sizes=(64, 256), image_sizes=((32, 64), (128, None), (224, 16)))
+    assert bench.sweep_points(a) == [(32, 64), (128, 64), (128, 256), (224, 16)]  # a bare size: each batch
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image-sizes", "32:0"], "--image-sizes: expected comma-separated SIZE or SIZE:BATCH"),
+    (["--image-sizes", "4:8"], "--image-sizes: expected comma-separated SIZE or SIZE:BATCH (size must be 8.."),
+    (["--image-sizes", "32x64"], "--image-sizes: expected comma-separated SIZE or SIZE:BATCH"),
+    (["--image-sizes", "32:64", "--conv-layers"], "--image-sizes times training and inference per size"),
+    (["--arch", "resnet50", "--image-sizes", "64:8,16:8"], "--image-size 16: ResNet50 needs at least 32"),
+])
+def test_bad_image_sizes_is_one_line_and_exit_2(args, message):
+    r = bench(*args, timeout=120)
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def _sweep_report():
+    """A sweep record by hand: one point, PyTorch eager and torch.compile, every figure chosen."""
+    from tlres.reference import bench
+
+    fig = bench.spread
+    r = {"image_size": 128, "batch_size": 32, "train": fig("img_per_s", [10.0, 12.0, 11.0]),
+         "infer": fig("img_per_s", [40.0, 40.0, 40.0]), "forward": fig("img_per_s", [50.0, 50.0, 50.0]),
+         "peak_rss_bytes": {"tlres": 3_000_000_000, "torch_eager": 2_000_000_000, "torch_compile": 2_500_000_000},
+         "torch": {"eager": {**fig("train_img_per_s", [8.0, 8.0, 8.0]), **fig("infer_img_per_s", [50.0, 50.0, 50.0]),
+                             **fig("forward_img_per_s", [40.0, 40.0, 40.0])},
+                   "compile": fig("train_img_per_s", [22.0, 22.0, 22.0])}}
+    r["ratios"] = {**bench.ratios(r, r["torch"]), "peak_rss_vs_torch_eager": 1.5}
+    return {"arch": "resnet50", "precision": "float32", "steps": 20, "warmup": 3, "repeats": 3,
+            "date": "2026-12-07", "cpu_flags": ["avx", "avx2", "fma"],
+            "versions": {"jax": "0.10.2", "keras": "3.15.1", "torch": "2.14.1"},
+            "device": {"platform": "cpu", "kind": "cpu", "cpu": "Test CPU", "allocator": "tcmalloc"},
+            "results": [r]}
+
+
+def test_sweep_table_rows_are_the_figures_and_their_ratios():
+    from tlres.reference import bench
+
+    caption, blank, head, rule, row = bench.sweep_table(_sweep_report()).splitlines()
+    for part in ("Test CPU", "CPU flags avx avx2 fma", "allocator tcmalloc", "2026-12-07", "torch 2.14.1",
+                 "median (min-max) of 3 repeats", "its own process"):
+        assert part in caption, (part, caption)
+    assert head.startswith("| size | batch | tlres train img/s |") and rule.count("---") == 14
+    # 11.0 / 8.0 = 1.375, 11.0 / 22.0 = 0.5, 40 / 50 = 0.8; bytes in powers of 1000
+    assert row == ("| 128 | 32 | 11.0 (10.0-12.0) | 8.0 (8.0-8.0) | 1.38x | 22.0 (22.0-22.0) | 0.50x | "
+                   "40.0 (40.0-40.0) | 50.0 (50.0-50.0) | 0.80x | 3.0 GB | 2.0 GB | 2.5 GB | 1.50x |")
+
+
+def test_speed_doc_section_is_generated_between_its_markers(tmp_path):
+    from tlres.reference import bench
+
+    folder = tmp_path / "speed"
+    folder.mkdir()
+    (folder / "sweep-a.json").write_text(json.dumps(_sweep_report()))
+    (folder / "bench-other.json").write_text("{}")  # not a sweep file: not read
+    doc = tmp_path / "speed.md"
+    doc.write_text("# Speed\n\nbefore\n<!-- tlres.bench:begin -->\nold\n<!-- tlres.bench:end -->\nafter\n")
+    assert bench.update_speed_doc(str(doc), str(folder)) == [str(folder / "sweep-a.json")]
+    text = doc.read_text()
+    assert text.startswith("# Speed\n\nbefore\n<!-- tlres.bench:begin -->\n`sweep-a.json`: resnet50, float32")
+    assert text.endswith("| 2.5 GB | 1.50x |\n<!-- tlres.bench:end -->\nafter\n") and "old" not in text
+
+
+def test_docs_speed_section_is_the_recorded_sweeps():
+    """docs/speed.md's generated section is exactly what the recorded sweep files give."""
+    import glob
+
+    from tlres.reference import bench
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "experiments", "results", "speed", bench.SWEEPS)))
+    with open(os.path.join(ROOT, "docs", "speed.md")) as f:
+        doc = f.read()
+    section = doc.split("<!-- tlres.bench:begin -->\n")[1].split("<!-- tlres.bench:end -->")[0]
+    assert section == bench.speed_section(paths)
+
+
+def test_bench_functions_and_docstrings_are_short():
+    """At most 60 lines a function and 12 a docstring, in both bench modules."""
+    import ast
+
+    for rel in ("tlres/reference/bench.py", "tlres/commands/bench.py"):
+        with open(os.path.join(ROOT, rel)) as f:
+            tree = ast.parse(f.read())
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert n.end_lineno - n.lineno + 1 <= 60, (rel, n.name)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)):
+                d = ast.get_docstring(n, clean=False)
+                assert not d or d.count("\n") + 1 <= 12, (rel, getattr(n, "name", "module"))
+
+
+@pytest.mark.slow
+def test_sweep_measures_each_framework_in_its_own_process(tmp_path):
+    """Two sizes of the tiny net, tlres and PyTorch eager: each point's figures, each process' own peak
+    RSS and imports, the ratios as quotients, the host's CPU flags as /proc/cpuinfo lists them."""
+    pytest.importorskip("torch")
+    path = tmp_path / "sweep.json"
+    r = bench("--arch", "tiny", "--image-sizes", "8:4,16:2", "--steps", "1", "--warmup", "0", "--repeats", "1",
+              "--pipeline", "jax", "--torch", "--no-torch-compile", "--json", str(path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads(path.read_text())
+    assert rep["points"] == [[8, 4], [16, 2]] and rep["image_size"] is None
+    assert {"jax", "keras", "torch", "torchvision"} <= set(rep["versions"])
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))
+        assert ("avx2" in rep["cpu_flags"]) == ("avx2" in flags)
+        assert ("avx512f" in rep["cpu_flags"]) == ("avx512f" in flags)
+    except (OSError, StopIteration):
+        pass
+    for res, (size, batch) in zip(rep["results"], [(8, 4), (16, 2)]):
+        assert (res["image_size"], res["batch_size"]) == (size, batch)
+        assert set(res["peak_rss_bytes"]) == {"tlres", "torch_eager"}
+        assert all(_positive(v) for v in res["peak_rss_bytes"].values())
+        loaded = res["frameworks_loaded"]
+        assert "torch" not in loaded["tlres"] and "jax" in loaded["tlres"]
+        assert loaded["torch_eager"] == ["torch"]  # no JAX, no Keras in PyTorch's process
+        eager = res["torch"]["eager"]
+        assert res["ratios"]["train_vs_torch_eager"] == pytest.approx(res["train"]["img_per_s"] / eager["train_img_per_s"])
+        assert res["ratios"]["peak_rss_vs_torch_eager"] == pytest.approx(
+            res["peak_rss_bytes"]["tlres"] / res["peak_rss_bytes"]["torch_eager"])
+        assert res["torch"]["compile"] == {"error": "skipped (--no-torch-compile)"}
+        assert _positive(res["infer"]["img_per_s"]) and res["train"]["timed_steps"] == 1
+    assert "| 8 | 4 |" in r.stdout and "| 16 | 2 |" in r.stdout

@@ -9,7 +9,7 @@ import dataclasses
 
 from tlres.commands import cli
 from tlres.reference import bench
-from tlres.core.config import IMPROVED
+from tlres.core.config import IMPROVED, RULES
 
 
 def batch_sizes(text):
@@ -24,6 +24,28 @@ def batch_sizes(text):
 
 
 batch_sizes.__name__ = "batch sizes"
+
+
+def image_sizes(text):
+    """An argparse type: comma-separated SIZE or SIZE:BATCH, e.g. 32:64,128:32,224:16."""
+    size_ok, size_rule = RULES["image_size"]
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        size, _, batch = item.partition(":")
+        try:
+            point = (int(size), int(batch) if batch else None)
+        except ValueError:
+            point = None
+        if point is None or not size_ok(point[0]) or (batch and point[1] <= 0):
+            raise argparse.ArgumentTypeError(f"expected comma-separated SIZE or SIZE:BATCH (size {size_rule}, "
+                                             f"batch positive), got {text!r}")
+        out.append(point)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected comma-separated SIZE or SIZE:BATCH, got {text!r}")
+    return tuple(out)
+
+
+image_sizes.__name__ = "image sizes"
 
 
 def parser(prog=bench.PROG):
@@ -45,6 +67,10 @@ def parser(prog=bench.PROG):
                    help="with --torch: eager only (torch.compile can take minutes on a CPU)")
     p.add_argument("--repeats", type=cli.positive(int), default=d.repeats,
                    help="measure each rate this many times: the table shows the median and min-max")
+    p.add_argument("--image-sizes", metavar="SIZE[:BATCH],...", type=image_sizes, default=d.image_sizes,
+                   help="sweep image sizes instead of --image-size: each framework in its own process, "
+                        "recording its own peak RSS; SIZE alone runs each of --batch-sizes, "
+                        "e.g. 32:64,32:256,128:32,224:16")
     p.add_argument("--profile", metavar="DIR",
                    help="write a JAX profiler trace of a few training steps per batch size here")
     p.add_argument("--json", metavar="PATH", dest="json_path", help="also write every figure as JSON here")

@@ -1,53 +1,13 @@
 """Throughput benchmark: tlres training and inference, the input pipeline, PyTorch.
 
-    tlres bench [--arch resnet50|resnet50_v1_5|tiny] [--batch-sizes 64,256] [--steps 20] [--warmup 3]
-                [--torch] [--pipeline-only] [--precision float32|mixed_bfloat16]
-                [--steps-per-execution K] [--conv auto|xla|matmul] [--conv-layers]
-                [--repeats N] [--profile DIR] [--json PATH]
-)` here)
+    tlres bench [--arch tiny|resnet50|...] [--batch-sizes 64,256] [--torch] [--repeats N] [--json PATH]
+    tlres bench --image-sizes 32:64,128:32,224:16 --torch --json sweep.json   # one process per framework
 
-A benchmark, not a test: figures depend on the machine (and on whatever else
-runs on it); the table's first line and the JSON name the host's CPU model, its
-vector extensions (avx2, avx512f, amx_*, ...), the date and the convolution kernel plan
-(which kernel each convolution uses; under --conv auto on a CPU, timed on this host or read
-from its cache, see `tlres.net.cpu.convplan`). Every rate is measured --repeats times (default 3)
-in a row, and the table shows the median and the spread (min-max); the JSON holds the
-median (`img_per_s`), `_min`, `_max` and each repeat. Per batch size it measures, on
-synthetic data (random uint8 images normalized as the runner does, random labels;
-random-init weights):
-
-* train: the model the runner builds (`tlres.net.model.build`), compiled by the
-  runner's `tlres.run.train.compile_model` (its loss, optimizer, schedule, metric),
-  trained with `model.fit` as the runner does, on one device-resident batch
-  fed again and again. The first execution (tracing + XLA compile + one step)
-  is reported as compile s; img/s is timed over `--steps` steps after
-  `--warmup` steps, each execution synced on its loss (--repeats windows of
-  `--steps` in one fit).
-  With --data-on-device (and --pipeline jax), fit takes its batches from the
-  device path instead (`tlres.data.pipeline.device_batches`, the whole synthetic
-  split on the device, augmentation as the preset's): what a run's fit does.
-* jit step: the same compiled Keras train step called directly in a loop,
-  without fit's per-step Python work (callbacks, logs): the ceiling for fit.
-* forward: the training-mode forward pass alone, jitted, no gradient: where a
-  step's time goes (and, with --torch, how the forward alone compares).
-* infer: the jitted forward function evaluate and predict use (`tlres.net.model.forward`),
-  each batch read back to the host; first call reported as compile s.
-* peak memory: the device's peak_bytes_in_use where JAX reports it (GPU), else
-  the process' peak RSS so far (CPU; includes everything before it, torch too).
-* pipeline: `tlres.data.pipeline.train_data` (the runner's pipeline, augmentation
-  on) alone, in img/s, and its ratio to what training consumes (target >= 5x).
-* --conv-layers (alone): each distinct Conv2D of the model timed with both
-  kernels, XLA's and tlres' im2col + matmul, forward and forward + gradients:
-  what `--conv auto` times per shape on a CPU (tlres.net.cpu.convplan), shown in full.
-* --torch: torchvision's resnet50 (fc -> Linear(2048, 10)) in PyTorch on the
-  same device class and batch, NCHW, SGD momentum 0.9, cross-entropy: eager,
-  and torch.compile (its one-line error is recorded if it fails).
-* --profile DIR: a JAX profiler trace (`jax.profiler.trace`, TensorBoard's
-  profile plugin or Perfetto read it) of a few training steps per batch size,
-  in DIR/batchB, taken after the timed ones.
-
-Bad flags print one line and exit 2. The persistent compile cache is not used,
-so compile s is a cold compile.
+On synthetic data and random-init weights: `model.fit` as the runner does, the bare jitted step,
+the forward pass, inference, the input pipeline, each convolution's kernels (--conv-layers), and
+torchvision's model in PyTorch (--torch). Each rate is the median (min-max) of --repeats windows;
+the JSON names the host's CPU, vector extensions, allocator, date and versions. What each figure
+means, and the recorded results: docs/speed.md ("The benchmark"). Bad flags print one line, exit 2.
 """
 
 import dataclasses
@@ -56,6 +16,8 @@ import math
 import os
 import resource
 import sys
+import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -64,8 +26,9 @@ from tlres.data import augment, pipeline
 from tlres.net import backend, model
 from tlres.net.cpu import kernels
 from tlres.run import rundir, train
+from tlres.analysis import report as report_lib
 from tlres.core.config import IMPROVED
-from tlres.core.errors import TlresError, brief
+from tlres.core.errors import TlresError, brief, human
 from tlres.reference import torch as ref
 
 PROG = "tlres bench"
@@ -96,6 +59,7 @@ class Settings:
     torch: bool = False
     torch_compile: bool = True
     repeats: int = 3
+    image_sizes: tuple | None = None  # ((size, batch or None), ...): the sweep, one process per framework and point
     profile: str | None = None  # a folder: JAX profiler traces of a few training steps
     json_path: str | None = None  # also every figure as JSON here
 
@@ -358,84 +322,107 @@ def measure_tlres(cfg, a):
     return out
 
 
-def measure_torch(cfg, a, device):
-    """torchvision's model in PyTorch: eager train/infer, torch.compile train."""
+def torch_batch(cfg, dev):
+    """One synthetic batch for PyTorch on `dev`: NCHW float32 normalized to [-1, 1], int64 labels."""
     import torch
 
-    torch.manual_seed(0)
-    dev = torch.device(device)
-    batch_size = cfg.batch_size
-    xu, y = synthetic(batch_size, cfg.image_size)
+    xu, y = synthetic(cfg.batch_size, cfg.image_size)
     x = torch.from_numpy((xu.astype(np.float32) / 255.0 - 0.5) / 0.5).permute(0, 3, 1, 2)
-    x = x.contiguous().to(dev)
-    y = torch.from_numpy(y.astype(np.int64)).to(dev)
-    bf16 = a.precision == "mixed_bfloat16"
+    return x.contiguous().to(dev), torch.from_numpy(y.astype(np.int64)).to(dev)
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
 
-    def train_rate(model):
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        model.train()
+def _torch_sync(dev):
+    import torch
 
-        def step():
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(model(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
+
+def torch_train_rate(net, x, y, a):
+    """SGD momentum 0.9 train steps of `net` on one batch: (first step s, [img/s per repeat])."""
+    import torch
+
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    net.train()
+
+    def step():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=a.precision == "mixed_bfloat16"):
+            loss = loss_fn(net(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    t0 = time.perf_counter()
+    step().item()
+    first = time.perf_counter() - t0
+    for _ in range(a.warmup):
+        step()
+    _torch_sync(x.device)
+    rates = []
+    for _ in range(a.repeats):
         t0 = time.perf_counter()
-        step().item()
-        first = time.perf_counter() - t0
-        for _ in range(a.warmup):
-            step()
-        sync()
+        for _ in range(a.steps):
+            loss = step()
+        loss.item()
+        _torch_sync(x.device)
+        rates.append(a.steps * len(x) / (time.perf_counter() - t0))
+    return first, rates
+
+
+def torch_forward_rate(net, x, a, training):
+    """[img/s per repeat] without autograd; training=True uses batch statistics (tlres' "forward"),
+    False is inference."""
+    import torch
+
+    net.train(training)
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16,
+                                         enabled=a.precision == "mixed_bfloat16"):
+        for _ in range(1 + a.warmup):
+            net(x)
+        _torch_sync(x.device)
         rates = []
         for _ in range(a.repeats):
             t0 = time.perf_counter()
             for _ in range(a.steps):
-                loss = step()
-            loss.item()
-            sync()
-            rates.append(a.steps * batch_size / (time.perf_counter() - t0))
-        return first, rates
+                out = net(x)
+            out.float().cpu()
+            rates.append(a.steps * len(x) / (time.perf_counter() - t0))
+        return rates
 
-    def forward_rate(model, training):
-        """No autograd; training=True uses batch statistics (tlres' "forward"), False is inference."""
-        model.train(training)
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            for _ in range(1 + a.warmup):
-                model(x)
-            sync()
-            rates = []
-            for _ in range(a.repeats):
-                t0 = time.perf_counter()
-                for _ in range(a.steps):
-                    out = model(x)
-                out.float().cpu()
-                rates.append(a.steps * batch_size / (time.perf_counter() - t0))
-            return rates
 
-    res = {"device": str(dev), "threads": torch.get_num_threads()}
-    model = ref.build(cfg, NUM_CLASSES).to(dev)  # the runner's BatchNorm settings, random init
-    first, ips = train_rate(model)
-    res["eager"] = {"first_step_s": first, **spread("train_img_per_s", ips),
-                    **spread("infer_img_per_s", forward_rate(model, training=False)),
-                    **spread("forward_img_per_s", forward_rate(model, training=True))}
-    if a.torch_compile:
-        try:
-            compiled = torch.compile(ref.build(cfg, NUM_CLASSES).to(dev))
-            first, ips = train_rate(compiled)
-            res["compile"] = {"compile_s": first, **spread("train_img_per_s", ips)}
-        except Exception as e:  # no C++ compiler, unsupported op, ...: record, go on
-            res["compile"] = {"error": brief(e)}
-    else:
-        res["compile"] = {"error": "skipped (--no-torch-compile)"}
-    return res
+def torch_eager(cfg, a, x, y):
+    """The reference's own model (`tlres.reference.torch.build`), eager: train, inference, forward."""
+    net = ref.build(cfg, NUM_CLASSES).to(x.device)  # the runner's BatchNorm settings, random init
+    first, ips = torch_train_rate(net, x, y, a)
+    return {"first_step_s": first, **spread("train_img_per_s", ips),
+            **spread("infer_img_per_s", torch_forward_rate(net, x, a, training=False)),
+            **spread("forward_img_per_s", torch_forward_rate(net, x, a, training=True))}
+
+
+def torch_compiled(cfg, a, x, y):
+    """The same model under torch.compile, train only; a failure is recorded as one line."""
+    import torch
+
+    if not a.torch_compile:
+        return {"error": "skipped (--no-torch-compile)"}
+    try:
+        first, ips = torch_train_rate(torch.compile(ref.build(cfg, NUM_CLASSES).to(x.device)), x, y, a)
+        return {"compile_s": first, **spread("train_img_per_s", ips)}
+    except Exception as e:  # no C++ compiler, unsupported op, ...: record, go on
+        return {"error": brief(e)}
+
+
+def measure_torch(cfg, a, device):
+    """torchvision's model in PyTorch, in this process: eager train/infer, torch.compile train."""
+    import torch
+
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    x, y = torch_batch(cfg, dev)
+    return {"device": str(dev), "threads": torch.get_num_threads(), "eager": torch_eager(cfg, a, x, y),
+            "compile": torch_compiled(cfg, a, x, y)}
 
 
 def _fmt(v, digits=1):
@@ -525,8 +512,8 @@ def table(report):
     return "\n".join([head, *lines, *notes])
 
 
-def run(a):
-    """Measure what `a` (a `Settings`) asks for; print the table (and write the JSON); returns 0."""
+def check(a):
+    """Refuse, before anything is measured, flags that cannot work together: one line each."""
     if a.json_path:
         parent = os.path.dirname(os.path.abspath(a.json_path))
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
@@ -540,59 +527,265 @@ def run(a):
             raise TlresError(f"--profile {a.profile}: cannot create it ({e.strerror or e})") from e
         if not os.access(a.profile, os.W_OK):
             raise TlresError(f"--profile {a.profile}: not a writable directory")
-    if a.arch == "resnet50" and a.image_size < 32:
-        raise TlresError(f"--image-size {a.image_size}: ResNet50 needs at least 32")
+    if a.image_sizes and (a.pipeline_only or a.conv_layers or a.profile):
+        raise TlresError("--image-sizes times training and inference per size; drop --pipeline-only, "
+                         "--conv-layers and --profile")
+    for size in [a.image_size] if not a.image_sizes else [s for s, _ in a.image_sizes]:
+        if a.arch == "resnet50" and size < 32:
+            raise TlresError(f"--image-size {size}: ResNet50 needs at least 32")
     if a.conv_layers and (a.pipeline_only or a.torch or a.precision != "float32"):
         raise TlresError("--conv-layers times float32 convolutions alone; drop --pipeline-only, "
                          "--torch and --precision")
-    backend.require_jax()
-    dev = rundir.device()
-    report = {"benchmark": "tlres.reference.bench", "date": time.strftime("%Y-%m-%d"), "data": "synthetic (random uint8 images, normalized; random labels)",
-              "weights": "random init", "arch": a.arch, "image_size": a.image_size,
-              "precision": a.precision, "steps_per_execution": a.steps_per_execution,
-              "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "pipeline_only": a.pipeline_only,
-              "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
-              "versions": rundir.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-              "results": []}
-    report["pipeline"] = pipeline.resolve(a.pipeline)
-    report["data_on_device"] = a.data_on_device  # train: fit fed by the device path
-    pipeline.check(_config(a, a.batch_sizes[0]))
-    report["conv"] = a.conv
-    if report["torch"]:
-        import torch
-        import torchvision
 
-        report["versions"].update(torch=torch.__version__, torchvision=torchvision.__version__)
-    for bs in a.batch_sizes:
-        cfg = _config(a, bs)
-        r = {"batch_size": bs}
-        if a.conv_layers:
-            r["conv_layers"] = conv_layers(cfg, a.warmup, a.steps)
-            report["results"].append(r)
-            print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
-            continue
-        if not a.pipeline_only:
-            r.update(measure_tlres(cfg, a))
-            r["peak_memory_bytes"], report["memory_kind"] = peak_memory()
-        name, ips = time_pipeline(cfg, a.warmup, a.steps)
-        r["pipeline"] = {"name": name, "img_per_s": ips}
-        if not a.pipeline_only:
-            r["pipeline_over_train"] = ips / r["train"]["img_per_s"]
+
+def report_head(a, dev):
+    """The JSON's record of what is measured, where and when (its "results" still empty)."""
+    return {"benchmark": "tlres.reference.bench", "date": time.strftime("%Y-%m-%d"),
+            "data": "synthetic (random uint8 images, normalized; random labels)",
+            "weights": "random init", "arch": a.arch, "image_size": a.image_size,
+            "precision": a.precision, "steps_per_execution": a.steps_per_execution,
+            "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "pipeline_only": a.pipeline_only,
+            "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
+            "versions": rundir.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "results": [], "pipeline": pipeline.resolve(a.pipeline),
+            "data_on_device": a.data_on_device,  # train: fit fed by the device path
+            "conv": a.conv}
+
+
+def ratios(r, t):
+    """tlres' medians over PyTorch's (`t`, the "torch" record): train, inference, forward."""
+    comp = t["compile"].get("train_img_per_s")
+    return {"train_vs_torch_eager": r["train"]["img_per_s"] / t["eager"]["train_img_per_s"],
+            "train_vs_torch_compile": r["train"]["img_per_s"] / comp if comp else None,
+            "infer_vs_torch_eager": r["infer"]["img_per_s"] / t["eager"]["infer_img_per_s"],
+            "forward_vs_torch_eager": r["forward"]["img_per_s"] / t["eager"]["forward_img_per_s"]}
+
+
+def measure_batch(a, bs, report):
+    """Every figure of one batch size, all in this process: the "results" entry."""
+    cfg = _config(a, bs)
+    r = {"batch_size": bs}
+    if a.conv_layers:
+        r["conv_layers"] = conv_layers(cfg, a.warmup, a.steps)
+        return r
+    if not a.pipeline_only:
+        r.update(measure_tlres(cfg, a))
+        r["peak_memory_bytes"], report["memory_kind"] = peak_memory()
+    name, ips = time_pipeline(cfg, a.warmup, a.steps)
+    r["pipeline"] = {"name": name, "img_per_s": ips}
+    if not a.pipeline_only:
+        r["pipeline_over_train"] = ips / r["train"]["img_per_s"]
+    if report["torch"]:
+        r["torch"] = measure_torch(cfg, a, "cuda" if report["device"]["platform"] == "gpu" else "cpu")
+        r["ratios"] = ratios(r, r["torch"])
+    return r
+
+
+def write_json(report, path):
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print(f"JSON -> {path}")
+
+
+def run(a):
+    """Measure what `a` (a `Settings`) asks for; print the table (and write the JSON); returns 0."""
+    check(a)
+    backend.require_jax()
+    report = report_head(a, rundir.device())
+    pipeline.check(_config(a, a.batch_sizes[0]))
+    if a.image_sizes:
+        sweep(a, report)
+        print(sweep_table(report), flush=True)
+    else:
         if report["torch"]:
-            device = "cuda" if dev["platform"] == "gpu" else "cpu"
-            r["torch"] = t = measure_torch(cfg, a, device)
-            comp = t["compile"].get("train_img_per_s")
-            r["ratios"] = {"train_vs_torch_eager": r["train"]["img_per_s"] / t["eager"]["train_img_per_s"],
-                           "train_vs_torch_compile": r["train"]["img_per_s"] / comp if comp else None,
-                           "infer_vs_torch_eager": r["infer"]["img_per_s"] / t["eager"]["infer_img_per_s"],
-                           "forward_vs_torch_eager": r["forward"]["img_per_s"] / t["eager"]["forward_img_per_s"]}
-        report["results"].append(r)
-        print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
-    print(conv_table(report) if a.conv_layers else table(report), flush=True)
+            import torch
+            import torchvision
+
+            report["versions"].update(torch=torch.__version__, torchvision=torchvision.__version__)
+        for bs in a.batch_sizes:
+            report["results"].append(measure_batch(a, bs, report))
+            print(f"{PROG}: batch {bs} done", file=sys.stderr, flush=True)
+        print(conv_table(report) if a.conv_layers else table(report), flush=True)
     if a.json_path:
-        with open(a.json_path, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        print(f"JSON -> {a.json_path}")
+        write_json(report, a.json_path)
     return 0
 
+
+# ---------------------------------------------------------------- the sweep: one process per framework
+
+PARTS = ("tlres", "torch_eager", "torch_compile")
+"""What one sweep child measures: tlres (Keras on JAX), PyTorch eager, PyTorch under torch.compile."""
+CHILD = "import sys; from tlres.reference import bench; sys.exit(bench.child_main())"
+FRAMEWORKS = ("jax", "keras", "tensorflow", "torch")
+
+
+def sweep_points(a):
+    """[(image size, batch)]: each --image-sizes SIZE:BATCH as given, a bare SIZE at each --batch-sizes."""
+    return [(size, b) for size, batch in a.image_sizes for b in ((batch,) if batch else a.batch_sizes)]
+
+
+def measure_part(part, a, device):
+    """One framework's figures at `a`'s image size and first batch, in this process (a sweep child),
+    with this process' peak RSS and the frameworks it loaded."""
+    cfg = _config(a, a.batch_sizes[0])
+    if part == "tlres":
+        out = measure_tlres(cfg, a)
+        out["peak_memory_bytes"], out["memory_kind"] = peak_memory()
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        x, y = torch_batch(cfg, torch.device(device))
+        out = (torch_eager if part == "torch_eager" else torch_compiled)(cfg, a, x, y)
+        out.update(device=device, threads=torch.get_num_threads())
+    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["frameworks_loaded"] = [m for m in FRAMEWORKS if m in sys.modules]
+    return out
+
+
+def child_main():
+    """A sweep child: its spec (JSON) on stdin; writes {"figures"} or {"error"} (one line) to spec["out"]."""
+    spec = json.load(sys.stdin)
+    fields = {**spec["settings"], "batch_sizes": tuple(spec["settings"]["batch_sizes"]), "image_sizes": None}
+    try:
+        out = {"figures": measure_part(spec["part"], Settings(**fields), spec["device"])}
+    except TlresError as e:
+        out = {"error": str(e)}
+    with open(spec["out"], "w") as f:
+        json.dump(out, f)
+    return 0
+
+
+def run_child(part, a, size, batch, device, folder):
+    """`measure_part` in a fresh Python process (this one's interpreter and environment): its figures."""
+    out = os.path.join(folder, f"{part}-{size}-{batch}.json")
+    settings = dataclasses.asdict(dataclasses.replace(a, image_size=size, batch_sizes=(batch,), image_sizes=None,
+                                                      json_path=None, profile=None))
+    spec = {"part": part, "settings": settings, "device": device, "out": out}
+    p = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(spec), capture_output=True, text=True)
+    try:
+        with open(out) as f:
+            got = json.load(f)
+    except (OSError, ValueError):
+        last = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1][:300]
+        raise TlresError(f"--image-sizes: the {part} process at {size} px, batch {batch} failed: {last}") from None
+    if "error" in got:
+        raise TlresError(got["error"])
+    return got["figures"]
+
+
+def sweep_point(a, size, batch, device, folder, with_torch):
+    """One "results" entry of the sweep: tlres' figures, PyTorch's, each process' peak RSS, the ratios."""
+    parts = PARTS[:(2 + a.torch_compile) if with_torch else 1]
+    got = {part: run_child(part, a, size, batch, device, folder) for part in parts}
+    r = {"image_size": size, "batch_size": batch,
+         "peak_rss_bytes": {part: got[part].pop("peak_rss_bytes") for part in parts},
+         "frameworks_loaded": {part: got[part].pop("frameworks_loaded") for part in parts}}
+    r.update(got["tlres"])
+    if with_torch:
+        eager = got["torch_eager"]
+        r["torch"] = {"device": eager.pop("device"), "threads": eager.pop("threads"), "eager": eager,
+                      "compile": got.get("torch_compile", {"error": "skipped (--no-torch-compile)"})}
+        for key in ("device", "threads"):
+            r["torch"]["compile"].pop(key, None)
+        r["ratios"] = ratios(r, r["torch"])
+        r["ratios"]["peak_rss_vs_torch_eager"] = r["peak_rss_bytes"]["tlres"] / r["peak_rss_bytes"]["torch_eager"]
+    return r
+
+
+def sweep(a, report):
+    """Every --image-sizes point, each framework in its own process; fills `report`."""
+    points = sweep_points(a)
+    report.update(image_size=None, points=[list(p) for p in points], cpu_flags=report["device"]["vector_extensions"],
+                  memory_kind="each process' own peak RSS (ru_maxrss)")
+    if report["torch"]:
+        report["versions"].update(rundir.versions("pytorch"))
+    device = "cuda" if report["device"]["platform"] == "gpu" else "cpu"
+    with tempfile.TemporaryDirectory(prefix="tlres-bench-") as folder:
+        for size, batch in points:
+            report["results"].append(sweep_point(a, size, batch, device, folder, report["torch"]))
+            print(f"{PROG}: {size} px, batch {batch} done", file=sys.stderr, flush=True)
+    return report
+
+
+def _versions(report):
+    v = report["versions"]
+    return ", ".join(f"{k} {v[k]}" for k in ("jax", "keras", "torch") if k in v)
+
+
+def sweep_caption(report):
+    """The line above a sweep's table: what was run, on which host (CPU flags, allocator), when, with what."""
+    d = report["device"]
+    flags = " ".join(report.get("cpu_flags") or []) or "vector extensions unknown"
+    return (f"{report['arch']}, {report['precision']}, synthetic data, {report['steps']} timed steps after "
+            f"{report['warmup']} warm-up, median (min-max) of {report['repeats']} repeats; "
+            f"{d.get('cpu', d['kind'])}, {d['platform']}, CPU flags {flags}; allocator "
+            f"{d.get('allocator') or 'the system default'}; {report['date']}; {_versions(report)}; "
+            "each framework in its own process, peak RSS = that process' ru_maxrss")
+
+
+def _ratio(r, key):
+    v = (r.get("ratios") or {}).get(key)
+    return f"{v:.2f}x" if v else "-"
+
+
+def _torch_rate(r, part, key):
+    d = (r.get("torch") or {}).get(part) or {}
+    return _rate(d, key) if key in d else "-"
+
+
+def _rss(r, part):
+    v = r["peak_rss_bytes"].get(part)
+    return human(v) if v else "-"
+
+
+SWEEP_COLUMNS = (
+    ("size", lambda r: str(r["image_size"])), ("batch", lambda r: str(r["batch_size"])),
+    ("tlres train img/s", lambda r: _rate(r["train"], "img_per_s")),
+    ("PyTorch eager", lambda r: _torch_rate(r, "eager", "train_img_per_s")),
+    ("ratio", lambda r: _ratio(r, "train_vs_torch_eager")),
+    ("torch.compile", lambda r: _torch_rate(r, "compile", "train_img_per_s")),
+    ("ratio", lambda r: _ratio(r, "train_vs_torch_compile")),
+    ("tlres infer img/s", lambda r: _rate(r["infer"], "img_per_s")),
+    ("PyTorch infer", lambda r: _torch_rate(r, "eager", "infer_img_per_s")),
+    ("ratio", lambda r: _ratio(r, "infer_vs_torch_eager")),
+    ("peak RSS tlres", lambda r: _rss(r, "tlres")),
+    ("PyTorch eager", lambda r: _rss(r, "torch_eager")),
+    ("torch.compile", lambda r: _rss(r, "torch_compile")),
+    ("RSS ratio", lambda r: _ratio(r, "peak_rss_vs_torch_eager")),
+)
+"""The sweep table's columns: (header, cell of one "results" entry)."""
+
+
+def sweep_table(report):
+    """A sweep as Markdown: its caption, then one row per (size, batch)."""
+    rows = [[name for name, _ in SWEEP_COLUMNS], ["---"] * len(SWEEP_COLUMNS)]
+    rows += [[cell(r) for _, cell in SWEEP_COLUMNS] for r in report["results"]]
+    return "\n".join([sweep_caption(report) + ":", ""] + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+SWEEPS = "sweep-*.json"
+"""The recorded sweep files docs/speed.md's generated section shows, in a results folder."""
+
+
+def speed_section(paths):
+    """docs/speed.md's generated section: the table of each recorded sweep file in `paths`, in order."""
+    if not paths:
+        return "No sweep is recorded yet.\n"
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        parts.append(f"`{os.path.basename(path)}`: {sweep_table(report)}\n")
+    return "\n".join(parts)
+
+
+def update_speed_doc(doc, folder):
+    """Write the section of `folder`'s sweep files (`SWEEPS`, by name) between the `tlres.bench`
+    markers of `doc` (docs/speed.md, experiments/results/speed)."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(folder, SWEEPS)))
+    report_lib.update_readme(doc, speed_section(paths), *report_lib.markers("bench"))
+    return paths
