@@ -2,31 +2,12 @@
 
     tlres report runs/grid [--out DIR] [--readme README.md]
 
-SOURCE: a run directory, a directory of runs (a grid: <grid>/<cell>/seed<k>),
-or a results file (see tlres.analysis.results). Runs are grouped by cell (or preset).
-Writes to --out (default: the first source's report/ folder):
-
-    summary.md, summary.csv   per group: its data, runs, mean +- sd and
-                              min/median/max of accuracy and mean per-class
-                              accuracy, final val loss; the difference from its
-                              reference group (improved vs baseline, baseline+X
-                              vs baseline, improved-X vs improved) with a 95%
-                              interval: Welch's t over seeds when both sides have
-                              >= 2 runs, Newcombe's score interval on one run
-                              each, none when the two were evaluated on different
-                              data (`results.same_data`); the paper's numbers
-                              (CIFAR-10) beside, under both readings of its test
-                              set: 10,000 images (stated), 64 (inferred).
-    fig2_accuracy.png         validation accuracy per epoch (mean, band = min..max
-                              over seeds) and final accuracies beside the paper's
-    fig3_loss.png             train and validation loss per epoch
-    fig4_confusion.png        confusion matrices side by side (summed over seeds)
-
-`--readme FILE` replaces the text between `<!-- tlres.report:begin -->` and
-`<!-- tlres.report:end -->` in FILE with the generated section, so README
-results are never typed by hand. Per-run figures (`tlres.core.plots.run_figures`)
-are written by the runner itself. Intervals come from `tlres.core.stats`, figures are
-drawn by `tlres.core.plots`.
+SOURCE: a run directory, a grid of them or a results file (`tlres.analysis.results`); runs
+are grouped by cell. Writes summary.md, summary.csv (per group: statistics and the difference
+from its reference group with a 95% interval, the paper's numbers beside) and Figs. 2-4 to
+--out; `--readme FILE` puts the same section between `<!-- tlres.report:begin -->` and
+`<!-- tlres.report:end -->`. Intervals come from `tlres.core.stats`, figures from
+`tlres.core.plots`. What each column and figure holds: docs/results.md#reports-tlres-report.
 """
 
 import csv
