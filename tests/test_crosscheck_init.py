@@ -88,3 +88,55 @@ def test_v1_has_no_twin_to_share_weights_with():
     with pytest.raises(TlresError, match="no PyTorch twin"):
         crosscheck.torch_cell(CELL.replace(arch="resnet50"), None, "tlres")
     assert crosscheck.torch_cell(CELL, None, "tlres") == CELL
+
+
+def _no_training(monkeypatch):
+    """crosscheck.run with every step that trains or loads weights failing loudly: a refusal
+    must come before them."""
+    def trains(*a, **k):
+        raise AssertionError("trained before refusing")
+    for name in ("initial_weights", "torch_side", "tlres_side"):
+        monkeypatch.setattr(crosscheck, name, trains)
+
+
+def test_a_compare_file_tlres_did_not_write_is_refused_before_training(tmp_path, monkeypatch):
+    _no_training(monkeypatch)
+    out = tmp_path / "cc"
+    out.mkdir()
+    (out / "compare.md").write_text("my notes\n")
+    with pytest.raises(TlresError, match="compare.md exists and tlres did not write it"):
+        crosscheck.run(str(out), dict(ablation.DIGITS, arch="tiny"), seeds=1)
+    assert (out / "compare.md").read_text() == "my notes\n" and os.listdir(out) == ["compare.md"]
+
+
+def test_a_linked_compare_file_is_refused_and_its_target_untouched(tmp_path, monkeypatch):
+    _no_training(monkeypatch)
+    out = tmp_path / "cc"
+    out.mkdir()
+    target = tmp_path / "elsewhere.md"
+    target.write_text("not tlres'\n")
+    os.symlink(target, out / "compare.md")
+    (out / ".tlres-run.json").write_text('{"kind": "files tlres wrote in this folder", "owned": ["compare.md"]}')
+    with pytest.raises(TlresError, match="symbolic link"):  # even where the marker names it
+        crosscheck.run(str(out), dict(ablation.DIGITS, arch="tiny"), seeds=1)
+    assert target.read_text() == "not tlres'\n"
+
+
+def test_its_own_compare_file_is_replaced(tmp_path, monkeypatch):
+    """A second call into OUT rewrites compare.md (its marker names it); a user's file stays."""
+    from tlres.analysis import compare
+
+    out = tmp_path / "cc"
+    recorded = [{"metrics": {"accuracy": 0.5, "num_test": 10, "loss": 1.0}, "framework": {"name": "x"},
+                 "config": {"seed": 0}, "history": []}]
+    monkeypatch.setattr(crosscheck, "initial_weights", lambda *a: None)
+    monkeypatch.setattr(crosscheck, "torch_side", lambda *a: ["t"])
+    monkeypatch.setattr(crosscheck, "tlres_side", lambda *a: ["k"])
+    monkeypatch.setattr(crosscheck.results, "from_run_dir", lambda d: recorded[0])
+    monkeypatch.setattr(compare, "plot", lambda sides, path: open(path, "w").close())
+    for command in ("FIRST", "SECOND"):
+        assert crosscheck.run(str(out), dict(ablation.DIGITS, arch="tiny"), seeds=1, command=command) == 0
+        (out / "notes.txt").write_text("mine\n")
+    text = (out / "compare.md").read_text()
+    assert "`SECOND`" in text and text.startswith("# Cross-framework check (")
+    assert (out / "notes.txt").read_text() == "mine\n"

@@ -3,8 +3,10 @@ import os
 
 import pytest
 
+from tlres.core.errors import TlresError
+
 from tlres.commands import parity as cmd
-from tlres.reference import parity_record as record
+from tlres.reference import parity as record
 
 
 def _rows(keras, torch32, torch64, bound):
@@ -63,3 +65,47 @@ def test_record_writes_its_files_and_section(tmp_path):
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old" not in text
     assert "| 0 | all 3 | all 3 |" in text and os.path.getsize(out / "parity.png") > 1000
+
+
+def _fake_trajectories(cfg, x, y, num_classes, steps):
+    """Hand-made per-step losses in place of training: the bound well above every difference."""
+    return {"keras": [2.0] * steps, "torch32": [2.0] * steps, "torch64": [2.0] * steps,
+            "probe_gap": [1e-4] * steps, "bound": [1e-3] * steps}
+
+
+def _record(monkeypatch, out, command="CMD"):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(record, "trajectories", _fake_trajectories)
+    _, cfg, _ = cmd.parse(["--out", str(out), "--arch", "tiny"])
+    return record.record(cfg, str(out), 2, 1, command=command)
+
+
+def test_rerun_replaces_only_its_own_files(tmp_path, monkeypatch):
+    out = tmp_path / "par"
+    assert _record(monkeypatch, out, "FIRST") == 0
+    (out / "notes.txt").write_text("mine\n")
+    assert _record(monkeypatch, out, "SECOND") == 0  # its own summary.md, csv and png: replaced
+    assert "`SECOND`" in (out / "summary.md").read_text() and (out / "notes.txt").read_text() == "mine\n"
+    assert (out / "seed0.csv").read_text().splitlines()[0] == "step,keras,torch32,torch64,probe_gap,bound"
+    assert os.path.getsize(out / "parity.png") > 1000
+
+
+def test_a_summary_tlres_did_not_write_is_refused_before_training(tmp_path, monkeypatch):
+    out = tmp_path / "par"
+    out.mkdir()
+    (out / "summary.md").write_text("my notes\n")
+    with pytest.raises(TlresError, match=r"summary.md exists and tlres did not write it"):
+        _record(monkeypatch, out)
+    assert (out / "summary.md").read_text() == "my notes\n" and sorted(os.listdir(out)) == ["summary.md"]
+
+
+def test_a_linked_summary_is_refused_and_its_target_untouched(tmp_path, monkeypatch):
+    out = tmp_path / "par"
+    assert _record(monkeypatch, out) == 0  # the marker names summary.md: tlres' own
+    target = tmp_path / "elsewhere.md"
+    target.write_text("not tlres'\n")
+    (out / "summary.md").unlink()
+    os.symlink(target, out / "summary.md")
+    with pytest.raises(TlresError, match="symbolic link"):
+        _record(monkeypatch, out)
+    assert target.read_text() == "not tlres'\n" and os.path.islink(out / "summary.md")

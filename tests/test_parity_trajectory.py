@@ -3,8 +3,8 @@ Keras (tlres' compiled step) and PyTorch (the reference's step); per-step traini
 
 The reference trajectory is torch in float64. Bound, per step: 10x the largest distance from it
 of two float64 runs started from weights moved by a relative 100u (~ the float32 error of the
-longest sums, sqrt(8,192) u), at least 1e-6 of the loss; tlres.reference.parity says why one rounding (u)
-is too small a probe. torch's own float32 run stays inside it too; different batches
+longest sums, sqrt(8,192) u), at least 1e-6 of the loss; docs/pytorch.md#trajectory-parity says why
+one rounding (u) is too small a probe. torch's own float32 run stays inside it too; different batches
 (torchvision's own draws) leave it at step 0.
 """
 
@@ -21,7 +21,7 @@ from tlres.reference import parity
 from tlres.core.config import QUICK  # noqa: E402
 
 # SGD (momentum, decoupled weight decay), constant rate, flip + pad-4 crop on: every piece but Adam's
-# epsilon and a changing rate under momentum, which differ by design (tlres.reference.parity)
+# epsilon and a changing rate under momentum, which differ by design (docs/pytorch.md#trajectory-parity)
 CFG = QUICK.replace(arch="tiny", optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
                     schedule="constant", augment=True, flip=True, crop_padding=4, batch_size=32, epochs=1)
 STEPS = 20

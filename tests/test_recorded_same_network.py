@@ -23,7 +23,6 @@ from tlres.reference import parity
 from tlres.run import rundir
 from tlres.commands import crosscheck as crosscheck_cmd, parity as parity_cmd
 from tlres.reference import crosscheck
-from tlres.reference import parity_record
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "experiments", "results")
@@ -49,14 +48,14 @@ def test_parity_section_is_what_the_command_makes_of_the_recorded_losses():
     out = os.path.join(ROOT, args.out)
     rows = {}
     for k in range(args.seeds):
-        r = parity_record.read_csv(os.path.join(out, f"seed{k}.csv"))
+        r = parity.read_csv(os.path.join(out, f"seed{k}.csv"))
         assert [x["step"] for x in r] == list(range(1, args.steps + 1))
         for x in r:  # the bound as tlres.reference.parity defines it, from the recorded probe gap
             assert x["bound"] == max(parity.BOUND_FACTOR * x["probe_gap"], parity.BOUND_FLOOR * abs(x["torch64"]))
         gaps = [x["probe_gap"] for x in r]
         assert gaps == sorted(gaps)  # a running maximum
         rows[cfg.seed + k] = r
-    made = parity_record.summary(cfg, rows, f"tlres parity {' '.join(argv)}")
+    made = parity.summary(cfg, rows, f"tlres parity {' '.join(argv)}")
     assert _undated(block) == _undated(made + f"\n![per-step loss differences](../{args.out}/parity.png)")
     assert os.path.getsize(os.path.join(out, "parity.png")) > 1000
     with open(os.path.join(out, "summary.md")) as f:  # the recorded summary is that same output
@@ -148,7 +147,7 @@ def test_every_run_recomputes_from_its_predictions(doc, section, out):
 def test_from_scratch_parity_numbers_recompute():
     """The one recorded seed from random weights: docs/pytorch.md and its README quote these."""
     path = os.path.join(RESULTS, "parity-unstable", "from-scratch-seed0.csv")
-    r = parity_record.read_csv(path)
+    r = parity.read_csv(path)
     assert len(r) == 100
     rel = lambda x, k: abs(x[k] - x["torch64"]) / x["torch64"]  # noqa: E731
     first = (f"{rel(r[0], 'keras'):.1e}", f"{rel(r[0], 'torch32'):.1e}", f"{r[0]['bound'] / r[0]['torch64']:.1e}")
@@ -197,7 +196,7 @@ def test_readme_states_what_the_transfer_crosscheck_shows():
 
 
 def test_pretrained_at_0_01_parity_numbers_recompute():
-    r = parity_record.read_csv(os.path.join(RESULTS, "parity-unstable", "pretrained-lr0.01-seed0.csv"))
+    r = parity.read_csv(os.path.join(RESULTS, "parity-unstable", "pretrained-lr0.01-seed0.csv"))
     assert len(r) == 30
     start, top = f"{r[0]['torch64']:.2f}", f"{max(x['torch64'] for x in r):.2f}"
     step3 = (f"{r[2]['probe_gap'] / r[2]['torch64'] * 100:.1f}%", f"{r[2]['bound'] / r[2]['torch64'] * 100:.0f}%")
@@ -229,9 +228,9 @@ def test_readme_states_what_the_digits_check_and_parity_show():
                                       np.array(k["predictions"]["prediction"]) == labels)[2])
     assert all(p > 0.05 for p in ps) and ("McNemar p = " + ", ".join(f"{p:.2g}" for p in ps) + ")") in text
     out = os.path.join(RESULTS, "parity")
-    rows = [parity_record.read_csv(os.path.join(out, f"seed{k}.csv")) for k in range(3)]
-    early = parity_record.EARLY
-    worst = {k: max(max(parity_record.relative(r, k)[:early]) for r in rows) for k in ("keras", "torch32")}
+    rows = [parity.read_csv(os.path.join(out, f"seed{k}.csv")) for k in range(3)]
+    early = parity.EARLY
+    worst = {k: max(max(parity.relative(r, k)[:early]) for r in rows) for k in ("keras", "torch32")}
     assert worst["keras"] < worst["torch32"]  # "closer than PyTorch's own float32"
     assert (f"stay within {worst['keras']:.1e} of PyTorch's float64 losses for the first {early} steps, "
             f"closer than PyTorch's own float32 ({worst['torch32']:.1e})") in text

@@ -2,25 +2,13 @@
 
     tlres compare SOURCE... [--markdown PATH] [--plot PATH]
 
-Each SOURCE is one side (`tlres.analysis.results.load`): a run directory, a directory
-of seed runs (e.g. `<grid>/improved`, aggregated over its runs; one side per
-cell name it holds), a results JSON file, or `paper` (two sides: the paper's
-baseline and improved, n = 64). Per metric (accuracy, mean per-class
-accuracy, final validation loss, n test, n runs): each side's data (dataset
-and test-set size), its value (mean ± sd over runs when it has more than one)
-and its difference from the first side with a 95% interval, named: Welch's t
-over runs when both sides have two or more runs; Newcombe's score interval for
-accuracy when both are single runs; n/a otherwise. A side evaluated on other
-data than the first (another dataset, or another test-set size) gets no
-difference ("different data: no difference computed"); every side then shows
-its own 95% interval instead (Wilson for one run's accuracy, t over runs).
-When two sides hold per-example predictions on the same test set (same indices
-and labels): McNemar's exact test (b, c, p), the agreement rate and the
-confusion-matrix difference, per seed-matched pair of runs. A bad source is
-one line on stderr and exit status 2.
+Each SOURCE is one side (`tlres.analysis.results.load`; `paper` is two). Per metric: each
+side's data and value, and its difference from the first side with a named 95% interval
+(Welch, Newcombe, or none across different data); McNemar, agreement and the confusion
+difference where two sides hold predictions on the same test set. The rules in full:
+docs/results.md#side-by-side-tlres-compare.
 """
 
-import sys
 
 import numpy as np
 

@@ -2,38 +2,18 @@
 
     tlres report runs/grid [--out DIR] [--readme README.md]
 
-SOURCE: a run directory, a directory of runs (a grid: <grid>/<cell>/seed<k>),
-or a results file (see tlres.analysis.results). Runs are grouped by cell (or preset).
-Writes to --out (default: the first source's report/ folder):
-
-    summary.md, summary.csv   per group: its data, runs, mean +- sd and
-                              min/median/max of accuracy and mean per-class
-                              accuracy, final val loss; the difference from its
-                              reference group (improved vs baseline, baseline+X
-                              vs baseline, improved-X vs improved) with a 95%
-                              interval: Welch's t over seeds when both sides have
-                              >= 2 runs, Newcombe's score interval on one run
-                              each, none when the two were evaluated on different
-                              data (`results.same_data`); the paper's numbers
-                              (CIFAR-10) beside, under both readings of its test
-                              set: 10,000 images (stated), 64 (inferred).
-    fig2_accuracy.png         validation accuracy per epoch (mean, band = min..max
-                              over seeds) and final accuracies beside the paper's
-    fig3_loss.png             train and validation loss per epoch
-    fig4_confusion.png        confusion matrices side by side (summed over seeds)
-
-`--readme FILE` replaces the text between `<!-- tlres.report:begin -->` and
-`<!-- tlres.report:end -->` in FILE with the generated section, so README
-results are never typed by hand. Per-run figures (`tlres.core.plots.run_figures`)
-are written by the runner itself. Intervals come from `tlres.core.stats`, figures are
-drawn by `tlres.core.plots`.
+SOURCE: a run directory, a grid of them or a results file (`tlres.analysis.results`); runs
+are grouped by cell. Writes summary.md, summary.csv (per group: statistics and the difference
+from its reference group with a 95% interval, the paper's numbers beside) and Figs. 2-4 to
+--out; `--readme FILE` puts the same section between `<!-- tlres.report:begin -->` and
+`<!-- tlres.report:end -->`. Intervals come from `tlres.core.stats`, figures from
+`tlres.core.plots`. What each column and figure holds: docs/results.md#reports-tlres-report.
 """
 
 import csv
 import io
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -403,6 +383,28 @@ def update_readme(path, section, begin=BEGIN, end=END):
     with open(path, "w") as f:
         f.write(f"{head}{begin}\n{section}{end}{tail}")
 
+
+
+def claim_out(out, names, flag="--out"):
+    """Make folder `out` ready for `names`, the files a command that is re-run into it writes
+    there (`tlres parity`, `tlres crosscheck`: no --overwrite). Before any work, refuse a name
+    that is a symbolic link, a folder, or a file tlres did not write (its marker says what it
+    wrote); then create `out` or add `names` to its marker, so the next call replaces them."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TlresError(f"{flag} {out}: exists and is not a directory; choose another path")
+    owned = writes.read_marker(out) or set()
+    for name in names:
+        path = os.path.join(out, name)
+        if os.path.islink(path) or os.path.isdir(path):
+            writes.output(path, True, flag)  # one line: a link or a folder is never replaced
+        if os.path.exists(path) and name not in owned:
+            raise TlresError(f"{flag} {out}: {name} exists and tlres did not write it; move it away "
+                             "or choose another path")
+    os.makedirs(out, exist_ok=True)
+    if not os.path.lexists(os.path.join(out, writes.MARKER)):
+        writes.mark(out, names)
+    else:
+        writes.own(out, *names)
 
 PROG = "tlres report"
 FILES = ("summary.md", "summary.csv") + plots.REPORT_FIGURES

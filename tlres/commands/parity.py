@@ -1,9 +1,9 @@
 """`tlres parity`: per-step training losses, Keras against PyTorch, from the same weights and batches,
-recorded with their bound (`tlres.reference.parity_record.record`)."""
+recorded with their bound (`tlres.reference.parity.record`)."""
 
 from tlres.commands import cli
 from tlres.core import config as config_lib
-from tlres.reference import parity_record as parity
+from tlres.reference import parity
 
 
 def parse(argv, prog=parity.PROG):

@@ -223,7 +223,7 @@ def get_config(runlocal=False, use="quick"):
     flip off (digits are not mirror-symmetric), Adam at 1e-3 without weight decay, 4 epochs (learns
     ResNet50 from scratch where SGD at 0.01 does not); quick also augment off, the grid leaves it to
     its cells. parity: the improved SGD at a constant rate, --arch resnet50_v1_5, batch 32
-    (`tlres.reference.parity_record` says why). Why each, measured: docs/presets.md#the-quick-preset.
+    (`tlres.reference.parity` says why). Why each, measured: docs/presets.md#the-quick-preset.
     """
     if use not in RUNLOCAL_USES:
         raise ValueError(f"use must be one of {', '.join(RUNLOCAL_USES)}, got {use!r}")

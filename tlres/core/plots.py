@@ -144,9 +144,20 @@ def report_figures(out, plotted, points, labels, data_label, mixed):
     `data_label`: what the titles say of the data; `mixed`: the points are on different data.
     """
     plt = pyplot()
+    figures = {"fig2_accuracy.png": _fig2(plt, plotted, points, labels, data_label, mixed),
+               "fig3_loss.png": _fig3(plt, plotted, labels, data_label),
+               "fig4_confusion.png": _fig4(plt, plotted, labels)}
     panels = {}
+    for name, (fig, titles) in figures.items():
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=110)
+        panels[name] = titles
+        plt.close(fig)
+    return panels
 
-    # Fig. 2: validation accuracy per epoch, and final accuracy beside the paper's
+
+def _fig2(plt, plotted, points, labels, data_label, mixed):
+    """Fig. 2: validation accuracy per epoch, and final accuracy beside the paper's: (figure, titles)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     for name, runs in plotted.items():
         _band(ax, runs, "val_accuracy", labels[name])
@@ -166,12 +177,11 @@ def report_figures(out, plotted, points, labels, data_label, mixed):
            title="final accuracy: the paper's (grey, one batch) and ours"
                  + ("\neach on its own data (below): not comparable across data" if mixed else ""))
     bx.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig2_accuracy.png"), dpi=110)
-    panels["fig2_accuracy.png"] = [ax.get_title(), bx.get_title()]
-    plt.close(fig)
+    return fig, [ax.get_title(), bx.get_title()]
 
-    # Fig. 3: train (solid) and validation (dashed) loss per epoch
+
+def _fig3(plt, plotted, labels, data_label):
+    """Fig. 3: train (solid) and validation (dashed) loss per epoch: (figure, titles)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, runs in plotted.items():
         color = _band(ax, runs, "loss", f"{labels[name]} train")
@@ -180,12 +190,11 @@ def report_figures(out, plotted, points, labels, data_label, mixed):
            title=f"Fig. 3: train and validation loss per epoch{data_label}")
     epoch_axis(ax, _epochs(plotted))
     ax.grid(alpha=0.3), ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig3_loss.png"), dpi=110)
-    panels["fig3_loss.png"] = [ax.get_title()]
-    plt.close(fig)
+    return fig, [ax.get_title()]
 
-    # Fig. 4: confusion matrices side by side, summed over each group's runs
+
+def _fig4(plt, plotted, labels):
+    """Fig. 4: confusion matrices side by side, summed over each group's runs: (figure, titles)."""
     shown = list(plotted.items())[:4]
     fig, axes = plt.subplots(1, len(shown), figsize=(6 * len(shown), 5.5), squeeze=False)
     titles = []
@@ -196,11 +205,7 @@ def report_figures(out, plotted, points, labels, data_label, mixed):
         seeds = f", summed over {len(runs)} seeds" if len(runs) > 1 else ""
         plot_confusion(ax, cm, classes, f"Fig. 4: {labels[name]}{seeds}\naccuracy {acc * 100:.2f}% of {cm.sum()}")
         titles.append(ax.get_title())
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "fig4_confusion.png"), dpi=110)
-    panels["fig4_confusion.png"] = titles
-    plt.close(fig)
-    return panels
+    return fig, titles
 
 
 # ---------------------------------------------------------------- compare and parity

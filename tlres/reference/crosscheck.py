@@ -2,45 +2,28 @@
 
     tlres crosscheck --seeds 3 --out runs/crosscheck [tlres flags...]
 
-
-Defaults to the offline digits comparison: the improved preset with
-`tlres.core.config.get_config(runlocal=True, use="grid")` overrides (any tlres flag given overrides those), on
-torchvision's network in both frameworks (`--arch resnet50_v1_5`), each seed's
-PyTorch run starting from the very weights tlres' run of that seed starts from
-(`--init tlres`: tlres' model for the seed, head included, converted to
-OUT/init/seed<k>.safetensors) and training on tlres' batches (`--draws tlres`).
-What is left to differ is the frameworks: their kernels and float rounding,
-Adam's epsilon placement and BatchNorm's running variance (tlres.reference.parity).
-`--init own --draws torch` gives each framework its own initialisation and
-augmentation draws instead (needed for `--arch resnet50`, Keras' v1, which has no
-PyTorch twin).
-tlres side: `ablation.run_grid(<--tlres-grid, default OUT/keras-jax>, seeds=N,
-names=["improved"], **overrides)`, which reuses finished runs of the same
-config. PyTorch side: `tlres.reference.torch` on the identical Config, seed
-base+k, in OUT/pytorch/improved/seed<k> (finished runs of the same config are
-reused). Then `tlres.analysis.compare` of the two sides -> OUT/compare.md, OUT/compare.png.
-
-`--no-train-tlres` trains nothing on the tlres side: it compares against the
-finished seed runs of the same config already in --tlres-grid (safe while
-another process is still filling that grid). `--torch-only` stops after the
-PyTorch side.
+The improved cell with the digits overrides (`get_config(runlocal=True, use="grid")`), by default the same network from the same start
+on the same batches in both frameworks (`--arch resnet50_v1_5 --init tlres --draws tlres`);
+tlres' side through the ablation grid, the PyTorch side through `tlres.reference.torch`,
+finished runs reused; then OUT/compare.md and OUT/compare.png (`tlres.analysis.compare`).
+What each flag does and what is left to differ: docs/pytorch.md#the-cross-framework-check.
 """
 
 import os
 import shutil
-import sys
 import time
 
 from tlres.analysis import ablation, compare, results
 from tlres.data import loaders as data
 from tlres.net import convert, model
-from tlres.run import rundir, train
+from tlres.run import rundir, train, writes
 from tlres.analysis import report as report_lib
 from tlres.reference import torch as ref
 from tlres.core.errors import TlresError
 
 PROG = "tlres crosscheck"
 BEGIN, END = "<!-- tlres.crosscheck:begin -->", "<!-- tlres.crosscheck:end -->"  # unnamed section
+FILES = ("compare.md", "compare.png")  # what `write` writes into OUT
 
 
 def torch_cell(cell, torch_weights, init="own"):
@@ -112,20 +95,16 @@ def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=Fa
     cell = cells["improved"]
     base_seed = overrides.get("seed", 0)
     grid = tlres_grid or os.path.join(out, "keras-jax")
-    os.makedirs(out, exist_ok=True)
     tcell = torch_cell(cell, torch_weights, init)
+    if torch_only:
+        os.makedirs(out, exist_ok=True)
+    else:
+        report_lib.claim_out(out, FILES)  # before training: compare.md and .png are tlres' to replace
     inits = initial_weights(out, cell, seeds, base_seed) if init == "tlres" else None
     torch_dirs = torch_side(out, tcell, seeds, base_seed, device, draws, inits)
     if torch_only:
         return 0
-    if no_train_tlres:
-        tlres_dirs = [d for k in range(seeds)
-                      for d in [os.path.join(grid, "improved", f"seed{k}")]
-                      if rundir.finished_with(d, cell.replace(seed=base_seed + k, out=d))]
-        if not tlres_dirs:
-            raise TlresError(f"--tlres-grid {grid}: no finished improved run of this config yet")
-    else:
-        tlres_dirs = ablation.run_grid(grid, seeds=seeds, names=["improved"], **overrides)[0]["improved"]
+    tlres_dirs = tlres_side(grid, cell, overrides, seeds, base_seed, no_train_tlres)
     sides = [("improved [keras-jax]", [results.from_run_dir(d) for d in tlres_dirs]),
              ("improved [pytorch]", [results.from_run_dir(d) for d in torch_dirs])]
     report = compare.compare(sides)
@@ -139,10 +118,28 @@ def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=Fa
              + ("; both train on tlres' batches (same order, flips and crops)" if draws == "tlres"
                 else "; each framework draws its own augmentation")
              + f"; seeds {base_seed}..{base_seed + seeds - 1}. Devices: {devices}.")
+    write(out, sides, report, setup, command, readme, section)
+    return 0
+
+
+def tlres_side(grid, cell, overrides, seeds, base_seed, no_train_tlres):
+    """The tlres side's run directories: trained (or reused) through the grid, or with
+    `no_train_tlres` the finished ones of this config already in `grid`."""
+    if not no_train_tlres:
+        return ablation.run_grid(grid, seeds=seeds, names=["improved"], **overrides)[0]["improved"]
+    dirs = [d for k in range(seeds) for d in [os.path.join(grid, "improved", f"seed{k}")]
+            if rundir.finished_with(d, cell.replace(seed=base_seed + k, out=d))]
+    if not dirs:
+        raise TlresError(f"--tlres-grid {grid}: no finished improved run of this config yet")
+    return dirs
+
+
+def write(out, sides, report, setup, command, readme=None, section=None):
+    """OUT/compare.md (headed by the time, `command` and `setup`), OUT/compare.png, and with
+    `readme` the generated section there (between the crosscheck markers, or `section`'s)."""
     head = [f"# Cross-framework check ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
             f"`{command}`", "", setup, ""]
-    with open(os.path.join(out, "compare.md"), "w") as f:
-        f.write("\n".join(head) + "\n" + compare.markdown(report))
+    writes.atomic_text(os.path.join(out, "compare.md"), "\n".join(head) + "\n" + compare.markdown(report))
     compare.plot(sides, os.path.join(out, "compare.png"))
     print(f"{PROG}: wrote {os.path.join(out, 'compare.md')} and compare.png", flush=True)
     if readme:
@@ -154,7 +151,6 @@ def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=Fa
             f"![accuracy and loss curves, both frameworks]({rel}/compare.png)", ""])
         report_lib.update_readme(readme, text, *report_lib.markers("crosscheck", section))
         print(f"{PROG}: README section in {readme}", flush=True)
-    return 0
 
 
 def _device(result):
