@@ -233,11 +233,11 @@ def test_safetensors_loads_without_torch(tmp_path, numpy_state):
 
 
 def test_torchvision_weights_from_torch_hub_cache_with_weights_only(tmp_path, monkeypatch, torch_state):
-    from tlres.data import loaders as data
+    from tlres.data import online
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert convert.torch_hub_checkpoints() == os.path.join(torch.hub.get_dir(), "checkpoints")
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: False)
     with pytest.raises(TlresError) as e:  # offline, not cached: the file and the folder, one line
         model_lib.build(10, V15.replace(weights="torchvision"))
     msg = str(e.value)
@@ -248,7 +248,7 @@ def test_torchvision_weights_from_torch_hub_cache_with_weights_only(tmp_path, mo
     torch.save(torch_state, tmp_path / "th" / "hub" / "checkpoints" / "resnet50-0676ba61.pth")
     calls, load = [], torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or load(*a, **k))
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("network was used"))
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: pytest.fail("network was used"))
     for flag in ("torchvision", "imagenet"):  # imagenet = the --arch's own network's weights
         net = model_lib.build(10, V15.replace(weights=flag))
         got = np.asarray(net.get_layer("resnet50_v1_5").get_layer("conv1").kernel)

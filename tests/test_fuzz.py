@@ -48,14 +48,12 @@ def tmp(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def imported():
-    """What the readers import lazily (jax for resizing, scipy for Welch intervals, Pillow),
+    """What the readers import lazily (jax, scipy for Welch intervals, Pillow),
     imported first: an import under tracemalloc on a loaded CPU took 48 s, and the time limit
     is for the reader."""
     import jax.numpy  # noqa: F401
     import PIL.Image  # noqa: F401
     import scipy.stats  # noqa: F401
-
-    data.resize(np.zeros((1, 8, 8, 3), np.uint8), 32)  # and the first jit of the resize
 
 
 @pytest.fixture

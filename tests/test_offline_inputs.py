@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tlres.data import loaders as data
+from tlres.data import loaders as data, online
 from tlres.net import model
 from tlres.commands import train as train_cmd
 
@@ -23,7 +23,7 @@ def offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path / "keras"))
     probed = []
-    monkeypatch.setattr(data, "reachable", lambda host, *a, **k: probed.append(host) or False)
+    monkeypatch.setattr(online, "reachable", lambda host, *a, **k: probed.append(host) or False)
     return probed
 
 

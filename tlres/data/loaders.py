@@ -25,7 +25,6 @@ line naming the source and what is wrong.
 import math
 import os
 import posixpath
-import socket
 import stat
 import tarfile
 
@@ -34,8 +33,7 @@ from numpy.lib import format as npy
 
 from tlres.data.dataset import Dataset
 
-from tlres.core import memory
-from tlres.data import imagefolder, safe_pickle
+from tlres.data import imagefolder, online, resample, safe_pickle
 from tlres.core.errors import TlresError, human, quote
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -146,25 +144,10 @@ def to_rgb(x, size):
     if x.ndim == 3:
         x = x[..., None]
     if x.shape[1:3] != (size, size):
-        x = resize(x, size)
+        x = resample.resize(x, size)
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
     return np.ascontiguousarray(x)
-
-
-def resize(x, size, chunk=2048):
-    """Bilinear (antialiased when shrinking) resize of uint8 NHWC images."""
-    import jax
-    import jax.numpy as jnp
-
-    memory.require(len(x) * size * size * x.shape[-1], f"resizing {len(x)} images to {size}x{size}",
-                   "lower --image-size")
-    out = np.empty((len(x), size, size, x.shape[-1]), np.uint8)
-    fn = jax.jit(lambda b: jnp.clip(jnp.round(jax.image.resize(
-        b.astype(jnp.float32), (b.shape[0], size, size, b.shape[-1]), "linear", antialias=True)), 0, 255))
-    for i in range(0, len(x), chunk):
-        out[i:i + chunk] = np.asarray(fn(x[i:i + chunk])).astype(np.uint8)
-    return out
 
 
 # ----------------------------------------------------------------- sources
@@ -459,14 +442,6 @@ def _idx_folder(folder, image_size, name, class_names):
     return Dataset(name, *_validate(folder, x_train, y_train, x_test, y_test, class_names, image_size))
 
 
-def reachable(host, port=443, timeout=3.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 class _DropAbsl:
     """Drops tensorflow-datasets' "Variant folder ... has no dataset_info.json" warning: it only
     means CIFAR-10 is not in the cache, which tlres says itself, with the fix."""
@@ -489,7 +464,7 @@ def _cifar10_tfds(data_dir, image_size):
         absl.removeFilter(drop)
     if not prepared:
         # tensorflow-datasets alone retries for minutes when offline: look first.
-        if not reachable("www.cs.toronto.edu"):
+        if not online.reachable("www.cs.toronto.edu"):
             raise TlresError(
                 f"CIFAR-10 is not in the tensorflow-datasets cache ({builder.data_dir}) and its "
                 f"download host is unreachable: get {CIFAR10_URL} on a machine with internet and "
