@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from tlres.net import convert, model as model_lib  # noqa: E402
+from tlres.net import weights as weights_lib  # noqa: E402
 from tlres.core.config import IMPROVED  # noqa: E402
 from tlres.core.errors import TlresError  # noqa: E402
 
@@ -185,12 +186,12 @@ def test_wrong_architecture_is_one_line(tmp_path):
 
     save_file(r18, str(path))
     with pytest.raises(TlresError, match="resnet50_v1_5, not --arch resnet50") as e:  # Keras' v1
-        model_lib.resolve_weights(str(path), "resnet50")
+        weights_lib.resolve_weights(str(path), "resnet50")
     with pytest.raises(TlresError, match="does not fit --arch resnet50_v1_5") as e:
         model_lib.build(10, V15.replace(weights=str(path)))
     assert "\n" not in str(e.value)
     with pytest.raises(TlresError, match="--arch resnet50_v1_5, not --arch resnet50"):
-        model_lib.resolve_weights("torchvision", "resnet50")
+        weights_lib.resolve_weights("torchvision", "resnet50")
 
 
 NO_TORCH = r"""

@@ -583,13 +583,13 @@ def zipped(name, blob):
 
 def test_fuzz_keras_file_metadata():
     """`model.read_metadata`: the tlres.json member of a .keras zip, damaged as JSON or as bytes."""
-    from tlres.net import model as model_lib
+    from tlres.net import modelfile
 
     text = json_text(RECORD)
     valid = zipped("tlres.json", text)
     strategy = st.one_of(json_edit(RECORD).map(lambda o: zipped("tlres.json", json_text(o))),
                          mutations(text).map(lambda b: zipped("tlres.json", b)), mutations(valid))
-    fuzz(valid, model_lib.read_metadata, ".keras", strategy=strategy)
+    fuzz(valid, modelfile.read_metadata, ".keras", strategy=strategy)
 
 
 def test_fuzz_predict_npz():

@@ -7,6 +7,7 @@ import pytest
 
 from fpbounds import U32, gamma
 from tlres.net import model as model_lib
+from tlres.net import weights as weights_lib
 from tlres.core.config import IMPROVED
 from tlres.core.errors import TlresError
 
@@ -90,7 +91,7 @@ def test_imagenet_missing_offline_fails_fast_naming_the_file(tmp_path, monkeypat
         model_lib.build(10, CFG.replace(weights="imagenet"))
     assert time.monotonic() - start < 5
     msg = str(e.value)
-    assert model_lib.IMAGENET_NOTOP in msg and str(tmp_path / "models") in msg
+    assert weights_lib.IMAGENET_NOTOP in msg and str(tmp_path / "models") in msg
     assert "--weights none" in msg
 
 
@@ -107,7 +108,7 @@ def test_imagenet_from_keras_cache_is_used_offline(tmp_path, monkeypatch):
     from keras.src.legacy.saving import legacy_h5_format
 
     # The official file's format: Keras' legacy HDF5 weights, matched by layer order.
-    with h5py.File(tmp_path / "models" / model_lib.IMAGENET_NOTOP, "w") as f:
+    with h5py.File(tmp_path / "models" / weights_lib.IMAGENET_NOTOP, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
     monkeypatch.setattr(online, "reachable", lambda *a, **k: pytest.fail("network was used"))

@@ -10,6 +10,7 @@ from tlres.run import writes
 from tlres.commands import report
 from tlres.core.config import IMPROVED
 from tlres.core.errors import plural
+from tlres.net import weights as weights_lib
 
 
 def parse(argv, prog=ablation.PROG):
@@ -43,8 +44,8 @@ def parse(argv, prog=ablation.PROG):
         unknown = [n for n in names if n not in ablation.cells()]
         if unknown:
             p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(ablation.cells())})")
-    if isinstance(args.get("weights"), str) and args["weights"].lower() == "none":
-        args["weights"] = "none"
+    if isinstance(args.get("weights"), str):
+        args["weights"] = weights_lib.canonical(args["weights"])
     if transfer_from is not None:
         args["transfer_from"] = transfer_from
     return out, seeds, names, args, no_report, debug

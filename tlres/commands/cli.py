@@ -14,6 +14,7 @@ import sys
 
 from tlres.core import config as config_lib
 from tlres.core.errors import TlresError
+from tlres.net import weights as weights_lib
 
 
 class Parser(argparse.ArgumentParser):
@@ -141,8 +142,7 @@ def parse_all(argv, default_preset, prog):
                          f"cannot change; drop {', '.join(extra)}")
         return None, args
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
-    if values["weights"].lower() == "none":
-        values["weights"] = "none"
+    values["weights"] = weights_lib.canonical(values["weights"])
     return base.replace(preset=args.preset, **values), args
 
 

@@ -5,6 +5,7 @@ import dataclasses
 
 from tlres.commands import cli
 from tlres.core import config as config_lib
+from tlres.net import weights as weights_lib
 from tlres.reference import torch as ref
 
 
@@ -45,8 +46,7 @@ def parse(argv, prog=ref.PROG):
         parser.error("--resume is not supported by the PyTorch reference; rerun with --overwrite")
     base = config_lib.PRESETS[args.preset]
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(base) if f.name != "preset"}
-    if values["weights"].lower() == "none":
-        values["weights"] = "none"
+    values["weights"] = weights_lib.canonical(values["weights"])
     return base.replace(preset=args.preset, **values), args
 
 

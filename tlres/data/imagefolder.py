@@ -1,30 +1,14 @@
-"""A folder of images, one subfolder per class, as a `tlres.data.loaders.Dataset`.
+"""A folder of images, one subfolder per class, as a `tlres.data.dataset.Dataset`.
 
-Two layouts (Keras' ``image_dataset_from_directory`` and torchvision's
-``ImageFolder`` convention, one subfolder per class):
-
-* ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``: the split is yours;
-* ``DIR/<class>/...``: tlres splits each class, holding out
-  ``max(1, floor(test_split * n + 0.5))`` of its n images (at most n - 1) for
-  testing. Which ones: the files of a class sorted by the SHA-256 of
-  ``"<SPLIT_SEED>:<class>/<path inside the class folder>"``, the first ones
-  tested. It depends on the file names alone, never on ``--seed``, the listing
-  order, the machine or the numpy version, so every run on the same folder
-  tests on the same images; a file added to a class moves at most one other.
-
-Class names are the sorted subfolder names. Images are found recursively
-inside each class folder by extension (``.jpg .jpeg .png .bmp .gif``, any
-case); names starting with a dot (``.DS_Store``, ``._x.jpg``,
-``.ipynb_checkpoints/``) are skipped. Each image is decoded with Pillow: the
-first frame of a GIF; grayscale, RGBA (alpha dropped, as Keras and
-torchvision do), palette and CMYK images become RGB; 16-bit grayscale keeps its
-high byte. EXIF orientation is not applied (neither Keras nor torchvision does).
-Each image is then resized to ``image_size`` x ``image_size`` (`tlres.data.resample`, the
-bilinear filter, antialiased when shrinking, of every loader).
-
-Memory: the dataset's uint8 arrays are allocated once and each image is
-decoded, resized and written into its row, so loading holds one copy of the
-data plus one decoded image at a time.
+Layouts (Keras' and torchvision's convention): ``DIR/train/<class>/`` and ``DIR/test/<class>/``
+(your split), or ``DIR/<class>/``: tlres holds out ``max(1, floor(test_split * n + 0.5))`` of a
+class's n images (at most n - 1), the first by SHA-256 of ``"<SPLIT_SEED>:<class>/<path>"``, so
+the split depends on file names alone (never --seed, listing order or machine), and an added
+file moves at most one other. Class names are the sorted subfolders; images are found
+recursively by extension (`EXTENSIONS`, any case), dot-names skipped. Pillow decodes each (a
+GIF's first frame; alpha dropped; palette, CMYK and gray to RGB; 16-bit keeps its high byte; no
+EXIF rotation, as Keras and torchvision), `tlres.data.resample` resizes it, and it is written into
+its row of arrays allocated once: one copy of the data plus one decoded image at a time.
 """
 
 import hashlib

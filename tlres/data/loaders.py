@@ -1,25 +1,14 @@
-"""Datasets as uint8 NHWC numpy arrays, validated on load.
+"""Datasets as uint8 NHWC numpy arrays, validated on load: `load(spec)` is the one entry point.
 
-`load(spec)` is the one entry point. `spec` is:
-
-* ``cifar10``: CIFAR-10 through tensorflow-datasets (``data_dir`` passed on);
-* a path to the official ``cifar-10-python.tar.gz`` or its extracted
-  ``cifar-10-batches-py/`` folder, read with no network at all;
-* ``digits``: scikit-learn's 1,797 real 8x8 digits, upsampled to 32x32 RGB
-  with a fixed, seeded, stratified 80/20 split (the embedded offline data);
-* a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (and optionally
-  ``class_names``): uint8 0-255 or float 0-1 images, HxW or HxWxC, any size,
-  any number of classes;
-* ``fashion-mnist``: Fashion-MNIST (60,000 / 10,000 real 28x28 grayscale
-  images) from Debian's ``dataset-fashion-mnist`` package, or a folder holding
-  the four MNIST-format idx files (``train-images-idx3-ubyte[.gz]``, ...);
-* any other folder: a folder of images, one subfolder per class
-  (`tlres.data.imagefolder`: ``DIR/train/<class>/`` and ``DIR/test/<class>/``, or
-  ``DIR/<class>/`` split by ``test_split``).
-
-Every dataset comes back at ``image_size`` with 3 channels, uint8 pixels and
-int32 labels in ``[0, num_classes)``. Each problem found is one `TlresError`
-line naming the source and what is wrong.
+`spec`: ``cifar10`` (tensorflow-datasets, ``data_dir`` passed on); the official
+``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/`` (no network); ``digits``
+(scikit-learn's 1,797 8x8 digits, a fixed seeded stratified 80/20 split: the offline data); a
+``.npz`` with ``x_train, y_train, x_test, y_test`` [``class_names``] (uint8 or float 0-1, HxW or
+HxWxC, any size and class count); ``fashion-mnist`` (Debian's ``dataset-fashion-mnist``) or a
+folder of the four MNIST-format idx files; any other folder: images, one subfolder per class
+(`tlres.data.imagefolder`). Every dataset comes back at ``image_size`` (`tlres.data.resample`)
+with 3 channels, uint8 pixels and int32 labels in ``[0, num_classes)``; each problem found is
+one `TlresError` line naming the source and what is wrong.
 """
 
 import math
