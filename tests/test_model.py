@@ -114,3 +114,10 @@ def test_imagenet_from_keras_cache_is_used_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(online, "reachable", lambda *a, **k: pytest.fail("network was used"))
     net = model_lib.build(10, CFG.replace(weights="imagenet"))
     assert (np.asarray(net.get_layer("resnet50").layers[2].kernel) == 0.25).all()
+
+
+@pytest.mark.parametrize("given, expected", [("none", "none"), ("None", "none"), ("NONE", "none"),
+                                             ("imagenet", "imagenet"), ("runs/None", "runs/None")])
+def test_weights_none_is_one_spelling(given, expected):
+    """Every command reads --weights through `weights.canonical`: 'none' in any case, else as given."""
+    assert weights_lib.canonical(given) == expected
