@@ -72,10 +72,10 @@ def test_grid_command_errors_are_one_line(tmp_path, capsys, monkeypatch):
     unreachable download host (online, or with the weights cached, the grid would start training)."""
     from keras.src.backend import config
 
-    from tlres.data import loaders as data
+    from tlres.data import online
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path / "keras"))
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: False)
     assert ablation_cmd.main(["--out", str(tmp_path / "g"), "--epochs", "1", "--data", "digits"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "need them" in err[0] and "--weights none" in err[0]

@@ -18,6 +18,7 @@ from fuzzing import check_cli
 from tlres.core import config, memory
 from tlres.run import checkpoint, rundir
 from tlres.net import model as model_lib
+from tlres.net import modelfile
 from tlres.commands import train as train_cmd
 from tlres.core.errors import TlresError
 
@@ -196,7 +197,7 @@ def test_a_run_that_cannot_fit_is_refused_before_anything(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_keras(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("model") / "model.keras")
-    model_lib.save(model_lib.build(3, TINY), path, {"preprocessing": {"input_norm": "paper"}})
+    modelfile.save(model_lib.build(3, TINY), path, {"preprocessing": {"input_norm": "paper"}})
     return path
 
 
@@ -246,7 +247,7 @@ def test_keras_members_are_size_checked_before_keras_reads_them(tiny_keras, tmp_
     for path, words in cases.items():
         t0 = time.perf_counter()
         with pytest.raises(TlresError) as e:
-            model_lib.load_keras(path, path)
+            modelfile.load_keras(path, path)
         assert words in one_line(e) and time.perf_counter() - t0 < 2, str(e.value)
     assert peak_rss_mib() - before < 400  # the 300 MiB of zeros built above, nothing decompressed
     assert os.listdir(private) == []
@@ -261,7 +262,7 @@ def test_keras_input_shape_20000_is_refused(tiny_keras, tmp_path):
 
     path = rewritten(tiny_keras, str(tmp_path / "wide.keras"), change)
     with pytest.raises(TlresError) as e:
-        model_lib.load_keras(path, "m.keras")
+        modelfile.load_keras(path, "m.keras")
     assert "m.keras: its config.json gives an input of shape [None, 20000, 20000, 3]" in one_line(e)
 
 
@@ -271,13 +272,13 @@ def test_keras_loading_leaves_nothing_in_tmpdir(tiny_keras, tmp_path, monkeypatc
     private = tmp_path / "tmp"
     private.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private))
-    assert model_lib.load_keras(tiny_keras, "m").input_shape == (None, 8, 8, 3)
+    assert modelfile.load_keras(tiny_keras, "m").input_shape == (None, 8, 8, 3)
     bad = rewritten(tiny_keras, str(tmp_path / "crc.keras"), lambda n, b: [(n, b, 0)])
     blob = bytearray(open(bad, "rb").read())
     i = blob.find(b'"input_norm"')
     blob[i + 1] ^= 0x20  # the stored bytes change, the recorded CRC does not
     open(bad, "wb").write(bytes(blob))
     with pytest.raises(TlresError) as e:
-        model_lib.load_keras(bad, "m")
+        modelfile.load_keras(bad, "m")
     assert "not a readable Keras model" in one_line(e)
     assert os.listdir(private) == []

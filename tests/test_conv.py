@@ -12,6 +12,7 @@ import pytest
 
 from fpbounds import U32, U64, float32_products, float64_keras, gamma
 from tlres.net import model as model_lib
+from tlres.net.cpu import kernel_choice
 from tlres.net.cpu import kernels
 from tlres.core.config import IMPROVED
 
@@ -192,11 +193,11 @@ def test_whole_model_computes_the_same_function_with_either_kernel(arch, monkeyp
     modes = (False, True)
     with float32_products():
         net = model_lib.build(10, cfg)
-        assert len(model_lib.conv2d_layers(net)) == (3 if arch == "tiny" else 53)
+        assert len(kernel_choice.conv2d_layers(net)) == (3 if arch == "tiny" else 53)
         w32 = net.get_weights()
         xla32 = {t: _logits(net, w32, x, t) for t in modes}
-        model_lib.use_matmul_convs(net)
-        assert model_lib.conv_plan(net) == ("matmul 3/3" if arch == "tiny" else "matmul 53/53")
+        kernel_choice.use_matmul_convs(net)
+        assert kernel_choice.conv_plan(net) == ("matmul 3/3" if arch == "tiny" else "matmul 53/53")
         mm32 = {t: _logits(net, w32, x, t) for t in modes}
 
     w64 = [np.asarray(w, "float64") for w in w32]
@@ -222,9 +223,9 @@ def test_whole_model_computes_the_same_function_with_either_kernel(arch, monkeyp
         head = (keras.Model(net64.input, net64.get_layer("avg_pool").output), wh, bh)
         x64 = x.astype("float64")
         xla64 = _logits(net64, w64, x64, True, head)  # training mode: BatchNorm amplifies most
-        model_lib.use_matmul_convs(net64)
+        kernel_choice.use_matmul_convs(net64)
         mm64 = {t: _logits(net64, w64, x64, t, head) for t in modes}
-        for layer in model_lib.conv2d_layers(net64):
+        for layer in kernel_choice.conv2d_layers(net64):
             layer.convolution_op = types.MethodType(noisy_conv, layer)
         bound = {}
         for t in modes:
@@ -261,8 +262,8 @@ def test_auto_is_matmul_on_cpu_and_xla_on_gpu(monkeypatch):
     monkeypatch.setenv("TLRES_CONV_AUTO", "matmul")
     cfg = IMPROVED.replace(weights="none")
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert model_lib.conv_plan(model_lib.build(10, cfg)) == "matmul 53/53"
-    assert model_lib.conv_plan(model_lib.build(10, cfg.replace(conv="xla"))) == "matmul 0/53"
+    assert kernel_choice.conv_plan(model_lib.build(10, cfg)) == "matmul 53/53"
+    assert kernel_choice.conv_plan(model_lib.build(10, cfg.replace(conv="xla"))) == "matmul 0/53"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert model_lib.conv_plan(model_lib.build(10, cfg)) == "matmul 0/53"
-    assert model_lib.conv_plan(model_lib.build(10, cfg.replace(conv="matmul"))) == "matmul 53/53"
+    assert kernel_choice.conv_plan(model_lib.build(10, cfg)) == "matmul 0/53"
+    assert kernel_choice.conv_plan(model_lib.build(10, cfg.replace(conv="matmul"))) == "matmul 53/53"

@@ -1,4 +1,4 @@
-"""`--conv auto` on a CPU (tlres.net.cpu.convplan, tlres.net.model.apply_conv): each distinct convolution gets
+"""`--conv auto` on a CPU (tlres.net.cpu.convplan, tlres.net.cpu.kernel_choice.apply_conv): each distinct convolution gets
 the kernel with the smaller median time, as timed on the host, once; the plan is cached per host key.
 
 The choice and the cache are tested against hand-made timings (`time_fn`), never by timing
@@ -12,6 +12,7 @@ import pytest
 
 from tlres.net.cpu import convplan, kernels
 from tlres.net import model as model_lib
+from tlres.net.cpu import kernel_choice
 from tlres.core.config import IMPROVED
 
 KEY = {"cpu": "Test CPU", "vector_extensions": ["avx", "avx2", "fma"], "cores": 2, "usable_cores": 2,
@@ -179,22 +180,22 @@ def test_apply_conv_gives_each_layer_its_measured_kernel(measuring):
     net = model_lib.build(10, TINY)
     x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
     ref = np.asarray(net(x, training=False))
-    rec = model_lib.apply_conv(net, "auto", 8, time_fn=tiny_timings({8}))
+    rec = kernel_choice.apply_conv(net, "auto", 8, time_fn=tiny_timings({8}))
     assert rec["summary"] == "matmul 1/3" and rec["matmul_layers"] == ["conv1"]
     assert rec["xla_layers"] == ["conv0", "conv2"]
     assert rec["conv"] == "auto" and rec["resolved"] == "measure" and rec["source"] == "measured"
     assert rec["cache_file"].startswith(str(measuring / "cache" / "tlres" / "jax"))
     assert {e["kernel"] for e in rec["shapes"].values()} == {"xla", "matmul"}
     assert [e["layers"] for e in rec["shapes"].values()] == [["conv0"], ["conv1"], ["conv2"]]
-    assert model_lib.conv_plan_record(net)["source"] == "measured"
+    assert kernel_choice.conv_plan_record(net)["source"] == "measured"
     # the same function: only float rounding differs
     np.testing.assert_allclose(np.asarray(net(x, training=False)), ref, rtol=1e-4, atol=1e-5)
 
-    rec = model_lib.apply_conv(net, "auto", 8, time_fn=tiny_timings({3, 8, 16}))  # cached: not timed
+    rec = kernel_choice.apply_conv(net, "auto", 8, time_fn=tiny_timings({3, 8, 16}))  # cached: not timed
     assert rec["source"] == "cache" and rec["matmul_layers"] == ["conv1"]
-    rec = model_lib.apply_conv(net, "auto", 16, time_fn=tiny_timings({3, 8, 16}))  # another batch
+    rec = kernel_choice.apply_conv(net, "auto", 16, time_fn=tiny_timings({3, 8, 16}))  # another batch
     assert rec["source"] == "measured" and rec["summary"] == "matmul 3/3"
-    rec = model_lib.apply_conv(net, "auto", 16, time_fn=tiny_timings(set()))
+    rec = kernel_choice.apply_conv(net, "auto", 16, time_fn=tiny_timings(set()))
     assert rec["summary"] == "matmul 3/3", "read from the cache, not timed again"
 
 
@@ -205,13 +206,13 @@ def test_build_measures_under_auto_only(measuring, monkeypatch):
         calls.append(kernel)
         return tiny_timings({3, 16})(s, kernel, repeats)
 
-    monkeypatch.setattr(model_lib, "time_conv", fake)
-    assert model_lib.conv_plan(model_lib.build(10, TINY.replace(conv="matmul"))) == "matmul 3/3"
-    assert model_lib.conv_plan(model_lib.build(10, TINY)) == "matmul 0/3"
+    monkeypatch.setattr(kernel_choice, "time_conv", fake)
+    assert kernel_choice.conv_plan(model_lib.build(10, TINY.replace(conv="matmul"))) == "matmul 3/3"
+    assert kernel_choice.conv_plan(model_lib.build(10, TINY)) == "matmul 0/3"
     assert calls == []
     net = model_lib.build(10, TINY.replace(conv="auto"))
-    assert model_lib.conv_plan_record(net)["matmul_layers"] == ["conv0", "conv2"] and len(calls) == 6
-    assert model_lib.conv_plan_record(model_lib.build(10, TINY.replace(conv="xla")))["source"] == "--conv xla"
+    assert kernel_choice.conv_plan_record(net)["matmul_layers"] == ["conv0", "conv2"] and len(calls) == 6
+    assert kernel_choice.conv_plan_record(model_lib.build(10, TINY.replace(conv="xla")))["source"] == "--conv xla"
 
 
 def test_auto_is_xla_off_the_cpu_and_the_env_rule_skips_timing(measuring, monkeypatch):
@@ -220,34 +221,34 @@ def test_auto_is_xla_off_the_cpu_and_the_env_rule_skips_timing(measuring, monkey
     def never(*args):
         raise AssertionError("timed")
 
-    monkeypatch.setattr(model_lib, "time_conv", never)
+    monkeypatch.setattr(kernel_choice, "time_conv", never)
     monkeypatch.setenv("TLRES_CONV_AUTO", "matmul")
-    rec = model_lib.conv_plan_record(model_lib.build(10, TINY.replace(conv="auto")))
+    rec = kernel_choice.conv_plan_record(model_lib.build(10, TINY.replace(conv="auto")))
     assert rec["summary"] == "matmul 3/3" and rec["source"] == "TLRES_CONV_AUTO=matmul"
     monkeypatch.delenv("TLRES_CONV_AUTO")
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    rec = model_lib.conv_plan_record(model_lib.build(10, TINY.replace(conv="auto")))
+    rec = kernel_choice.conv_plan_record(model_lib.build(10, TINY.replace(conv="auto")))
     assert rec["summary"] == "matmul 0/3" and rec["source"] == "XLA's kernel on gpu"
 
 
 def test_time_conv_times_forward_and_gradients_of_either_kernel():
     s = shape(batch=2, h=4, c=3, filters=4, stride=2)
     for kernel in ("xla", "matmul"):
-        times = model_lib.time_conv(s, kernel, 3)
+        times = kernel_choice.time_conv(s, kernel, 3)
         assert len(times) == 3 and all(isinstance(t, float) and t > 0 for t in times)
 
 
 def test_a_resumed_run_keeps_the_recorded_plan(measuring):
     net = model_lib.build(10, TINY)
-    rec = model_lib.apply_conv(net, "auto", 8, time_fn=tiny_timings({8}))
+    rec = kernel_choice.apply_conv(net, "auto", 8, time_fn=tiny_timings({8}))
     recorded = json.loads(json.dumps(rec))  # as config.json holds it
     other = model_lib.build(10, TINY.replace(conv="matmul"))
-    got = model_lib.apply_recorded_plan(other, recorded)
+    got = kernel_choice.apply_recorded_plan(other, recorded)
     assert got["matmul_layers"] == ["conv1"] and got["summary"] == "matmul 1/3"
     assert got["source"] == "recorded (the run's config.json)"
     forced = model_lib.build(10, TINY.replace(conv="matmul"))  # a forced kernel: the record is --conv's
-    assert model_lib.apply_recorded_plan(forced, model_lib.conv_plan_record(
-        model_lib.build(10, TINY))) is None and model_lib.conv_plan(forced) == "matmul 3/3"
+    assert kernel_choice.apply_recorded_plan(forced, kernel_choice.conv_plan_record(
+        model_lib.build(10, TINY))) is None and kernel_choice.conv_plan(forced) == "matmul 3/3"
     for bad in (None, [], {"resolved": "measure", "matmul_layers": ["no_such_layer"]}):
-        assert model_lib.apply_recorded_plan(forced, bad) is None
-    assert model_lib.conv_plan(forced) == "matmul 3/3"
+        assert kernel_choice.apply_recorded_plan(forced, bad) is None
+    assert kernel_choice.conv_plan(forced) == "matmul 3/3"

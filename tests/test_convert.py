@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from tlres.net import convert, model as model_lib  # noqa: E402
+from tlres.net import weights as weights_lib  # noqa: E402
 from tlres.core.config import IMPROVED  # noqa: E402
 from tlres.core.errors import TlresError  # noqa: E402
 
@@ -185,12 +186,12 @@ def test_wrong_architecture_is_one_line(tmp_path):
 
     save_file(r18, str(path))
     with pytest.raises(TlresError, match="resnet50_v1_5, not --arch resnet50") as e:  # Keras' v1
-        model_lib.resolve_weights(str(path), "resnet50")
+        weights_lib.resolve_weights(str(path), "resnet50")
     with pytest.raises(TlresError, match="does not fit --arch resnet50_v1_5") as e:
         model_lib.build(10, V15.replace(weights=str(path)))
     assert "\n" not in str(e.value)
     with pytest.raises(TlresError, match="--arch resnet50_v1_5, not --arch resnet50"):
-        model_lib.resolve_weights("torchvision", "resnet50")
+        weights_lib.resolve_weights("torchvision", "resnet50")
 
 
 NO_TORCH = r"""
@@ -233,11 +234,11 @@ def test_safetensors_loads_without_torch(tmp_path, numpy_state):
 
 
 def test_torchvision_weights_from_torch_hub_cache_with_weights_only(tmp_path, monkeypatch, torch_state):
-    from tlres.data import loaders as data
+    from tlres.data import online
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert convert.torch_hub_checkpoints() == os.path.join(torch.hub.get_dir(), "checkpoints")
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: False)
     with pytest.raises(TlresError) as e:  # offline, not cached: the file and the folder, one line
         model_lib.build(10, V15.replace(weights="torchvision"))
     msg = str(e.value)
@@ -248,7 +249,7 @@ def test_torchvision_weights_from_torch_hub_cache_with_weights_only(tmp_path, mo
     torch.save(torch_state, tmp_path / "th" / "hub" / "checkpoints" / "resnet50-0676ba61.pth")
     calls, load = [], torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or load(*a, **k))
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("network was used"))
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: pytest.fail("network was used"))
     for flag in ("torchvision", "imagenet"):  # imagenet = the --arch's own network's weights
         net = model_lib.build(10, V15.replace(weights=flag))
         got = np.asarray(net.get_layer("resnet50_v1_5").get_layer("conv1").kernel)

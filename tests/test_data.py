@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from tlres.data import loaders as data
+from tlres.data import loaders as data, online
 from tlres.core.errors import TlresError
 
 
@@ -157,7 +157,7 @@ def test_digits_split_is_pinned_and_its_images_are_scikit_learns_upsampled():
 def test_cifar10_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
     import tensorflow_datasets  # noqa: F401  (its import is not what we time: tens of s on a loaded CPU)
 
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: False)
     start = time.monotonic()
     with pytest.raises(TlresError) as e:
         data.load("cifar10", data_dir=str(tmp_path))
@@ -170,7 +170,7 @@ def test_cifar10_through_tensorflow_datasets(tmp_path, monkeypatch):
     """The tfds path (download_and_prepare + as_dataset), on tfds' own mock of cifar10."""
     import tensorflow_datasets as tfds
 
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: True)
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: True)
     with tfds.testing.mock_data(num_examples=6):
         ds = data.load("cifar10", data_dir=str(tmp_path))
     assert ds.x_train.shape == (6, 32, 32, 3) and ds.x_train.dtype == np.uint8
@@ -184,4 +184,4 @@ def test_reachable_is_false_for_a_closed_port():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    assert data.reachable("127.0.0.1", port, timeout=1) is False
+    assert online.reachable("127.0.0.1", port, timeout=1) is False

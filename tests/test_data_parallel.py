@@ -44,6 +44,7 @@ import csv, json, sys
 import jax
 jax.config.update("jax_enable_x64", True)  # for the float64 runs; float32 ones set their policy
 from tlres.net import model  # first: importing tlres selects the JAX backend
+from tlres.net import modelfile
 from tlres.run import losses, train
 import keras
 from keras import ops
@@ -73,7 +74,7 @@ def call(self, y_true, y_pred):  # the loss without its float32 cast, for float6
 losses.SmoothedCrossEntropy.call = call
 # The stand-in Dense above is this script's own class, which Keras cannot deserialize: these runs
 # test numerics, not the model file (tests/test_model_file.py does), so it is written empty.
-model.save = lambda net, path, *a, **k: open(path, "wb").close()
+modelfile.save = lambda net, path, *a, **k: open(path, "wb").close()
 
 
 def float64(on):

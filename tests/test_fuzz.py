@@ -48,14 +48,12 @@ def tmp(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def imported():
-    """What the readers import lazily (jax for resizing, scipy for Welch intervals, Pillow),
+    """What the readers import lazily (jax, scipy for Welch intervals, Pillow),
     imported first: an import under tracemalloc on a loaded CPU took 48 s, and the time limit
     is for the reader."""
     import jax.numpy  # noqa: F401
     import PIL.Image  # noqa: F401
     import scipy.stats  # noqa: F401
-
-    data.resize(np.zeros((1, 8, 8, 3), np.uint8), 32)  # and the first jit of the resize
 
 
 @pytest.fixture
@@ -585,13 +583,13 @@ def zipped(name, blob):
 
 def test_fuzz_keras_file_metadata():
     """`model.read_metadata`: the tlres.json member of a .keras zip, damaged as JSON or as bytes."""
-    from tlres.net import model as model_lib
+    from tlres.net import modelfile
 
     text = json_text(RECORD)
     valid = zipped("tlres.json", text)
     strategy = st.one_of(json_edit(RECORD).map(lambda o: zipped("tlres.json", json_text(o))),
                          mutations(text).map(lambda b: zipped("tlres.json", b)), mutations(valid))
-    fuzz(valid, model_lib.read_metadata, ".keras", strategy=strategy)
+    fuzz(valid, modelfile.read_metadata, ".keras", strategy=strategy)
 
 
 def test_fuzz_predict_npz():

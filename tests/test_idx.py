@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from tlres.data import loaders as data
+from tlres.data import loaders as data, resample
 from tlres.core.errors import TlresError
 
 
@@ -56,7 +56,7 @@ def test_idx_folder_loads_exactly_the_written_pixels_and_labels(tmp_path, gz):
 def test_idx_folder_is_resized_like_the_other_loaders(tmp_path):
     arrays = write_idx_folder(str(tmp_path / "m"))
     ds = data.load(str(tmp_path / "m"), image_size=32)
-    expected = data.resize(arrays["train-images-idx3-ubyte"][..., None], 32)[..., 0]
+    expected = resample.resize(arrays["train-images-idx3-ubyte"][..., None], 32)[..., 0]
     np.testing.assert_array_equal(ds.x_train[..., 0], expected)
 
 

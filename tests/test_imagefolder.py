@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import IMAGE_KINDS, write_image, write_image_folder
 
-from tlres.data import imagefolder, loaders as data
+from tlres.data import imagefolder, loaders as data, resample
 from tlres.core.errors import TlresError
 
 
@@ -38,18 +38,22 @@ def resize_reference(img, size):
 
 
 @pytest.mark.parametrize("shape", [(20, 32), (75, 40), (32, 100), (7, 9), (2100, 40)])
-def test_resize_is_the_data_loaders_filter(shape):
+def test_resize_is_jax_image_resize_in_float64(shape):
+    import jax
+
     img = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    got = imagefolder.resize(img, 32).astype(np.float64)
+    got = resample.resize(img, 32).astype(np.float64)
     ref = resize_reference(img, 32)
     # float64 throughout: got is a correct rounding of the exact value (a tie may go either way)
     assert np.abs(got - ref).max() <= 0.5 + 1e-9
-    jax_got = data.resize(img[None], 32)[0].astype(np.float64)
-    # tlres.data.loaders.resize works in float32: a sum of <= 2100 terms <= 255 is off by at most
-    # ~2100 * 255 * 2**-24 < 0.04, so it can round differently only within that of a .5
-    differ = jax_got != got
-    assert np.abs(jax_got - got).max() <= 1
-    assert np.all(np.abs(np.abs(ref[differ] - np.floor(ref[differ])) - 0.5) < 0.04)
+    jax_got = np.asarray(jax.image.resize(img.astype(np.float32), (32, 32, 3), "linear", antialias=True))
+    # the filter is jax.image.resize's: in float32 a sum of <= 2100 terms <= 255 is off by at most
+    # ~2100 * 255 * 2**-24 < 0.04
+    assert np.abs(jax_got - ref).max() < 0.04
+    # a batch (the array loaders) is each of its images resized alone (image folders, predict)
+    batch = np.stack([img, img[::-1], 255 - img])
+    np.testing.assert_array_equal(resample.resize(batch, 32),
+                                  np.stack([resample.resize(i, 32) for i in batch]))
 
 
 def test_every_kind_of_image_decodes_to_its_pixels(tmp_path):

@@ -43,7 +43,7 @@ def test_indivisible_batch_is_a_clear_error():
 
     JAX_PLATFORMS=cpu: on a GPU host JAX would otherwise use the one GPU, which 17 divides.
     """
-    code = ("from tlres import train; from tlres.core.config import QUICK\n"
+    code = ("from tlres.run import train; from tlres.core.config import QUICK\n"
             "from tlres.core.errors import TlresError\n"
             "try:\n    train.setup_engine(QUICK.replace(data_parallel=True, batch_size=17))\n"
             "except TlresError as e:\n    print('ERR', e)\n")

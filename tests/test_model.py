@@ -7,6 +7,7 @@ import pytest
 
 from fpbounds import U32, gamma
 from tlres.net import model as model_lib
+from tlres.net import weights as weights_lib
 from tlres.core.config import IMPROVED
 from tlres.core.errors import TlresError
 
@@ -81,16 +82,16 @@ def test_wrong_architecture_weights_are_one_line(tmp_path):
 
 def test_imagenet_missing_offline_fails_fast_naming_the_file(tmp_path, monkeypatch):
     from keras.src.backend import config
-    from tlres.data import loaders as data
+    from tlres.data import online
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: False)
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: False)
     start = time.monotonic()
     with pytest.raises(TlresError) as e:
         model_lib.build(10, CFG.replace(weights="imagenet"))
     assert time.monotonic() - start < 5
     msg = str(e.value)
-    assert model_lib.IMAGENET_NOTOP in msg and str(tmp_path / "models") in msg
+    assert weights_lib.IMAGENET_NOTOP in msg and str(tmp_path / "models") in msg
     assert "--weights none" in msg
 
 
@@ -98,7 +99,7 @@ def test_imagenet_from_keras_cache_is_used_offline(tmp_path, monkeypatch):
     """A file in Keras' cache is loaded without any network (here: a saved backbone)."""
     import keras
     from keras.src.backend import config
-    from tlres.data import loaders as data
+    from tlres.data import online
 
     (tmp_path / "models").mkdir()
     backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
@@ -107,9 +108,16 @@ def test_imagenet_from_keras_cache_is_used_offline(tmp_path, monkeypatch):
     from keras.src.legacy.saving import legacy_h5_format
 
     # The official file's format: Keras' legacy HDF5 weights, matched by layer order.
-    with h5py.File(tmp_path / "models" / model_lib.IMAGENET_NOTOP, "w") as f:
+    with h5py.File(tmp_path / "models" / weights_lib.IMAGENET_NOTOP, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, backbone)
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path))
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("network was used"))
+    monkeypatch.setattr(online, "reachable", lambda *a, **k: pytest.fail("network was used"))
     net = model_lib.build(10, CFG.replace(weights="imagenet"))
     assert (np.asarray(net.get_layer("resnet50").layers[2].kernel) == 0.25).all()
+
+
+@pytest.mark.parametrize("given, expected", [("none", "none"), ("None", "none"), ("NONE", "none"),
+                                             ("imagenet", "imagenet"), ("runs/None", "runs/None")])
+def test_weights_none_is_one_spelling(given, expected):
+    """Every command reads --weights through `weights.canonical`: 'none' in any case, else as given."""
+    assert weights_lib.canonical(given) == expected

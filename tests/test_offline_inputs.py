@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tlres.data import loaders as data
-from tlres.net import model
+from tlres.data import loaders as data, online
+from tlres.net import weights as weights_lib
 from tlres.commands import train as train_cmd
 
 pytest.importorskip("tensorflow_datasets")
@@ -23,7 +23,7 @@ def offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(config, "keras_home", lambda: str(tmp_path / "keras"))
     probed = []
-    monkeypatch.setattr(data, "reachable", lambda host, *a, **k: probed.append(host) or False)
+    monkeypatch.setattr(online, "reachable", lambda host, *a, **k: probed.append(host) or False)
     return probed
 
 
@@ -59,8 +59,8 @@ def test_paper_preset_offline_names_cifar10_and_imagenet_weights_at_once(offline
     # each with its fix: where to get CIFAR-10 and the flag that reads it; where the weights go
     assert data.CIFAR10_URL in msg and "--data /path/to/cifar-10-python.tar.gz" in msg
     assert str(tmp_path / "tfds") in msg
-    assert "(2) ImageNet weights" in msg and model.IMAGENET_URL in msg
-    assert str(tmp_path / "keras" / "models" / model.IMAGENET_NOTOP) in msg and "--weights none" in msg
+    assert "(2) ImageNet weights" in msg and weights_lib.IMAGENET_URL in msg
+    assert str(tmp_path / "keras" / "models" / weights_lib.IMAGENET_NOTOP) in msg and "--weights none" in msg
     assert set(offline) == {"www.cs.toronto.edu", "storage.googleapis.com"}
     assert seconds < 10
     assert not [m for m in logged if "dataset_info.json" in m], logged  # tfds' cache warning is dropped
@@ -68,7 +68,7 @@ def test_paper_preset_offline_names_cifar10_and_imagenet_weights_at_once(offline
 
 def test_weights_in_keras_cache_leave_only_cifar10(offline, tmp_path, capsys):
     (tmp_path / "keras" / "models").mkdir(parents=True)
-    (tmp_path / "keras" / "models" / model.IMAGENET_NOTOP).write_bytes(b"")  # present: not probed
+    (tmp_path / "keras" / "models" / weights_lib.IMAGENET_NOTOP).write_bytes(b"")  # present: not probed
     msg, _, _ = run(capsys, tmp_path, "--data-dir", str(tmp_path / "tfds"))
     assert "CIFAR-10 is not in the tensorflow-datasets cache" in msg
     assert "ImageNet" not in msg and "inputs are missing" not in msg

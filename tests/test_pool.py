@@ -9,6 +9,7 @@ import pytest
 
 from fpbounds import gamma
 from tlres.net import model as model_lib
+from tlres.net.cpu import kernel_choice
 from tlres.net.cpu import kernels
 from tlres.core.config import IMPROVED
 
@@ -79,12 +80,12 @@ def test_the_cpu_kernels_use_it_and_xla_keeps_its_own(monkeypatch):
     cfg = IMPROVED.replace(weights="none")
 
     def pools(net):
-        return [("call" in vars(l)) for l in model_lib.all_layers(net)
+        return [("call" in vars(l)) for l in kernel_choice.all_layers(net)
                 if type(l) is keras.layers.MaxPooling2D]
 
     for conv, want in (("auto", [True]), ("matmul", [True]), ("xla", [False])):
         net = model_lib.build(10, cfg.replace(conv=conv))
         assert pools(net) == want, conv
-        assert model_lib.conv_plan_record(net)["slice_max_pools"] == sum(want)
+        assert kernel_choice.conv_plan_record(net)["slice_max_pools"] == sum(want)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert pools(model_lib.build(10, cfg)) == [False]

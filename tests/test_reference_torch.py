@@ -203,7 +203,7 @@ def test_reference_starts_from_a_keras_resnet50_v1_5_run(tmp_path):
     for tensor (kernels HWIO -> OIHW, BatchNorm gamma/beta/moving stats), with a new fc."""
     import torch
 
-    from tlres.net import model as model_lib
+    from tlres.net import model as model_lib, modelfile
     from tlres.core.config import QUICK
     from tlres.reference import torch as ref
 
@@ -215,7 +215,7 @@ def test_reference_starts_from_a_keras_resnet50_v1_5_run(tmp_path):
         v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
     run = tmp_path / "keras_run"
     run.mkdir()
-    model_lib.save(net, str(run / "model.keras"))
+    modelfile.save(net, str(run / "model.keras"))
     for source in (run, run / "model.keras"):
         tnet = ref.build(cfg.replace(weights=str(source)), 4)
         state = tnet.state_dict()

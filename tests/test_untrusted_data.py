@@ -460,7 +460,7 @@ def test_model_keras_with_a_lambda_layer_is_refused_and_its_code_never_runs(tmp_
     load it. Without safe_mode, loading the file runs it (the control below)."""
     import keras
 
-    from tlres.net import model as model_lib
+    from tlres.net import weights as weights_lib
 
     marker = tmp_path / "PWNED"
     inputs = keras.Input((4,))
@@ -470,7 +470,7 @@ def test_model_keras_with_a_lambda_layer_is_refused_and_its_code_never_runs(tmp_
     net.save(path)
     marker.unlink()  # building the model above ran the function once
     with pytest.raises(TlresError, match=f"--weights {path}: not a readable Keras model"):
-        model_lib.load_backbone(None, str(path), str(path))
+        weights_lib.load_backbone(None, str(path), str(path))
     assert not marker.exists()
     keras.saving.load_model(path, safe_mode=False)  # the control: unsafe loading runs it
     assert marker.exists()
@@ -503,18 +503,18 @@ def keras_with(tmp_path, text):
     ("{", "not a readable .keras file (JSONDecodeError"),
 ])
 def test_a_keras_files_tlres_json_of_the_wrong_kind_is_one_line(tmp_path, text, needle):
-    from tlres.net import model as model_lib
+    from tlres.net import modelfile
 
     path = keras_with(tmp_path, text)
     with pytest.raises(TlresError) as e:
-        model_lib.read_metadata(path)
+        modelfile.read_metadata(path)
     assert str(e.value).startswith(f"{path}: ") and needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_a_keras_files_tlres_json_as_tlres_writes_it_is_read(tmp_path):
-    from tlres.net import model as model_lib
+    from tlres.net import modelfile
 
-    assert model_lib.read_metadata(keras_with(tmp_path, json.dumps(RECORD))) == RECORD
+    assert modelfile.read_metadata(keras_with(tmp_path, json.dumps(RECORD))) == RECORD
 
 
 def test_predict_npz_declaring_a_huge_array_is_refused_cheaply(tmp_path):
@@ -534,7 +534,7 @@ def test_a_keras_file_whose_tlres_json_declares_4_gib_compressed_allocates_nothi
     one read, and a file's read(n) allocates n bytes first."""
     import zipfile
 
-    from tlres.net import model as model_lib
+    from tlres.net import modelfile
 
     path = keras_with(tmp_path, json.dumps(RECORD))
     blob = bytearray(open(path, "rb").read())
@@ -546,7 +546,7 @@ def test_a_keras_file_whose_tlres_json_declares_4_gib_compressed_allocates_nothi
     open(path, "wb").write(bytes(blob))
     tracemalloc.start()
     try:
-        meta = model_lib.read_metadata(path)  # stored data: it reads the record's bytes
+        meta = modelfile.read_metadata(path)  # stored data: it reads the record's bytes
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -14,7 +14,7 @@ else stops the grid before it trains (`tlres.run.rundir.check_out`). The command
 import os
 import sys
 
-from tlres.net import model
+from tlres.net import weights as weights_lib
 from tlres.run import rundir, train
 from tlres.core.config import BASELINE, IMPROVED
 from tlres.core.errors import TlresError
@@ -79,7 +79,7 @@ def check_weights(grid):
     """Fail before training anything when a cell needs weights that cannot be had."""
     for weights, arch in dict.fromkeys((c.weights, c.arch) for c in grid.values()):
         need = [n for n, c in grid.items() if (c.weights, c.arch) == (weights, arch)]
-        problem = model.weights_unavailable(weights, arch)
+        problem = weights_lib.weights_unavailable(weights, arch)
         if problem:
             hint = (" (with --weights none the transfer cells collapse into the others; "
                     "--transfer-from takes a backbone you pretrained)" if weights == "imagenet" else "")

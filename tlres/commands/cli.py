@@ -14,6 +14,7 @@ import sys
 
 from tlres.core import config as config_lib
 from tlres.core.errors import TlresError
+from tlres.net import weights as weights_lib
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,7 +73,7 @@ def positive(kind):
 
 def _weights(text):
     """--weights: "none" in any letter case is random initialisation, recorded as "none"."""
-    return "none" if text.lower() == "none" else text
+    return weights_lib.canonical(text)
 
 
 _weights.__name__ = "str"  # argparse names the type in its messages: the field's own kind

@@ -1,15 +1,11 @@
 """The paper's augmentation and input normalization, defined once.
 
-Every function here is written against a numpy-like module ``xp`` and runs
-unchanged with ``numpy`` (the reference the tests use), ``jax.numpy`` (on
-device) and ``tensorflow.experimental.numpy`` (inside tf.data). Only the
-random draws differ per framework (`draw_tf`, `draw_jax`), and both draw from
-the same distribution: flip with probability ``FLIP_P``, crop offsets uniform
-in ``0..2*padding`` for rows and columns independently.
-
-Order, as the paper lists it (eqs. 4-5): flip, then zero-pad and crop.
-Normalization comes after, so padded pixels are black (0) before it, as with
-torchvision's ``RandomCrop(32, padding=4)`` followed by ``Normalize``.
+Every function here is written against a numpy-like module ``xp`` and runs unchanged with
+``numpy`` (the tests' reference), ``jax.numpy`` (on device) and ``tensorflow.experimental.numpy``
+(inside tf.data). Only the random draws differ per framework (`draw_tf`, `draw_jax`), from the
+same distribution: flip with probability ``FLIP_P``, crop offsets uniform in ``0..2*padding``.
+Order, as the paper lists it (eqs. 4-5): flip, then zero-pad and crop; normalization after, so
+padded pixels are black before it, as torchvision's ``RandomCrop(32, padding=4)`` + ``Normalize``.
 """
 
 FLIP_P = 0.5

@@ -1,33 +1,16 @@
-"""A folder of images, one subfolder per class, as a `tlres.data.loaders.Dataset`.
+"""A folder of images, one subfolder per class, as a `tlres.data.dataset.Dataset`.
 
-Two layouts (Keras' ``image_dataset_from_directory`` and torchvision's
-``ImageFolder`` convention, one subfolder per class):
-
-* ``DIR/train/<class>/...`` and ``DIR/test/<class>/...``: the split is yours;
-* ``DIR/<class>/...``: tlres splits each class, holding out
-  ``max(1, floor(test_split * n + 0.5))`` of its n images (at most n - 1) for
-  testing. Which ones: the files of a class sorted by the SHA-256 of
-  ``"<SPLIT_SEED>:<class>/<path inside the class folder>"``, the first ones
-  tested. It depends on the file names alone, never on ``--seed``, the listing
-  order, the machine or the numpy version, so every run on the same folder
-  tests on the same images; a file added to a class moves at most one other.
-
-Class names are the sorted subfolder names. Images are found recursively
-inside each class folder by extension (``.jpg .jpeg .png .bmp .gif``, any
-case); names starting with a dot (``.DS_Store``, ``._x.jpg``,
-``.ipynb_checkpoints/``) are skipped. Each image is decoded with Pillow: the
-first frame of a GIF; grayscale, RGBA (alpha dropped, as Keras and
-torchvision do), palette and CMYK images become RGB; 16-bit grayscale keeps its
-high byte. EXIF orientation is not applied (neither Keras nor torchvision does).
-Each image is then resized to ``image_size`` x ``image_size`` with `resize`,
-the same bilinear filter, antialiased when shrinking, as `tlres.data.loaders.resize`.
-
-Memory: the dataset's uint8 arrays are allocated once and each image is
-decoded, resized and written into its row, so loading holds one copy of the
-data plus one decoded image at a time.
+Layouts (Keras' and torchvision's convention): ``DIR/train/<class>/`` and ``DIR/test/<class>/``
+(your split), or ``DIR/<class>/``: tlres holds out ``max(1, floor(test_split * n + 0.5))`` of a
+class's n images (at most n - 1), the first by SHA-256 of ``"<SPLIT_SEED>:<class>/<path>"``, so
+the split depends on file names alone (never --seed, listing order or machine), and an added
+file moves at most one other. Class names are the sorted subfolders; images are found
+recursively by extension (`EXTENSIONS`, any case), dot-names skipped. Pillow decodes each (a
+GIF's first frame; alpha dropped; palette, CMYK and gray to RGB; 16-bit keeps its high byte; no
+EXIF rotation, as Keras and torchvision), `tlres.data.resample` resizes it, and it is written into
+its row of arrays allocated once: one copy of the data plus one decoded image at a time.
 """
 
-import functools
 import hashlib
 import os
 import stat
@@ -38,6 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from tlres.data import resample
 from tlres.data.dataset import Dataset
 from tlres.core.errors import TlresError, quote
 
@@ -45,7 +29,6 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_SEED = 0  # fixed: the split of a DIR/<class>/ folder never depends on --seed
 MAX_PIXELS = 100_000_000  # a larger image (e.g. 10,000 x 10,000) is refused, not decoded
 MAX_FILE_BYTES = 8 * MAX_PIXELS  # no image of MAX_PIXELS needs more (16-bit RGBA, uncompressed)
-DENSE_LIMIT = 1 << 16  # resize a dimension with one dense matrix up to in*out entries
 PROGRESS_AFTER_S = 2.0
 
 
@@ -111,76 +94,7 @@ def _rgb(img):
 
 def read_image(path, size):
     """One image file as uint8 (size, size, 3): decoded, RGB, resized."""
-    return resize(open_image(path), size)
-
-
-# -------------------------------------------------------------------- resizing
-@functools.lru_cache(maxsize=256)
-def weights(n_in, n_out):
-    """(n_in, n_out) float64 resampling matrix of `jax.image.resize(..., "linear", antialias=True)`.
-
-    Output pixel t samples the input at c = (t + 0.5) * n_in / n_out - 0.5 with the
-    triangle kernel max(0, 1 - |j - c| / s), s = max(n_in / n_out, 1) (widened when
-    shrinking: the antialiasing), normalized to sum 1 over the input pixels j.
-    """
-    inv = n_in / n_out
-    sample = (np.arange(n_out) + 0.5) * inv - 0.5
-    w = np.maximum(0.0, 1.0 - np.abs(sample[None, :] - np.arange(n_in)[:, None]) / max(inv, 1.0))
-    total = w.sum(axis=0, keepdims=True)
-    w = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps, w / np.where(total != 0, total, 1), 0)
-    w[:, (sample < -0.5) | (sample > n_in - 0.5)] = 0
-    w.setflags(write=False)
-    return w
-
-
-@functools.lru_cache(maxsize=256)
-def _bands(n_in, n_out):
-    """Per output pixel: (first input pixel, weights of the non-zero run)."""
-    w = weights(n_in, n_out)
-    out = []
-    for t in range(n_out):
-        nz = np.flatnonzero(w[:, t])
-        lo, hi = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 0)
-        out.append((lo, w[lo:hi, t].copy()))
-    return tuple(out)
-
-
-def _resample(x, n_out, axis):
-    """Resample axis 0 or 1 of an (H, W, C) array to n_out pixels (float64 result)."""
-    n_in = x.shape[axis]
-    if n_in * n_out <= DENSE_LIMIT:
-        w, x = weights(n_in, n_out), x.astype(np.float64)
-        if axis == 0:
-            return np.tensordot(w, x, axes=(0, 0))
-        return np.moveaxis(np.tensordot(x, w, axes=(1, 0)), -1, 1)
-    shape = list(x.shape)
-    shape[axis] = n_out
-    out = np.empty(shape, np.float64)
-    for t, (lo, w) in enumerate(_bands(n_in, n_out)):  # a large image: only the taps it needs
-        if axis == 0:
-            out[t] = np.tensordot(w, x[lo:lo + len(w)], axes=(0, 0))
-        else:
-            out[:, t] = np.tensordot(x[:, lo:lo + len(w)], w, axes=(1, 0))
-    return out
-
-
-def resize(img, size):
-    """uint8 (H, W, C) -> uint8 (size, size, C): the filter of `tlres.data.loaders.resize`, in numpy.
-
-    The same weights as `jax.image.resize` (see `weights`), applied in float64 and rounded
-    half to even, so it equals `tlres.data.loaders.resize` except where float32 rounding there puts
-    a value on the other side of a .5. Numpy, because a jitted resize compiles once per input
-    shape, and a folder of photos has as many shapes as photos.
-    """
-    h, w = img.shape[:2]
-    if (h, w) == (size, size):
-        return img
-    x = img
-    if h != size:
-        x = _resample(x, size, 0)
-    if w != size:
-        x = _resample(x, size, 1)
-    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+    return resample.resize(open_image(path), size)
 
 
 # -------------------------------------------------------------------- listing

@@ -1,31 +1,19 @@
-"""Datasets as uint8 NHWC numpy arrays, validated on load.
+"""Datasets as uint8 NHWC numpy arrays, validated on load: `load(spec)` is the one entry point.
 
-`load(spec)` is the one entry point. `spec` is:
-
-* ``cifar10``: CIFAR-10 through tensorflow-datasets (``data_dir`` passed on);
-* a path to the official ``cifar-10-python.tar.gz`` or its extracted
-  ``cifar-10-batches-py/`` folder, read with no network at all;
-* ``digits``: scikit-learn's 1,797 real 8x8 digits, upsampled to 32x32 RGB
-  with a fixed, seeded, stratified 80/20 split (the embedded offline data);
-* a ``.npz`` file with ``x_train, y_train, x_test, y_test`` (and optionally
-  ``class_names``): uint8 0-255 or float 0-1 images, HxW or HxWxC, any size,
-  any number of classes;
-* ``fashion-mnist``: Fashion-MNIST (60,000 / 10,000 real 28x28 grayscale
-  images) from Debian's ``dataset-fashion-mnist`` package, or a folder holding
-  the four MNIST-format idx files (``train-images-idx3-ubyte[.gz]``, ...);
-* any other folder: a folder of images, one subfolder per class
-  (`tlres.data.imagefolder`: ``DIR/train/<class>/`` and ``DIR/test/<class>/``, or
-  ``DIR/<class>/`` split by ``test_split``).
-
-Every dataset comes back at ``image_size`` with 3 channels, uint8 pixels and
-int32 labels in ``[0, num_classes)``. Each problem found is one `TlresError`
-line naming the source and what is wrong.
+`spec`: ``cifar10`` (tensorflow-datasets, ``data_dir`` passed on); the official
+``cifar-10-python.tar.gz`` or its extracted ``cifar-10-batches-py/`` (no network); ``digits``
+(scikit-learn's 1,797 8x8 digits, a fixed seeded stratified 80/20 split: the offline data); a
+``.npz`` with ``x_train, y_train, x_test, y_test`` [``class_names``] (uint8 or float 0-1, HxW or
+HxWxC, any size and class count); ``fashion-mnist`` (Debian's ``dataset-fashion-mnist``) or a
+folder of the four MNIST-format idx files; any other folder: images, one subfolder per class
+(`tlres.data.imagefolder`). Every dataset comes back at ``image_size`` (`tlres.data.resample`)
+with 3 channels, uint8 pixels and int32 labels in ``[0, num_classes)``; each problem found is
+one `TlresError` line naming the source and what is wrong.
 """
 
 import math
 import os
 import posixpath
-import socket
 import stat
 import tarfile
 
@@ -35,7 +23,7 @@ from numpy.lib import format as npy
 from tlres.data.dataset import Dataset
 
 from tlres.core import memory
-from tlres.data import imagefolder, safe_pickle
+from tlres.data import imagefolder, online, resample, safe_pickle
 from tlres.core.errors import TlresError, brief, human, quote
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -146,25 +134,10 @@ def to_rgb(x, size):
     if x.ndim == 3:
         x = x[..., None]
     if x.shape[1:3] != (size, size):
-        x = resize(x, size)
+        x = resample.resize(x, size)
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
     return np.ascontiguousarray(x)
-
-
-def resize(x, size, chunk=2048):
-    """Bilinear (antialiased when shrinking) resize of uint8 NHWC images."""
-    import jax
-    import jax.numpy as jnp
-
-    memory.require(len(x) * size * size * x.shape[-1], f"resizing {len(x)} images to {size}x{size}",
-                   "lower --image-size")
-    out = np.empty((len(x), size, size, x.shape[-1]), np.uint8)
-    fn = jax.jit(lambda b: jnp.clip(jnp.round(jax.image.resize(
-        b.astype(jnp.float32), (b.shape[0], size, size, b.shape[-1]), "linear", antialias=True)), 0, 255))
-    for i in range(0, len(x), chunk):
-        out[i:i + chunk] = np.asarray(fn(x[i:i + chunk])).astype(np.uint8)
-    return out
 
 
 # ----------------------------------------------------------------- sources
@@ -453,14 +426,6 @@ def _idx_folder(folder, image_size, name, class_names):
     return Dataset(name, *_validate(folder, x_train, y_train, x_test, y_test, class_names, image_size))
 
 
-def reachable(host, port=443, timeout=3.0):
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 class _DropAbsl:
     """Drops tensorflow-datasets' "Variant folder ... has no dataset_info.json" warning: it only
     means CIFAR-10 is not in the cache, which tlres says itself, with the fix."""
@@ -483,7 +448,7 @@ def _cifar10_tfds(data_dir, image_size):
         absl.removeFilter(drop)
     if not prepared:
         # tensorflow-datasets alone retries for minutes when offline: look first.
-        if not reachable("www.cs.toronto.edu"):
+        if not online.reachable("www.cs.toronto.edu"):
             raise TlresError(
                 f"CIFAR-10 is not in the tensorflow-datasets cache ({builder.data_dir}) and its "
                 f"download host is unreachable: get {CIFAR10_URL} on a machine with internet and "

@@ -1,34 +1,14 @@
 """Input pipelines: tf.data or JAX for training, plain numpy for evaluation.
 
-`train_data(x, y, cfg)` picks one of two training pipelines (``--pipeline``):
-
-* ``tf`` (`train_dataset`): tf.data, described below.
-* ``jax`` (`jax_batches`): a seeded numpy permutation per epoch (remainder
-  dropped) gathers uint8 batches, and one jitted JAX function runs the same
-  `tlres.data.augment.augment` / `normalize` on the device with `draw_jax` draws.
-  Nothing on this path imports tensorflow, so it runs where tensorflow is not
-  installed (``auto`` picks it then). Both paths draw flips and offsets from
-  the same distribution; they are not the same random streams.
-  With ``--data-on-device`` (`device_batches`) the jax pipeline's very batches
-  are built on the device from the whole uint8 split held there, `CHUNK` per
-  jitted call, instead of being gathered in host memory one at a time.
-
-Training, epoch e: a permutation of the training split drawn from the
-stateless key (seed, e) -> batches of it with the remainder dropped (one static
-shape, one compiled step) -> gather, augment and normalize on the whole batch
-(`tlres.data.augment`, traced by tf.data) -> prefetch. Batch b of epoch e draws its
-augmentation from the stateless key (seed, e, b).
-
-So every epoch's data order and augmentation are a pure function of
-(seed, epoch): a different order each epoch, yet the same order for epoch e
-whether the process trained epochs 0..e-1 itself or resumed from a checkpoint
-(`train_dataset(..., start_epoch=e)`), and the same batches from step k on
-when it resumes in the middle of epoch e (`start_step=k`). tf.data's `reshuffle_each_iteration`
-would not give that: its order for an epoch depends on how many times this
-process already iterated the dataset.
-
-Evaluation never augments: it normalizes the test split in numpy, and pads it
-to whole batches so inference compiles once; padded rows are dropped again.
+`train_data(x, y, cfg)` picks one (``--pipeline``): ``tf`` (`train_dataset`: tf.data traces
+`tlres.data.augment`) or ``jax`` (`jax_batches`: a jitted JAX function augments on the device;
+nothing imports tensorflow, so ``auto`` picks it where tensorflow is missing). With
+``--data-on-device`` (`device_batches`) the whole uint8 split is held on the device and batches
+are built there, `CHUNK` per jitted call. Epoch e's order is a permutation drawn from the key
+(seed, e), remainder dropped (one static shape), and batch b augments with the key (seed, e, b):
+a pure function of (seed, epoch), so a resumed run (`start_epoch`, `start_step`) sees the very
+batches an uninterrupted one would, which tf.data's `reshuffle_each_iteration` would not give.
+Evaluation never augments: it normalizes in numpy and pads to whole batches (one compile).
 """
 
 import numpy as np

@@ -1,25 +1,14 @@
 """A pickle reader that builds data and never runs code: for files tlres did not write.
 
-`pickle.load` calls whatever callable a file names (``os.system`` included).
-`loads` admits only what pickled numpy arrays and plain containers need:
-
-* numpy's array reconstruction (``numpy.core.multiarray._reconstruct`` in
-  numpy 1.x files, ``numpy._core.multiarray._reconstruct`` in numpy 2.x, and
-  ``..numeric._frombuffer`` for pickle protocol 5), ``numpy.ndarray`` (only as
-  the type handed to ``_reconstruct``) and ``numpy.dtype``;
-* ``_codecs.encode`` with latin-1 (how Python 3 writes bytes at protocols 0-2);
-* the builtins ``set``, ``frozenset``, ``bytes``, ``bytearray`` and ``complex``
-  (dicts, lists, tuples, strings, numbers and booleans need no global at all).
-
-Any other global is refused by name (`ForbiddenGlobal`) before anything is
-called. The admitted callables are wrapped: arrays are built only from a plain
-numeric, boolean or string dtype and a byte string of exactly the declared
-size (no object arrays: numpy 2.4 segfaults rebuilding one from a short list),
-and ``bytes``/``bytearray`` refuse integer sizes. Before unpickling, a scan of
-the opcodes (`pickletools.genops`) checks that every declared length fits in
-the data and every memo index is one a pickler could have written: Python's
-unpickler allocates a declared length, or a memo table up to a declared index,
-before it reads anything, so 15 bytes could otherwise ask for gigabytes.
+`pickle.load` calls whatever callable a file names (``os.system`` included). `loads` admits only
+what pickled numpy arrays and plain containers need (`ADMITTED`: numpy's array reconstruction in
+its 1.x and 2.x module names, ``numpy.dtype``, latin-1 ``_codecs.encode``, and the builtins
+``set``, ``frozenset``, ``bytes``, ``bytearray``, ``complex``); any other global is refused by
+name (`ForbiddenGlobal`) before anything is called. Arrays are built only from a plain numeric,
+boolean or string dtype and exactly the declared bytes (no object arrays), and ``bytes`` refuses
+integer sizes. First, a scan of the opcodes checks every declared length fits the data and
+every memo index is one a pickler could write: the unpickler allocates what a header declares
+before it reads, so 15 bytes could otherwise ask for gigabytes.
 """
 
 import io

@@ -1,20 +1,11 @@
 """Weights across frameworks: torchvision/timm ResNet50 state dicts <-> `--arch resnet50_v1_5`
 (and the tiny net <-> the PyTorch reference's tiny mirror, for parity checks).
 
-The Keras layers of `tlres.net.resnet_v15` are named after torchvision's modules
-("." -> "_"), so the mapping is a rename plus one layout change per tensor:
-
-    torch                                   Keras
-    <conv>.weight        (O, I, kh, kw)     <conv>.kernel          (kh, kw, I, O): transpose (2, 3, 1, 0)
-    <bn>.weight / .bias                     <bn>.gamma / .beta
-    <bn>.running_mean / .running_var        <bn>.moving_mean / .moving_variance
-    <bn>.num_batches_tracked                -- (ignored; written as 0 the other way)
-    fc.weight / fc.bias                     -- (ignored: tlres' head is new)
-
-Everything here is numpy: a `.safetensors` file is read with
-`safetensors.numpy` (no pickle, no torch); a `.pth`/`.pt` file needs torch and
-is read with `torch.load(weights_only=True)` (tensors only, no code runs).
-Conversions are transposes and copies, so Keras -> torch -> Keras is exact.
+The Keras layers of `tlres.net.resnet_v15` are named after torchvision's modules ("." -> "_"),
+so the mapping is a rename plus one layout change per tensor (the table above `CONV`).
+Everything here is numpy: a `.safetensors` file is read with `safetensors.numpy` (no pickle, no
+torch); a `.pth`/`.pt` file needs torch and is read with `torch.load(weights_only=True)` (tensors
+only, no code runs). Conversions are transposes and copies, so Keras -> torch -> Keras is exact.
 """
 
 import os
@@ -30,6 +21,12 @@ TORCHVISION_URL = "https://download.pytorch.org/models/" + TORCHVISION_FILE
 TORCHVISION_HASH = "0676ba61"  # the file's sha256 prefix, as torch.hub checks it
 TORCH_FILES = (".safetensors", ".pth", ".pt")
 
+# torch                                   Keras
+# <conv>.weight        (O, I, kh, kw)     <conv>.kernel          (kh, kw, I, O): transpose (2, 3, 1, 0)
+# <bn>.weight / .bias                     <bn>.gamma / .beta
+# <bn>.running_mean / .running_var        <bn>.moving_mean / .moving_variance
+# <bn>.num_batches_tracked                -- (ignored; written as 0 the other way)
+# fc.weight / fc.bias                     -- (ignored: tlres' head is new)
 CONV = {"weight": "kernel"}
 BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 TO_KERAS, TO_TORCH = (2, 3, 1, 0), (3, 2, 0, 1)  # OIHW -> HWIO and back

@@ -1,31 +1,13 @@
 """torchvision's ResNet50 (v1.5, the paper's network) on plain Keras layers: `--arch resnet50_v1_5`.
 
-`keras.applications.ResNet50` (`--arch resnet50`) is ResNet v1: a downsampling
-block puts its stride on the first 1x1 convolution, and its convolutions have
-biases. torchvision's `resnet50()` is v1.5: the stride sits on the 3x3, no
-convolution has a bias, and convolutions start from Kaiming-normal (fan_out)
-weights. This module builds the latter, layer for layer, so that a torchvision
-or timm state dict loads into it (`tlres.net.convert`) and computes torch's function.
-
-Written here rather than taken from keras-hub (whose `ResNetBackbone` with
-bottleneck blocks has this layout): keras-hub requires tensorflow-text, which
-pulls full tensorflow, at odds with tlres' tensorflow-cpu and with its
-TensorFlow-free `--pipeline jax` path. The network is a few dozen lines of
-standard Keras layers, so every convolution also takes tlres' im2col + matmul
-kernel (`tlres.net.model.use_matmul_convs`).
-
-Padding follows torch exactly. torch pads symmetrically; Keras' "same" pads a
-stride-2 convolution of an even-sized input only at the bottom/right, so every
-strided convolution here is an explicit `ZeroPadding2D` + "valid" convolution
-(as Keras' own ResNet50 does for its stem). Stride-1 3x3 convolutions use
-"same", which is symmetric (one pixel each side). torch's max-pool pads with
--inf; here the pool's input is post-ReLU (>= 0) and every 3x3 window of the
-padded map holds at least one real pixel, so zero padding gives the same maxima.
-
-Layer names mirror torchvision's parameter names with "." -> "_": `conv1`,
-`bn1`, `layer1_0_conv1`, ..., `layer4_2_bn3`, `layer2_0_downsample_0` (the 1x1
-convolution) and `layer2_0_downsample_1` (its BatchNorm), so the weight mapping
-is a rename (`tlres.net.convert.torch_name`).
+`keras.applications.ResNet50` (`--arch resnet50`) is ResNet v1: a downsampling block puts its
+stride on the first 1x1 convolution, and its convolutions have biases. torchvision's v1.5 puts
+the stride on the 3x3, has no convolution bias and starts from Kaiming-normal (fan_out) weights.
+This module builds the latter layer for layer, padding as torch pads (the note above `resnet50_v1_5`), with layer
+names that mirror torchvision's parameters ("." -> "_": `conv1`, `layer1_0_conv1`,
+`layer2_0_downsample_0`, ...), so a torchvision or timm state dict loads by a rename
+(`tlres.net.convert`). Written here, not taken from keras-hub: keras-hub needs full tensorflow
+(through tensorflow-text), at odds with tlres' tensorflow-cpu and TensorFlow-free `--pipeline jax`.
 """
 
 NAME = "resnet50_v1_5"
@@ -33,6 +15,12 @@ STAGES = ((3, 64, 1), (4, 128, 2), (6, 256, 2), (3, 512, 2))
 """(blocks, width, stride of the first block) of layer1..layer4; a block outputs 4 x width."""
 
 
+# Padding follows torch exactly. torch pads symmetrically; Keras' "same" pads a stride-2
+# convolution of an even-sized input only at the bottom/right, so every strided convolution here
+# is an explicit `ZeroPadding2D` + "valid" convolution (as Keras' own ResNet50 does for its stem).
+# Stride-1 3x3 convolutions use "same", which is symmetric (one pixel each side). torch's max-pool
+# pads with -inf; here the pool's input is post-ReLU (>= 0) and every 3x3 window of the padded
+# map holds at least one real pixel, so zero padding gives the same maxima.
 def resnet50_v1_5(input_shape, name=NAME):
     """The backbone without avgpool and fc: image (H, W, 3) -> (H/32, W/32, 2048) features."""
     import keras

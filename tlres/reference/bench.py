@@ -24,6 +24,7 @@ import numpy as np
 
 from tlres.data import augment, pipeline
 from tlres.net import backend, model
+from tlres.net.cpu import kernel_choice
 from tlres.net.cpu import kernels
 from tlres.run import rundir, train
 from tlres.analysis import report as report_lib
@@ -250,7 +251,7 @@ def conv_layers(cfg, warmup, steps):
 
     net = model.build(NUM_CLASSES, cfg.replace(conv="xla"))
     shapes = collections.Counter()
-    for layer in model.conv2d_layers(net):
+    for layer in kernel_choice.conv2d_layers(net):
         _, h, w, c = layer.input.shape
         shapes[(h, w, c, *layer.kernel_size, layer.filters, layer.strides[0], layer.padding)] += 1
     rng = np.random.default_rng(0)
@@ -302,7 +303,7 @@ def measure_tlres(cfg, a):
     xu, y = synthetic(cfg.batch_size, cfg.image_size)
     x = jnp.asarray(augment.normalize(np, xu, cfg.input_norm))
     y = jnp.asarray(y)
-    plan = model.conv_plan_record(net)
+    plan = kernel_choice.conv_plan_record(net)
     out = {"conv_plan": plan["summary"], "conv_kernels": plan}
     n_rep = a.repeats
     feed = None

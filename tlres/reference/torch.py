@@ -71,7 +71,8 @@ import time
 import numpy as np
 
 from tlres.data import pipeline
-from tlres.net import convert, model as model_lib
+from tlres.net import convert
+from tlres.net import weights as weights_lib
 from tlres.run import evaluate, rundir, writes
 from tlres.data import loaders as tdata
 from tlres.core.config import halves, public
@@ -152,7 +153,7 @@ def keras_state(path, weights):
 
 @functools.lru_cache(maxsize=1)  # checked before the data loads, then used by build: read once
 def _keras_state(path, weights, mtime):
-    return convert.to_torch(model_lib.saved_backbone(path, weights), weights)
+    return convert.to_torch(weights_lib.saved_backbone(path, weights), weights)
 
 
 def load_backbone(model, weights):

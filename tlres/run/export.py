@@ -23,7 +23,7 @@ import numpy as np
 from tlres.data import augment
 from tlres.net import backend
 from tlres.run import predict, writes
-from tlres.net import model as model_lib
+from tlres.net import modelfile
 from tlres.core.errors import TlresError
 
 PROG = "tlres export"
@@ -139,7 +139,7 @@ def export(run, fmt, out=None, overwrite=False):
     if fmt not in FORMATS:
         raise TlresError(f"--format {fmt}: unknown export format; choose one of {', '.join(FORMATS)}")
     model_file = os.path.abspath(predict.model_path(run))
-    meta = model_lib.read_metadata(model_file)
+    meta = modelfile.read_metadata(model_file)
     if not meta or not (meta.get("preprocessing") or {}).get("input_norm"):
         raise TlresError(f"{run}: its model has no tlres preprocessing record (not written by tlres "
                          "train); nothing to put in front of it")

@@ -28,7 +28,8 @@ import numpy as np
 from tlres.data import imagefolder, loaders as data, pipeline
 from tlres.net import backend
 from tlres.run import evaluate, writes
-from tlres.net import model as model_lib
+from tlres.net import modelfile
+from tlres.net.cpu import kernel_choice
 from tlres.core.errors import TlresError
 
 PROG = "tlres predict"
@@ -52,9 +53,9 @@ class Predictor:
 def model_path(model):
     """MODEL (a run directory or a .keras file) -> the .keras path, checked."""
     if os.path.isdir(model):
-        path = os.path.join(model, model_lib.MODEL_FILE)
+        path = os.path.join(model, modelfile.MODEL_FILE)
         if not os.path.isfile(path):
-            raise TlresError(f"{model}: no {model_lib.MODEL_FILE} in that folder (a finished tlres run "
+            raise TlresError(f"{model}: no {modelfile.MODEL_FILE} in that folder (a finished tlres run "
                              "writes one; a failed or running run has none yet)")
         return path
     if not os.path.isfile(model):
@@ -68,7 +69,7 @@ def load(model, input_norm=None, batch_size=None, conv=None):
     """A `Predictor` for MODEL; `input_norm`/`batch_size`/`conv` override the stored ones."""
     backend.require_jax()
     path = model_path(model)
-    meta = model_lib.read_metadata(path) or {}
+    meta = modelfile.read_metadata(path) or {}
     pre, ev = meta.get("preprocessing") or {}, meta.get("evaluation") or {}
     stored = pre.get("input_norm")
     if input_norm is not None and stored is not None and input_norm != stored:
@@ -78,7 +79,7 @@ def load(model, input_norm=None, batch_size=None, conv=None):
     if input_norm is None:
         raise TlresError(f"{model}: no tlres preprocessing record in the file (not written by tlres); "
                          "give --input-norm paper or caffe")
-    net = model_lib.load_keras(path, model)
+    net = modelfile.load_keras(path, model)
     shape = net.input_shape
     if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
         raise TlresError(f"{model}: input shape {shape}; expected (None, S, S, 3) images")
@@ -88,7 +89,7 @@ def load(model, input_norm=None, batch_size=None, conv=None):
         raise TlresError(f"{model}: {len(names)} class names for {classes} outputs")
     batch_size = batch_size or ev.get("batch_size", 64)
     # the kernels the run evaluated with (auto on a CPU: the host's cached plan for this batch)
-    model_lib.apply_conv(net, conv or ev.get("conv", "auto"), batch_size)
+    kernel_choice.apply_conv(net, conv or ev.get("conv", "auto"), batch_size)
     return Predictor(net, input_norm, names, batch_size, path)
 
 

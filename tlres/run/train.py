@@ -27,6 +27,9 @@ from tlres.net import backend
 from tlres.run import checkpoint, distributed, evaluate, preempt
 from tlres.run import rundir, writes
 from tlres.net import model as model_lib
+from tlres.net import modelfile
+from tlres.net import weights as weights_lib
+from tlres.net.cpu import kernel_choice
 from tlres.core.config import halves, public
 from tlres.core.errors import TlresError, TrainingFailed, human, plural
 
@@ -57,7 +60,7 @@ def load_inputs(cfg):
     so an unusable --data does not hide missing weights until the data is fixed.
     """
     problems = []
-    weights = model_lib.weights_unavailable(cfg.weights, cfg.arch)
+    weights = weights_lib.weights_unavailable(cfg.weights, cfg.arch)
     try:
         ds = data.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     except TlresError as e:
@@ -271,7 +274,7 @@ def _set_up(cfg, out, resume, overwrite, writer):
             ckpt = checkpoint.load(out, cfg.epochs)
             record = rundir.read_config(out)
             saved = record["dataset"]
-            model_lib.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
+            kernel_choice.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
             if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
                     len(ds.x_train), len(ds.x_test), ds.num_classes):
                 raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
@@ -298,7 +301,7 @@ def _write_config(cfg, out, ds, net):
             **(ds.record or {})},
         "preprocessing": preprocessing(cfg, ds.class_names),
         "versions": rundir.versions(), "device": rundir.device(),
-        "conv_plan": model_lib.conv_plan_record(net),  # which kernel each convolution uses
+        "conv_plan": kernel_choice.conv_plan_record(net),  # which kernel each convolution uses
         "pipeline": pipeline.resolve(cfg.pipeline),
         # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
         "xla_flags": os.environ.get("XLA_FLAGS", "")})
@@ -402,8 +405,8 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
         folder, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))
     metadata = {"preprocessing": preprocessing(cfg, ds.class_names),
                 "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}}
-    writes.staged(os.path.join(out, model_lib.MODEL_FILE),
-                  lambda path: model_lib.save(net, path, metadata), needed=_weights_bytes(net) + 100_000)
+    writes.staged(os.path.join(out, modelfile.MODEL_FILE),
+                  lambda path: modelfile.save(net, path, metadata), needed=_weights_bytes(net) + 100_000)
     rundir.write_json(os.path.join(out, "metrics.json"), m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
         rundir.clear(out, checkpoint.DIRNAME)

@@ -1,29 +1,13 @@
 """The process' memory allocator on a CPU host: a faster one for the command line, chosen at start.
 
-XLA:CPU allocates each training step's temporary buffer afresh (about 200 MB for ResNet50 at
-32 px, batch 64) and frees it at the step's end. glibc's malloc serves blocks that large with a
-fresh `mmap` and returns them with `munmap`, so every step the kernel maps and zeroes the
-buffer again, one 4 KiB page fault at a time: about 54,000 faults a step, a sixth of a 2-core
-host's time (docs/speed.md has the measurement). Two remedies, both outside Python's reach once
-the process runs, so the `tlres` command applies one by starting itself again (`os.execve`,
-before anything heavy is imported), as PyTorch's own CPU launcher
-(`python -m torch.backends.xeon.run_cpu --enable-tcmalloc`) does:
-
-- tcmalloc, where the host has it (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``),
-  preloaded (``LD_PRELOAD``): it keeps freed blocks and hands them back, no page faults. Only
-  from the fixed system folders (`LIB_DIRS`), or the file the user names in `TLRES_TCMALLOC`:
-  never from a search the environment steers (``LIBRARY_PATH``, a ``gcc`` on ``PATH``);
-- otherwise glibc told by its tunables to keep what it frees (`GLIBC_KEEP`, glibc 2.26 or later):
-  no block from `mmap` (each large one would be unmapped when freed), one arena (each thread's
-  own arena maps and unmaps 64 MiB heaps), no trimming of the heap's top: after the first
-  step the buffers are pages the process holds already, no page faults.
-
-`TLRES_ALLOCATOR=system` keeps the process as started; `=tcmalloc` or `=glibc-keep` asks for one
-(a one-line note, and the system's, where it is not available). glibc's 2 MiB pages
-(``glibc.malloc.hugetlb=1``), the fallback before, still faulted and zeroed every step's buffers
-(in 2 MiB pages): 13% slower than tcmalloc at batch 256, where keeping them is 6% slower. Nothing here changes what a run
-computes: only where its buffers live. What the process runs with is recorded (`describe`):
-config.json's "device" and the benchmark's first line.
+XLA:CPU allocates each training step's large temporary buffer afresh and frees it at the step's
+end; glibc's malloc then maps and zeroes it again every step, one page fault at a time. The
+`tlres` command therefore starts itself again (`os.execve`, before anything heavy is imported,
+as PyTorch's CPU launcher does) with tcmalloc preloaded, only from the fixed `LIB_DIRS` or the
+file named in `TLRES_TCMALLOC` (never a search the environment steers), or else with glibc's
+tunables set to keep what it frees (`GLIBC_KEEP`). `TLRES_ALLOCATOR=system|tcmalloc|glibc-keep`
+overrides the choice. Only where buffers live changes, never what a run computes; `describe`
+records it. Measurements: docs/speed.md#the-allocator.
 """
 
 import os

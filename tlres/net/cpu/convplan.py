@@ -1,27 +1,13 @@
 """`--conv auto` on a CPU: each distinct convolution's kernel chosen by timing both on the host.
 
-A fixed rule chosen on one CPU does not carry to the next (docs/speed.md): the im2col +
-matmul form beat XLA's convolution with its gradients on nearly every layer of an AVX2 host,
-but which kernel wins a given shape depends on the CPU's vector extensions, its core count
-and the XLA/Keras versions. So for each distinct convolution of the model being built
-(kernel size, strides, padding, input shape, batch, dtype) `plan` times XLA's kernel and
-the matmul form, forward plus gradients (what training runs), a few repeats each, and keeps
-the one with the smaller median. Both compute the same function (tests/test_conv.py), so the
-plan changes float rounding only, never what a run computes.
-
-The plan is measured once per host and stack and kept in a JSON file in the compile cache's
-folder (`backend.cache_dir_for_flags(backend.default_cache_dir())`, one per XLA_FLAGS
-setting), one file per host key: CPU model, vector extensions, core counts, jax/jaxlib/keras
-versions, XLA_FLAGS and the version of tlres' kernels (`tlres.net.cpu.kernels.VERSION`). Any change of
-these names another file, so it is measured again; a new shape (another batch, image size,
-dtype, architecture) is measured and added. An unreadable or foreign file is ignored with a
-one-line note and replaced.
-
-This module holds the choice and the cache; the kernels are in `tlres.net.cpu.kernels`, the timing
-(`tlres.net.model.time_conv`) and applying the plan to a model (`tlres.net.model.apply_conv`) in
-`tlres.net.model`.
-`TLRES_CONV_AUTO=matmul` (or `xla`) skips the measurement and gives every convolution that
-kernel under `--conv auto` (the test suite uses it, so that no test times ResNet50).
+For each distinct convolution (kernel, strides, padding, input shape, batch, dtype) `plan`
+times XLA's kernel and the matmul form, forward plus gradients, and keeps the smaller median;
+both compute the same function (tests/test_conv.py), so the plan changes float rounding only.
+The plan is cached in a JSON file beside the compile cache, one per host key (`host_key`: CPU,
+cores, stack versions, XLA_FLAGS, `kernels.VERSION`); an unreadable or foreign file is ignored
+with a one-line note. `TLRES_CONV_AUTO=matmul` (or `xla`) skips the timing (the test suite sets
+it). The timing and applying the plan: `tlres.net.cpu.kernel_choice`; why a fixed rule does not
+carry across CPUs: docs/speed.md#how---conv-auto-chooses-the-kernels-on-a-cpu.
 """
 
 import hashlib
@@ -76,7 +62,7 @@ def shape_key(shape):
     """One line per distinct convolution, e.g. 'b64 8x8x256 1x1->64 s1x1 same float32'.
 
     `shape`: dict with batch, input [h, w, c], kernel [kh, kw], filters, strides [sh, sw],
-    padding, dtype (as `tlres.net.model.conv_shapes` gives).
+    padding, dtype (as `tlres.net.cpu.kernel_choice.conv_shape` gives).
     """
     h, w, c = shape["input"]
     kh, kw = shape["kernel"]
