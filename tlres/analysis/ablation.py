@@ -12,7 +12,6 @@ else stops the grid before it trains (`tlres.run.rundir.check_out`). The command
 """
 
 import os
-import sys
 
 from tlres.net import weights as weights_lib
 from tlres.run import rundir, train

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import sys
 
 from tlres.run import evaluate, rundir, writes
 from tlres.core.errors import TlresError, quote

@@ -22,7 +22,6 @@ from numpy.lib import format as npy
 
 from tlres.data.dataset import Dataset
 
-from tlres.core import memory
 from tlres.data import imagefolder, online, resample, safe_pickle
 from tlres.core.errors import TlresError, brief, human, quote
 

@@ -65,7 +65,6 @@ file, --resume. --pipeline and --compile-cache do not apply and are recorded onl
 import dataclasses
 import functools
 import os
-import sys
 import time
 
 import numpy as np
