@@ -105,7 +105,7 @@ def test_a_compare_file_tlres_did_not_write_is_refused_before_training(tmp_path,
     out.mkdir()
     (out / "compare.md").write_text("my notes\n")
     with pytest.raises(TlresError, match="compare.md exists and tlres did not write it"):
-        crosscheck.run(str(out), dict(ablation.DIGITS, arch="tiny"), seeds=1)
+        crosscheck.run(str(out), dict(get_config(runlocal=True, use="grid"), arch="tiny"), seeds=1)
     assert (out / "compare.md").read_text() == "my notes\n" and os.listdir(out) == ["compare.md"]
 
 
@@ -118,7 +118,7 @@ def test_a_linked_compare_file_is_refused_and_its_target_untouched(tmp_path, mon
     os.symlink(target, out / "compare.md")
     (out / ".tlres-run.json").write_text('{"kind": "files tlres wrote in this folder", "owned": ["compare.md"]}')
     with pytest.raises(TlresError, match="symbolic link"):  # even where the marker names it
-        crosscheck.run(str(out), dict(ablation.DIGITS, arch="tiny"), seeds=1)
+        crosscheck.run(str(out), dict(get_config(runlocal=True, use="grid"), arch="tiny"), seeds=1)
     assert target.read_text() == "not tlres'\n"
 
 
@@ -135,7 +135,7 @@ def test_its_own_compare_file_is_replaced(tmp_path, monkeypatch):
     monkeypatch.setattr(crosscheck.results, "from_run_dir", lambda d: recorded[0])
     monkeypatch.setattr(compare, "plot", lambda sides, path: open(path, "w").close())
     for command in ("FIRST", "SECOND"):
-        assert crosscheck.run(str(out), dict(ablation.DIGITS, arch="tiny"), seeds=1, command=command) == 0
+        assert crosscheck.run(str(out), dict(get_config(runlocal=True, use="grid"), arch="tiny"), seeds=1, command=command) == 0
         (out / "notes.txt").write_text("mine\n")
     text = (out / "compare.md").read_text()
     assert "`SECOND`" in text and text.startswith("# Cross-framework check (")
