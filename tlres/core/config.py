@@ -333,19 +333,6 @@ with the quick preset's Adam at 1e-3, which learns ResNet50 from scratch where S
 at 0.01 is slow to start. 5 epochs: see experiments/results for the measured curve.
 """
 
-def recorded(saved):
-    """A run's recorded settings (config.json's "config") with every field added to `Config`
-    since then set to its default, which is what that run had (`conv` excepted: runs from
-    before it used XLA's kernel, see `tlres.run.rundir.resumed_config`)."""
-    import json
-
-    out = dict(saved)
-    for f in dataclasses.fields(Config):
-        if f.name not in out and f.name != "conv":
-            out[f.name] = json.loads(json.dumps(f.default))
-    return out
-
-
 PRESETS = {"improved": IMPROVED, "baseline": BASELINE, "quick": QUICK, "pretrain": PRETRAIN}
 
 

@@ -63,7 +63,7 @@ import numpy as np
 from tlres.data import augment, pipeline
 from tlres.net import backend, model
 from tlres.net.cpu import kernels
-from tlres.run import rundir, train
+from tlres.run import records, train
 from tlres.core.config import IMPROVED
 from tlres.core.errors import TlresError
 from tlres.reference import torch as ref
@@ -551,13 +551,13 @@ def run(a):
         raise TlresError("--conv-layers times float32 convolutions alone; drop --pipeline-only, "
                          "--torch and --precision")
     backend.require_jax()
-    dev = rundir.device()
+    dev = records.device()
     report = {"benchmark": "tlres.reference.bench", "date": time.strftime("%Y-%m-%d"), "data": "synthetic (random uint8 images, normalized; random labels)",
               "weights": "random init", "arch": a.arch, "image_size": a.image_size,
               "precision": a.precision, "steps_per_execution": a.steps_per_execution,
               "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "pipeline_only": a.pipeline_only,
               "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
-              "versions": rundir.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "versions": records.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "results": []}
     report["pipeline"] = pipeline.resolve(a.pipeline)
     report["data_on_device"] = a.data_on_device  # train: fit fed by the device path

@@ -124,10 +124,10 @@ class Guard:
         """Remove temporary files, mark the run interrupted, print the resume line, and exit."""
         code = 128 + signum
         try:
-            if self.run_dir and os.path.exists(rundir.status_path(self.run_dir)):
+            if self.run_dir and rundir.RunDir(self.run_dir).has(rundir.STATUS):
                 writes.remove_stale(self.run_dir)
                 record, message = interrupted_status(self.run_dir, signum, False, again=True)
-                rundir.write_status(self.run_dir, record)
+                rundir.RunDir(self.run_dir).write_status(record)
             else:
                 message = f"interrupted by a second {signal.Signals(signum).name}, at once"
             print(f"tlres: {message}", file=sys.stderr, flush=True)
@@ -143,10 +143,8 @@ def step_callback(out, cfg, steps, guard, state):
     - at every epoch's end (after the history row), then `Interrupted` if a signal arrived
       during the epoch's last step or its validation, unless it was the last epoch.
 
-    `state`: "history" (finished rows), "offset" (the step the first epoch of this `fit` starts
-    at, on a mid-epoch resume), "epoch_lr" and "epoch_start" (set by the history callback),
-    "resume_meta" (a mid-epoch checkpoint's record, to restore the epoch's metric state),
-    and "saved" (the last checkpoint's record, kept up to date here).
+    `state`: the runner's `tlres.run.train.RunState` (history, offset, epoch_lr, epoch_start and
+    resume_meta read here; saved, the last checkpoint's record, kept up to date here).
     """
     import time
 
@@ -158,24 +156,24 @@ def step_callback(out, cfg, steps, guard, state):
             self.net = model  # `self.model` syncs JAX's training state into the model: only when saving
 
         def save(self, epochs_done, step):
-            if not state.get("writer", True):  # several processes: process 0 writes the checkpoint
+            if not state.writer:  # several processes: process 0 writes the checkpoint
                 return
             epoch_state = None
             if step:
-                epoch_state = {"lr": state["epoch_lr"],
-                               "seconds": round(time.perf_counter() - state["epoch_start"], 3)}
-            checkpoint.save(out, self.model, epochs_done, state["history"], step=step,
+                epoch_state = {"lr": state.epoch_lr,
+                               "seconds": round(time.perf_counter() - state.epoch_start, 3)}
+            checkpoint.save(out, self.model, epochs_done, state.history, step=step,
                             epoch_state=epoch_state, steps_per_epoch=steps)
-            state["saved"] = {"epochs_done": epochs_done, "step": step, "steps_per_epoch": steps}
+            state.saved = {"epochs_done": epochs_done, "step": step, "steps_per_epoch": steps}
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch  # also the number of finished epochs
-            meta = state.pop("resume_meta", None)
+            meta, state.resume_meta = state.resume_meta, None
             if meta is not None:  # fit has just reset the metrics: put the epoch's running sums back
                 checkpoint.restore_metrics(self.model, meta)
 
         def on_train_batch_end(self, batch, logs=None):
-            step = state["offset"] + batch + 1
+            step = state.offset + batch + 1
             if step >= steps:  # the epoch's end checkpoints it (and stops, if asked)
                 return
             if guard.requested is not None:
@@ -185,7 +183,7 @@ def step_callback(out, cfg, steps, guard, state):
                 self.save(self.epoch, step)
 
         def on_epoch_end(self, epoch, logs=None):  # after the history callback has added the row
-            state["offset"] = 0
+            state.offset = 0
             self.save(epoch + 1, 0)
             if guard.requested is not None and epoch + 1 < cfg.epochs:
                 raise Interrupted(guard.requested, checkpointed=True)
