@@ -1,23 +1,12 @@
 """Preemption: SIGTERM and SIGINT stop a run at a step, with a checkpoint and the command that continues it.
 
-SLURM, Kubernetes and spot VMs send SIGTERM, then SIGKILL after a grace period
-(typically 30 s or more); Ctrl-C sends SIGINT. While `Guard` is installed
-(`tlres.run.train.run` does), the first of them
-
-* during training, with ``--checkpoint-on-signal`` (the default): lets the
-  current step finish, writes a checkpoint at that step (`step_callback`) and
-  stops. A signal in an epoch's last step or its validation stops after that
-  epoch's own checkpoint (after the last epoch's, the run finishes instead);
-  one while a trained run writes its results lets them finish;
-* otherwise (before training, or with ``--no-checkpoint-on-signal``): stops at
-  once, keeping the last checkpoint written.
-
-Either way the run's `status.json` becomes ``interrupted`` with `epochs_done`,
-`step` and the exact resume command, the command is printed in one line, and
-the process exits with 128 + the signal number (143 for SIGTERM, 130 for
-SIGINT). A second signal exits at once: it removes the temporary files (a
-checkpoint being written is dropped, the last complete one stays) and writes
-the same status.
+While `Guard` is installed (`tlres.run.train.run` does), the first signal during training,
+with --checkpoint-on-signal (the default), lets the step finish, checkpoints it
+(`step_callback`) and stops; otherwise it stops at once, keeping the last checkpoint. Either
+way status.json becomes "interrupted" with the resume command (`interrupted_status`), printed
+in one line, and the exit status is 128 + the signal number. A second signal exits at once
+(`Guard.exit_now`). The cases at epoch ends and while results are written:
+docs/reproducibility.md, "Preemption: SIGTERM and Ctrl-C".
 """
 
 import os

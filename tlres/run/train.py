@@ -1,17 +1,14 @@
 """The one runner: `run(cfg)` trains, evaluates and writes a run directory.
 
-Every experiment (presets, ablation cells, the quick run) goes through here:
+Every experiment (presets, ablation cells, the quick run) goes through here, in five steps
+(`run`): prepare, build, resume, fit, finish:
 
     data.load -> model.build -> compile(loss, optimizer, schedule)
-      -> model.fit(tf.data pipeline, per-epoch validation on the whole test split)
-      -> metrics.json, predictions.csv, history.csv, figures
+      -> model.fit(the pipeline, per-epoch validation on the whole test split)
+      -> metrics.json, predictions.csv, history.csv, figures, model.keras
 
-The run directory it writes, file by file, and the rules for creating, overwriting and
-resuming one: `tlres.run.rundir`.
-
-Every file is written atomically and a full disk is one line (`tlres.run.writes`);
-SIGTERM and SIGINT stop at a step with a checkpoint and the resume command
-(`tlres.run.preempt`).
+The directory it writes: `tlres.run.rundir.RunDir`; its safe writes: `tlres.run.writes`;
+signals: `tlres.run.preempt`; what each failure leaves: `_failed`.
 """
 
 import dataclasses
