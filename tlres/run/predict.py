@@ -1,12 +1,6 @@
 """Label new images with a trained model: ``tlres predict MODEL INPUT... [--out predictions.csv]``.
 
-MODEL is a finished run's directory or a ``.keras`` file; the preprocessing is the run's
-evaluation preprocessing exactly (`tlres.data.imagefolder.read_image`, `tlres.data.loaders`,
-`tlres.data.pipeline.eval_arrays`, the run's batch size and convolution kernel), read from the
-``tlres.json`` record inside every ``model.keras`` tlres writes (a foreign ``.keras`` file needs
-``--input-norm``; its classes are then 0..C-1). INPUT is image files, folders (searched
-recursively) or one ``.npz`` with an ``x`` (or ``x_test``) array. The CSV has ``path`` (``index``
-for an .npz), ``class``, ``confidence`` and, with ``--top-k K``, ``class_2, confidence_2`` ...
+What it reads and writes: `HELP` (the command's help text, shown by `tlres predict --help`).
 """
 
 import csv
@@ -20,6 +14,26 @@ from tlres.net import backend
 from tlres.run import evaluate, writes
 from tlres.net import model as model_lib
 from tlres.core.errors import TlresError
+
+HELP = """MODEL is a finished run's directory or a ``.keras`` file. The preprocessing is
+the run's evaluation preprocessing, exactly: images decoded and resized as
+the image-folder loader does (`tlres.data.imagefolder.read_image`), arrays as the
+``.npz`` loader does (`tlres.data.loaders`), then `tlres.data.pipeline.eval_arrays`
+(normalization, padding to whole batches) and the same batch size and
+convolution kernel, so the run's own test images get the run's predictions.
+What the model expects comes from the ``tlres.json`` that tlres stores inside
+every ``model.keras`` (input normalization, class names, the run's batch size
+and convolution setting); the input size is the model's own. A ``.keras`` file
+tlres did not write has no such record: give ``--input-norm`` (its classes are
+then named 0..C-1).
+
+INPUT is image files, folders (searched recursively for .jpg .jpeg .png .bmp
+.gif), or one ``.npz`` with an ``x`` (or ``x_test``) array of images. The CSV
+has ``path`` (``index`` for an .npz), ``class``, ``confidence`` (the softmax
+probability) and, with ``--top-k K``, ``class_2, confidence_2 ... class_K,
+confidence_K``.
+"""
+"""`tlres predict --help`'s text after its first line (argparse epilog)."""
 
 PROG = "tlres predict"
 CHUNK = 1024  # images decoded and predicted at a time: memory stays flat on long inputs
