@@ -162,11 +162,12 @@ def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
 
 
 def test_an_old_run_directory_reads_the_same_everywhere(tmp_path):
-    """config.recorded (reuse, compare) and a resume fill a field added since the same way:
+    """rundir.recorded (reuse, compare) and a resume fill a field added since the same way:
     its default, but conv "xla" (runs before --conv used XLA's kernel)."""
     import json
 
-    from tlres.core.config import QUICK, recorded
+    from tlres.core.config import QUICK
+    from tlres.run.rundir import recorded
 
     saved = dataclasses.asdict(QUICK.replace(epochs=3))
     del saved["conv"], saved["test_split"]

@@ -205,9 +205,9 @@ def test_header_and_device_record_name_the_hosts_vector_extensions():
     import time
 
     from tlres.reference import bench
-    from tlres.run import rundir
+    from tlres.run import records
 
-    dev = rundir.device()
+    dev = records.device()
     try:
         with open("/proc/cpuinfo") as f:
             flags = next(line.split(":", 1)[1].split() for line in f if line.startswith("flags"))

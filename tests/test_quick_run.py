@@ -21,7 +21,8 @@ import sys
 import numpy as np
 import pytest
 
-from tlres.core.config import EXECUTION_FIELDS, QUICK, recorded
+from tlres.core.config import EXECUTION_FIELDS, QUICK
+from tlres.run.rundir import recorded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved-augment")

@@ -197,11 +197,12 @@ def test_a_run_from_before_conv_existed_resumes_on_the_kernel_it_started_with(tm
     saved = dataclasses.asdict(QUICK.replace(epochs=3))
     del saved["conv"]
     (tmp_path / "status.json").write_text('{"state": "failed"}')
-    (tmp_path / "config.json").write_text(json.dumps({"config": saved}))
+    dataset = {"num_train": 8, "num_test": 4, "num_classes": 2}  # what a resume checks too
+    (tmp_path / "config.json").write_text(json.dumps({"config": saved, "dataset": dataset}))
     cfg = rundir.resumed_config(str(tmp_path))
     assert cfg.conv == "xla" and cfg.epochs == 3  # not "auto": that would switch kernels mid-run
     saved["conv"] = "matmul"
-    (tmp_path / "config.json").write_text(json.dumps({"config": saved}))
+    (tmp_path / "config.json").write_text(json.dumps({"config": saved, "dataset": dataset}))
     assert rundir.resumed_config(str(tmp_path)).conv == "matmul"
 
 
@@ -223,7 +224,7 @@ def test_compile_cache_is_one_folder_per_xla_flags_setting(tmp_path):
     assert cache_dir_for_flags(base, " ".join(reversed(det.split()))) == a
     assert cache_dir_for_flags(base, "--xla_gpu_deterministic_ops=true") not in (a, base)
 
-    code = ("import jax; from tlres import backend; backend.enable_compile_cache({!r}); "
+    code = ("import jax; from tlres.net import backend; backend.enable_compile_cache({!r}); "
             "print(jax.config.jax_compilation_cache_dir)").format(base)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -1,24 +1,13 @@
-"""Framework-neutral results: one schema for tlres runs, other frameworks and the paper.
+"""Framework-neutral results: one schema, `tlres.results/1`, for tlres runs, other frameworks and the paper.
 
-A *result* is a dict (JSON-ready), schema `tlres.results/1`:
+A *result* is a JSON-ready dict: schema, name, source, framework ({"name", "versions"}), device,
+config, dataset, history (rows as history.csv's), metrics (at least "accuracy" and "num_test")
+and predictions ({"index", "label", "prediction"} lists, or null). Every field:
+docs/results.md, "Results files".
 
-    schema       "tlres.results/1"
-    name         a label: the grid cell, the preset, or the file's own name
-    source       where it was read from
-    framework    {"name": "keras-jax" | "pytorch" | ..., "versions": {package: version}}
-    device       free-form description of the accelerator/CPU
-    config       the resolved settings (tlres: every Config field)
-    dataset      {"name", "num_train", "num_test", "num_classes", "class_names"} (what is known)
-    history      [{"epoch": 1, "loss", "accuracy", "val_loss", "val_accuracy",
-                   "val_mean_class_accuracy", "lr", "seconds"}, ...] (missing keys allowed)
-    metrics      final whole-test-split metrics, as tlres' metrics.json (at least
-                 "accuracy" and "num_test")
-    predictions  {"index": [...], "label": [...], "prediction": [...]} keyed by
-                 test-set index, or null
-
-`load(source)` reads a tlres run directory (or the PyTorch reference's, which
-writes the same files), a directory of run directories (a grid), a results
-JSON file (one result or a list), or `paper` (experiments/paper.json).
+`load(source)` reads a run directory (either framework's, through `tlres.run.rundir.RunDir`),
+a directory of run directories (a grid), a results JSON file (one result or a list), or
+`paper` (experiments/paper.json).
 """
 
 import csv
@@ -115,7 +104,7 @@ def read_predictions(path):
 
 
 def is_run_dir(path):
-    return os.path.isdir(path) and os.path.exists(os.path.join(path, "metrics.json"))
+    return os.path.isdir(path) and rundir.RunDir(path).has(rundir.METRICS)
 
 
 def run_name(path, cfg):
@@ -128,18 +117,16 @@ def run_name(path, cfg):
 
 def from_run_dir(path):
     """The result of one finished run directory (tlres.run.train or tlres.reference.torch)."""
+    run = rundir.RunDir(path)
     if not is_run_dir(path):
         state = ""
-        if os.path.exists(rundir.status_path(path)):
-            state = f" (status: {quote(_json_object(rundir.status_path(path)).get('state'), 40)})"
-        raise TlresError(f"{path}: not a finished run, no metrics.json{state}")
-    cfg = _json_object(os.path.join(path, "config.json")) if os.path.exists(
-        os.path.join(path, "config.json")) else {}
+        if run.has(rundir.STATUS):
+            state = f" (status: {quote(_json_object(run.status).get('state'), 40)})"
+        raise TlresError(f"{path}: not a finished run, no {rundir.METRICS}{state}")
+    cfg = _json_object(run.config) if run.has(rundir.CONFIG) else {}
     if not isinstance(cfg.get("config") or {}, dict) or not isinstance(
             (cfg.get("config") or {}).get("preset") or "", str):
-        raise TlresError(f"{os.path.join(path, 'config.json')}: config must be an object, its preset a string")
-    hist = os.path.join(path, "history.csv")
-    preds = os.path.join(path, "predictions.csv")
+        raise TlresError(f"{run.config}: config must be an object, its preset a string")
     framework = cfg.get("framework", "keras-jax")
     dataset = cfg.get("dataset")
     if not isinstance(dataset, dict):
@@ -153,9 +140,9 @@ def from_run_dir(path):
         "device": cfg.get("device"),
         "config": cfg.get("config", {}),
         "dataset": dataset,
-        "history": read_history(hist) if os.path.exists(hist) else [],
-        "metrics": _json_object(os.path.join(path, "metrics.json")),
-        "predictions": read_predictions(preds) if os.path.exists(preds) else None,
+        "history": read_history(run.history) if run.has(rundir.HISTORY) else [],
+        "metrics": _json_object(run.metrics),
+        "predictions": read_predictions(run.predictions) if run.has(rundir.PREDICTIONS) else None,
     }, path)
 
 
@@ -262,7 +249,7 @@ def load(source):
         return from_file(source)
     if not os.path.isdir(source):
         raise TlresError(f"{source}: no such run directory or results file (or say `paper`)")
-    if is_run_dir(source) or os.path.exists(os.path.join(source, "config.json")):
+    if is_run_dir(source) or rundir.RunDir(source).has(rundir.CONFIG):
         return [from_run_dir(source)]
     found = []
     for root, dirs, _files in os.walk(source):

@@ -7,7 +7,7 @@ from tlres.run import predict
 
 
 def parser(prog=predict.PROG):
-    head, _, rest = predict.__doc__.partition("\n\n")
+    head, rest = predict.__doc__.partition("\n\n")[0], predict.HELP
     p = cli.Parser(prog=prog, description=head.split(": ")[0] + ".", epilog=rest,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="a finished run's directory, or a .keras file")

@@ -12,7 +12,6 @@ for those are ours and docs/presets.md says why.
 """
 
 import dataclasses
-import json
 import math
 import types
 from dataclasses import dataclass, field
@@ -325,21 +324,6 @@ the improved preset's (flip, pad-4 crop, paper label smoothing, per-epoch cosine
 with the quick preset's Adam at 1e-3, which learns ResNet50 from scratch where SGD
 at 0.01 is slow to start. 5 epochs: see experiments/results for the measured curve.
 """
-
-RECORDED_BEFORE = {"conv": "xla"}
-"""Fields whose value, in a run recorded before the field existed, is not today's default: runs from
-before --conv used XLA's kernel. With `recorded`, every fix-up for an older run directory."""
-
-
-def recorded(saved):
-    """A run's recorded settings (config.json's "config") with every field added to `Config` since
-    then set to what that run had: its `RECORDED_BEFORE` value, else its default."""
-    out = dict(saved)
-    for f in dataclasses.fields(Config):
-        if f.name not in out:
-            out[f.name] = RECORDED_BEFORE.get(f.name, json.loads(json.dumps(f.default)))
-    return out
-
 
 PRESETS = {"improved": IMPROVED, "baseline": BASELINE, "quick": QUICK, "pretrain": PRETRAIN}
 

@@ -26,7 +26,7 @@ from tlres.data import augment, pipeline
 from tlres.net import backend, model
 from tlres.net.cpu import kernel_choice
 from tlres.net.cpu import kernels
-from tlres.run import rundir, train
+from tlres.run import records, train
 from tlres.analysis import report as report_lib
 from tlres.core.config import IMPROVED
 from tlres.core.errors import TlresError, brief, human
@@ -547,7 +547,7 @@ def report_head(a, dev):
             "precision": a.precision, "steps_per_execution": a.steps_per_execution,
             "steps": a.steps, "warmup": a.warmup, "repeats": a.repeats, "pipeline_only": a.pipeline_only,
             "conv_layers": a.conv_layers, "torch": a.torch and not a.pipeline_only, "device": dev,
-            "versions": rundir.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "versions": records.versions(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "results": [], "pipeline": pipeline.resolve(a.pipeline),
             "data_on_device": a.data_on_device,  # train: fit fed by the device path
             "conv": a.conv}
@@ -593,7 +593,7 @@ def run(a):
     """Measure what `a` (a `Settings`) asks for; print the table (and write the JSON); returns 0."""
     check(a)
     backend.require_jax()
-    report = report_head(a, rundir.device())
+    report = report_head(a, records.device())
     pipeline.check(_config(a, a.batch_sizes[0]))
     if a.image_sizes:
         sweep(a, report)
@@ -701,7 +701,7 @@ def sweep(a, report):
     report.update(image_size=None, points=[list(p) for p in points], cpu_flags=report["device"]["vector_extensions"],
                   memory_kind="each process' own peak RSS (ru_maxrss)")
     if report["torch"]:
-        report["versions"].update(rundir.versions("pytorch"))
+        report["versions"].update(records.versions("pytorch"))
     device = "cuda" if report["device"]["platform"] == "gpu" else "cpu"
     with tempfile.TemporaryDirectory(prefix="tlres-bench-") as folder:
         for size, batch in points:

@@ -1,65 +1,12 @@
 """The paper's recipe in PyTorch/torchvision, on tlres' data, flags and run-directory layout.
 
     tlres torch --preset quick --out runs/torch-quick
-    tlres torch --arch tiny --data digits --weights none --epochs 1 \\
-        --limit-train 128 --limit-test 64 --out runs/t
 
-Takes the same flags as `tlres train` (the command, `tlres.commands.torch`: its parser is
-generated from `tlres.core.config.Config` by `tlres.commands.cli`) plus reference-only
-ones: `--limit-train N` / `--limit-test N` (first N images, for tests),
-`--device cpu|cuda|cuda:K` and `--draws torch|tlres`. It writes the same run directory as `tlres.run.train`
-(config.json with "framework": "pytorch", status.json, history.csv with epochs
-numbered from 1, metrics.json from `tlres.run.evaluate.metrics`, predictions.csv),
-so `tlres.analysis.results` and `tlres.analysis.compare` read both alike.
-
-What each setting means here (docs/pytorch.md, "The PyTorch reference runner"):
-
-* model: torchvision resnet50 (v1.5) with `fc = Linear(2048, C)` for --arch
-  resnet50 and resnet50_v1_5 alike (torch has no v1; tlres' resnet50_v1_5 is
-  this network), or the tiny 3-conv mirror of `tlres.net.model.tiny_backbone`
-  (with Keras' "same" padding: the same function);
-  --weights imagenet (or torchvision) loads torchvision's IMAGENET1K_V1 (a
-  different network from Keras' v1 weights).
-  BatchNorm2d(momentum = 1 - --bn-momentum, eps = --bn-epsilon).
-* data: `tlres.data.loaders.load` (same split, same indices); epoch e's order is
-  `numpy.random.default_rng([seed, e]).permutation(n)`, remainder dropped,
-  indices sorted within a batch: the batches of tlres' `--pipeline jax`.
-* augmentation: torchvision RandomHorizontalFlip (if --flip) and
-  RandomCrop(size, padding=--crop-padding) per image (if --augment), drawn
-  from torch's generator seeded with --seed; Normalize(0.5, 0.5). With
-  `--draws tlres`: tlres' own `--pipeline jax` batches instead (the same
-  draws, from `tlres.data.pipeline.jax_batches`), so both frameworks see
-  identical batches.
-* loss: --smoothing-form paper = eq. 11 targets; keras =
-  CrossEntropyLoss(label_smoothing=eps) (the same targets as Keras').
-* schedule: cosine-epoch = CosineAnnealingLR(T_max=epochs, eta_min=lr_min)
-  stepped per epoch; cosine-step = the same stepped per batch over all steps
-  (Keras' CosineDecay with alpha = lr_min/lr); constant.
-* optimizer, with Keras' decoupled weight decay (w <- w - lr*wd*w before each
-  update, on every parameter): sgd = SGD(momentum) with weight_decay=0 and that
-  decay applied by hand (torch's own SGD weight_decay is an L2 gradient term,
-  a different thing); adam and adamw = AdamW(weight_decay=wd, eps=1e-7)
-  (Keras' Adam epsilon; torch AdamW's decay is exactly Keras' decoupled form).
-
-A finished run also writes `model.pt`, the model's state dict (torch.save); a
-later run takes its backbone with `--weights RUN_DIR` (or a `.pt`/`.pth` file of a
-torchvision-layout state dict, read with `torch.load(weights_only=True)`, or a
-`.safetensors` one), with a new `fc` head: the PyTorch side of offline transfer.
-A tlres (Keras) run of `--arch resnet50_v1_5` is a source too: `--weights
-RUN_DIR` (its model.keras, when the folder has no model.pt) or a `.keras` file,
-converted by `tlres.net.convert`, so both frameworks can start from the same weights.
-A tiny Keras run converts to the tiny mirror the same way. Keras runs of
-`--arch resnet50` (v1) do not convert: one line.
-
-`--init FILE` sets the model's complete initial weights, head included, from a
-state dict of the reference's layout (`.safetensors`, `.pt`, `.pth`), after
-`--weights` (so it wins). `tlres.net.convert.model_to_torch` writes one from a tlres
-model: the cross-framework check uses it so that, per seed, both frameworks start
-from the very weights tlres' run starts from.
-
-Not supported (one line, exit 2): --input-norm caffe, --precision
-mixed_bfloat16, --data-parallel, --weights of a Keras v1 model or a .weights.h5
-file, --resume. --pipeline and --compile-cache do not apply and are recorded only.
+Takes `tlres train`'s flags (`tlres.commands.torch`) plus --limit-train, --limit-test, --device
+and --draws, and writes the same run directory (`tlres.run.rundir.RunDir`, with "framework":
+"pytorch" and model.pt), so `tlres.analysis.results` reads both alike. What each setting means in
+PyTorch, the weights it takes (--weights, --init) and what it refuses (one line, exit 2):
+docs/pytorch.md, "The PyTorch reference runner".
 """
 
 import dataclasses
@@ -70,9 +17,9 @@ import time
 import numpy as np
 
 from tlres.data import pipeline
-from tlres.net import convert
+from tlres.net import convert, model as model_lib
 from tlres.net import weights as weights_lib
-from tlres.run import evaluate, rundir, writes
+from tlres.run import evaluate, records, rundir, writes
 from tlres.data import loaders as tdata
 from tlres.core.config import halves, public
 from tlres.core.errors import TlresError
@@ -98,7 +45,7 @@ def check_supported(cfg):
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
 
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = rundir.MODEL_PT
 IMAGENET = ("imagenet", "torchvision")  # both: torchvision's IMAGENET1K_V1
 TORCH_FILES = (".pt", ".pth", ".safetensors")
 
@@ -108,11 +55,11 @@ def torch_weights_path(weights):
     one line otherwise."""
     path = weights
     if os.path.isdir(weights):
-        path = os.path.join(weights, MODEL_FILE)
+        path = rundir.RunDir(weights).model_pt
         if not os.path.isfile(path):
-            path = os.path.join(weights, "model.keras")
+            path = rundir.RunDir(weights).model_keras
         if not os.path.isfile(path):
-            raise TlresError(f"--weights {weights}: no {MODEL_FILE} or model.keras there (a finished "
+            raise TlresError(f"--weights {weights}: no {MODEL_FILE} or {rundir.MODEL_KERAS} there (a finished "
                              "PyTorch reference or tlres run writes one)")
     if not path.endswith(TORCH_FILES + (".keras",)) or not os.path.isfile(path):
         raise TlresError(f"--weights {weights}: the PyTorch reference takes imagenet, torchvision, none, "
@@ -304,17 +251,9 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
 
     check_supported(cfg)
-    out = rundir.default_out(cfg)
-    rundir.check_out(out, overwrite)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("CUDA is not available")
-        torch.empty(1, device=dev)
-    except (RuntimeError, ValueError) as e:
-        raise TlresError(f"--device {device}: not usable here ({str(e).splitlines()[0]})") from None
+    out = rundir.RunDir(rundir.default_out(cfg))
+    rundir.check_out(out.path, overwrite)
+    dev = torch_device(device)
     t0 = time.perf_counter()
     ds = tdata.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     xtr, ytr = ds.x_train[:limit_train], ds.y_train[:limit_train]
@@ -327,22 +266,38 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     model = build(cfg, C)  # raises before the run directory exists
     init_sha = load_init(model, init) if init else None
     model = model.to(dev)
-    rundir.create_out(out)
-    rundir.write_running(out)
-    rundir.write_json(os.path.join(out, "config.json"), {
+    out.create()
+    out.write_running()
+    out.write_config({
         "framework": "pytorch",
-        "config": dataclasses.asdict(public(cfg).replace(out=out)),  # no run token
-        **halves(public(cfg).replace(out=out)),
+        "config": dataclasses.asdict(public(cfg).replace(out=out.path)),  # no run token
+        **halves(public(cfg).replace(out=out.path)),
         "dataset": {"name": ds.name, "num_train": len(xtr), "num_test": len(xte),
                     "num_classes": C, "class_names": list(ds.class_names)},
         "reference": {"limit_train": limit_train, "limit_test": limit_test, "draws": draws,
                       "init_sha256": init_sha},
-        "versions": rundir.versions("pytorch"), "device": rundir.torch_device(dev)})
+        "versions": records.versions("pytorch"), "device": records.torch_device(dev)})
     try:
-        return _train(cfg, out, model, dev, xtr, ytr, xte, yte, ds.class_names, t0, verbose, draws)
+        return _train(cfg, out, model, dev, (xtr, ytr, xte, yte), ds.class_names, t0, verbose, draws)
     except BaseException as e:
-        rundir.write_failed(out, e)
+        out.write_failed(e)
         raise
+
+
+def torch_device(device):
+    """The torch device `device` names (None: cuda if available, else cpu), checked usable."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA is not available")
+        torch.empty(1, device=dev)
+    except (RuntimeError, ValueError) as e:
+        raise TlresError(f"--device {device}: not usable here ({str(e).splitlines()[0]})") from None
+    return dev
 
 
 def tlres_batches(cfg, x, y, start_epoch=0, end_epoch=None):
@@ -365,45 +320,26 @@ def train_step(model, opt, decay, loss_of, x, y):
     return loss, logits
 
 
-def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, draws="torch"):
+def _train(cfg, out, model, dev, arrays, class_names, t0, verbose, draws="torch"):
+    """Train `cfg.epochs` epochs, each validated on the whole test split (history.csv), then
+    write predictions.csv, model.pt, metrics.json and status "finished"; returns the path."""
     import torch
 
+    xtr, ytr, xte, yte = arrays
     C = len(class_names)
-    to_float = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
-    norm = lambda x: (x - 0.5) / 0.5  # Normalize(0.5, 0.5) on [0, 1] pixels
-    x_train, x_test = to_float(xtr), norm(to_float(xte))
-    y_train = torch.from_numpy(np.asarray(ytr, np.int64))
-    tf = train_transform(cfg, x_train.shape[-1])
-    loss_of = criterion(cfg, C)
-    bs, steps = cfg.batch_size, len(xtr) // cfg.batch_size
+    x_test = _normalized(_to_float(xte))
     opt, decay = make_optimizer(cfg, model.parameters())
-    sched, every = make_scheduler(cfg, opt, steps)
-
-    def logits_of(x):
-        model.eval()
-        with torch.no_grad():
-            return torch.cat([model(x[i:i + 256].to(dev)).float().cpu()
-                              for i in range(0, len(x), 256)]).numpy()
-
+    sched, every = make_scheduler(cfg, opt, len(xtr) // cfg.batch_size)
+    loss_of = criterion(cfg, C)
     eval_loss = lambda y, z: loss_of(torch.from_numpy(np.asarray(z, np.float32)),
                                      torch.from_numpy(np.asarray(y, np.int64))).numpy()
+    batches = _batches(cfg, xtr, ytr, draws)
     history, t_fit = [], time.perf_counter()
-    hist_path = os.path.join(out, "history.csv")
-    shared = tlres_batches(cfg, xtr, ytr) if draws == "tlres" else None
     for epoch in range(cfg.epochs):
         start, lr = time.perf_counter(), opt.param_groups[0]["lr"]
         model.train()
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(xtr))
         tot, correct, seen = 0.0, 0, 0
-        for b in range(steps):
-            if shared is not None:  # tlres' batch b of this epoch, already normalized
-                x, y = next(shared)
-            else:
-                idx = torch.from_numpy(np.sort(order[b * bs:(b + 1) * bs]))
-                x = x_train[idx]
-                if tf is not None:
-                    x = torch.stack([tf(im) for im in x])
-                x, y = norm(x), y_train[idx]
+        for x, y in batches(epoch):
             x, y = x.to(dev), y.to(dev)
             loss, logits = train_step(model, opt, decay, loss_of, x, y)
             if every == "step":
@@ -414,7 +350,7 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
         if every == "epoch":
             sched.step()
         seconds = time.perf_counter() - start
-        logits = logits_of(x_test)
+        logits = _logits(model, x_test, dev)
         m = evaluate.metrics(logits, yte, C, eval_loss,
                              evaluate.criterion(cfg.label_smoothing, cfg.smoothing_form))
         if not np.isfinite(tot):
@@ -423,20 +359,77 @@ def _train(cfg, out, model, dev, xtr, ytr, xte, yte, class_names, t0, verbose, d
                         "val_loss": m["loss"], "val_accuracy": m["accuracy"],
                         "val_mean_class_accuracy": m["mean_class_accuracy"], "lr": lr,
                         "seconds": round(seconds, 3)})
-        rundir.write_history(hist_path, history)
+        out.write_history(history)
         if verbose:
             print(f"tlres.reference.torch: epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                 f"{k} {v:.4f}" for k, v in history[-1].items() if k != "epoch"), flush=True)
-    fit_seconds = time.perf_counter() - t_fit
     m.update(epochs=cfg.epochs, class_names=list(class_names))
-    rundir.write_predictions(os.path.join(out, "predictions.csv"), logits, yte)
-    writes.atomic(os.path.join(out, MODEL_FILE), lambda f: torch.save(model.state_dict(), f))
-    rundir.write_json(os.path.join(out, "metrics.json"), m)
-    rundir.write_finished(out, cfg.epochs, 0, fit_seconds, time.perf_counter() - t0)
+    return _finish(cfg, out, model, m, logits, yte, time.perf_counter() - t_fit, t0, verbose)
+
+
+def _to_float(x):
+    """uint8 NHWC images as float32 NCHW in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _normalized(x):
+    return (x - 0.5) / 0.5  # Normalize(0.5, 0.5) on [0, 1] pixels
+
+
+def _logits(model, x, dev):
+    """The model's logits for `x` in inference mode, 256 images at a time, as numpy."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + 256].to(dev)).float().cpu()
+                          for i in range(0, len(x), 256)]).numpy()
+
+
+def _batches(cfg, xtr, ytr, draws):
+    """epoch -> that epoch's training batches (normalized, NCHW): tlres' own with --draws tlres
+    (one stream over all epochs), else the (seed, epoch) order, sorted within a batch, with
+    torchvision's augmentation."""
+    import torch
+
+    bs, steps = cfg.batch_size, len(xtr) // cfg.batch_size
+    if draws == "tlres":
+        shared = tlres_batches(cfg, xtr, ytr)
+
+        def shared_batches(epoch):
+            for _ in range(steps):
+                yield next(shared)
+
+        return shared_batches
+    x_train = _to_float(xtr)
+    y_train = torch.from_numpy(np.asarray(ytr, np.int64))
+    tf = train_transform(cfg, x_train.shape[-1])
+
+    def epoch_batches(epoch):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(xtr))
+        for b in range(steps):
+            idx = torch.from_numpy(np.sort(order[b * bs:(b + 1) * bs]))
+            x = x_train[idx]
+            if tf is not None:
+                x = torch.stack([tf(im) for im in x])
+            yield _normalized(x), y_train[idx]
+
+    return epoch_batches
+
+
+def _finish(cfg, out, model, m, logits, yte, fit_seconds, t0, verbose):
+    """predictions.csv, model.pt, metrics.json, status "finished", and the result in one line."""
+    import torch
+
+    out.write_predictions(logits, yte)
+    writes.atomic(out.model_pt, lambda f: torch.save(model.state_dict(), f))
+    out.write_metrics(m)
+    out.write_finished(cfg.epochs, 0, fit_seconds, time.perf_counter() - t0)
     if verbose:
         lo, hi = m["accuracy_ci95"]
         print(f"tlres.reference.torch: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, "
-              f"n={m['num_test']}), loss {m['loss']:.4f}; {fit_seconds:.0f} s training -> {out}",
+              f"n={m['num_test']}), loss {m['loss']:.4f}; {fit_seconds:.0f} s training -> {out.path}",
               flush=True)
-    return out
-
+    return out.path

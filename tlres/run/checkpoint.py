@@ -1,27 +1,14 @@
 """Checkpoints: one file, written atomically, enough to resume exactly.
 
-`RUN/ckpt/checkpoint.npz` holds the model's weights (BatchNorm statistics
-included), every optimizer variable (iteration count, learning rate, moments)
-and a JSON record: the number of finished epochs, their history rows, and the
-step reached in the epoch in progress (0 at an epoch's end). A checkpoint in
-the middle of an epoch (``--checkpoint-every``, or at a SIGTERM/SIGINT) also
-holds the epoch's metric variables (the running sums behind its training loss
-and accuracy), the learning rate it started at and the seconds it had trained,
-so a resumed epoch ends with the same history row as an uninterrupted one.
-The data order and augmentation need no saved state: epoch e's batch b is a
-pure function of (seed, e, b) (`tlres.data.pipeline`). The file is written to a
-temporary name, flushed to disk and renamed over the old one
-(`tlres.run.writes.atomic`), so a kill at any moment leaves either the previous
-checkpoint or the new one, never a mix; a full disk removes the temporary file
-and keeps the previous checkpoint.
-
-Why not Keras' `BackupAndRestore`: on Keras 3.15 / JAX it does restore the
-weights, optimizer variables and the epoch (`model.save_weights` writes both,
-and it sets `model._initial_epoch`), but it writes the weights and the epoch
-record as two files in place (a kill between them pairs epoch k's weights
-with epoch k-1's number), it knows nothing of our history rows, and it
-restores inside `fit`, after our pipeline has already been built from epoch
-0. We need the epoch before `fit` starts; so we keep one atomic file.
+`RUN/ckpt/checkpoint.npz` holds the weights (BatchNorm statistics included), every optimizer
+variable and a JSON record: the finished epochs, their history rows and the step reached in
+the epoch in progress (0 at an epoch's end). A mid-epoch checkpoint (--checkpoint-every, a
+signal) also holds the epoch's metric sums, its learning rate and seconds, so a resumed epoch
+ends with the same history row. The data order needs no state: batch b of epoch e is a pure
+function of (seed, e, b) (`tlres.data.pipeline`). Written through `tlres.run.writes.atomic`:
+a kill leaves the previous checkpoint or the new one. What it holds and why not Keras'
+`BackupAndRestore`: docs/reproducibility.md, "Checkpoints and --resume" and "Why not Keras'
+own mechanisms".
 """
 
 import json

@@ -1,25 +1,12 @@
 """Several processes, one run: jax.distributed under keras.distribution.DataParallel.
 
-Every process runs the same command with its own ``--process-id``; together they
-train one model (docs/distributed.md). This module holds what is particular to that:
-
-* `initialize(cfg)`: joins the cluster before anything is built (gloo collectives on
-  CPU), from the flags, Keras' environment variables, or SLURM/Open MPI (``--cluster
-  auto``, `detect`). It calls `jax.distributed.initialize`, which `keras.distribution.initialize`
-  wraps, directly: only it takes the timeouts that bound a lost process (`HEARTBEAT_S`)
-  and an unreachable coordinator (``--coordinator-timeout``). Keras' wrapper also agrees
-  on a random seed across processes; tlres seeds every process with ``--seed``. Process 0
-  listens on the interface of its address only (`bind_address`), not on every one.
-* `admit(cfg, ds)`: the first exchange after joining; a process without the run's token,
-  settings or data stops every process before anything is written.
-* `local_rows(batch)`: which rows of a global batch this process feeds; Keras' trainer
-  assembles the global batch from the processes' shards with
-  `jax.make_array_from_process_local_data`.
-* `predict(forward, x, batch)`: inference over the whole (padded) test split, each
-  process feeding its rows of every batch, every process receiving all logits.
-* `together()`: a problem one process finds before training stops all of them.
-* `lost(exc)`: a collective that failed because a peer died, as one line.
-
+Every process runs the same command with its own --process-id (docs/distributed.md):
+`initialize` joins the cluster before anything is built (from the flags, Keras' variables,
+or SLURM/Open MPI: `detect`), bounding a lost process and an unreachable coordinator, and
+listening on its address's interface only (`bind_address`); `admit` stops every process
+when one lacks the run's token, settings or data; `local_rows` and `predict` say which rows
+of a batch each process feeds; `together` makes a problem one process finds before training
+stop them all; `lost` turns a collective that failed on a dead peer into one line.
 With one process (the default) nothing here does anything.
 """
 

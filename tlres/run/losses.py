@@ -1,20 +1,11 @@
 """Label-smoothed cross-entropy in its two named forms, on integer labels and logits.
 
-With C classes, smoothing epsilon and true class c, the target distribution q is
-
-* ``paper`` (the paper's eq. 11): q_c = 1 - eps, q_i = eps / (C - 1) for i != c.
-* ``keras`` (Keras' ``CategoricalCrossentropy(label_smoothing=eps)``, also
-  PyTorch's ``CrossEntropyLoss(label_smoothing=eps)``): q_c = 1 - eps + eps/C,
-  q_i = eps / C for i != c.
-
-The loss is -sum_i q_i log softmax(z)_i (eq. 16). With eps = 0 both are plain
-cross-entropy. The targets differ by -eps/C on the true class and by
-eps/(C(C-1)) on each other class, so for log-probabilities l
-
-    loss_paper - loss_keras = (eps / C) * (l_c - mean_{i != c} l_i),
-
-which is >= 0 whenever the true class is at least as probable as the others'
-mean: the paper's form moves eps/C of target mass off the true class.
+With C classes, smoothing eps and true class c, the targets q are
+``paper`` (eq. 11): q_c = 1 - eps, q_i = eps / (C - 1) for i != c; ``keras`` (Keras'
+``CategoricalCrossentropy(label_smoothing=eps)``, PyTorch's too): q_c = 1 - eps + eps/C,
+q_i = eps / C. The loss is -sum_i q_i log softmax(z)_i (eq. 16); with eps = 0 both are plain
+cross-entropy. For log-probabilities l,
+loss_paper - loss_keras = (eps / C) * (l_c - mean_{i != c} l_i) (docs/presets.md).
 """
 
 import keras

@@ -1,6 +1,22 @@
 """Label new images with a trained model: ``tlres predict MODEL INPUT... [--out predictions.csv]``.
 
-MODEL is a finished run's directory or a ``.keras`` file. The preprocessing is
+What it reads and writes: `HELP` (the command's help text, shown by `tlres predict --help`).
+"""
+
+import csv
+import os
+import sys
+
+import numpy as np
+
+from tlres.data import imagefolder, loaders as data, pipeline
+from tlres.net import backend
+from tlres.run import evaluate, writes
+from tlres.net import modelfile
+from tlres.net.cpu import kernel_choice
+from tlres.core.errors import TlresError
+
+HELP = """MODEL is a finished run's directory or a ``.keras`` file. The preprocessing is
 the run's evaluation preprocessing, exactly: images decoded and resized as
 the image-folder loader does (`tlres.data.imagefolder.read_image`), arrays as the
 ``.npz`` loader does (`tlres.data.loaders`), then `tlres.data.pipeline.eval_arrays`
@@ -18,19 +34,6 @@ has ``path`` (``index`` for an .npz), ``class``, ``confidence`` (the softmax
 probability) and, with ``--top-k K``, ``class_2, confidence_2 ... class_K,
 confidence_K``.
 """
-
-import csv
-import os
-import sys
-
-import numpy as np
-
-from tlres.data import imagefolder, loaders as data, pipeline
-from tlres.net import backend
-from tlres.run import evaluate, writes
-from tlres.net import modelfile
-from tlres.net.cpu import kernel_choice
-from tlres.core.errors import TlresError
 
 PROG = "tlres predict"
 CHUNK = 1024  # images decoded and predicted at a time: memory stays flat on long inputs

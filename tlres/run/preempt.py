@@ -1,23 +1,12 @@
 """Preemption: SIGTERM and SIGINT stop a run at a step, with a checkpoint and the command that continues it.
 
-SLURM, Kubernetes and spot VMs send SIGTERM, then SIGKILL after a grace period
-(typically 30 s or more); Ctrl-C sends SIGINT. While `Guard` is installed
-(`tlres.run.train.run` does), the first of them
-
-* during training, with ``--checkpoint-on-signal`` (the default): lets the
-  current step finish, writes a checkpoint at that step (`step_callback`) and
-  stops. A signal in an epoch's last step or its validation stops after that
-  epoch's own checkpoint (after the last epoch's, the run finishes instead);
-  one while a trained run writes its results lets them finish;
-* otherwise (before training, or with ``--no-checkpoint-on-signal``): stops at
-  once, keeping the last checkpoint written.
-
-Either way the run's `status.json` becomes ``interrupted`` with `epochs_done`,
-`step` and the exact resume command, the command is printed in one line, and
-the process exits with 128 + the signal number (143 for SIGTERM, 130 for
-SIGINT). A second signal exits at once: it removes the temporary files (a
-checkpoint being written is dropped, the last complete one stays) and writes
-the same status.
+While `Guard` is installed (`tlres.run.train.run` does), the first signal during training,
+with --checkpoint-on-signal (the default), lets the step finish, checkpoints it
+(`step_callback`) and stops; otherwise it stops at once, keeping the last checkpoint. Either
+way status.json becomes "interrupted" with the resume command (`interrupted_status`), printed
+in one line, and the exit status is 128 + the signal number. A second signal exits at once
+(`Guard.exit_now`). The cases at epoch ends and while results are written:
+docs/reproducibility.md, "Preemption: SIGTERM and Ctrl-C".
 """
 
 import os
@@ -124,10 +113,10 @@ class Guard:
         """Remove temporary files, mark the run interrupted, print the resume line, and exit."""
         code = 128 + signum
         try:
-            if self.run_dir and os.path.exists(rundir.status_path(self.run_dir)):
+            if self.run_dir and rundir.RunDir(self.run_dir).has(rundir.STATUS):
                 writes.remove_stale(self.run_dir)
                 record, message = interrupted_status(self.run_dir, signum, False, again=True)
-                rundir.write_status(self.run_dir, record)
+                rundir.RunDir(self.run_dir).write_status(record)
             else:
                 message = f"interrupted by a second {signal.Signals(signum).name}, at once"
             print(f"tlres: {message}", file=sys.stderr, flush=True)
@@ -143,10 +132,8 @@ def step_callback(out, cfg, steps, guard, state):
     - at every epoch's end (after the history row), then `Interrupted` if a signal arrived
       during the epoch's last step or its validation, unless it was the last epoch.
 
-    `state`: "history" (finished rows), "offset" (the step the first epoch of this `fit` starts
-    at, on a mid-epoch resume), "epoch_lr" and "epoch_start" (set by the history callback),
-    "resume_meta" (a mid-epoch checkpoint's record, to restore the epoch's metric state),
-    and "saved" (the last checkpoint's record, kept up to date here).
+    `state`: the runner's `tlres.run.train.RunState` (history, offset, epoch_lr, epoch_start and
+    resume_meta read here; saved, the last checkpoint's record, kept up to date here).
     """
     import time
 
@@ -158,24 +145,24 @@ def step_callback(out, cfg, steps, guard, state):
             self.net = model  # `self.model` syncs JAX's training state into the model: only when saving
 
         def save(self, epochs_done, step):
-            if not state.get("writer", True):  # several processes: process 0 writes the checkpoint
+            if not state.writer:  # several processes: process 0 writes the checkpoint
                 return
             epoch_state = None
             if step:
-                epoch_state = {"lr": state["epoch_lr"],
-                               "seconds": round(time.perf_counter() - state["epoch_start"], 3)}
-            checkpoint.save(out, self.model, epochs_done, state["history"], step=step,
+                epoch_state = {"lr": state.epoch_lr,
+                               "seconds": round(time.perf_counter() - state.epoch_start, 3)}
+            checkpoint.save(out, self.model, epochs_done, state.history, step=step,
                             epoch_state=epoch_state, steps_per_epoch=steps)
-            state["saved"] = {"epochs_done": epochs_done, "step": step, "steps_per_epoch": steps}
+            state.saved = {"epochs_done": epochs_done, "step": step, "steps_per_epoch": steps}
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch  # also the number of finished epochs
-            meta = state.pop("resume_meta", None)
+            meta, state.resume_meta = state.resume_meta, None
             if meta is not None:  # fit has just reset the metrics: put the epoch's running sums back
                 checkpoint.restore_metrics(self.model, meta)
 
         def on_train_batch_end(self, batch, logs=None):
-            step = state["offset"] + batch + 1
+            step = state.offset + batch + 1
             if step >= steps:  # the epoch's end checkpoints it (and stops, if asked)
                 return
             if guard.requested is not None:
@@ -185,7 +172,7 @@ def step_callback(out, cfg, steps, guard, state):
                 self.save(self.epoch, step)
 
         def on_epoch_end(self, epoch, logs=None):  # after the history callback has added the row
-            state["offset"] = 0
+            state.offset = 0
             self.save(epoch + 1, 0)
             if guard.requested is not None and epoch + 1 < cfg.epochs:
                 raise Interrupted(guard.requested, checkpointed=True)

@@ -1,34 +1,11 @@
-"""The run directory: its files, when one may be created, overwritten or resumed, and its writers.
+"""The run directory: `RunDir` owns its file names, readers and writers; when one may be
+created, overwritten or resumed (`check_out`, `create_out`, `resumed_config`), reused
+(`finished_with`), and the fix-ups that let older runs still read (`recorded`).
 
-`tlres.run.train.run` (the Keras runner) and `tlres.reference.torch.run` (the PyTorch reference)
-write the same directory, so `tlres.analysis.results` reads both alike (see README "The run directory"):
-
-    config.json       every resolved setting, versions, device ("framework": "pytorch" for the reference)
-    status.json       {"state": "running" | "finished" | "failed" | "interrupted", ...}
-    history.csv       one row per epoch (`HISTORY_FIELDS`), written as each epoch ends
-    ckpt/checkpoint.npz  the last finished epoch, or a step within one (--checkpoint-every,
-                      a signal; tlres.run.checkpoint), for --resume; deleted when the run
-                      finishes unless --keep-checkpoint
-    model.keras       the trained model (Keras' native format, plain Keras layers; only once
-                      finished); config.json's "preprocessing" says what input it expects
-                      (the reference writes model.pt, a torch state dict, instead)
-    metrics.json      final whole-test-split metrics (only once finished)
-    predictions.csv   index,label,prediction,confidence per test image
-    split.csv         for a folder of images: split,index,class,path of every image (index = the
-                      row in its split, so predictions.csv's index is split.csv's test index)
-    accuracy.png, loss.png, confusion.png
-
-Every file is written atomically and a full disk is one line (`tlres.run.writes`).
-
-    .tlres-run.json   the marker: every file above that tlres wrote there (`RUN_FILES` from the
-                      start, and anything else it writes; `tlres.run.writes.own`)
-
-A run directory is created only once `check_out` accepts --out. `--overwrite` (and the grid's
-replacing of a cell) removes only the files the marker names, and only where every file and
-folder present is one of them (`stranger`); a directory without a marker (not a run, or one
-from an older tlres: it can still be read and resumed) is never emptied. `resumed_config` says
-whether a run can be resumed; `finished_with` whether a finished one is what a grid would
-compute, and so is reused instead of trained again.
+`tlres.run.train` (Keras) and `tlres.reference.torch` (PyTorch) write the same directory and
+`tlres.analysis.results` reads both through `RunDir`. Every file, and what `--overwrite`
+removes (only what the marker `.tlres-run.json` names, `stranger`):
+docs/results.md, "The run directory".
 """
 
 import csv
@@ -38,40 +15,114 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
-from importlib import metadata
 
 import numpy as np
 
-from tlres.net.cpu import allocator
-from tlres.run import writes
-from tlres.net.backend import cpu_features, cpu_name, host_description
-from tlres.core.config import COMPUTES, Config, halves, recorded
+from tlres.core import plots
+from tlres.net.modelfile import MODEL_FILE as MODEL_KERAS
+from tlres.run import checkpoint, writes
+from tlres.core.config import COMPUTES, Config, halves
 from tlres.core.errors import TlresError, quote
 
-CONFIG = "config.json"
-STATUS = "status.json"
-SPLIT_FILE = "split.csv"
-RUN_FILES = (CONFIG, STATUS, "history.csv", "ckpt/checkpoint.npz", "model.keras", "model.pt",
-             "metrics.json", "predictions.csv", SPLIT_FILE, "accuracy.png", "loss.png", "confusion.png")
+CONFIG, STATUS, HISTORY = "config.json", "status.json", "history.csv"
+METRICS, PREDICTIONS, SPLIT_FILE = "metrics.json", "predictions.csv", "split.csv"
+MODEL_PT = "model.pt"  # the PyTorch reference's model (a torch state dict), for MODEL_KERAS
+FIGURES = plots.RUN_FIGURES  # what plots.run_figures writes
+CHECKPOINT = f"{checkpoint.DIRNAME}/{checkpoint.FILENAME}"
+RUN_FILES = (CONFIG, STATUS, HISTORY, CHECKPOINT, MODEL_KERAS, MODEL_PT,
+             METRICS, PREDICTIONS, SPLIT_FILE) + tuple(FIGURES)
 """What a run writes in its directory (either framework's): its marker names them from the start."""
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                   "val_mean_class_accuracy", "lr", "seconds")
-
-PACKAGES = {
-    "keras-jax": ("tlres", "keras", "jax", "jaxlib", "numpy", "tensorflow-cpu", "tensorflow",
-                  "tensorflow-datasets"),
-    "pytorch": ("tlres", "torch", "torchvision", "numpy"),
-}
-"""The packages config.json's "versions" records, per framework (those installed)."""
 
 REFERENCE = {"limit_train": None, "limit_test": None, "draws": "torch", "init_sha256": None}
 """A PyTorch reference run's "reference" record (config.json) on the whole data, with
 torchvision's draws and its own initialisation; a key an older record lacks had this value."""
 
 
-# --- the writers ---
+def _named(name):
+    """A `RunDir` property: the path of its file `name`."""
+    return property(lambda self: self.file(name), doc=f"the path of {name}")
+
+
+class RunDir:
+    """One run directory: where each of its files is, and their readers and writers."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def has(self, name):
+        return os.path.exists(self.file(name))
+
+    config, status, history = _named(CONFIG), _named(STATUS), _named(HISTORY)
+    metrics, predictions, split = _named(METRICS), _named(PREDICTIONS), _named(SPLIT_FILE)
+    model_keras, model_pt, ckpt = _named(MODEL_KERAS), _named(MODEL_PT), _named(CHECKPOINT)
+
+    def read_config(self):
+        """config.json's record; OSError or ValueError when it cannot be read."""
+        return _read_json(self.config)
+
+    def read_status(self):
+        """status.json's record; OSError or ValueError when it cannot be read."""
+        return _read_json(self.status)
+
+    def write_config(self, record):
+        write_json(self.config, record)
+
+    def write_metrics(self, metrics):
+        write_json(self.metrics, metrics)
+
+    def write_history(self, rows):
+        write_history(self.history, rows)
+
+    def write_predictions(self, logits, labels):
+        write_predictions(self.predictions, logits, labels)
+
+    def write_split(self, rows):
+        write_split(self.split, rows)
+
+    def write_status(self, record):
+        write_json(self.status, record)
+
+    def write_running(self, start_epoch=0, start_step=None):
+        """The run is under way in this process (`alive` checks it); `start_step`, the step within
+        epoch start_epoch + 1 it resumed at, is left out when None (the reference records none)."""
+        record = {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "pid": os.getpid(), "host": socket.gethostname(), "start_epoch": start_epoch}
+        if start_step is not None:
+            record["start_step"] = start_step
+        self.write_status(record)
+
+    def write_failed(self, exc, **where):
+        """The run stopped on `exc`; `where`: how far it got (epochs_done, step)."""
+        self.write_status({"state": "failed", "error": f"{type(exc).__name__}: {exc}", **where})
+
+    def write_finished(self, epochs_done, resumed_from_epoch, train_seconds, total_seconds):
+        self.write_status({"state": "finished", "epochs_done": epochs_done,
+                           "resumed_from_epoch": resumed_from_epoch,
+                           "train_seconds": round(train_seconds, 2),
+                           "total_seconds": round(total_seconds, 2)})
+
+    def create(self):
+        return create_out(self.path)
+
+    def clear(self, under=""):
+        clear(self.path, under)
+
+    def remove(self):
+        remove(self.path)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# --- the writers (by path: a run directory's through `RunDir`) ---
 
 def write_json(path, obj):
     writes.atomic_text(path, json.dumps(obj, indent=2) + "\n")
@@ -108,44 +159,6 @@ def write_predictions(path, logits, labels):
     writes.atomic_text(path, f.getvalue())
 
 
-# --- status.json ---
-
-def status_path(run_dir):
-    return os.path.join(run_dir, STATUS)
-
-
-def read_status(run_dir):
-    """status.json's record; OSError or ValueError when it cannot be read."""
-    with open(status_path(run_dir)) as f:
-        return json.load(f)
-
-
-def write_status(run_dir, record):
-    write_json(status_path(run_dir), record)
-
-
-def write_running(run_dir, start_epoch=0, start_step=None):
-    """The run is under way in this process (`alive` checks it); `start_step`, the step within
-    epoch start_epoch + 1 it resumed at, is left out when None (the reference records none)."""
-    record = {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "pid": os.getpid(), "host": socket.gethostname(), "start_epoch": start_epoch}
-    if start_step is not None:
-        record["start_step"] = start_step
-    write_status(run_dir, record)
-
-
-def write_failed(run_dir, exc, **where):
-    """The run stopped on `exc`; `where`: how far it got (epochs_done, step)."""
-    write_status(run_dir, {"state": "failed", "error": f"{type(exc).__name__}: {exc}", **where})
-
-
-def write_finished(run_dir, epochs_done, resumed_from_epoch, train_seconds, total_seconds):
-    write_status(run_dir, {"state": "finished", "epochs_done": epochs_done,
-                           "resumed_from_epoch": resumed_from_epoch,
-                           "train_seconds": round(train_seconds, 2),
-                           "total_seconds": round(total_seconds, 2)})
-
-
 def alive(status):
     """Whether the process a status record names (pid, host) still runs, on this machine."""
     if status.get("host") != socket.gethostname() or not status.get("pid"):
@@ -163,45 +176,20 @@ def alive(status):
         return True
 
 
-# --- config.json: what a run records about itself ---
+# --- older run directories ---
 
-def read_config(run_dir):
-    """config.json's record; OSError or ValueError when it cannot be read."""
-    with open(os.path.join(run_dir, CONFIG)) as f:
-        return json.load(f)
+RECORDED_BEFORE = {"conv": "xla"}  # a field whose value in runs from before it existed is not its default
 
 
-def versions(framework="keras-jax"):
-    """Python's version and each installed package of `framework` (`PACKAGES`)."""
-    out = {"python": sys.version.split()[0]}
-    for pkg in PACKAGES[framework]:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
+def recorded(saved):
+    """A run's recorded settings (config.json's "config") as this tlres reads them: a field
+    added to `Config` since has what that run had, its `RECORDED_BEFORE` value (runs from before
+    --conv used XLA's kernel), else its default. The one place older runs are fixed up."""
+    out = dict(saved)
+    for f in dataclasses.fields(Config):
+        if f.name not in out:
+            out[f.name] = RECORDED_BEFORE.get(f.name, json.loads(json.dumps(f.default)))
     return out
-
-
-def device():
-    """The devices JAX trains on, and the host CPU (it runs the tf.data pipeline; on CPU, the model)."""
-    import jax
-
-    devs = jax.devices()  # every process' devices
-    return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
-            "processes": jax.process_count(),
-            "host": host_description(), "cpu": cpu_name(), "vector_extensions": cpu_features(),
-            "allocator": allocator.describe()}
-
-
-def torch_device(dev):
-    """The PyTorch reference's record of the torch device `dev` it trains on."""
-    import torch
-
-    if dev.type == "cuda":
-        return {"platform": "cuda", "kind": torch.cuda.get_device_name(dev), "count": 1}
-    return {"platform": "cpu", "kind": cpu_name(), "count": 1, "threads": torch.get_num_threads(),
-            "host": host_description(), "vector_extensions": cpu_features(),
-            "allocator": allocator.describe()}
 
 
 # --- create, overwrite, resume, reuse ---
@@ -324,7 +312,7 @@ def resumed_config(run_dir):
     if not os.path.isdir(run_dir):
         raise TlresError(f"--resume {run_dir}: no such run directory")
     try:
-        record, status = read_config(run_dir), read_status(run_dir)
+        record, status = RunDir(run_dir).read_config(), RunDir(run_dir).read_status()
     except (OSError, ValueError, RecursionError) as e:
         raise TlresError(f"--resume {run_dir}: not a tlres run directory with a readable "
                          f"config.json and status.json ({type(e).__name__})") from e
@@ -350,8 +338,7 @@ def check_record(run_dir, record, status):
     if not isinstance(saved, dict) or "data" not in saved:
         raise TlresError(f"{where} has no \"config\" record with the run's settings; not a tlres run directory")
     names = {f.name for f in dataclasses.fields(Config)}
-    saved = {"conv": "xla", **saved}  # runs from before --conv existed used XLA's kernel
-    cfg = Config(**{k: v for k, v in saved.items() if k in names}).validate(where)
+    cfg = Config(**{k: v for k, v in recorded(saved).items() if k in names}).validate(where)
     dataset = record.get("dataset")
     for key, low in COUNTS.items():
         value = dataset.get(key) if isinstance(dataset, dict) else None
@@ -380,9 +367,9 @@ def finished_with(run_dir, cfg, reference=None):
     of its settings (e.g. {"draws": "tlres", "init_sha256": ...}; the others as `REFERENCE`).
     """
     try:
-        if read_status(run_dir).get("state") != "finished":
+        if RunDir(run_dir).read_status().get("state") != "finished":
             return False
-        record = read_config(run_dir)
+        record = RunDir(run_dir).read_config()
         want = halves(json.loads(json.dumps(dataclasses.asdict(cfg))))[COMPUTES]
         saved = halves(recorded(record["config"]))[COMPUTES]  # a setting added since: its default
         if saved != want:  # e.g. a moved grid, or one run on another kernel, is still the same grid

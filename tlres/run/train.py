@@ -1,17 +1,14 @@
 """The one runner: `run(cfg)` trains, evaluates and writes a run directory.
 
-Every experiment (presets, ablation cells, the quick run) goes through here:
+Every experiment (presets, ablation cells, the quick run) goes through here, in five steps
+(`run`): prepare, build, resume, fit, finish:
 
     data.load -> model.build -> compile(loss, optimizer, schedule)
-      -> model.fit(tf.data pipeline, per-epoch validation on the whole test split)
-      -> metrics.json, predictions.csv, history.csv, figures
+      -> model.fit(the pipeline, per-epoch validation on the whole test split)
+      -> metrics.json, predictions.csv, history.csv, figures, model.keras
 
-The run directory it writes, file by file, and the rules for creating, overwriting and
-resuming one: `tlres.run.rundir`.
-
-Every file is written atomically and a full disk is one line (`tlres.run.writes`);
-SIGTERM and SIGINT stop at a step with a checkpoint and the resume command
-(`tlres.run.preempt`).
+The directory it writes: `tlres.run.rundir.RunDir`; its safe writes: `tlres.run.writes`;
+signals: `tlres.run.preempt`; what each failure leaves: `_failed`.
 """
 
 import dataclasses
@@ -25,7 +22,7 @@ from tlres.core import memory, plots
 from tlres.data import augment, loaders as data, pipeline
 from tlres.net import backend
 from tlres.run import checkpoint, distributed, evaluate, preempt
-from tlres.run import rundir, writes
+from tlres.run import records, rundir, writes
 from tlres.net import model as model_lib
 from tlres.net import modelfile
 from tlres.net import weights as weights_lib
@@ -128,6 +125,35 @@ def setup_engine(cfg):
     keras.distribution.set_distribution(dist)
 
 
+@dataclasses.dataclass
+class RunState:
+    """What the training callbacks share, and what `_fit` and `_finish` read back.
+
+    The callbacks run in the order `_callbacks` gives them (which matters there is said once).
+    """
+    history: list  # the finished epochs' history.csv rows
+    writer: bool  # process 0: it writes the run directory (history, checkpoints), the others nothing
+    start_epoch: int = 0  # the epochs this process found done (a resume)
+    offset: int = 0  # the step the first epoch of this `fit` starts at (a mid-epoch resume), then 0
+    saved: dict = None  # the last checkpoint's record (epochs_done, step, steps_per_epoch), or None
+    resume_epoch: dict = None  # a mid-epoch resume: the epoch's lr and seconds (taken by EpochEnd)
+    resume_meta: dict = None  # a mid-epoch resume: the checkpoint's record (taken by preempt's AtStep)
+    epoch_lr: float = None  # the epoch in progress: its learning rate and start (set by EpochEnd)
+    epoch_start: float = None
+    logits: object = None  # the last validation's logits and metrics (set by EpochEnd)
+    metrics: dict = None
+
+
+def _callbacks(cfg, out, evals, ds, steps, eval_loss, guard, state):
+    """The training callbacks after the schedule's, in this order (Keras calls them in list
+    order): the non-finite check stops a bad step before the checkpointer could save it; the
+    epoch's validation adds its history row before the checkpointer saves the epoch with it."""
+    x_eval, n_eval = evals
+    return [_nan_callback(out, state),
+            _epoch_callback(cfg, out, x_eval, n_eval, ds.y_test, ds.num_classes, eval_loss, state),
+            preempt.step_callback(out.path, cfg, steps, guard, state)]
+
+
 def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, state):
     """Per-epoch validation on the whole test split, the lr, and history.csv."""
     import keras
@@ -136,10 +162,10 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
 
     class EpochEnd(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            resumed = state.pop("resume_epoch", None)  # resumed mid-epoch: its start's rate and time
+            resumed, state.resume_epoch = state.resume_epoch, None  # mid-epoch: its start's rate, time
             self.lr = resumed["lr"] if resumed else schedules.current_lr(self.model.optimizer)
             self.start = time.perf_counter() - (resumed["seconds"] if resumed else 0.0)
-            state["epoch_lr"], state["epoch_start"] = self.lr, self.start
+            state.epoch_lr, state.epoch_start = self.lr, self.start
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.start
@@ -147,12 +173,12 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
             m = evaluate.metrics(logits, y_eval, num_classes, loss_fn)
             logs.update(val_loss=m["loss"], val_accuracy=m["accuracy"],
                         val_mean_class_accuracy=m["mean_class_accuracy"], lr=self.lr)
-            state["logits"], state["metrics"] = logits, m
+            state.logits, state.metrics = logits, m
             row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                    **{k: logs.get(k) for k in rundir.HISTORY_FIELDS if k not in ("epoch", "seconds")}}
-            state["history"].append(row)
-            if state["writer"]:
-                rundir.write_history(os.path.join(out, "history.csv"), state["history"])
+            state.history.append(row)
+            if state.writer:
+                out.write_history(state.history)
 
     return EpochEnd()
 
@@ -172,92 +198,117 @@ def _nan_callback(out, state):
             if not math.isfinite(loss):                 # from the first bad batch on
                 self.model.stop_training = True
                 kept = "no checkpoint yet (it failed before the first)"
-                if state.get("saved"):
-                    kept = (f"the last good checkpoint ({preempt.position(state['saved'])}) is kept in "
-                            f"{os.path.join(out, 'ckpt')}")
+                if state.saved:
+                    kept = (f"the last good checkpoint ({preempt.position(state.saved)}) is kept in "
+                            f"{os.path.dirname(out.ckpt)}")
                 raise TrainingFailed(
                     f"non-finite training loss ({loss}) at epoch {self.epoch + 1}, "
-                    f"step {state['offset'] + batch + 1}; "
+                    f"step {state.offset + batch + 1}; "
                     f"training stopped, {kept}; lower --lr (or --lr-min) or check the data")
 
     return StopOnNonFinite()
 
 
 def run(cfg, verbose=None, overwrite=False, resume=False):
-    """Train and evaluate `cfg`; returns the run directory.
+    """Train and evaluate `cfg`; returns the run directory's path.
 
-    Everything a user can get wrong (flags, --out, data, weights) is checked
-    before the run directory is created; a TlresError before training leaves
-    no directory behind. `resume=True` continues the run in `cfg.out` (see
-    `tlres.run.rundir.resumed_config`) from its last checkpoint. SIGTERM and SIGINT
-    stop it at a step (`tlres.run.preempt`); a full disk is one `tlres.run.writes.DiskFull` line.
+    1 prepare: check the settings, join the other processes, choose --out;
+    2 build: data, model and checkpoint, all checked before the run directory is created;
+    3 resume: record config.json (a new run) or restore the checkpoint (`resume=True`: the
+      run in `cfg.out`, `tlres.run.rundir.resumed_config`), and check the disk;
+    4 fit; 5 finish: evaluate, write the results. Any failure after 2: `_failed`.
+    SIGTERM and SIGINT stop it at a step (`tlres.run.preempt`).
     """
     with preempt.Guard() as guard:
-        return _guarded_run(cfg, verbose, overwrite, resume, guard)
+        out, writer = _prepare(cfg, resume, guard)  # 1
+        ds, net, ckpt, t0 = _build(cfg, out, resume, overwrite, writer)  # 2
+        created = _open(out, resume, writer, ckpt)
+        try:
+            state, schedule = _resume(cfg, out, ds, net, ckpt, resume, writer)  # 3
+            fit_seconds = _fit(cfg, out, ds, net, state, schedule, guard, verbose)  # 4
+            return _finish(cfg, out, ds, net, state, fit_seconds, t0)  # 5
+        except BaseException as e:
+            _failed(e, out, writer, created)
 
 
-def _guarded_run(cfg, verbose, overwrite, resume, guard):
+def _prepare(cfg, resume, guard):
+    """1: (RunDir, whether this process writes it): the settings checked, the processes joined."""
     backend.require_jax()
     validate(cfg)
     distributed.initialize(cfg)  # several processes: join them before anything is built
     writer = distributed.is_writer()  # process 0 writes the run directory, the others nothing
-    out = cfg.out if resume else rundir.default_out(cfg)
-    guard.run_dir = out if writer else None
-    ds, net, ckpt, t0 = _set_up(cfg, out, resume, overwrite, writer)
-    created = False if resume or not writer else rundir.create_out(out)
-    if writer:
-        stale = writes.describe_removed(writes.remove_stale(out))
-        if stale:
-            print(f"tlres: {stale}", flush=True)
-    start_epoch = ckpt[0]["epochs_done"] if ckpt else 0
-    if writer:
-        rundir.write_running(out, start_epoch, ckpt[0]["step"] if ckpt else 0)
-    try:
-        if not resume and writer:
-            _write_config(cfg, out, ds, net)
-        return _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer)
-    except BaseException as e:
-        peer = distributed.lost(e)
-        if peer is not None:  # a collective failed because another process went away
-            e, cause = peer, e
-            e.__cause__ = cause
-            kept = checkpoint.read_meta(out) if writer else None
-            if kept is not None:
-                e.args = (f"{e.args[0]}; the last complete checkpoint ({preempt.position(kept)}) is kept; "
-                          f"continue with: {preempt.resume_command(out)} with --num-processes, "
-                          "--process-id and --coordinator, on every process",)
-        if not writer:
-            raise e
-        if isinstance(e, KeyboardInterrupt):  # a signal (tlres.run.preempt.Interrupted) or Ctrl-C
-            if created and not os.path.exists(os.path.join(out, "config.json")):
-                rundir.remove(out)  # stopped before the run was set up: nothing to resume, leave nothing
-                e.message = f"{getattr(e, 'message', 'interrupted')} before the run was set up; nothing was kept"
-                e.exit_code = getattr(e, "exit_code", 130)
-            else:
-                _stopped(out, e)
-            raise
-        if created and isinstance(e, TlresError) and not os.path.exists(checkpoint.path(out)) \
-                and (e.exit_code == 2 or getattr(e, "before_training", False)):
-            rundir.remove(out)  # an input problem found late: leave nothing that looks like a run
-            raise
-        meta = checkpoint.read_meta(out)
-        try:  # on a full disk this small file may still fit; if not, the error says why
-            rundir.write_failed(out, e, epochs_done=meta["epochs_done"] if meta else 0,
-                                step=meta.get("step", 0) if meta else 0)
-        except (OSError, TlresError):
-            pass
-        if isinstance(e, writes.DiskFull) and not getattr(e, "before_training", False):
-            raise writes.DiskFull(f"{e}; {_what_is_kept(out, meta, e.remedy)}") from e
+    out = rundir.RunDir(cfg.out if resume else rundir.default_out(cfg))
+    guard.run_dir = out.path if writer else None
+    return out, writer
+
+
+def _open(out, resume, writer, ckpt):
+    """Create the run directory (a new run), drop a killed run's temporary files, mark it
+    running; True if this call created it."""
+    if not writer:
+        return False
+    created = False if resume else out.create()
+    stale = writes.describe_removed(writes.remove_stale(out.path))
+    if stale:
+        print(f"tlres: {stale}", flush=True)
+    out.write_running(ckpt[0]["epochs_done"] if ckpt else 0, ckpt[0]["step"] if ckpt else 0)
+    return created
+
+
+def _failed(e, out, writer, created):
+    """Record and re-raise the failure `e` of a run, by its kind (checked in this order):
+
+    kind                     | kept                 | status.json      | exit     | message adds
+    peer lost (collective)   | last checkpoint      | failed           | 3        | the resume command
+    any, not process 0       | (process 0's job)    | not written      | e's      | -
+    signal before set-up     | nothing (dir removed)| -                | 128+sig  | "nothing was kept"
+    signal, Ctrl-C           | checkpoint (at step) | interrupted      | 128+sig  | the resume command
+    input error found late   | nothing (dir removed)| -                | 2        | -
+    disk full, training      | last checkpoint      | failed (if fits) | 4        | what is kept, the fix
+    non-finite loss          | last good checkpoint | failed           | 3        | (said when raised)
+    anything else            | last checkpoint      | failed           | e's (1)  | -
+    """
+    peer = distributed.lost(e)
+    if peer is not None:  # a collective failed because another process went away
+        e, cause = peer, e
+        e.__cause__ = cause
+        kept = checkpoint.read_meta(out.path) if writer else None
+        if kept is not None:
+            e.args = (f"{e.args[0]}; the last complete checkpoint ({preempt.position(kept)}) is kept; "
+                      f"continue with: {preempt.resume_command(out.path)} with --num-processes, "
+                      "--process-id and --coordinator, on every process",)
+    if not writer:
         raise e
+    if isinstance(e, KeyboardInterrupt):  # a signal (tlres.run.preempt.Interrupted) or Ctrl-C
+        if created and not out.has(rundir.CONFIG):
+            out.remove()  # stopped before the run was set up: nothing to resume, leave nothing
+            e.message = f"{getattr(e, 'message', 'interrupted')} before the run was set up; nothing was kept"
+            e.exit_code = getattr(e, "exit_code", 130)
+        else:
+            _stopped(out, e)
+        raise e
+    if created and isinstance(e, TlresError) and not os.path.exists(out.ckpt) \
+            and (e.exit_code == 2 or getattr(e, "before_training", False)):
+        out.remove()  # an input problem found late: leave nothing that looks like a run
+        raise e
+    meta = checkpoint.read_meta(out.path)
+    try:  # on a full disk this small file may still fit; if not, the error says why
+        out.write_failed(e, epochs_done=meta["epochs_done"] if meta else 0,
+                         step=meta.get("step", 0) if meta else 0)
+    except (OSError, TlresError):
+        pass
+    if isinstance(e, writes.DiskFull) and not getattr(e, "before_training", False):
+        raise writes.DiskFull(f"{e}; {_what_is_kept(out.path, meta, e.remedy)}") from e
+    raise e
 
 
-def _set_up(cfg, out, resume, overwrite, writer):
-    """(dataset, model, checkpoint or None, start time): everything checked and built before the
+def _build(cfg, out, resume, overwrite, writer):
+    """2: (dataset, model, checkpoint or None, start time), all checked and built before the
     run directory is created. With several processes, a problem one finds stops them all, and
     `distributed.admit` (after the data, before the model) lets only the run's own processes on."""
     with distributed.together():  # a problem one process finds before training stops them all
         if not resume and writer:
-            rundir.check_out(out, overwrite)
+            rundir.check_out(out.path, overwrite)
         if cfg.compile_cache:
             backend.enable_compile_cache()
         t0 = time.perf_counter()
@@ -271,13 +322,13 @@ def _set_up(cfg, out, resume, overwrite, writer):
         net = model_lib.build(ds.num_classes, cfg)  # checks --weights
         ckpt = None
         if resume:  # every process reads the checkpoint (docs/distributed.md: a shared filesystem)
-            ckpt = checkpoint.load(out, cfg.epochs)
-            record = rundir.read_config(out)
+            ckpt = checkpoint.load(out.path, cfg.epochs)
+            record = out.read_config()
             saved = record["dataset"]
             kernel_choice.apply_recorded_plan(net, record.get("conv_plan"))  # auto: the kernels it started with
             if (saved["num_train"], saved["num_test"], saved["num_classes"]) != (
                     len(ds.x_train), len(ds.x_test), ds.num_classes):
-                raise TlresError(f"--resume {out}: --data {cfg.data} no longer has the run's "
+                raise TlresError(f"--resume {out.path}: --data {cfg.data} no longer has the run's "
                                  f"{saved['num_train']}/{saved['num_test']} images and "
                                  f"{saved['num_classes']} classes")
             was = record.get("device", {}).get("processes", 1)
@@ -285,28 +336,28 @@ def _set_up(cfg, out, resume, overwrite, writer):
                 def procs(k):
                     return f"{k} process" + ("es" if k != 1 else "")
 
-                raise TlresError(f"--resume {out}: the run was trained by {procs(was)}, this is "
+                raise TlresError(f"--resume {out.path}: the run was trained by {procs(was)}, this is "
                                  f"{procs(distributed.processes())}; resume it with --num-processes {was}")
     return ds, net, ckpt, t0
 
 
 def _write_config(cfg, out, ds, net):
     """config.json: the settings (no run token), the data, and how the run is executed."""
-    rundir.write_json(os.path.join(out, "config.json"), {
-        "config": dataclasses.asdict(public(cfg).replace(out=out)),  # no run token
-        **halves(public(cfg).replace(out=out)),  # the same settings: what it computes, how it ran
+    out.write_config({
+        "config": dataclasses.asdict(public(cfg).replace(out=out.path)),  # no run token
+        **halves(public(cfg).replace(out=out.path)),  # the same settings: what it computes, how it ran
         "dataset": {
             "name": ds.name, "num_train": len(ds.x_train), "num_test": len(ds.x_test),
             "num_classes": ds.num_classes, "class_names": list(ds.class_names),
             **(ds.record or {})},
         "preprocessing": preprocessing(cfg, ds.class_names),
-        "versions": rundir.versions(), "device": rundir.device(),
+        "versions": records.versions(), "device": records.device(),
         "conv_plan": kernel_choice.conv_plan_record(net),  # which kernel each convolution uses
         "pipeline": pipeline.resolve(cfg.pipeline),
         # on a GPU they decide whether a rerun is bit-identical (docs/gpu.md)
         "xla_flags": os.environ.get("XLA_FLAGS", "")})
     if ds.files:
-        rundir.write_split(os.path.join(out, rundir.SPLIT_FILE), ds.files)
+        out.write_split(ds.files)
 
 
 def _what_is_kept(out, meta, remedy):
@@ -322,57 +373,65 @@ def _stopped(out, exc):
     import signal
 
     signum = getattr(exc, "signum", signal.SIGINT)  # a bare KeyboardInterrupt is Ctrl-C
-    record, message = preempt.interrupted_status(out, signum, getattr(exc, "checkpointed", False))
+    record, message = preempt.interrupted_status(out.path, signum, getattr(exc, "checkpointed", False))
     try:
-        rundir.write_status(out, record)
+        out.write_status(record)
     except (OSError, TlresError):
         pass
     exc.message, exc.exit_code = message, 128 + signum
 
 
-def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
-    from tlres.run import losses  # imports keras
-
-
+def _resume(cfg, out, ds, net, ckpt, resume, writer):
+    """3: config.json (a new run) or the checkpoint restored, the model compiled, the disk
+    checked, the run announced; (the callbacks' RunState, the schedule's callbacks)."""
+    if not resume and writer:
+        _write_config(cfg, out, ds, net)
     meta = ckpt[0] if ckpt else None
     start_epoch = meta["epochs_done"] if meta else 0
     start_step = meta["step"] if meta else 0  # > 0: resumed within epoch start_epoch + 1
-    history = list(meta["history"]) if meta else []
     steps = len(ds.x_train) // cfg.batch_size
-
-    x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
-    callbacks = compile_model(net, cfg, ds.num_classes, steps)
+    schedule = compile_model(net, cfg, ds.num_classes, steps)
     if not net.optimizer.built:  # as fit would: its variables are part of the checkpoint's size
         net.optimizer.build(net.trainable_variables)
     if ckpt:
         checkpoint.restore(net, ckpt)
     if writer:
-        check_space(cfg, out, net, len(ds.x_test))
+        check_space(cfg, out.path, net, len(ds.x_test))
     resuming = ""
     if meta:
         resuming = (f" (resuming at epoch {start_epoch + 1}, step {start_step} of {steps})" if start_step
                     else f" (resuming after epoch {start_epoch})")
     print(f"tlres: {cfg.preset} preset on {ds.name} ({len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"{ds.num_classes} classes), {plural(cfg.epochs, 'epoch')}, batch {cfg.batch_size}, "
-          f"weights={cfg.weights}, device={rundir.device()['kind']}, "
-          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out}" + resuming
+          f"weights={cfg.weights}, device={records.device()['kind']}, "
+          f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out.path}" + resuming
           + (f"; process {distributed.index()} of {distributed.processes()}"
              + ("" if writer else ", writing nothing") if distributed.processes() > 1 else ""), flush=True)
+    state = RunState(history=list(meta["history"]) if meta else [], writer=writer,
+                     start_epoch=start_epoch, offset=start_step, saved=meta)
     if writer:
-        rundir.write_history(os.path.join(out, "history.csv"), history)  # drop rows past the checkpoint
+        out.write_history(state.history)  # drop rows past the checkpoint
+    if start_step:  # the epoch in progress: its rate, seconds and running sums go on where they were
+        state.resume_epoch, state.resume_meta = meta["epoch"], meta
+    return state, schedule
+
+
+def _fit(cfg, out, ds, net, state, schedule, guard, verbose):
+    """4: train from where `state` starts to `cfg.epochs`; the seconds it took. Afterwards
+    `state.logits` and `state.metrics` hold the final evaluation."""
+    from tlres.run import losses  # imports keras
+
+    steps = len(ds.x_train) // cfg.batch_size
     eval_loss = losses.SmoothedCrossEntropy(ds.num_classes, cfg.label_smoothing,
                                             cfg.smoothing_form, reduction=None)
-    state = {"history": history, "offset": start_step, "saved": meta, "writer": writer}
-    if start_step:  # the epoch in progress: its rate, seconds and running sums go on where they were
-        state["resume_epoch"], state["resume_meta"] = meta["epoch"], meta
-    callbacks += [_nan_callback(out, state),
-                  _epoch_callback(cfg, out, x_eval, n_eval, ds.y_test, ds.num_classes, eval_loss, state),
-                  preempt.step_callback(out, cfg, steps, guard, state)]
+    x_eval, n_eval = pipeline.eval_arrays(ds.x_test, cfg.batch_size, cfg.input_norm)
+    callbacks = schedule + _callbacks(cfg, out, (x_eval, n_eval), ds, steps, eval_loss, guard, state)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     t_fit = time.perf_counter()
     # A mid-epoch resume trains the rest of that epoch as one fit, then the later epochs as another:
     # the same batches, optimizer steps and schedule position as one uninterrupted fit.
+    start_epoch, start_step = state.start_epoch, state.offset
     phases = [(start_epoch, start_epoch + 1, start_step)] if start_step else []
     phases.append((start_epoch + (1 if start_step else 0), cfg.epochs, 0))
     # a signal stops at the end of a step, checkpointed; with several processes at once (they could
@@ -387,41 +446,42 @@ def _run(cfg, out, ds, net, ckpt, t0, verbose, guard, writer=True):
                     callbacks=callbacks, verbose=verbose)
     guard.deferring = True  # trained: writing the results takes seconds, so a signal lets them finish
     fit_seconds = time.perf_counter() - t_fit
-    if "metrics" not in state:  # resumed after the last epoch's checkpoint: evaluate it again
-        logits = evaluate.predict_logits(net, x_eval, n_eval, cfg.batch_size)
-        state["logits"], state["metrics"] = logits, evaluate.metrics(
-            logits, ds.y_test, ds.num_classes, eval_loss)
+    if state.metrics is None:  # resumed after the last epoch's checkpoint: evaluate it again
+        state.logits = evaluate.predict_logits(net, x_eval, n_eval, cfg.batch_size)
+        state.metrics = evaluate.metrics(state.logits, ds.y_test, ds.num_classes, eval_loss)
+    return fit_seconds
 
-    m = state["metrics"]  # the last epoch's validation is the final evaluation
+
+def _finish(cfg, out, ds, net, state, fit_seconds, t0):
+    """5: predictions, figures, model.keras, metrics.json and status "finished" (process 0
+    alone), then the result in one line; returns the run directory's path."""
+    m = state.metrics  # the last epoch's validation is the final evaluation
     m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
-    if not writer:
-        return out
+    if not state.writer:
+        return out.path
     if distributed.processes() > 1:  # process 0 writes alone: nothing from here on may be collective
         import keras                 # (model.keras' fresh variables would be, under the distribution)
 
         keras.distribution.set_distribution(None)
-    rundir.write_predictions(os.path.join(out, "predictions.csv"), state["logits"], ds.y_test)
-    writes.staged_files(out, FIGURES, lambda folder: plots.run_figures(
-        folder, state["history"], m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))
+    out.write_predictions(state.logits, ds.y_test)
+    writes.staged_files(out.path, rundir.FIGURES, lambda folder: plots.run_figures(
+        folder, state.history, m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))
     metadata = {"preprocessing": preprocessing(cfg, ds.class_names),
                 "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}}
-    writes.staged(os.path.join(out, modelfile.MODEL_FILE),
-                  lambda path: modelfile.save(net, path, metadata), needed=_weights_bytes(net) + 100_000)
-    rundir.write_json(os.path.join(out, "metrics.json"), m)
+    writes.staged(out.model_keras, lambda path: modelfile.save(net, path, metadata),
+                  needed=_weights_bytes(net) + 100_000)
+    out.write_metrics(m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
-        rundir.clear(out, checkpoint.DIRNAME)
-    rundir.write_finished(out, cfg.epochs, start_epoch, fit_seconds, time.perf_counter() - t0)
+        out.clear(checkpoint.DIRNAME)
+    out.write_finished(cfg.epochs, state.start_epoch, fit_seconds, time.perf_counter() - t0)
     lo, hi = m["accuracy_ci95"]
     print(f"tlres: test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m['num_test']}), "
           f"mean per-class accuracy {m['mean_class_accuracy']:.4f}, loss {m['loss']:.4f}; "
-          f"{fit_seconds:.0f} s training -> {out}", flush=True)
-    note = bn_note(cfg.bn_momentum, cfg.epochs * steps)
+          f"{fit_seconds:.0f} s training -> {out.path}", flush=True)
+    note = bn_note(cfg.bn_momentum, cfg.epochs * (len(ds.x_train) // cfg.batch_size))
     if note:
         print(f"tlres: note: {note}", flush=True)
-    return out
-
-
-FIGURES = plots.RUN_FIGURES  # what plots.run_figures writes
+    return out.path
 
 
 def _weights_bytes(net):

@@ -1,23 +1,13 @@
 """Safe writes into a run directory: atomic, and a full disk is one line.
 
-Every file a run writes goes to a temporary name beside it (``NAME.tmp``, or a
-``NAME.tmp/`` folder for writers that insist on the final file name), is
-flushed to disk and renamed over the target, so a kill or a failure at any
-instant leaves the previous version or the new one, never a torn file.
-
-When a write fails because the filesystem is full (ENOSPC) or the file is over
-the process' file size limit (EFBIG, ``ulimit -f``), the temporary file is
-removed and `DiskFull` says in one line which file, how many bytes it needed and
-how many are free (exit status 4). `check_free` makes the same check before
-training, from the size the run's files will need; `remove_stale` removes the
-temporary files a killed process left behind.
-
-A folder tlres owns carries a marker, ``.tlres-run.json`` (`mark`), naming every file
-tlres wrote in it (`own`; `atomic`, `staged` and `staged_files` record theirs before
-writing). Only a folder with a marker, and only the files it names, may be deleted or
-replaced by tlres (`tlres.run.rundir.clear`). `output` refuses an output file a user names
-that exists (without --overwrite) or is a symbolic link; the atomic writers replace a
-link itself, never its target.
+Every file goes to a temporary name beside it (``NAME.tmp``, or a ``NAME.tmp/`` folder), is
+flushed and renamed over the target: a kill leaves the old version or the new one. A full
+filesystem, quota or file size limit removes the temporary file and raises `DiskFull`, one line
+(exit status 4); `check_free` checks the same before training; `remove_stale` drops what a
+killed process left. A folder tlres owns carries the marker ``.tlres-run.json`` (`mark`, `own`)
+naming every file tlres wrote there: only those may be deleted or replaced
+(`tlres.run.rundir.clear`). `output` refuses a user's output file that exists (without
+--overwrite) or is a link. docs/reproducibility.md, "Faults during a run".
 """
 
 import errno
