@@ -420,8 +420,8 @@ LEDGER = {
     },
     "docs/precision.md": {
         "the five-seed table": (PRECISION, _precision),
-        "4x": ("tests/test_data_parallel.py: STEP32_FACTOR",
-               lambda: f"{_constant('tests/test_data_parallel.py', 'STEP32_FACTOR')}x"),
+        "4x": ("tests/helpers.py: STEP32_FACTOR",
+               lambda: f"{_constant('tests/helpers.py', 'STEP32_FACTOR')}x"),
     },
 }
 

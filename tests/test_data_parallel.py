@@ -34,55 +34,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOSS_TOL = 1e-9  # float64 runs: 1.1e-16 amplified at most ~1e7 over two epochs (docstring)
-STEP64_TOL = 1e-12  # one float64 SGD step, relative to the largest update (docstring)
-STEP32_FACTOR = 4  # float32: parallel within 4x the single-device distance from float64 (docstring)
+from helpers import FLOAT64, LOSS_TOL, ROOT, STEP32_FACTOR, STEP64_TOL
 
-FLOAT64 = r"""
-import csv, json, sys
-import jax
-jax.config.update("jax_enable_x64", True)  # for the float64 runs; float32 ones set their policy
-from tlres.net import model  # first: importing tlres selects the JAX backend
-from tlres.net import modelfile
-from tlres.run import losses, train
-import keras
-from keras import ops
-import numpy as np
-from keras.src.backend.common import dtypes
-from tlres.core.config import QUICK
-
-out = sys.argv[1]
-_Dense, _call = keras.layers.Dense, losses.SmoothedCrossEntropy.call
-
-
-class Dense(_Dense):  # model.build asks for a float32 head; in float64 runs it follows the policy
-    def __init__(self, *a, dtype=None, **k):
-        super().__init__(*a, **k)
-
-
-def call(self, y_true, y_pred):  # the loss without its float32 cast, for float64 logits
-    if keras.backend.standardize_dtype(y_pred.dtype) != "float64":
-        return _call(self, y_true, y_pred)
-    labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-    if self.form == "keras":
-        return self._keras(ops.one_hot(labels, self.num_classes, dtype="float64"), y_pred)
-    targets = ops.cast(losses.paper_targets(labels, self.num_classes, self.epsilon), "float64")
-    return -ops.sum(targets * ops.log_softmax(y_pred, axis=-1), axis=-1)
-
-
-losses.SmoothedCrossEntropy.call = call
-# The stand-in Dense above is this script's own class, which Keras cannot deserialize: these runs
-# test numerics, not the model file (tests/test_model_file.py does), so it is written empty.
-modelfile.save = lambda net, path, *a, **k: open(path, "wb").close()
-
-
-def float64(on):
-    keras.layers.Dense = Dense if on else _Dense
-    keras.config.set_floatx("float64" if on else "float32")
-    # Keras on JAX narrows float64 to float32 in its type promotion, which BatchNormalization uses
-    dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64" if on else "float32"
-"""  # float64 runs of tlres' runner: also tests/test_distributed.py's
 
 SCRIPT = FLOAT64 + r"""
 base = QUICK.replace(arch="tiny", epochs=2, compile_cache=False)

@@ -38,24 +38,10 @@ import time
 import numpy as np
 import pytest
 
-from test_data_parallel import FLOAT64, LOSS_TOL, STEP32_FACTOR, STEP64_TOL
-from test_reliability import write_npz
+from helpers import CLUSTER_VARS, ENV, FLOAT64, LOSS_TOL, STEP32_FACTOR, STEP64_TOL, free_port, tail, write_npz
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROG = "python -m tlres.experiments.improved"
+from helpers import PROG, ROOT
 LOST_BOUND_S = 60  # a lost process ends the others within this (tlres.run.distributed.HEARTBEAT_S = 30)
-ENV = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
-CLUSTER_VARS = ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID",
-                "KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_PORT",
-                "KUBERNETES_SERVICE_HOST")
-for _k in [*CLUSTER_VARS, "XLA_FLAGS", *(k for k in ENV if k.startswith(("SLURM_", "OMPI_")))]:
-    ENV.pop(_k, None)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def slurm_job(procid, job_id):
@@ -139,10 +125,6 @@ for prec in ("float64", "float32"):
 np.savez(f"{out}/step-{role}.npz", **arrays)
 json.dump(res, open(f"{out}/result-{role}.json", "w"))
 """
-
-
-def tail(text, n=2000):
-    return text[-n:]
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +323,7 @@ def test_cluster_auto_reads_what_jax_reads(no_cluster, env):
      "--coordinator"),
 ])
 def test_cluster_auto_outside_a_cluster_is_one_line(no_cluster, tmp_path, env, flags, says):
-    from test_faults import in_process_main
+    from helpers import in_process_main
 
     for k, v in env.items():
         no_cluster.setenv(k, v)
@@ -353,7 +335,7 @@ def test_cluster_auto_outside_a_cluster_is_one_line(no_cluster, tmp_path, env, f
 
 
 def test_cluster_auto_needs_data_parallel(no_cluster, tmp_path):
-    from test_faults import in_process_main
+    from helpers import in_process_main
 
     for k, v in slurm_job(0, 5).items():
         no_cluster.setenv(k, v)
@@ -392,7 +374,7 @@ def test_unreachable_coordinator_is_one_line(runs):
     (["--process-id", "1"], "--process-id 1 is out of range: there is one process"),
 ])
 def test_bad_process_flags_are_one_line(tmp_path, flags, says):
-    from test_faults import in_process_main
+    from helpers import in_process_main
 
     code, _, err = in_process_main(["--preset", "quick", "--arch", "tiny", "--out", str(tmp_path / "r"),
                                     "--data-parallel", *flags])
@@ -401,7 +383,7 @@ def test_bad_process_flags_are_one_line(tmp_path, flags, says):
 
 
 def test_several_processes_need_data_parallel(tmp_path):
-    from test_faults import in_process_main
+    from helpers import in_process_main
 
     code, _, err = in_process_main(["--preset", "quick", "--num-processes", "2", "--process-id", "0",
                                     "--coordinator", "127.0.0.1:1", "--out", str(tmp_path / "r")])
@@ -456,7 +438,7 @@ def test_a_killed_process_ends_the_run_and_resume_finishes_it(tmp_path):
         assert status["state"] == "failed" and "lost process 1" in status["error"]
 
         # another process count: refused in one line, nothing changed
-        from test_faults import in_process_main
+        from helpers import in_process_main
 
         code, _, err = in_process_main(["--resume", run])
         assert code == 2 and "trained by 2 processes, this is 1 process" in err, err

@@ -20,8 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from test_distributed import ENV, PROG, ROOT, free_port, tail
-from test_reliability import write_npz
+from helpers import ENV, PROG, ROOT, free_port, in_process_main, tail, write_npz
 
 FLAGS = ["--preset", "quick", "--arch", "tiny", "--epochs", "1", "--batch-size", "32", "--image-size", "8",
          "--data-parallel", "--no-compile-cache", "--pipeline", "jax", "--coordinator-timeout", "60"]
@@ -179,8 +178,6 @@ def test_the_socket_table_is_read_right():
     (["--coordinator", "127.0.0.1:1234", "--run-token", ""], {}, "--run-token must not be empty"),
 ])
 def test_a_wildcard_bind_needs_asking_for(tmp_path, monkeypatch, flags, env, says):
-    from test_faults import in_process_main
-
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     code, _, err = in_process_main(["--preset", "quick", "--arch", "tiny", "--out", str(tmp_path / "r"),
@@ -208,8 +205,6 @@ def foreign_address():
 def test_an_address_not_of_this_host_is_one_line(tmp_path):
     """Process 0 cannot listen on an address that is not its host's, and says so before JAX tries
     (JAX's own error names neither the address nor the cause)."""
-    from test_faults import in_process_main
-
     where = f"{foreign_address()}:{free_port()}"
     code, _, err = in_process_main(["--preset", "quick", "--arch", "tiny", "--out", str(tmp_path / "r"),
                                     "--data-parallel", "--num-processes", "2", "--process-id", "0",

@@ -17,18 +17,16 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from test_reliability import cli, read, without_seconds, write_npz
+from helpers import PROG, cli, in_process_main, read, without_seconds, write_npz
+from helpers import history as recorded_history
 from tlres.core.errors import human
-from test_reliability import history as recorded_history
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROG = "python -m tlres.experiments.improved"  # the command line's prog, which prefixes its one line
 STEPS, EVERY = 80, 5  # 1280 training images / batch 16; checkpoints at steps 5, 10, ... of each epoch
 FLAGS = ["--preset", "quick", "--arch", "tiny", "--batch-size", "16", "--epochs", "3", "--lr", "0.005",
          "--augment", "--flip", "--seed", "3",  # augmentation on: its draws are part of what must replay
@@ -70,20 +68,6 @@ def mount_tmpfs(path, size):
         return f"cannot run mount ({e})"
     return None if r.returncode == 0 else f"mount -t tmpfs failed (needs root): {r.stderr.strip()}"
 
-
-def in_process_main(argv):
-    """(exit status, stdout, stderr) of the command line's `main` in this process."""
-    from tlres.commands import train as train_cmd
-
-    mp = pytest.MonkeyPatch()
-    out, err = io.StringIO(), io.StringIO()
-    mp.setattr(sys, "stdout", out)
-    mp.setattr(sys, "stderr", err)
-    try:
-        code = train_cmd.main(argv, PROG)
-    finally:
-        mp.undo()
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ a few process start-ups (~30 s each on the 2-core CI machine: importing
 TensorFlow, JAX and Keras) plus seconds of training.
 """
 
-import csv
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, cli, history, read, without_seconds, write_npz
 EPOCHS = 4
 
 
@@ -29,40 +28,6 @@ def _cpu_only(reason="bit-identical reruns are promised on one CPU host and soft
 FLAGS = ["--preset", "quick", "--arch", "tiny", "--batch-size", "32", "--epochs", str(EPOCHS),
          "--lr", "0.005", "--flip", "--seed", "7"]  # flip on: augmentation draws are part of what must replay
 
-
-def write_npz(path, n_train=640, n_test=96, seed=0):
-    """Learnable toy data: noise with one colour channel raised (classes 0-2) or none (3)."""
-    rng = np.random.default_rng(seed)
-
-    def split(n):
-        y = rng.integers(0, 4, n)
-        x = rng.integers(0, 140, (n, 32, 32, 3))
-        for i, c in enumerate(y):
-            if c < 3:
-                x[i, :, :, c] += 80
-        return x.astype(np.uint8), y.astype(np.int64)
-
-    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
-    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
-    return str(path)
-
-
-def cli(*args):
-    return [sys.executable, "-m", "tlres.experiments.improved", *args]
-
-
-def read(run, name):
-    with open(os.path.join(run, name)) as f:
-        return json.load(f)
-
-
-def history(run):
-    with open(os.path.join(run, "history.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def without_seconds(rows):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,137 @@
+"""What several test files share: the toy data, the command line, the run directory's readers, the
+float64 runner script and the distributed tests' environment. No test imports another test file."""
+
+import csv
+import io
+import json
+import os
+import socket
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROG = "python -m tlres.experiments.improved"  # the command line's prog, which prefixes its one line
+
+
+def write_npz(path, n_train=640, n_test=96, seed=0):
+    """Learnable toy data: noise with one colour channel raised (classes 0-2) or none (3)."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 140, (n, 32, 32, 3))
+        for i, c in enumerate(y):
+            if c < 3:
+                x[i, :, :, c] += 80
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
+    np.savez(path, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return str(path)
+
+
+def cli(*args):
+    return [sys.executable, "-m", "tlres.experiments.improved", *args]
+
+
+def read(run, name):
+    with open(os.path.join(run, name)) as f:
+        return json.load(f)
+
+
+def history(run):
+    with open(os.path.join(run, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def in_process_main(argv):
+    """(exit status, stdout, stderr) of the command line's `main` in this process."""
+    from tlres.commands import train as train_cmd
+
+    mp = pytest.MonkeyPatch()
+    out, err = io.StringIO(), io.StringIO()
+    mp.setattr(sys, "stdout", out)
+    mp.setattr(sys, "stderr", err)
+    try:
+        code = train_cmd.main(argv, PROG)
+    finally:
+        mp.undo()
+    return code, out.getvalue(), err.getvalue()
+
+
+LOSS_TOL = 1e-9  # float64 runs: 1.1e-16 amplified at most ~1e7 over two epochs (docstring)
+STEP64_TOL = 1e-12  # one float64 SGD step, relative to the largest update (docstring)
+STEP32_FACTOR = 4  # float32: parallel within 4x the single-device distance from float64 (docstring)
+
+FLOAT64 = r"""
+import csv, json, sys
+import jax
+jax.config.update("jax_enable_x64", True)  # for the float64 runs; float32 ones set their policy
+from tlres.net import model  # first: importing tlres selects the JAX backend
+from tlres.net import modelfile
+from tlres.run import losses, train
+import keras
+from keras import ops
+import numpy as np
+from keras.src.backend.common import dtypes
+from tlres.core.config import QUICK
+from tlres.core.config import Config
+
+_validate = Config.validate  # float64 is these runs' own dtype policy, no flag's: the rest is checked
+Config.validate = lambda self, where=None: _validate(self.replace(precision="float32"), where) and self
+
+out = sys.argv[1]
+_Dense, _call = keras.layers.Dense, losses.SmoothedCrossEntropy.call
+
+
+class Dense(_Dense):  # model.build asks for a float32 head; in float64 runs it follows the policy
+    def __init__(self, *a, dtype=None, **k):
+        super().__init__(*a, **k)
+
+
+def call(self, y_true, y_pred):  # the loss without its float32 cast, for float64 logits
+    if keras.backend.standardize_dtype(y_pred.dtype) != "float64":
+        return _call(self, y_true, y_pred)
+    labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+    if self.form == "keras":
+        return self._keras(ops.one_hot(labels, self.num_classes, dtype="float64"), y_pred)
+    targets = ops.cast(losses.paper_targets(labels, self.num_classes, self.epsilon), "float64")
+    return -ops.sum(targets * ops.log_softmax(y_pred, axis=-1), axis=-1)
+
+
+losses.SmoothedCrossEntropy.call = call
+# The stand-in Dense above is this script's own class, which Keras cannot deserialize: these runs
+# test numerics, not the model file (tests/test_model_file.py does), so it is written empty.
+modelfile.save = lambda net, path, *a, **k: open(path, "wb").close()
+
+
+def float64(on):
+    keras.layers.Dense = Dense if on else _Dense
+    keras.config.set_floatx("float64" if on else "float32")
+    # Keras on JAX narrows float64 to float32 in its type promotion, which BatchNormalization uses
+    dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64" if on else "float32"
+"""  # float64 runs of tlres' runner (tests/test_data_parallel.py, tests/test_distributed.py)
+
+
+ENV = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
+CLUSTER_VARS = ("KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID",
+                "KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_PORT",
+                "KUBERNETES_SERVICE_HOST")
+for _k in [*CLUSTER_VARS, "XLA_FLAGS", *(k for k in ENV if k.startswith(("SLURM_", "OMPI_")))]:
+    ENV.pop(_k, None)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(text, n=2000):
+    return text[-n:]
