@@ -12,7 +12,7 @@ runs the command line on refused inputs, `strategy` replaces the byte mutations
 (e.g. a strategy that builds files with wrong dtypes). `check(load, path, size)` is
 the property alone, for targets that write several files per input (a folder).
 
-Budget: TLRES_FUZZ_EXAMPLES examples per target (default 30: tests/test_fuzz.py took
+Budget: TLRES_FUZZ_EXAMPLES examples per target (default 30: tests/data/test_fuzz.py took
 6.5 s of CPU, 61 s of wall time at a load average of 8, on the project's 2-core AMD
 EPYC with AVX-512, 2026-11-25). The CI budget is derandomized, so CI is repeatable;
 setting TLRES_FUZZ_EXAMPLES (e.g. 2000) runs random, longer searches, with a local

@@ -107,7 +107,7 @@ def call(self, y_true, y_pred):  # the loss without its float32 cast, for float6
 
 losses.SmoothedCrossEntropy.call = call
 # The stand-in Dense above is this script's own class, which Keras cannot deserialize: these runs
-# test numerics, not the model file (tests/test_model_file.py does), so it is written empty.
+# test numerics, not the model file (tests/net/test_model_file.py does), so it is written empty.
 modelfile.save = lambda net, path, *a, **k: open(path, "wb").close()
 
 
@@ -116,7 +116,7 @@ def float64(on):
     keras.config.set_floatx("float64" if on else "float32")
     # Keras on JAX narrows float64 to float32 in its type promotion, which BatchNormalization uses
     dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64" if on else "float32"
-"""  # float64 runs of tlres' runner (tests/test_data_parallel.py, tests/test_distributed.py)
+"""  # float64 runs of tlres' runner (tests/run/test_data_parallel.py, tests/run/test_distributed.py)
 
 
 ENV = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -197,12 +197,12 @@ KERNEL_RUNS = "experiments/results/conv-kernels/runs/{matmul,xla}/seed*/{metrics
 
 
 def _quick_bar(key):
-    """tests/test_quick_run.py's bar from the recorded cell: mean - t(q, n-1) sd sqrt(1 + 1/n)."""
+    """tests/run/test_quick_run.py's bar from the recorded cell: mean - t(q, n-1) sd sqrt(1 + 1/n)."""
     import numpy as np
     from scipy import stats as sps
 
     q = float(re.search(r"def recorded_bar\(key, q=([\d.]+)\)",
-                        open(os.path.join(ROOT, "tests", "test_quick_run.py")).read()).group(1))
+                        open(os.path.join(ROOT, "tests", "run", "test_quick_run.py")).read()).group(1))
     path = os.path.join(ROOT, RESULTS, QUICK_CELL)
     v = np.array([_metrics(QUICK_CELL, d)[key] for d in sorted(os.listdir(path)) if d.startswith("seed")])
     bar = v.mean() - sps.t.ppf(q, len(v) - 1) * v.std(ddof=1) * np.sqrt(1 + 1 / len(v))
@@ -234,7 +234,7 @@ def _split():
     return f"{100 - test}/{test}"
 
 
-MEMORY_TEST = "tests/test_memory.py"
+MEMORY_TEST = "tests/data/test_memory.py"
 
 
 def _in_file(path, pattern, fmt):
@@ -325,8 +325,8 @@ LEDGER = {
                                             lambda: _same_start("v1_5", False)),
     },
     "docs/pytorch.md": {
-        "100x": ("tests/test_convert.py: the bound over the float64 network's sensitivity",
-                 lambda: _in_file("tests/test_convert.py", r"bound = (\d+) \* sensitivity", "{:.0f}x")),
+        "100x": ("tests/net/test_convert.py: the bound over the float64 network's sensitivity",
+                 lambda: _in_file("tests/net/test_convert.py", r"bound = (\d+) \* sensitivity", "{:.0f}x")),
         "1.6%": ("the formula on the page: 32 px, batch 64, ResNet50's last stage at 1x1",
                  lambda: _variance_share(32 // 32, 1)),
         "0.006%": ("the formula on the page: 32 px, batch 64, ResNet50's stem at 16x16",
@@ -346,14 +346,14 @@ LEDGER = {
                  lambda: _in_file(MEMORY_TEST, r"growth < ([\d.]+)", "{:g}x")),
         "3x": (f"{MEMORY_TEST}: the whole process's peak", lambda: _in_file(
             MEMORY_TEST, r"(?:ratio|m\[\"peak\"\] / m\[\"arrays\"\]) < ([\d.]+)", "{:g}x")),
-        "100x": ("tlres/net/model.py: MAX_EXPANSION",
-                 lambda: f"{_tlres_constant('tlres.net.model', 'MAX_EXPANSION')}x"),
+        "100x": ("tlres/net/modelfile.py: MAX_EXPANSION",
+                 lambda: f"{_tlres_constant('tlres.net.modelfile', 'MAX_EXPANSION')}x"),
     },
     "docs/distributed.md": {
         "30 s": ("tlres/run/distributed.py: HEARTBEAT_S",
                  lambda: f"{_constant('tlres/run/distributed.py', 'HEARTBEAT_S')} s"),
-        "60 s": ("tests/test_distributed.py: LOST_BOUND_S",
-                 lambda: f"{_constant('tests/test_distributed.py', 'LOST_BOUND_S')} s"),
+        "60 s": ("tests/run/test_distributed.py: LOST_BOUND_S",
+                 lambda: f"{_constant('tests/run/test_distributed.py', 'LOST_BOUND_S')} s"),
     },
     "docs/presets.md": {
         "93.75%": (PAPER, lambda: f"{_json(PAPER)['improved']['accuracy']:.2f}%"),
@@ -369,7 +369,7 @@ LEDGER = {
                      _seeds_per_group("digits/runs")]),
         "the quick cell's seeds": (f"experiments/results/{QUICK_CELL}/seed*/metrics.json",
                                    lambda: [f"{a:.2f}%" for a in _accuracies(QUICK_CELL)]),
-        "the quick bar": (f"tests/test_quick_run.py's q; experiments/results/{QUICK_CELL}", _quick_bars),
+        "the quick bar": (f"tests/run/test_quick_run.py's q; experiments/results/{QUICK_CELL}", _quick_bars),
         "seed 0 on each kernel": (KERNEL_RUNS, _kernel_seed0),
         "3.3 points": (GPU_RUNS, lambda: f"{max(_quick_gpu()) - min(_quick_gpu()):.1f} points"),
     },

@@ -244,7 +244,7 @@ QUICK = IMPROVED.replace(preset="quick", **get_config(runlocal=True))
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["half"] == EXECUTION)
 """How a run is executed, not what it computes: where it writes (out), the compile cache,
 checkpointing, how processes join (num_processes ... coordinator_timeout), where the jax pipeline
-builds its batches (data_on_device: the same batches either way, tests/test_device_data.py) and
+builds its batches (data_on_device: the same batches either way, tests/data/test_device_data.py) and
 the convolution kernels (conv).
 A grid reuses a finished run that differs only in these, and `report` and `compare` leave them out
 of the settings they compare. Why conv is here and precision, pipeline and data_parallel are not,

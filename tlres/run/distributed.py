@@ -45,7 +45,7 @@ def detect():
     """(num_processes, process_id, coordinator, launcher) of the SLURM job step or Open MPI job
     this process runs in, read as jax.distributed's own detection reads them
     (jax/_src/clusters/ompi_cluster.py and slurm_cluster.py, Open MPI first as there;
-    tests/test_distributed.py holds the two to the same values). tlres reads them itself, where
+    tests/run/test_distributed.py holds the two to the same values). tlres reads them itself, where
     ``jax.distributed.initialize()`` would, to know the coordinator before joining: JAX aborts a
     process whose coordinator never answers. A TlresError outside such a job."""
     env = os.environ

@@ -2,7 +2,7 @@
 
 For each distinct convolution (kernel, strides, padding, input shape, batch, dtype) `plan`
 times XLA's kernel and the matmul form, forward plus gradients, and keeps the smaller median;
-both compute the same function (tests/test_conv.py), so the plan changes float rounding only.
+both compute the same function (tests/net/test_conv.py), so the plan changes float rounding only.
 The plan is cached in a JSON file beside the compile cache, one per host key (`host_key`: CPU,
 cores, stack versions, XLA_FLAGS, `kernels.VERSION`); an unreadable or foreign file is ignored
 with a one-line note. `TLRES_CONV_AUTO=matmul` (or `xla`) skips the timing (the test suite sets

@@ -1,7 +1,7 @@
 """The CPU kernels: functions that compute what Keras' layers compute, in forms XLA:CPU runs faster.
 
 Each computes the same function as the Keras layer it stands in for, forward and gradients, up to
-float rounding (tests/test_conv.py, tests/test_pool.py hold them to float64 references); which
+float rounding (tests/net/test_conv.py, tests/net/test_pool.py hold them to float64 references); which
 layers use them is decided in `tlres.net.model` (`apply_conv`), and the figures are in docs/speed.md.
 
 - `matmul_conv`: a 2-D convolution as im2col + one matmul, with its own gradient

@@ -1,6 +1,6 @@
 """Offline, the paper preset names every missing input (CIFAR-10, ImageNet weights) in one message.
 
-Isolated from this machine's caches and network, as tests/test_model.py is: Keras' cache is a
+Isolated from this machine's caches and network, as tests/net/test_model.py is: Keras' cache is a
 temporary KERAS_HOME, tensorflow-datasets' a temporary --data-dir, and the reachability probe
 says "offline", so these hold online and with the real files cached too.
 """

@@ -16,7 +16,7 @@ import pytest
 from tlres.analysis import compare
 from tlres.core.config import COMPUTES, EXECUTION, halves
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 RESULTS = os.path.join(ROOT, "experiments", "results")
 DOC = os.path.join(ROOT, "docs", "reproducibility.md")
 SEEDS = range(5)

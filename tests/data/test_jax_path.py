@@ -12,7 +12,7 @@ from tlres.data import augment as aug
 from tlres.data import pipeline
 from tlres.core.config import QUICK
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_device_transform_matches_numpy_reference():

@@ -9,7 +9,7 @@ import pytest
 from tlres.commands import cli
 from tlres.core.config import IMPROVED, QUICK
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_cli(*args, env=None, timeout=120):

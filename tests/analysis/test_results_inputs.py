@@ -1,7 +1,7 @@
 """Damaged results files, run directories and converter CSVs: one line, exit 2, never a traceback.
 
 Each case is one that crashed `tlres compare` or `tlres results convert`
-with a traceback before (found by tests/test_fuzz.py), or a bound that keeps a small file
+with a traceback before (found by tests/data/test_fuzz.py), or a bound that keeps a small file
 from making a huge confusion matrix.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from tlres.analysis import results
 from tlres.commands import compare as compare_cmd, results as results_cmd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDED_RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")
 
 

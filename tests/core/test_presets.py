@@ -7,7 +7,7 @@ import os
 from tlres.commands import cli
 from tlres.core.config import BASELINE, IMPROVED, PRESETS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_baseline_and_improved_differ_in_exactly_four_switches():

@@ -24,7 +24,7 @@ import pytest
 from tlres.core.config import EXECUTION_FIELDS, QUICK
 from tlres.run.rundir import recorded
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDED = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved-augment")
 
 

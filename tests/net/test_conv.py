@@ -254,7 +254,7 @@ def test_auto_is_matmul_on_cpu_and_xla_on_gpu(monkeypatch):
     """ResNet50 has 53 convolutions: 36 1x1 (2 per block x 16 + 4 shortcuts), 16 3x3, the 7x7 stem.
 
     `auto` follows `jax.default_backend()`, set here to each platform in turn, so the test holds on
-    a CPU and on a GPU host alike. On a CPU it is the plan timed on the host (tests/test_conv_plan.py);
+    a CPU and on a GPU host alike. On a CPU it is the plan timed on the host (tests/net/test_conv_plan.py);
     TLRES_CONV_AUTO=matmul, set here as for every test, replaces the timing by the matmul form.
     """
     import jax

@@ -16,7 +16,7 @@ from tlres.run import rundir, writes
 from tlres import __main__ as tlres_main
 from tlres.core.errors import TlresError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")  # recorded
 T = ["--preset", "quick", "--arch", "tiny", "--epochs", "1", "--batch-size", "8", "--image-size", "8"]
 

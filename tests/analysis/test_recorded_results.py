@@ -28,7 +28,7 @@ from tlres.core import stats
 from tlres.run import rundir
 from tlres.commands import report as report_cmd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = os.path.join(ROOT, "experiments", "results", "digits")
 RUNS = os.path.join(DIGITS, "runs")
 CROSS = os.path.join(DIGITS, "crosscheck")

@@ -10,7 +10,7 @@ import pytest
 
 from tlres.core.config import QUICK
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPOCHS = 3
 # The quick preset on the tiny net, 3 epochs, seeds 0-5, both precisions, recorded 2026-11-25 on a
 # 2-core AMD EPYC (avx512f), --conv auto, Keras 3.15.1 / JAX 0.10.2: test accuracy per seed.

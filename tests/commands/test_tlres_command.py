@@ -8,7 +8,7 @@ import pytest
 
 from tlres import __main__ as tlres_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VERBS = ["train", "predict", "export", "ablation", "report", "compare", "results", "bench", "crosscheck", "torch",
          "parity"]
 

@@ -35,7 +35,7 @@ from tlres.data import imagefolder, loaders as data
 from tlres.commands import compare as compare_cmd, results as results_cmd
 from tlres.commands import train as train_cmd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECORDED_RUN = os.path.join(ROOT, "experiments", "results", "digits", "runs", "improved", "seed0")
 TINY = ["--preset", "quick", "--arch", "tiny", "--epochs", "1", "--batch-size", "4"]
 FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]

@@ -15,7 +15,7 @@ import pytest
 
 from tlres.analysis import report, results
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = os.path.join(ROOT, "experiments", "results", "transfer")
 PRETRAIN = os.path.join(BASE, "pretrain", "keras")
 GRID = os.path.join(BASE, "runs")

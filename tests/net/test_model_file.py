@@ -1,7 +1,7 @@
 """model.keras: written by every finished run, loadable by plain Keras, and a source for --weights.
 
 Tiny-net runs on digits (seconds each): the file format, the checkpoint rule and the backbone
-transfer do not depend on the architecture; tests/test_quick_run.py trains ResNet50.
+transfer do not depend on the architecture; tests/run/test_quick_run.py trains ResNet50.
 """
 
 import csv

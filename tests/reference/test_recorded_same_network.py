@@ -24,7 +24,7 @@ from tlres.run import rundir
 from tlres.commands import crosscheck as crosscheck_cmd, parity as parity_cmd
 from tlres.reference import crosscheck
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "experiments", "results")
 
 

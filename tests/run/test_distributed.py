@@ -1,7 +1,7 @@
 """Several processes train one run: real processes on localhost (gloo collectives, one CPU device each).
 
 The reference is one process with 2 forced CPU devices and --data-parallel, which
-tests/test_data_parallel.py holds to the single-device result; two processes with one
+tests/run/test_data_parallel.py holds to the single-device result; two processes with one
 device each must give what it gives, with the same tolerances, derived there:
 
 * one SGD step from the same weights on the same batch of 64: in float64 the updates agree

@@ -1,7 +1,7 @@
 """--data DIR, a folder of images: decoding, resizing, both layouts, the split, bad images.
 
 Folders are written by the tests with Pillow, with known pixels; nothing trains here
-(tests/test_predict.py trains on such folders end to end).
+(tests/run/test_predict.py trains on such folders end to end).
 """
 
 import hashlib
@@ -150,7 +150,7 @@ def test_a_cifar_folder_is_not_an_image_folder(tmp_path, cifar_archive):
 
     folder = tmp_path / "c"
     write_cifar_batches(str(folder))
-    os.remove(folder / "test_batch")  # still CIFAR: its other files say so (idx: tests/test_idx.py)
+    os.remove(folder / "test_batch")  # still CIFAR: its other files say so (idx: tests/data/test_idx.py)
     with pytest.raises(TlresError, match="missing test_batch"):
         data.load(str(folder))
     assert data.load(cifar_archive[1]).name == "cifar10"

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-ROOT = os.path.join(os.path.dirname(__file__), os.pardir)
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
 GPU = os.path.join(ROOT, "experiments", "results", "gpu")
 
 

@@ -1,7 +1,7 @@
 """Issue #7, item 5: every bad input is one line, exit 2, no traceback, no run directory left.
 
 The checks run the command line's `main` in this process (a subprocess costs
-~30 s of imports here); tests/test_cli.py covers the same path in real
+~30 s of imports here); tests/commands/test_cli.py covers the same path in real
 processes for bad flags and a missing data path.
 """
 

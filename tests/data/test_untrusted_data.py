@@ -21,7 +21,7 @@ import py2_pickle
 from tlres.data import loaders as data, safe_pickle
 from tlres.core.errors import TlresError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 

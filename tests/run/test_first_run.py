@@ -14,7 +14,7 @@ from tlres.core import config, errors
 from tlres.run import evaluate, train
 from tlres.commands import train as train_cmd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_help_states_each_default_once():

@@ -26,7 +26,7 @@ from helpers import PROG, cli, in_process_main, read, without_seconds, write_npz
 from helpers import history as recorded_history
 from tlres.core.errors import human
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS, EVERY = 80, 5  # 1280 training images / batch 16; checkpoints at steps 5, 10, ... of each epoch
 FLAGS = ["--preset", "quick", "--arch", "tiny", "--batch-size", "16", "--epochs", "3", "--lr", "0.005",
          "--augment", "--flip", "--seed", "3",  # augmentation on: its draws are part of what must replay
