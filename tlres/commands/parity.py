@@ -15,7 +15,7 @@ def parse(argv, prog=parity.PROG):
                    help="seeds --seed, --seed+1, ... (default: 3)")
     p.add_argument("--out", required=True, help="directory: seed<k>.csv, parity.png, summary.md")
     p.add_argument("--readme", metavar="FILE",
-                   help="also write the summary into FILE between its tlres.reference.parity markers")
+                   help="also write the summary into FILE between its tlres.parity markers")
     cli.add_debug(p)
     args, rest = p.parse_known_args(argv)
     given = {a.split("=")[0] for a in rest if a.startswith("--")}
