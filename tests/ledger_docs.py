@@ -306,6 +306,107 @@ def _same_start(key, with_agreement):
     return head + _welch(p, k) + ([_range(rates, "%", 1)] if with_agreement else [])
 
 
+SPEED = "experiments/results/speed/bench-cpu-avx512-{}.json"
+GRADIENT_FILES = ("gradient-before", "gradient-after-tcmalloc", "gradient-after-glibc-keep", "gradient-after-hugepages")
+ALLOCATOR_FILES = ("before", "after-hugepages", "after-tcmalloc")
+SPEED_HOST = ("avx512f", "2026-11-26")  # the vector extension and the date docs/speed.md names for every file
+
+
+def _speed(name):
+    """bench-cpu-avx512-`name`.json's results, by batch size; none when its host or date is not the page's."""
+    rep = _json(SPEED.format(name))
+    ok = SPEED_HOST[0] in rep["device"]["vector_extensions"] and rep["date"] == SPEED_HOST[1]
+    return {r["batch_size"]: r for r in rep["results"]} if ok else {}
+
+
+def _ratio(r, kind):
+    return r["ratios"][f"{kind}_vs_torch_eager" if kind != "compile" else "train_vs_torch_compile"]
+
+
+def _rows(names):
+    """A bench table's ratio columns, row by row (file, then batch): train vs eager, vs torch.compile
+    where it was timed, inference vs eager."""
+    out = []
+    for r in (r for n in names for r in _speed(n).values()):
+        out += [f"{_ratio(r, 'train'):.2f}x"] + ([f"{_ratio(r, 'compile'):.2f}x"] if _ratio(r, "compile") else [])
+        out += [f"{_ratio(r, 'infer'):.2f}x"]
+    return out
+
+
+def _speed_opening():
+    """The opening: earlier versions' training ratios, and the two kept allocators' range."""
+    old = [_ratio(r, "train") for n in ("before", "conv-matmul", "conv-plan") for r in _speed(n).values()]
+    now = [_ratio(r, "train") for n in GRADIENT_FILES[1:3] for r in _speed(n).values()]
+    return [_range(old, "x"), *[f"{v:.2f}x" for v in old], _range(now, "x")]
+
+
+def _gradient_table():
+    """The first table's ratios, then the sentences under it: tcmalloc's and glibc's, inference's range,
+    and how far PyTorch eager's own training rate moved across the four files at one batch size."""
+    tc, gl = _speed("gradient-after-tcmalloc"), _speed("gradient-after-glibc-keep")
+    summary = [f"{_ratio(tc[b], k):.2f}x" for k in ("train", "compile") for b in (64, 256)]
+    summary += [f"{_ratio(gl[b], 'train'):.2f}x" for b in (64, 256)]
+    summary += [_range([_ratio(r, "infer") for d in (tc, gl) for r in d.values()], "x")]
+    moved = max(max(v) / min(v) - 1 for v in (
+        [_speed(n)[b]["torch"]["eager"]["train_img_per_s"] for n in GRADIENT_FILES] for b in (64, 256)))
+    return _rows(GRADIENT_FILES) + summary + [f"{moved * 100:.0f}%"]
+
+
+def _allocator_table():
+    """The second table's ratios, then tlres' training ratio over the two "after" files at each batch."""
+    after = [_speed(n) for n in ALLOCATOR_FILES[1:]]
+    return _rows(ALLOCATOR_FILES) + [_range([_ratio(d[b], "train") for d in after], "x") for b in (64, 256)]
+
+
+def _eager_with_tcmalloc():
+    """PyTorch eager's training rate with tcmalloc over glibc's, batch 64 (the same within 1% at 256),
+    then the 2 MiB pages' training ratio at batch 256."""
+    before, after = _speed("before"), _speed("after-tcmalloc")
+    gain = {b: after[b]["torch"]["eager"]["train_img_per_s"] / before[b]["torch"]["eager"]["train_img_per_s"] - 1
+            for b in (64, 256)}
+    same = abs(gain[256]) < 0.01
+    return [f"{gain[64] * 100:.0f}%" if same else "differs at 256",
+            f"{_ratio(_speed('gradient-after-hugepages')[256], 'train'):.2f}x"]
+
+
+def _conv_plan():
+    """The timed plan's per-shape medians (forward plus gradients, ms a call): the two slowest shapes with
+    each kernel, their layers' share of XLA's total over all 53, and the plan's total."""
+    (r,) = _speed("conv-plan").values()
+    shapes = r["conv_kernels"]["shapes"].values()
+    slow = sorted(shapes, key=lambda s: -s["xla_ms"])[:2]
+    cost = {k: sum(s[f"{k}_ms"] * len(s["layers"]) for s in shapes) for k in ("xla", "matmul")}
+    chosen = sum(s[f"{s['kernel']}_ms"] * len(s["layers"]) for s in shapes)
+    return [f"{v:.1f} ms" for s in slow for v in (s["xla_ms"], s["matmul_ms"])] + [
+        f"{sum(s['xla_ms'] * len(s['layers']) for s in slow):.1f} ms", f"{cost['xla']:.1f} ms", f"{chosen:.1f} ms"]
+
+
+def _conv_table():
+    """The former rule against the timed plan: the table's ratios, the training gain, inference's ratios."""
+    (m,), (p,) = _speed("conv-matmul").values(), _speed("conv-plan").values()
+    gain = p["train"]["img_per_s"] / m["train"]["img_per_s"] - 1
+    return _rows(("conv-matmul", "conv-plan")) + [f"{gain * 100:.0f}%"] + [
+        f"{_ratio(r, 'infer'):.2f}x" for r in (m, p)]
+
+
+def _all_speed_results():
+    import glob
+
+    files = sorted(glob.glob(os.path.join(ROOT, SPEED.format("*"))))
+    names = [os.path.basename(f)[len("bench-cpu-avx512-"):-len(".json")] for f in files]
+    return [r for n in names for r in _speed(n).values()]
+
+
+def _pipeline():
+    rs = _all_speed_results()
+    rates = [r["pipeline"]["img_per_s"] for r in rs]
+    return [f"{min(rates):,.0f}-{max(rates):,.0f} img/s", _range([r["pipeline_over_train"] for r in rs], "x", 0)]
+
+
+def _fit_over_jit():
+    return _range([r["train"]["img_per_s"] / r["jit_step"]["img_per_s"] * 100 for r in _all_speed_results()], "%", 0)
+
+
 LEDGER = {
     "docs/results.md": {
         "BatchNorm's initial statistics": ("tlres/core/config.py: bn_momentum; tlres/run/train.py: bn_note's threshold",
@@ -418,6 +519,27 @@ LEDGER = {
     "docs/reproducibility.md": {
         "the page's figures, in order": (f"{KERNELS}; {GPU_RUNS}; {PRECISION}", _reproducibility),
     },
+    "docs/speed.md": {
+        "the opening's bench files": (SPEED.format("{before,conv-matmul,conv-plan,gradient-after-*}"),
+                                      _speed_opening),
+        "the gradient table and its summary": (SPEED.format("gradient-*") + ": results[].ratios, torch eager",
+                                               _gradient_table),
+        "50,000 images": (f"{PAPER}: epochs, over tests/ledger.py FULL_RUN (CIFAR-10's training images)",
+                          lambda: f"{ledger.FULL_RUN // _json(PAPER)['epochs']:,} images"),
+        "257 img/s": ledger.LEDGER["README.md"]["257 img/s"],
+        "2.7 hours": ledger.LEDGER["README.md"]["2.7 hours"],
+        "8.3 minutes": ledger.LEDGER["README.md"]["8.3 minutes"],
+        "the allocator table and its summary": (SPEED.format("{before,after-hugepages,after-tcmalloc}"),
+                                                _allocator_table),
+        "PyTorch with tcmalloc; the 2 MiB pages": (SPEED.format("{before,after-tcmalloc,gradient-after-hugepages}"),
+                                                   _eager_with_tcmalloc),
+        "the timed plan's shapes": (SPEED.format("conv-plan") + ": results[].conv_kernels.shapes", _conv_plan),
+        "the conv-plan table": (SPEED.format("{conv-matmul,conv-plan}"), _conv_table),
+        "the input pipeline": (SPEED.format("*") + ": results[].pipeline, pipeline_over_train", _pipeline),
+        "2 s": ("tlres/data/imagefolder.py: PROGRESS_AFTER_S",
+                lambda: f"{float(_constant('tlres/data/imagefolder.py', 'PROGRESS_AFTER_S')):g} s"),
+        "86-126%": (SPEED.format("*") + ": train over jit_step img/s", _fit_over_jit),
+    },
     "docs/precision.md": {
         "the five-seed table": (PRECISION, _precision),
         "4x": ("tests/helpers.py: STEP32_FACTOR",
@@ -425,4 +547,5 @@ LEDGER = {
     },
 }
 
-ESTIMATES = {"docs/tests.md": {"9 minutes"}, "docs/gpu.md": {"8.3 minutes", "5.1 minutes"}}
+ESTIMATES = {"docs/tests.md": {"9 minutes"}, "docs/gpu.md": {"8.3 minutes", "5.1 minutes"},
+             "docs/speed.md": {"257 img/s", "2.7 hours", "8.3 minutes"}}
