@@ -57,10 +57,9 @@ def patch_matmul(patches, weights):
 
     The same values as JAX's own gradient of the matmul, up to float rounding. JAX's form leaves
     XLA:CPU a transposed copy of g (the gradient of the convolution's output) for the weight
-    gradient, which XLA fuses into the elementwise BatchNorm gradient that computes g, and a
-    transposing elementwise loop is several times slower than the loop plus a plain transpose:
-    about a fifth of a ResNet50 training step at batch 256 on a 2-core AVX-512 CPU
-    (docs/speed.md). Here both products read g as it is.
+    gradient, which XLA fuses into the elementwise BatchNorm gradient that computes g; a
+    transposing elementwise loop is slower than the loop plus a plain transpose (the bench files
+    before and after: docs/speed.md). Here both products read g as it is.
     """
     return _patch_matmul()(patches, weights)
 
