@@ -17,7 +17,7 @@ import os
 import re
 
 from tlres.run import evaluate, rundir, writes
-from tlres.core.errors import TlresError, quote
+from tlres.core.errors import TlresError, brief, quote
 
 SCHEMA = "tlres.results/1"
 PROG = "tlres results"
@@ -76,8 +76,7 @@ def _read_csv(path):
                 rows.append(dict(zip(header, cells + [None] * (len(header) - len(cells)))))
                 lines.append(reader.line_num)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise TlresError(f"{path}: cannot read it as CSV ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:200]})") from None
+        raise TlresError(f"{path}: cannot read it as CSV ({brief(e)})") from None
     return header, rows, lines
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from tlres.data import resample
 from tlres.data.dataset import Dataset
-from tlres.core.errors import TlresError, quote
+from tlres.core.errors import TlresError, brief, quote
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_SEED = 0  # fixed: the split of a DIR/<class>/ folder never depends on --seed
@@ -77,8 +77,7 @@ def open_image(path):
                               "decompression bomb (shrink it first)") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
             MemoryError, Image.UnidentifiedImageError) as e:  # what Pillow's decoders raise
-        detail = str(e).splitlines()[0][:160] if str(e) else ""
-        raise UnreadableImage(f"{path}: not a readable image ({type(e).__name__}: {detail})") from None
+        raise UnreadableImage(f"{path}: not a readable image ({brief(e, 160)})") from None
 
 
 def _rgb(img):

@@ -400,7 +400,7 @@ def read_idx(path, ndim):
                 chunks.append(chunk)
                 have += len(chunk)
     except (OSError, EOFError, zlib.error) as e:
-        raise TlresError(f"{path}: unreadable idx file ({type(e).__name__}: {e})") from e
+        raise TlresError(f"{path}: unreadable idx file ({brief(e)})") from e
     if have != expected:
         holds = f"{have} bytes of data" if have < expected else "more data than that"
         raise TlresError(f"{path}: header declares shape {shape} ({expected} bytes) but the file "

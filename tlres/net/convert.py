@@ -13,7 +13,7 @@ import os
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from tlres.core.errors import TlresError
+from tlres.core.errors import TlresError, brief
 from tlres.net.resnet_v15 import NAME
 
 TORCHVISION_FILE = "resnet50-0676ba61.pth"  # torchvision's ResNet50_Weights.IMAGENET1K_V1
@@ -174,11 +174,12 @@ def read_state_dict(path, flag):
             return load_file(path)
         except Exception as e:  # not safetensors, truncated, a dtype numpy lacks (bfloat16)
             raise TlresError(f"--weights {flag}: not a readable safetensors file "
-                             f"({type(e).__name__}: {_first_line(e)})") from None
+                             f"({brief(e)})") from None
     torch = require_torch(flag)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a pickle of anything but tensors, truncated file
+    except Exception as e:  # a pickle of anything but tensors, truncated file; the type alone, not brief(e):
+        # torch's message opens with ~1 kB of advice (terminal escapes, "weights_only=False") before the cause
         raise TlresError(f"--weights {flag}: not a readable state dict (torch.load with "
                          f"weights_only: {type(e).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -201,6 +202,3 @@ def torch_available():
 
     return importlib.util.find_spec("torch") is not None
 
-
-def _first_line(e):
-    return str(e).splitlines()[0][:200] if str(e) else ""

@@ -22,7 +22,7 @@ from tlres.net import weights as weights_lib
 from tlres.run import evaluate, records, rundir, writes
 from tlres.data import loaders as tdata
 from tlres.core.config import halves, public
-from tlres.core.errors import TlresError
+from tlres.core.errors import TlresError, brief
 
 PROG = "tlres torch"  # its command's name there (`tlres.commands.torch`)
 
@@ -82,10 +82,10 @@ def read_state(weights):
             return load_file(path)
         except Exception as e:
             raise TlresError(f"--weights {weights}: not a readable safetensors file "
-                             f"({type(e).__name__})") from None
+                             f"({brief(e)})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle of anything but tensors, truncated file
+    except Exception as e:  # pickle of anything but tensors, truncated file (type only: as convert.read_state_dict)
         raise TlresError(f"--weights {weights}: not a readable state dict ({type(e).__name__})") from None
     if not isinstance(state, dict):
         raise TlresError(f"--weights {weights}: holds a {type(state).__name__}, not a state dict")
@@ -150,7 +150,7 @@ def build(cfg, num_classes):
         except Exception as e:  # offline: one clear line, never silently random weights
             cache = os.path.join(torch.hub.get_dir(), "checkpoints")
             raise TlresError(f"torchvision ImageNet weights {os.path.basename(weights.url)} are not in "
-                             f"{cache} and could not be downloaded ({type(e).__name__}); put the "
+                             f"{cache} and could not be downloaded ({brief(e)}); put the "
                              f"file there or use --weights none") from None
         model.fc = torch.nn.Linear(2048, num_classes)
     if cfg.weights not in IMAGENET + ("none",):
@@ -296,7 +296,7 @@ def torch_device(device):
             raise RuntimeError("CUDA is not available")
         torch.empty(1, device=dev)
     except (RuntimeError, ValueError) as e:
-        raise TlresError(f"--device {device}: not usable here ({str(e).splitlines()[0]})") from None
+        raise TlresError(f"--device {device}: not usable here ({brief(e)})") from None
     return dev
 
 

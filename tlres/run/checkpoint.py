@@ -18,7 +18,7 @@ import numpy as np
 
 from tlres.data import loaders as data
 from tlres.run import writes
-from tlres.core.errors import TlresError
+from tlres.core.errors import TlresError, brief
 
 DIRNAME, FILENAME = "ckpt", "checkpoint.npz"
 
@@ -98,7 +98,7 @@ def load(run_dir, epochs=None):
     except TlresError:
         raise
     except Exception as e:
-        raise TlresError(f"{p}: unreadable checkpoint ({type(e).__name__}: {e}); "
+        raise TlresError(f"{p}: unreadable checkpoint ({brief(e)}); "
                          "start a new run with --out") from e
     return meta, weights, opt
 

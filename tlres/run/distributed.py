@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 from tlres.core.config import COMPUTES, halves
-from tlres.core.errors import TlresError
+from tlres.core.errors import TlresError, brief
 
 TOKEN_ENV = "TLRES_RUN_TOKEN"  # the run token, where `ps` does not show it (docs/distributed.md)
 HEARTBEAT_S = 30  # a process silent this long (hung, its host down) is declared lost
@@ -238,9 +238,8 @@ def initialize(cfg):
                                    heartbeat_timeout_seconds=HEARTBEAT_S, coordinator_bind_address=bind)
     except (RuntimeError, ValueError) as e:  # jaxlib's errors subclass these
         where = f"the coordinator {coordinator}" + (" (--cluster auto)" if cfg.cluster == "auto" else "")
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise TlresError(f"process {i}: could not join {where} within "
-                         f"--coordinator-timeout {timeout} s ({first}); start process 0 first, check the "
+                         f"--coordinator-timeout {timeout} s ({brief(e)}); start process 0 first, check the "
                          "address and port, or raise --coordinator-timeout") from e
     if not cfg.data_parallel:
         raise TlresError(f"{jax.process_count()} processes train one model over every process' "

@@ -14,7 +14,7 @@ from tlres.net import backend
 from tlres.run import evaluate, writes
 from tlres.net import modelfile
 from tlres.net.cpu import kernel_choice
-from tlres.core.errors import TlresError
+from tlres.core.errors import TlresError, brief
 
 HELP = """MODEL is a finished run's directory or a ``.keras`` file. The preprocessing is
 the run's evaluation preprocessing, exactly: images decoded and resized as
@@ -134,7 +134,7 @@ def npz_images(path, size):
     except TlresError:
         raise
     except Exception as e:  # zipfile / format errors
-        raise TlresError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
+        raise TlresError(f"{path}: not a readable .npz file ({brief(e)})") from e
     if x.ndim == 0 or len(x) == 0:
         raise TlresError(f"{path}: {key} holds no images")
     return data.to_rgb(data.as_uint8(path, key, x), size)

@@ -23,7 +23,7 @@ from tlres.core import plots
 from tlres.net.modelfile import MODEL_FILE as MODEL_KERAS
 from tlres.run import checkpoint, writes
 from tlres.core.config import COMPUTES, Config, halves
-from tlres.core.errors import TlresError, quote
+from tlres.core.errors import TlresError, brief, quote
 
 CONFIG, STATUS, HISTORY = "config.json", "status.json", "history.csv"
 METRICS, PREDICTIONS, SPLIT_FILE = "metrics.json", "predictions.csv", "split.csv"
@@ -99,7 +99,7 @@ class RunDir:
 
     def write_failed(self, exc, **where):
         """The run stopped on `exc`; `where`: how far it got (epochs_done, step)."""
-        self.write_status({"state": "failed", "error": f"{type(exc).__name__}: {exc}", **where})
+        self.write_status({"state": "failed", "error": brief(exc, 1000), **where})
 
     def write_finished(self, epochs_done, resumed_from_epoch, train_seconds, total_seconds):
         self.write_status({"state": "finished", "epochs_done": epochs_done,
@@ -315,7 +315,7 @@ def resumed_config(run_dir):
         record, status = RunDir(run_dir).read_config(), RunDir(run_dir).read_status()
     except (OSError, ValueError, RecursionError) as e:
         raise TlresError(f"--resume {run_dir}: not a tlres run directory with a readable "
-                         f"config.json and status.json ({type(e).__name__})") from e
+                         f"config.json and status.json ({brief(e)})") from e
     cfg = check_record(run_dir, record, status)
     if status.get("state") == "finished":
         raise TlresError(f"--resume {run_dir}: that run already finished; nothing to resume")

@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 
+from tlres.core.errors import brief
 from tlres.net import backend
 from tlres.net.cpu import kernels
 
@@ -98,8 +99,8 @@ def read_cache(path, key, note):
             raise ValueError("entries without a kernel")
         return shapes
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
-        note(f"tlres: note: ignoring the convolution plan cache {path} ({type(e).__name__}: "
-             f"{str(e)[:120]}); timing again")
+        note(f"tlres: note: ignoring the convolution plan cache {path} ({brief(e, 120)}); "
+             "timing again")
         return {}
 
 
