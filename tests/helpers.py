@@ -32,6 +32,26 @@ def write_npz(path, n_train=640, n_test=96, seed=0):
     return str(path)
 
 
+def npy_declaring(shape, payload, descr="|u1"):
+    """An .npy file (format 1.0) whose header declares `descr` x `shape`, followed by `payload`
+    (bytes): a size declared far beyond the data, as a hostile .npz or checkpoint holds."""
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + payload
+
+
+def small_result():
+    """A valid results file's object: 3 classes, 6 test images, 4 right."""
+    from tlres.analysis import results
+
+    labels, preds = [0, 1, 2, 0, 1, 2], [0, 1, 1, 0, 2, 2]
+    return {"schema": results.SCHEMA, "name": "r", "framework": {"name": "keras-jax", "versions": {}},
+            "config": {"seed": 0}, "dataset": {"name": "t", "num_classes": 3},
+            "history": [{"epoch": 1, "loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.6}],
+            "metrics": {"accuracy": 4 / 6, "correct": 4, "num_test": 6, "loss": 0.4, "mean_class_accuracy": 4 / 6},
+            "predictions": {"index": list(range(6)), "label": labels, "prediction": preds}}
+
+
 def cli(*args):
     return [sys.executable, "-m", "tlres.experiments.improved", *args]
 

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import small_result
 
 from tlres.analysis import compare, results
 from tlres.core import stats
@@ -245,3 +246,16 @@ def test_same_dataset_name_but_another_test_size_is_different_data():
     two["dataset"]["name"] = "cifar10"
     rep = compare.compare([("A", [one]), ("B", [two])])
     assert rep["sides"][1]["difference"]["accuracy"]["interval"].startswith("Newcombe")
+
+
+def test_predictions_of_more_classes_than_the_first_side_declares(tmp_path, capsys):
+    """Two valid sides on the same test set, one declaring 3 classes, the other predicting
+    class 4 of 5: the confusion matrices need 5 classes (this crashed in reshape)."""
+    a, b = small_result(), small_result()
+    b["dataset"]["num_classes"] = 5
+    b["predictions"]["prediction"] = [0, 1, 4, 0, 1, 2]
+    b["metrics"].update(accuracy=4 / 6, correct=4)
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert compare_cmd.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "McNemar exact p" in capsys.readouterr().out

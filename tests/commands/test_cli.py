@@ -1,4 +1,5 @@
-"""The command line: help, one-line errors with exit 2, presets and overrides."""
+"""The command line: help, presets and overrides, the error path every command shares (its bad
+inputs, one line each, are tests/commands/test_bad_inputs.py)."""
 
 import os
 import subprocess
@@ -53,33 +54,6 @@ def test_help_documents_every_flag_with_default():
         else:
             assert f"(default: {value})" in text, (flag, text)
     assert "(default: improved)" in entries["--preset"][1]
-
-
-@pytest.mark.parametrize("args,needle", [
-    (["--epochs", "-1"], "--epochs"),
-    (["--epochs", "abc"], "--epochs"),
-    (["--lr", "0"], "--lr"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--schedule", "linear"], "--schedule"),
-    (["--preset", "nope"], "--preset"),
-    (["--no-such-flag"], "unrecognized"),
-])
-def test_bad_flag_value_is_one_line_exit_2(args, needle):
-    r = run_cli(*args)
-    assert r.returncode == 2
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
-
-
-def test_missing_data_is_one_line_exit_2(tmp_path):
-    r = run_cli("--preset", "quick", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].count("no such file") == 1
-
-
-def test_other_keras_backend_is_a_clear_error(tmp_path):
-    r = run_cli("--preset", "quick", "--out", str(tmp_path / "o"), env={"KERAS_BACKEND": "torch"})
-    assert r.returncode == 2 and "KERAS_BACKEND='torch'" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_preset_then_overrides():

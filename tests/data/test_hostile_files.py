@@ -1,27 +1,46 @@
-"""Data files are parsed, never executed: the CIFAR-10 archive reader, hostile archives,
-declared sizes beyond the data, and decompression bombs in images."""
+"""Hostile files, fed to their loader directly: the CIFAR-10 archive reader (crafted pickles,
+malformed batches, tar members that are not files), declared sizes far beyond the data (.npz,
+pickle, idx, PNG chunks, checkpoints), decompression bombs in images, and .keras files that carry
+code or declare huge members. Each is refused with one line, fast and small; the valid files they
+are measured against load. Beside tests/data/test_fuzz.py, which mutates the same formats; the
+command line's bad inputs are tests/commands/test_bad_inputs.py."""
 
 import io
 import json
 import os
 import pickle
+import resource
 import shlex
 import struct
 import subprocess
-import sys
 import tarfile
+import tempfile
 import time
 import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
 from conftest import write_cifar_batches
 
 import py2_pickle
-from tlres.data import loaders as data, safe_pickle
+from helpers import npy_declaring
+from tlres.core import config
 from tlres.core.errors import TlresError
+from tlres.data import loaders as data, safe_pickle
+from tlres.net import model as model_lib
+from tlres.net import modelfile
+from tlres.run import checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = config.QUICK.replace(arch="tiny", image_size=8, batch_size=8, epochs=1)
+
+
+def one_line(exc_info):
+    text = str(exc_info.value)
+    assert text and "\n" not in text
+    return text
+
+
 FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 
@@ -110,21 +129,6 @@ def test_crafted_archive_is_refused_and_its_payload_never_runs(tmp_path, kind, f
     assert str(e.value) == (f"{path}: refuses to load: data_batch_1 references {qualname}; "
                             "the official CIFAR-10 files hold only arrays, lists and strings")
     assert not marker.exists()
-
-
-def test_crafted_archive_on_the_command_line(tmp_path):
-    """The issue's attack, as a user would run it: one line, exit 2, no file, no run directory."""
-    marker, out = tmp_path / "PWNED", tmp_path / "run"
-    path = crafted(tmp_path, payloads(marker)["os.system"][0])
-    r = subprocess.run([sys.executable, "-m", "tlres.experiments.improved", "--data", path,
-                        "--weights", "none", "--out", str(out)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2, r.stderr
-    assert lines == [f"python -m tlres.experiments.improved: error: {path}: refuses to load: "
-                     "data_batch_1 references posix.system; the official CIFAR-10 files hold only "
-                     "arrays, lists and strings"]
-    assert not marker.exists() and not out.exists()
 
 
 def test_a_pickle_calling_ndarray_or_a_numpy_function_is_refused():
@@ -263,20 +267,13 @@ def test_npz_declaring_a_huge_array_is_one_line_exit_2_and_fast(tmp_path):
     import zipfile
 
     for shape, size in (((3072, 1024, 1024, 1024), "3.3 TB"), ((20, 1024, 1024, 1024), "21.5 GB")):
-        npy = _npy_with_shape(shape, b"\0" * 64)
+        npy = npy_declaring(shape, b"\0" * 64)
         path = tmp_path / f"big{shape[0]}.npz"
         with zipfile.ZipFile(path, "w") as z:
             for k in ("x_train", "y_train", "x_test", "y_test"):
                 z.writestr(k + ".npy", npy)
         msg = bounded(lambda: data.load(str(path)))
         assert msg == (f"{path}: x_train declares a uint8 array of shape {shape} ({size}) but holds 64 bytes")
-
-
-def _npy_with_shape(shape, payload):
-    """A .npy file (format 1.0) whose header says `shape`, uint8, followed by `payload`."""
-    header = repr({"descr": "|u1", "fortran_order": False, "shape": shape}).encode()
-    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
 
 
 # -- tar members that are not regular files, duplicates, oversized members ------------------------
@@ -524,7 +521,7 @@ def test_predict_npz_declaring_a_huge_array_is_refused_cheaply(tmp_path):
 
     path = tmp_path / "p.npz"
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("x.npy", _npy_with_shape((20, 1024, 1024, 1024), bytes(64)))
+        z.writestr("x.npy", npy_declaring((20, 1024, 1024, 1024), bytes(64)))
     msg = bounded(lambda: predict.npz_images(str(path), 32))
     assert msg == f"{path}: x declares a uint8 array of shape (20, 1024, 1024, 1024) (21.5 GB) but holds 64 bytes"
 
@@ -551,3 +548,165 @@ def test_a_keras_file_whose_tlres_json_declares_4_gib_compressed_allocates_nothi
     finally:
         tracemalloc.stop()
     assert meta == RECORD and peak < 8 * 2 ** 20, peak
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+
+META = {"epochs_done": 1, "step": 0, "steps_per_epoch": 10, "history": [{"epoch": 1}],
+        "num_weights": 1, "optimizer_variables": ["adam/iteration"]}
+
+
+def write_checkpoint(run, meta=META, w0=None, raw_w0=None):
+    """RUN/ckpt/checkpoint.npz as `checkpoint.save` lays it out; `raw_w0`: w0.npy's bytes as given."""
+    os.makedirs(os.path.join(run, "ckpt"), exist_ok=True)
+    arrays = {"w0": np.zeros(3, np.float32) if w0 is None else w0, "o0": np.zeros((), np.int64),
+              "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    np.savez(checkpoint.path(run), **arrays)
+    if raw_w0 is not None:
+        with zipfile.ZipFile(checkpoint.path(run), "w") as z:
+            z.writestr("w0.npy", raw_w0)
+            for k in ("o0", "meta"):
+                with z.open(k + ".npy", "w") as f:
+                    np.lib.format.write_array(f, arrays[k])
+
+
+def test_checkpoint_declaring_3_gib_is_refused_fast_and_small(tmp_path):
+    """A 3 MB checkpoint whose array declares 3 GiB: one line in seconds, tens of MB at most."""
+    write_checkpoint(str(tmp_path), raw_w0=npy_declaring((3 * 2 ** 28,), bytes(3 * 2 ** 20), "<f4"))  # 3 GiB of float32
+    assert os.path.getsize(checkpoint.path(str(tmp_path))) < 4 * 2 ** 20
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(TlresError) as e:
+        checkpoint.load(str(tmp_path))
+    seconds, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "declares a float32 array of shape (805306368,) (3.2 GB) but holds 3.1 MB" in one_line(e)
+    assert seconds < 5 and peak < 64 * 2 ** 20, (seconds, peak)
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"epochs_done": -5}, "epochs_done must be an integer 0..4, got -5"),
+    ({"epochs_done": 5}, "epochs_done must be an integer 0..4, got 5"),
+    ({"epochs_done": True}, "epochs_done must be an integer 0..4, got True"),
+    ({"epochs_done": 1.0}, "epochs_done must be an integer 0..4, got 1.0"),
+    ({"epochs_done": "1"}, "epochs_done must be an integer 0..4, got '1'"),
+    ({"step": -1}, "step must be an integer 0..9"),
+    ({"step": 10}, "step must be an integer 0..9"),
+    ({"step": 3, "epochs_done": 4}, "0 after the last epoch, got 3"),
+    ({"num_weights": 10 ** 9}, "num_weights"),
+    ({"optimizer_variables": [1]}, "variable name lists"),
+    ({"history": "x"}, "history is not a list"),
+])
+def test_impossible_checkpoint_records_are_refused(tmp_path, change, words):
+    write_checkpoint(str(tmp_path), {**META, **change})
+    with pytest.raises(TlresError) as e:
+        checkpoint.load(str(tmp_path), epochs=4)
+    assert words in one_line(e) and "start a new run with --out" in str(e.value)
+
+
+def test_checkpoint_arrays_must_match_the_model_in_shape_and_dtype(tmp_path):
+    net = model_lib.build(3, TINY)
+    n = len(net.weights)
+    shapes = [tuple(w.shape) for w in net.weights]
+    good = [np.zeros(s, np.float32) for s in shapes]
+    meta = {**META, "num_weights": n, "optimizer_variables": []}
+    for i, wrong in ((0, np.zeros((2, 2), np.float32)), (1, np.zeros(shapes[1], np.float64))):
+        arrays = list(good)
+        arrays[i] = wrong
+        with pytest.raises(TlresError) as e:
+            checkpoint.restore(net, (meta, arrays, []))
+        assert f"holds {wrong.dtype} {wrong.shape}" in one_line(e), str(e.value)
+    with pytest.raises(TlresError, match="1 arrays for"):
+        checkpoint.restore(net, (meta, good[:1], []))
+
+
+# -- .keras model files: members and declared sizes -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_keras(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("model") / "model.keras")
+    modelfile.save(model_lib.build(3, TINY), path, {"preprocessing": {"input_norm": "paper"}})
+    return path
+
+
+def rewritten(src, dst, change):
+    """`src` (a zip) copied to `dst` with `change(name, bytes) -> [(name, bytes, compression)]`."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        for info in a.infolist():
+            for name, blob, how in change(info.filename, a.read(info)):
+                b.writestr(zipfile.ZipInfo(name), blob, compress_type=how)
+    return dst
+
+
+def patch_declared_size(path, member, size):
+    """Make `member`'s local and central headers declare `size` uncompressed bytes."""
+    blob = bytearray(open(path, "rb").read())
+    name = member.encode()
+    for sig, off in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        i = blob.find(sig)
+        while i >= 0:
+            n = struct.unpack_from("<H", blob, i + (26 if sig == b"PK\x03\x04" else 28))[0]
+            start = i + (30 if sig == b"PK\x03\x04" else 46)
+            if blob[start:start + n] == name:
+                struct.pack_into("<I", blob, i + off, size)
+            i = blob.find(sig, i + 1)
+    open(path, "wb").write(bytes(blob))
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_keras_members_are_size_checked_before_keras_reads_them(tiny_keras, tmp_path, monkeypatch):
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    bomb = str(tmp_path / "bomb.keras")  # config.json declaring 1.5 GiB
+    rewritten(tiny_keras, bomb, lambda n, b: [(n, b, zipfile.ZIP_STORED)])
+    patch_declared_size(bomb, "config.json", 3 * 2 ** 29)
+    deflated = str(tmp_path / "deflated.keras")  # weights: 300 MiB of zeros in 0.3 MB
+    zeros = np.zeros(300 * 2 ** 20, np.uint8).tobytes()
+    rewritten(tiny_keras, deflated, lambda n, b: [(n, zeros if n.endswith(".h5") else b, zipfile.ZIP_DEFLATED)])
+    extra = rewritten(tiny_keras, str(tmp_path / "extra.keras"),
+                      lambda n, b: [(n, b, 0)] + ([("assets/x", b"1", 0)] if n == "config.json" else []))
+    before = peak_rss_mib()
+    cases = {bomb: "its config.json declares 1.6 GB (", deflated: "its model.weights.h5 declares 314.6 MB (",
+             extra: "member assets/x is not one Keras or tlres writes"}
+    for path, words in cases.items():
+        t0 = time.perf_counter()
+        with pytest.raises(TlresError) as e:
+            modelfile.load_keras(path, path)
+        assert words in one_line(e) and time.perf_counter() - t0 < 2, str(e.value)
+    assert peak_rss_mib() - before < 400  # the 300 MiB of zeros built above, nothing decompressed
+    assert os.listdir(private) == []
+
+
+def test_keras_input_shape_20000_is_refused(tiny_keras, tmp_path):
+    def change(name, blob):
+        if name == "config.json":
+            blob = blob.replace(b"[null, 8, 8, 3]", b"[null, 20000, 20000, 3]")
+            assert b"20000" in blob
+        return [(name, blob, 0)]
+
+    path = rewritten(tiny_keras, str(tmp_path / "wide.keras"), change)
+    with pytest.raises(TlresError) as e:
+        modelfile.load_keras(path, "m.keras")
+    assert "m.keras: its config.json gives an input of shape [None, 20000, 20000, 3]" in one_line(e)
+
+
+def test_keras_loading_leaves_nothing_in_tmpdir(tiny_keras, tmp_path, monkeypatch):
+    """A valid file loads; one whose tlres.json fails its CRC as Keras extracts it is one line;
+    neither leaves anything in TMPDIR (Keras' own loader left a folder there)."""
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    assert modelfile.load_keras(tiny_keras, "m").input_shape == (None, 8, 8, 3)
+    bad = rewritten(tiny_keras, str(tmp_path / "crc.keras"), lambda n, b: [(n, b, 0)])
+    blob = bytearray(open(bad, "rb").read())
+    i = blob.find(b'"input_norm"')
+    blob[i + 1] ^= 0x20  # the stored bytes change, the recorded CRC does not
+    open(bad, "wb").write(bytes(blob))
+    with pytest.raises(TlresError) as e:
+        modelfile.load_keras(bad, "m")
+    assert "not a readable Keras model" in one_line(e)
+    assert os.listdir(private) == []
