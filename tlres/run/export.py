@@ -87,18 +87,14 @@ def target(model_file, fmt, out, overwrite):
 
 
 def _save_in_process(model_file, input_norm, kformat, inner):
-    import keras
-
     backend.require_jax()
-    net = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    net = modelfile.load_keras(model_file, model_file)  # read as untrusted, as predict reads it
     wrap(net, input_norm).export(inner, format=kformat, verbose=False)
 
 
 def litert_child(model_file, input_norm, inner):
     """In a process whose Keras runs on TensorFlow: write the LiteRT file (LITERT_CHILD)."""
-    import keras
-
-    net = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    net = modelfile.load_keras(model_file, model_file)
     wrap(net, input_norm).export(inner, format="litert", verbose=False)
 
 
@@ -135,15 +131,12 @@ def sidecar(meta, fmt, path, image_size):
 
 def export(run, fmt, out=None, overwrite=False):
     """Export RUN's model.keras as `fmt`; returns (path, seconds, bytes). See the module docstring."""
-
-    if fmt not in FORMATS:
-        raise TlresError(f"--format {fmt}: unknown export format; choose one of {', '.join(FORMATS)}")
+    check_format(fmt)
     model_file = os.path.abspath(predict.model_path(run))
     meta = modelfile.read_metadata(model_file)
     if not meta or not (meta.get("preprocessing") or {}).get("input_norm"):
         raise TlresError(f"{run}: its model has no tlres preprocessing record (not written by tlres "
                          "train); nothing to put in front of it")
-    check_format(fmt)
     path = target(model_file, fmt, out, overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     folder = path + writes.TMP
