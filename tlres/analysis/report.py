@@ -384,28 +384,6 @@ def update_readme(path, section, begin=BEGIN, end=END):
         f.write(f"{head}{begin}\n{section}{end}{tail}")
 
 
-
-def claim_out(out, names, flag="--out"):
-    """Make folder `out` ready for `names`, the files a command that is re-run into it writes
-    there (`tlres parity`, `tlres crosscheck`: no --overwrite). Before any work, refuse a name
-    that is a symbolic link, a folder, or a file tlres did not write (its marker says what it
-    wrote); then create `out` or add `names` to its marker, so the next call replaces them."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise TlresError(f"{flag} {out}: exists and is not a directory; choose another path")
-    owned = writes.read_marker(out) or set()
-    for name in names:
-        path = os.path.join(out, name)
-        if os.path.islink(path) or os.path.isdir(path):
-            writes.output(path, True, flag)  # one line: a link or a folder is never replaced
-        if os.path.exists(path) and name not in owned:
-            raise TlresError(f"{flag} {out}: {name} exists and tlres did not write it; move it away "
-                             "or choose another path")
-    os.makedirs(out, exist_ok=True)
-    if not os.path.lexists(os.path.join(out, writes.MARKER)):
-        writes.mark(out, names)
-    else:
-        writes.own(out, *names)
-
 PROG = "tlres report"
 FILES = ("summary.md", "summary.csv") + plots.REPORT_FIGURES
 """What `write` writes into its folder."""

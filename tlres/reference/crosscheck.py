@@ -99,7 +99,7 @@ def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=Fa
     if torch_only:
         os.makedirs(out, exist_ok=True)
     else:
-        report_lib.claim_out(out, FILES)  # before training: compare.md and .png are tlres' to replace
+        writes.claim(out, FILES)  # before training: compare.md and .png are tlres' to replace
     inits = initial_weights(out, cell, seeds, base_seed) if init == "tlres" else None
     torch_dirs = torch_side(out, tcell, seeds, base_seed, device, draws, inits)
     if torch_only:

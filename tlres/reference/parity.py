@@ -124,7 +124,7 @@ def record(cfg, out, steps, seeds, readme=None, command=PROG):
     ds = data.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
     if len(ds.x_train) < cfg.batch_size:
         raise TlresError(f"--data {cfg.data}: fewer training images than one batch of {cfg.batch_size}")
-    report.claim_out(out, [f"seed{k}.csv" for k in range(seeds)] + ["parity.png", "summary.md"])
+    writes.claim(out, [f"seed{k}.csv" for k in range(seeds)] + ["parity.png", "summary.md"])
     rows = {}
     for k in range(seeds):
         seed = cfg.seed + k

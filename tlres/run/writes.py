@@ -158,6 +158,28 @@ def output(path, overwrite, flag="--out"):
         raise TlresError(f"{flag} {path}: exists; choose another name or pass --overwrite to replace it")
 
 
+def claim(out, names, flag="--out"):
+    """Make folder `out` ready for `names`, the files a command that is re-run into it writes
+    there (`tlres parity`, `tlres crosscheck`: no --overwrite). Before any work, refuse a name
+    that is a symbolic link, a folder, or a file tlres did not write (its marker says what it
+    wrote); then create `out` or add `names` to its marker, so the next call replaces them."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TlresError(f"{flag} {out}: exists and is not a directory; choose another path")
+    owned = read_marker(out) or set()
+    for name in names:
+        path = os.path.join(out, name)
+        if os.path.islink(path) or os.path.isdir(path):
+            output(path, True, flag)  # one line: a link or a folder is never replaced
+        if os.path.exists(path) and name not in owned:
+            raise TlresError(f"{flag} {out}: {name} exists and tlres did not write it; move it away "
+                             "or choose another path")
+    os.makedirs(out, exist_ok=True)
+    if not os.path.lexists(os.path.join(out, MARKER)):
+        mark(out, names)
+    else:
+        own(out, *names)
+
+
 def _leftover(tmp, folder, name):
     """Remove `tmp`, a temporary file or folder an earlier tlres left while writing `name` in
     `folder`: only where `folder`'s marker says tlres owns `name`; anything else there is not
