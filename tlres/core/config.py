@@ -76,6 +76,24 @@ class Config:
                          "weights' own BGR mean subtraction", ("paper", "caffe"))
     bn_momentum: float = _f(0.9, "BatchNormalization momentum (Keras convention; PyTorch's 0.1 = 0.9)")
     bn_epsilon: float = _f(1e-5, "BatchNormalization epsilon (PyTorch's default)")
+    # -- options beyond the paper (off by default; docs/options.md)
+    warmup_epochs: int = _f(0, "linear warmup over the first N epochs, per step: step s of the W warmup "
+                            "steps trains at lr*(s+1)/W, then --schedule runs over the remaining "
+                            "epochs (torchvision's LinearLR then SequentialLR); 0 = none")
+    ema: float = _f(0.0, "exponential moving average of the weights with this decay per step (Keras' "
+                    "optimizer EMA, e.g. 0.999): evaluation and model.keras use the averaged weights; "
+                    "0 = off")
+    randaugment: str | None = _f(None, "N,M: RandAugment on each training image, N random operations at "
+                                 "magnitude M of 0..30 (torchvision's scale; Keras' RandAugment factor "
+                                 "M/30), before flip and crop; default off")
+    mixup: float = _f(0.0, "MixUp with Beta(ALPHA, ALPHA) mixing weights per batch (Keras' MixUp); "
+                      "labels are mixed with the same weights; 0 = off")
+    cutmix: float = _f(0.0, "CutMix with Beta(ALPHA, ALPHA) area weights per batch (Keras' CutMix); "
+                       "labels are mixed by the pasted box's area; 0 = off. With --mixup too, each "
+                       "batch gets one of the two, with probability 0.5 each")
+    freeze_backbone_epochs: int = _f(0, "train only the new head for the first K epochs (the backbone "
+                                     "frozen, its BatchNorm statistics too), then every layer (fastai's "
+                                     "fine_tune); 0 = every layer from the start")
     # -- optimisation
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
     lr: float = _f(0.01, "peak learning rate (eta_max)")
@@ -176,10 +194,23 @@ RULES = {
     "label_smoothing": (lambda v: 0 <= v < 1, "must be >= 0 and < 1"),
     "bn_momentum": (lambda v: 0 <= v <= 1, "must be between 0 and 1"),
     "bn_epsilon": (lambda v: v > 0, "must be positive"),
+    "ema": (lambda v: 0 <= v < 1, "must be >= 0 and < 1 (0 = off)"),
+    "randaugment": (lambda v: randaugment_ops(v) is not None,
+                    "must be N,M: N operations (1..14) at magnitude M (0..30), e.g. 2,9"),
     **{name: (lambda v: v >= 0, "must be >= 0") for name in (
-        "lr_min", "weight_decay", "momentum", "crop_padding", "checkpoint_every", "process_id")},
+        "lr_min", "weight_decay", "momentum", "crop_padding", "checkpoint_every", "process_id",
+        "warmup_epochs", "mixup", "cutmix", "freeze_backbone_epochs")},
 }
 """(check, rule) per numeric field with a range: the command line's flags and `Config.validate`."""
+
+
+def randaugment_ops(text):
+    """(N, M) of a --randaugment value "N,M", or None if it is not N in 1..14, M in 0..30."""
+    parts = str(text).split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        return None
+    n, m = (int(p) for p in parts)
+    return (n, m) if 1 <= n <= 14 and 0 <= m <= 30 else None
 
 
 def field_problem(f, value):
