@@ -85,7 +85,7 @@ class Config:
                     "0 = off")
     randaugment: str | None = _f(None, "N,M: RandAugment on each training image, N random operations at "
                                  "magnitude M of 0..30 (torchvision's scale; Keras' RandAugment factor "
-                                 "M/30), before flip and crop; default off")
+                                 "M/30), after flip and crop, as torchvision's reference recipes order them; default off")
     mixup: float = _f(0.0, "MixUp with Beta(ALPHA, ALPHA) mixing weights per batch (Keras' MixUp); "
                       "labels are mixed with the same weights; 0 = off")
     cutmix: float = _f(0.0, "CutMix with Beta(ALPHA, ALPHA) area weights per batch (Keras' CutMix); "
