@@ -178,3 +178,20 @@ def test_an_old_run_directory_reads_the_same_everywhere(tmp_path):
     (tmp_path / "status.json").write_text('{"state": "failed"}')
     resumed = dataclasses.asdict(rundir.resumed_config(str(tmp_path)))
     assert {k: v for k, v in resumed.items() if k != "out"} == {k: v for k, v in got.items() if k != "out"}
+
+
+def test_options_add_one_cell_each_the_improved_preset_with_that_option_only(capsys):
+    """--option NAME[=VALUE]: improved+NAME differs from improved in that field alone, at the
+    value given or the option's default; a bad name or value is one line, as its flag's."""
+    c = ablation.cells(options={"ema": 0.999, "randaugment": "2,9", "freeze": 1})
+    assert len(c) == 13 and _diff(c["improved+ema"], c["improved"]) == {"ema"}
+    assert c["improved+ema"].ema == 0.999 and c["improved+randaugment"].randaugment == "2,9"
+    assert _diff(c["improved+freeze"], c["improved"]) == {"freeze_backbone_epochs"}
+    *_, overrides, _, _ = ablation_cmd.parse(["--out", "g", "--option", "mixup", "--option", "warmup=2"])
+    assert overrides["options"] == {"mixup": 0.2, "warmup": 2}
+    for bad, said in ((["--option", "ema=1"], "--option ema=1: must be >= 0 and < 1"),
+                      (["--option", "dropout"], "unknown option 'dropout'")):
+        with pytest.raises(SystemExit) as e:
+            ablation_cmd.parse(["--out", "g"] + bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and err.count("\n") == 1

@@ -1,7 +1,9 @@
 """The ablation grid behind `tlres ablation --out DIR [--seeds N] [--cells ...] [runner flags]`.
 
 Cells: baseline, improved, each of the four changes alone added to the baseline
-(`baseline+<change>`) and alone removed from the improved preset (`improved-<change>`). Overrides
+(`baseline+<change>`) and alone removed from the improved preset (`improved-<change>`), and each
+option beyond the paper asked for (`--option`, `OPTIONS`) alone added to the improved preset
+(`improved+<option>`). Overrides
 (only the flags given, e.g. --data digits --epochs 1) apply to every cell after the switch; an
 override of a switch field (e.g. --weights none) wins, and cells that then equal another are
 dropped, so with `--weights none` the transfer cells collapse into baseline/improved.
@@ -26,13 +28,25 @@ CHANGES = {
     "cosine": "schedule",
 }
 
+OPTIONS = {
+    "warmup": ("warmup_epochs", 1),
+    "ema": ("ema", 0.99),  # Keras' default ema_momentum
+    "randaugment": ("randaugment", "2,9"),  # torchvision's RandAugment defaults
+    "mixup": ("mixup", 0.2),  # Keras' MixUp default, torchvision's reference recipe
+    "cutmix": ("cutmix", 1.0),  # Keras' CutMix default, torchvision's reference recipe
+    "freeze": ("freeze_backbone_epochs", 1),
+}
+"""The options beyond the paper a grid can add to the improved preset: {name: (Config field,
+value when `--option NAME` gives none)}."""
 
-def cells(transfer_from=None, **overrides):
+
+def cells(transfer_from=None, options=None, **overrides):
     """Ordered {cell name: Config}; duplicates (after overrides) dropped, first name kept.
 
     `transfer_from` is what "transfer on" loads: the improved preset's ImageNet
     weights when None, else a finished run directory, .keras or .weights.h5 file
     (a backbone pretrained offline), while "transfer off" stays random initialisation.
+    `options`: {option name of `OPTIONS`: value}, each an `improved+<name>` cell.
     """
     improved = IMPROVED if transfer_from is None else IMPROVED.replace(weights=transfer_from)
     raw = {"baseline": BASELINE, "improved": improved}
@@ -40,6 +54,8 @@ def cells(transfer_from=None, **overrides):
         raw[f"baseline+{name}"] = BASELINE.replace(**{field: getattr(improved, field)})
     for name, field in CHANGES.items():
         raw[f"improved-{name}"] = improved.replace(**{field: getattr(BASELINE, field)})
+    for name, value in (options or {}).items():
+        raw[f"improved+{name}"] = improved.replace(**{OPTIONS[name][0]: value})
     out, seen = {}, []
     for name, cfg in raw.items():
         cfg = cfg.replace(**overrides)
@@ -51,9 +67,9 @@ def cells(transfer_from=None, **overrides):
     return out
 
 
-def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, **overrides):
+def run_grid(out, seeds=1, names=None, verbose=0, transfer_from=None, options=None, **overrides):
     """Run (or reuse) every cell x seed; returns {cell: [run dirs]} and the list of dirs trained."""
-    grid = cells(transfer_from, **overrides)
+    grid = cells(transfer_from, options, **overrides)
     if names is not None:
         grid = {n: grid[n] for n in names if n in grid}
     base_seed = overrides.get("seed", 0)

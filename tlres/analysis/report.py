@@ -37,8 +37,9 @@ def markers(kind, section=None):
 # ---------------------------------------------------------------- summary table
 
 def reference_of(name, names):
-    """The group a group is compared with: improved and baseline+X vs baseline, improved-X vs improved."""
-    if name.startswith("improved-") and "improved" in names:
+    """The group a group is compared with: improved and baseline+X vs baseline, improved-X and
+    improved+X (an option beyond the paper) vs improved."""
+    if name.startswith(("improved-", "improved+")) and "improved" in names:
         return "improved"
     if name != "baseline" and "baseline" in names and (name == "improved" or name.startswith("baseline+")):
         return "baseline"
@@ -259,14 +260,25 @@ CHANGES = (("transfer", "Transfer"), ("augment", "Augmentation"), ("smoothing", 
 """The grid's changes (`tlres.analysis.ablation`'s cell suffixes) and their names in the findings."""
 
 
+OPTIONS = {"warmup": "Learning-rate warmup", "ema": "Weight EMA", "randaugment": "RandAugment",
+           "mixup": "MixUp", "cutmix": "CutMix", "freeze": "The head first, then the whole network"}
+"""Names in the findings of the options beyond the paper (`tlres.analysis.ablation.OPTIONS`)."""
+
+
 def comparisons(groups):
     """The grid's family of comparisons: [(question, what, cells, weights)], each a contrast of
-    cell means over seeds. First `QUESTIONS` (with - without); then per change X its interaction
+    cell means over seeds. First `QUESTIONS` (with - without); then each option beyond the paper
+    added to the improved recipe (improved+X - improved); then per change X its interaction
     with the rest of the recipe, (improved - improved-X) - (baseline+X - baseline): X's effect
     removed from the improved recipe minus its effect added to the baseline (0 if additive).
     Only what the grid has, with two or more seeds a cell."""
     have = lambda *cells: all(len(groups.get(c, ())) >= 2 for c in cells)  # noqa: E731
     out = [(q, f"{a} vs {b}", (a, b), (1, -1)) for q, a, b in QUESTIONS if have(a, b)]
+    for name in groups:
+        option = name[len("improved+"):] if name.startswith("improved+") else None
+        if option and have(name, "improved"):
+            out.append((f"{OPTIONS.get(option, option)}, added to the improved recipe",
+                        f"{name} vs improved", (name, "improved"), (1, -1)))
     for key, label in CHANGES:
         cells = ("improved", f"improved-{key}", f"baseline+{key}", "baseline")
         if have(*cells):
@@ -339,6 +351,13 @@ DETECTABLE = (
     "within it.")
 
 
+def _subject(said):
+    """What the findings `said` are about: the paper's claims, the options beyond it, or both."""
+    options = sum(", added to the improved recipe (" in line for line in said)
+    return ("the paper's claims" if not options else "the options beyond the paper" if options == len(said)
+            else "the paper's claims and the options beyond it")
+
+
 def build_markdown(groups, paper_groups, rows, fig_dir, command):
     """The generated section: its command line, the data, the table, the findings, the figures
     (linked under `fig_dir`, relative to the file the section goes in)."""
@@ -352,7 +371,7 @@ def build_markdown(groups, paper_groups, rows, fig_dir, command):
             markdown_table(rows + paper_rows)]
     said = findings(groups)
     if said:
-        text += ["What these runs say about the paper's claims, on this data and training length "
+        text += [f"What these runs say about {_subject(said)}, on this data and training length "
                  f"(test accuracy; the {len(said)} comparisons below are one family: each gives its "
                  "mean difference in points with its unadjusted 95% Welch interval over seeds, p and "
                  "df, then Holm's family-wise adjusted p and Bonferroni's simultaneous 95% interval, "

@@ -2,6 +2,7 @@
 (`tlres.analysis.ablation`: the cells, the reuse rule, the grid runner)."""
 
 import argparse
+import dataclasses
 import os
 
 from tlres.analysis import ablation
@@ -28,7 +29,14 @@ def parse(argv, prog=ablation.PROG):
     p.add_argument("--transfer-from", metavar="WEIGHTS", default=None,
                    help="what the transfer cells load instead of ImageNet weights: a finished run "
                         "directory (its model.keras backbone), a .keras or a .weights.h5 file")
+    p.add_argument("--option", metavar="NAME[=VALUE]", action="append", default=[],
+                   help="add the cell improved+NAME: the improved preset with an option beyond the "
+                        "paper, at VALUE or its default (repeatable): " + ", ".join(
+                            f"{n} ({f}, default {v})" for n, (f, v) in ablation.OPTIONS.items()))
     args = vars(p.parse_args(argv))
+    options = _options(p, args.pop("option"))
+    if options:
+        args["options"] = options
     out = args.pop("out", None)
     if not out:
         p.error("--out DIR is required: the grid's directory (DIR/<cell>/seed<k>/)")
@@ -39,13 +47,31 @@ def parse(argv, prog=ablation.PROG):
                 "transfer cells load) drop --weights")
     debug = args.pop("debug", False)
     if names is not None:
+        known = ablation.cells(options=options)
         names = [n.strip() for n in names.split(",") if n.strip()]
-        unknown = [n for n in names if n not in ablation.cells()]
+        unknown = [n for n in names if n not in known]
         if unknown:
-            p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(ablation.cells())})")
+            p.error(f"--cells: unknown {', '.join(unknown)} (choose from {', '.join(known)})")
     if transfer_from is not None:
         args["transfer_from"] = transfer_from
     return out, seeds, names, args, no_report, debug
+
+
+def _options(parser, given):
+    """{option name: value} of the --option flags, each value checked as its Config flag is."""
+    fields = {f.name: f for f in dataclasses.fields(IMPROVED)}
+    out = {}
+    for text in given:
+        name, _, value = text.partition("=")
+        if name not in ablation.OPTIONS:
+            parser.error(f"--option {text}: unknown option {name!r} (choose from "
+                         f"{', '.join(ablation.OPTIONS)})")
+        field, default = ablation.OPTIONS[name]
+        try:
+            out[name] = cli.field_type(fields[field])(value) if value else default
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            parser.error(f"--option {text}: {e}")
+    return out
 
 
 def main(argv=None, prog=ablation.PROG):

@@ -79,7 +79,7 @@ def _weights(text):
 _weights.__name__ = "str"  # argparse names the type in its messages: the field's own kind
 
 
-def _type(f):
+def field_type(f):
     """A field's argparse type: its kind, checked against `config.RULES` (one definition of each range)."""
     if f.name == "weights":
         return _weights
@@ -120,7 +120,7 @@ def add_config_flags(parser, defaults, names=None, given_only=False):
         if isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=helptext)
         else:
-            parser.add_argument(flag, type=_type(f), default=value, choices=f.metadata.get("choices"),
+            parser.add_argument(flag, type=field_type(f), default=value, choices=f.metadata.get("choices"),
                                 help=helptext)
 
 
