@@ -155,3 +155,76 @@ def free_port():
 
 def tail(text, n=2000):
     return text[-n:]
+
+
+# -- TensorBoard event files (tlres.run.curves), read without tlres' code ---------------------------
+
+def crc32c_bitwise(data):
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: its definition."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 * (c & 1))
+    return c ^ 0xFFFFFFFF
+
+
+def event_class():
+    """The `Event` message of TensorFlow's event.proto (the fields TensorBoard's scalars use:
+    wall_time 1, step 2, file_version 3, summary 5 with Summary.Value tag 1 and simple_value 2,
+    session_log 7 with status 1), built for protobuf's own parser."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    f = descriptor_pb2.FileDescriptorProto(name="tlres_tests_event.proto", package="t", syntax="proto3")
+    for name, fields in (("Value", [("tag", 1, F.TYPE_STRING), ("simple_value", 2, F.TYPE_FLOAT)]),
+                         ("Summary", [("value", 1, F.TYPE_MESSAGE, ".t.Value")]),
+                         ("SessionLog", [("status", 1, F.TYPE_INT32)]),
+                         ("Event", [("wall_time", 1, F.TYPE_DOUBLE), ("step", 2, F.TYPE_INT64),
+                                    ("file_version", 3, F.TYPE_STRING), ("summary", 5, F.TYPE_MESSAGE, ".t.Summary"),
+                                    ("session_log", 7, F.TYPE_MESSAGE, ".t.SessionLog")])):
+        m = f.message_type.add(name=name)
+        for fname, number, kind, *type_name in fields:
+            m.field.add(name=fname, number=number, type=kind, type_name=type_name[0] if type_name else None,
+                        label=F.LABEL_REPEATED if fname == "value" else F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("t.Event"))
+
+
+def event_files(folder):
+    """The event files TensorBoard reads in `folder` ("tfevents" in the name), in its (sorted) order."""
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if "tfevents" in n)
+
+
+def events(path):
+    """The `Event`s of one TFRecord file, every length and payload checksum checked (masked CRC-32C)."""
+    def masked(data):
+        c = crc32c_bitwise(data)
+        return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    Event, out = event_class(), []
+    with open(path, "rb") as f:
+        data = f.read()
+    i = 0
+    while i < len(data):
+        n = int.from_bytes(data[i:i + 8], "little")
+        assert int.from_bytes(data[i + 8:i + 12], "little") == masked(data[i:i + 8])
+        payload = data[i + 12:i + 12 + n]
+        assert int.from_bytes(data[i + 12 + n:i + 16 + n], "little") == masked(payload)
+        out.append(Event.FromString(payload))
+        i += 16 + n
+    return out
+
+
+def scalars(folder, purge=True):
+    """{tag: [(step, value)]} of `folder`'s event files as TensorBoard's EventAccumulator reads them:
+    with `purge`, a SessionLog START (status 1) at step s drops every point read before at step >= s."""
+    out = {}
+    for path in event_files(folder):
+        for e in events(path):
+            if purge and e.HasField("session_log") and e.session_log.status == 1:
+                out = {t: [(s, v) for s, v in pts if s < e.step] for t, pts in out.items()}
+            for v in e.summary.value:
+                out.setdefault(v.tag, []).append((e.step, v.simple_value))
+    return out

@@ -109,8 +109,9 @@ def build_parser(prog, defaults, presets):
 
 def add_config_flags(parser, defaults, names=None, given_only=False):
     """Add to `parser` one flag per field of `defaults` (a Config) but `preset`, or per field in
-    `names`: the field's help text, type, check and choices; default `defaults`' value, or, with
-    `given_only`, no attribute at all unless the flag is given (overrides of something else)."""
+    `names`: the field's help text, type, check and choices (and its const: the value the flag
+    given alone takes); default `defaults`' value, or, with `given_only`, no attribute at all
+    unless the flag is given (overrides of something else)."""
     for f in dataclasses.fields(defaults):
         if f.name == "preset" or (names is not None and f.name not in names):
             continue
@@ -120,8 +121,9 @@ def add_config_flags(parser, defaults, names=None, given_only=False):
         if isinstance(f.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value, help=helptext)
         else:
+            optional = {} if f.metadata.get("const") is None else {"nargs": "?", "const": f.metadata["const"]}
             parser.add_argument(flag, type=field_type(f), default=value, choices=f.metadata.get("choices"),
-                                help=helptext)
+                                help=helptext, **optional)  # optional: the flag alone gives its const
 
 
 RUN_FLAGS = {"--debug", "--resume"} | {"--" + f.replace("_", "-") for f in config_lib.DISTRIBUTED}

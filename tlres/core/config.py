@@ -24,13 +24,19 @@ COMPUTES, EXECUTION = "computes", "execution"
 executed. `EXECUTION_FIELDS` below says which fields are the second half, and why."""
 
 
-def _f(default, help, choices=None, kind=None, half=COMPUTES):
-    return field(default=default, metadata={"help": help, "choices": choices, "type": kind, "half": half})
+def _f(default, help, choices=None, kind=None, half=COMPUTES, const=None):
+    """A field; `const`: the value of its flag given without one (`--flag` alone), when it may be."""
+    return field(default=default, metadata={"help": help, "choices": choices, "type": kind, "half": half,
+                                            "const": const})
 
 
-def _x(default, help, choices=None, kind=None):
+def _x(default, help, choices=None, kind=None, const=None):
     """A field of how a run is executed (`EXECUTION_FIELDS`)."""
-    return _f(default, help, choices, kind, EXECUTION)
+    return _f(default, help, choices, kind, EXECUTION, const)
+
+
+TENSORBOARD_IN_RUN = "RUN/tb"
+"""--tensorboard given without a DIR: the run directory's own tb/ folder (`tlres.run.curves`)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,13 @@ class Config:
     checkpoint_on_signal: bool = _x(True, "on SIGTERM or SIGINT, finish the current step, write a "
                                     "checkpoint there and stop (exit 143 or 130); off: stop at once, "
                                     "keeping the last checkpoint")
+    tensorboard: str | None = _x(None, "write TensorBoard curves while training (per epoch history.csv's "
+                                 "values, and the training loss every --tensorboard-every steps) into "
+                                 "TENSORBOARD/<run name>/<framework>, a folder several runs can share; "
+                                 f"given alone: {TENSORBOARD_IN_RUN}/<framework>, the run directory's tb/ "
+                                 "folder; see docs/options.md", const=TENSORBOARD_IN_RUN)
+    tensorboard_every: int = _x(50, "with --tensorboard: log the mean training loss of the epoch so far "
+                                "every N steps (numbered over the whole run); 0 = per epoch only")
     compile_cache: bool = _x(True, "share JAX's persistent compilation cache (~/.cache/tlres/jax)")
     preset: str = _f("improved", "the preset these settings started from")
 
@@ -199,6 +212,7 @@ RULES = {
                     "must be N,M: N operations (1..14) at magnitude M (0..30), e.g. 2,9"),
     **{name: (lambda v: v >= 0, "must be >= 0") for name in (
         "lr_min", "weight_decay", "momentum", "crop_padding", "checkpoint_every", "process_id",
+        "tensorboard_every",
         "warmup_epochs", "mixup", "cutmix", "freeze_backbone_epochs")},
 }
 """(check, rule) per numeric field with a range: the command line's flags and `Config.validate`."""
@@ -275,8 +289,8 @@ QUICK = IMPROVED.replace(preset="quick", **get_config(runlocal=True))
 EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["half"] == EXECUTION)
 """How a run is executed, not what it computes: where it writes (out), the compile cache,
 checkpointing, how processes join (num_processes ... coordinator_timeout), where the jax pipeline
-builds its batches (data_on_device: the same batches either way, tests/data/test_device_data.py) and
-the convolution kernels (conv).
+builds its batches (data_on_device: the same batches either way, tests/data/test_device_data.py),
+the convolution kernels (conv) and the curves it logs for TensorBoard (tensorboard, tensorboard_every).
 A grid reuses a finished run that differs only in these, and `report` and `compare` leave them out
 of the settings they compare. Why conv is here and precision, pipeline and data_parallel are not,
 measured: docs/reproducibility.md#convolution-kernels-and-what-a-run-computes."""

@@ -19,7 +19,7 @@ import numpy as np
 from tlres.data import pipeline
 from tlres.net import convert, model as model_lib
 from tlres.net import weights as weights_lib
-from tlres.run import evaluate, records, rundir, writes
+from tlres.run import curves, evaluate, records, rundir, writes
 from tlres.data import loaders as tdata
 from tlres.core.config import halves, public
 from tlres.core.errors import TlresError, brief
@@ -253,6 +253,7 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     check_supported(cfg)
     out = rundir.RunDir(rundir.default_out(cfg))
     rundir.check_out(out.path, overwrite)
+    curves.check(cfg, out.path, curves.PYTORCH, overwrite)
     dev = torch_device(device)
     t0 = time.perf_counter()
     ds = tdata.load(cfg.data, cfg.data_dir, cfg.image_size, cfg.test_split, cfg.skip_bad_images)
@@ -278,7 +279,8 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
                       "init_sha256": init_sha},
         "versions": records.versions("pytorch"), "device": records.torch_device(dev)})
     try:
-        return _train(cfg, out, model, dev, (xtr, ytr, xte, yte), ds.class_names, t0, verbose, draws)
+        log = curves.start(cfg, out.path, curves.PYTORCH)
+        return _train(cfg, out, model, dev, (xtr, ytr, xte, yte), ds.class_names, t0, verbose, draws, log)
     except BaseException as e:
         out.write_failed(e)
         raise
@@ -320,9 +322,10 @@ def train_step(model, opt, decay, loss_of, x, y):
     return loss, logits
 
 
-def _train(cfg, out, model, dev, arrays, class_names, t0, verbose, draws="torch"):
-    """Train `cfg.epochs` epochs, each validated on the whole test split (history.csv), then
-    write predictions.csv, model.pt, metrics.json and status "finished"; returns the path."""
+def _train(cfg, out, model, dev, arrays, class_names, t0, verbose, draws="torch", log=curves.Off()):
+    """Train `cfg.epochs` epochs, each validated on the whole test split (history.csv; `log`: the
+    curves, `tlres.run.curves`), then write predictions.csv, model.pt, metrics.json and status
+    "finished"; returns the path."""
     import torch
 
     xtr, ytr, xte, yte = arrays
@@ -347,6 +350,7 @@ def _train(cfg, out, model, dev, arrays, class_names, t0, verbose, draws="torch"
             tot += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
+            log.step(epoch * (len(xtr) // cfg.batch_size) + seen // cfg.batch_size, lambda: tot / seen)
         if every == "epoch":
             sched.step()
         seconds = time.perf_counter() - start
@@ -360,6 +364,7 @@ def _train(cfg, out, model, dev, arrays, class_names, t0, verbose, draws="torch"
                         "val_mean_class_accuracy": m["mean_class_accuracy"], "lr": lr,
                         "seconds": round(seconds, 3)})
         out.write_history(history)
+        log.epoch(history[-1])
         if verbose:
             print(f"tlres.reference.torch: epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                 f"{k} {v:.4f}" for k, v in history[-1].items() if k != "epoch"), flush=True)

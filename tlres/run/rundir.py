@@ -262,29 +262,30 @@ def remove(run_dir):
         pass
 
 
-def check_out(out, overwrite=False):
-    """Refuse an --out we must not or cannot write, before anything is created."""
+def check_out(out, overwrite=False, flag="--out"):
+    """Refuse an --out (or the folder of another `flag`) we must not or cannot write, before anything
+    is created."""
     if os.path.exists(out):
         if not os.path.isdir(out):
-            raise TlresError(f"--out {out}: exists and is not a directory; choose another path")
+            raise TlresError(f"{flag} {out}: exists and is not a directory; choose another path")
         if os.listdir(out):
             if not overwrite:
-                raise TlresError(f"--out {out}: exists and is not empty; choose another directory, "
+                raise TlresError(f"{flag} {out}: exists and is not empty; choose another directory, "
                                  "pass --overwrite to replace a previous run, or --resume it")
-            first = stranger(out, f"--out {out}")
+            first = stranger(out, f"{flag} {out}")
             if first is not None:
-                raise TlresError(f"--out {out}: {quote(first)} is not a file tlres wrote, so --overwrite "
+                raise TlresError(f"{flag} {out}: {quote(first)} is not a file tlres wrote, so --overwrite "
                                  "will not delete anything there; move it out or choose another path")
         if not os.access(out, os.W_OK):
-            raise TlresError(f"--out {out}: not writable; choose another directory")
+            raise TlresError(f"{flag} {out}: not writable; choose another directory")
         return
     parent = os.path.dirname(os.path.abspath(out))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise TlresError(f"--out {out}: {parent} is a file, not a directory; choose another path")
+        raise TlresError(f"{flag} {out}: {parent} is a file, not a directory; choose another path")
     if not os.access(parent, os.W_OK):
-        raise TlresError(f"--out {out}: cannot create it, {parent} is not writable; choose another path")
+        raise TlresError(f"{flag} {out}: cannot create it, {parent} is not writable; choose another path")
 
 
 def create_out(out):

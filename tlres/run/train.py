@@ -21,7 +21,7 @@ import numpy as np
 from tlres.core import memory, plots
 from tlres.data import augment, loaders as data, pipeline
 from tlres.net import backend
-from tlres.run import checkpoint, distributed, evaluate, preempt
+from tlres.run import checkpoint, curves, distributed, evaluate, preempt
 from tlres.run import records, rundir, writes
 from tlres.net import model as model_lib
 from tlres.net import modelfile
@@ -149,8 +149,10 @@ def _callbacks(cfg, out, evals, ds, steps, eval_loss, guard, state):
     order): the non-finite check stops a bad step before the checkpointer could save it; the
     epoch's validation adds its history row before the checkpointer saves the epoch with it."""
     x_eval, n_eval = evals
+    curve = [curves.keras_callback(cfg, out.path, steps, state)] if cfg.tensorboard and state.writer else []
     return [_nan_callback(out, state),
             _epoch_callback(cfg, out, x_eval, n_eval, ds.y_test, ds.num_classes, eval_loss, state),
+            *curve,  # after the row is added, before the checkpointer may stop the run
             preempt.step_callback(out.path, cfg, steps, guard, state)]
 
 
@@ -309,6 +311,8 @@ def _build(cfg, out, resume, overwrite, writer):
     with distributed.together():  # a problem one process finds before training stops them all
         if not resume and writer:
             rundir.check_out(out.path, overwrite)
+        if writer:
+            curves.check(cfg, out.path, curves.KERAS, overwrite, resume)
         if cfg.compile_cache:
             backend.enable_compile_cache()
         t0 = time.perf_counter()

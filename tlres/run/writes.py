@@ -229,6 +229,23 @@ def atomic(path, write, needed=None):
         raise
 
 
+def append(path, data):
+    """Add the bytes `data` to the end of `path`, a file tlres created (`atomic`), through no link
+    (a stream such as TensorBoard's event files, read while it grows); a full disk is `DiskFull`."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if e.errno in FULL:
+            raise no_room(path, len(data), e) from e
+        raise
+
+
 def atomic_text(path, text):
     """`atomic` for a str (UTF-8); the bytes it needs are known exactly."""
     data = text.encode()
