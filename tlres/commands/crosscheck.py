@@ -30,7 +30,8 @@ def parse(argv, prog=crosscheck.PROG):
                         "(default: tlres)")
     p.add_argument("--draws", choices=("tlres", "torch"), default="tlres",
                    help="the PyTorch side's augmentation draws: tlres' batches, draw for draw, or "
-                        "torchvision's transforms (default: tlres)")
+                        "torchvision's transforms (default: tlres; --randaugment, --mixup and "
+                        "--cutmix need torch)")
     cli.add_debug(p)
     args, rest = p.parse_known_args(argv)
     given = {a.split("=")[0] for a in rest if a.startswith("--")}

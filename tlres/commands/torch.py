@@ -20,7 +20,8 @@ def build_parser(preset="improved", prog=ref.PROG):
     g.add_argument("--draws", choices=("torch", "tlres"), default="torch",
                    help="augmentation draws: torch (torchvision transforms, torch's generator) or "
                         "tlres (the batches of tlres' --pipeline jax, draw for draw: both frameworks "
-                        "see identical batches)")
+                        "see identical batches; flips and crops only, so not with --randaugment, "
+                        "--mixup or --cutmix)")
     g.add_argument("--init", metavar="FILE", default=None,
                    help="complete initial weights, head included (a .safetensors/.pt/.pth state "
                         "dict of this model's layout, e.g. a tlres model's, converted); loaded "

@@ -96,6 +96,7 @@ def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=Fa
     base_seed = overrides.get("seed", 0)
     grid = tlres_grid or os.path.join(out, "keras-jax")
     tcell = torch_cell(cell, torch_weights, init)
+    ref.check_supported(tcell, draws)  # one line before anything is trained or written
     if torch_only:
         os.makedirs(out, exist_ok=True)
     else:
@@ -117,9 +118,20 @@ def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=Fa
                 "converted)" if init == "tlres" else "; each framework initialises its own model")
              + ("; both train on tlres' batches (same order, flips and crops)" if draws == "tlres"
                 else "; each framework draws its own augmentation")
+             + own_definitions(cell)
              + f"; seeds {base_seed}..{base_seed + seeds - 1}. Devices: {devices}.")
     write(out, sides, report, setup, command, readme, section)
     return 0
+
+
+def own_definitions(cell):
+    """The setup's note on the options each library defines its own way (docs/options.md), or ""."""
+    names = [n for n, on in (("RandAugment", cell.randaugment), ("MixUp", cell.mixup),
+                             ("CutMix", cell.cutmix)) if on]
+    if not names:
+        return ""
+    return (f"; {', '.join(names)}: Keras' layers on one side, torchvision's v2 transforms on the "
+            "other, which differ in definition (docs/options.md)")
 
 
 def tlres_side(grid, cell, overrides, seeds, base_seed, no_train_tlres):

@@ -89,14 +89,15 @@ def torch_losses(cfg, state, batches, num_classes, steps_per_epoch, dtype):
     model.to(dtype).train()
     loss_of = ref.criterion(cfg, num_classes)
     opt, decay = ref.make_optimizer(cfg, model.parameters())
-    sched, every = ref.make_scheduler(cfg, opt, steps_per_epoch)
+    clock = ref.make_scheduler(cfg, opt, steps_per_epoch)
     losses = []
     for i, (xb, yb) in enumerate(batches):
         xt = torch.from_numpy(xb).permute(0, 3, 1, 2).to(dtype)
         loss, _ = ref.train_step(model, opt, decay, loss_of, xt, torch.from_numpy(yb.astype("int64")))
         losses.append(loss.item())
-        if every == "step" or (every == "epoch" and (i + 1) % steps_per_epoch == 0):
-            sched.step()
+        clock.after_step()
+        if (i + 1) % steps_per_epoch == 0:
+            clock.after_epoch()
     return losses
 
 

@@ -21,13 +21,13 @@ from tlres.net import convert, model as model_lib
 from tlres.net import weights as weights_lib
 from tlres.run import curves, evaluate, records, rundir, writes
 from tlres.data import loaders as tdata
-from tlres.core.config import halves, public
+from tlres.core.config import halves, public, randaugment_ops
 from tlres.core.errors import TlresError, brief
 
 PROG = "tlres torch"  # its command's name there (`tlres.commands.torch`)
 
 
-def check_supported(cfg):
+def check_supported(cfg, draws="torch"):
     """Refuse settings the reference does not implement, before anything is created."""
     if cfg.input_norm != "paper":
         raise TlresError(f"--input-norm {cfg.input_norm}: the PyTorch reference implements only "
@@ -43,6 +43,14 @@ def check_supported(cfg):
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.warmup_epochs >= cfg.epochs:
+        raise TlresError(f"--warmup-epochs {cfg.warmup_epochs} must be fewer than --epochs {cfg.epochs}: "
+                         "--schedule runs over the epochs after the warmup")
+    drawn = [f for f in ("randaugment", "mixup", "cutmix") if getattr(cfg, f)]
+    if draws == "tlres" and drawn:
+        raise TlresError(f"--{'/--'.join(drawn)} with --draws tlres: tlres' shared batches carry its "
+                         "flips and crops only, and Keras' and torchvision's layers draw and define "
+                         "these differently (docs/options.md); use --draws torch")
 
 
 MODEL_FILE = rundir.MODEL_PT
@@ -104,7 +112,7 @@ def _keras_state(path, weights, mtime):
 
 def load_backbone(model, weights):
     """Every tensor of a saved state dict except the classifier (fc.*): the head stays new."""
-    head = "fc." if hasattr(model, "fc") else f"{len(model) - 1}."  # resnet50 | the tiny Sequential
+    head = head_prefix(model)
     state = {k: v for k, v in read_state(weights).items() if not k.startswith(head)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
@@ -177,17 +185,21 @@ def KerasSamePad(kernel, stride):
 
 
 def eq11_loss(logits, labels, num_classes, eps, reduction="mean"):
-    """The paper's eq. 11: 1-eps on the true class, eps/(C-1) on each other."""
+    """The paper's eq. 11: 1-eps on the true class, eps/(C-1) on each other. `labels` are class
+    indices or soft targets t (MixUp, CutMix): q = t(1-eps) + (1-t)eps/(C-1), affine in t as the
+    one-hot form is, so a mixed target smooths to the mix of the smoothed targets."""
     import torch
 
-    t = torch.full_like(logits, eps / (num_classes - 1))
-    t.scatter_(1, labels[:, None], 1.0 - eps)
-    per = -(t * torch.log_softmax(logits, 1)).sum(1)
+    t = labels if labels.dim() == 2 else torch.nn.functional.one_hot(labels, num_classes)
+    t = t.to(logits.dtype)
+    q = t * (1.0 - eps) + (1.0 - t) * (eps / (num_classes - 1))
+    per = -(q * torch.log_softmax(logits, 1)).sum(1)
     return per.mean() if reduction == "mean" else per
 
 
 def criterion(cfg, num_classes):
-    """(logits, labels) -> per-example loss tensor, the training criterion of cfg."""
+    """(logits, labels) -> per-example loss tensor, the training criterion of cfg; labels are class
+    indices or soft targets (torch's CrossEntropyLoss smooths those as t(1-eps) + eps/C, Keras' form)."""
     import torch
 
     if cfg.smoothing_form == "keras":
@@ -209,39 +221,127 @@ def make_optimizer(cfg, params):
 
 
 def optimizer_step(opt, decay):
-    """One update; `decay` > 0 applies Keras' decoupled weight decay first (w <- w - lr*wd*w)."""
+    """One update; `decay` > 0 applies Keras' decoupled weight decay first (w <- w - lr*wd*w) to
+    the parameters the step updates (those with a gradient)."""
     import torch
 
     if decay:
         with torch.no_grad():
             for group in opt.param_groups:
                 for p in group["params"]:
-                    p.mul_(1.0 - group["lr"] * decay)
+                    if p.grad is not None:  # as torch's optimizers: a frozen parameter is left alone
+                        p.mul_(1.0 - group["lr"] * decay)
     opt.step()
 
 
+class LrClock:
+    """When a scheduler steps: after each of the first `per_step` training steps, then at the end of
+    each epoch that ends after them (per_step 0: per epoch; math.inf: per step throughout)."""
+
+    def __init__(self, sched, per_step):
+        self.sched, self.per_step, self.done = sched, per_step, 0
+
+    def after_step(self):
+        self.done += 1
+        if self.sched is not None and self.done <= self.per_step:
+            self.sched.step()
+
+    def after_epoch(self):
+        if self.sched is not None and self.done > self.per_step:
+            self.sched.step()
+
+
 def make_scheduler(cfg, opt, steps_per_epoch):
-    """(scheduler or None, 'epoch' | 'step' | None): when to call scheduler.step()."""
+    """The `LrClock` of cfg's schedule. --warmup-epochs W: LinearLR from lr/Ws to lr over the Ws =
+    W * steps_per_epoch first steps, then (SequentialLR) --schedule over the epochs after them."""
+    import math
+
     import torch
 
+    lrs = torch.optim.lr_scheduler
+    warm, rest = cfg.warmup_epochs * steps_per_epoch, cfg.epochs - cfg.warmup_epochs
+    main, per_step = None, math.inf
     if cfg.schedule == "cosine-epoch":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr_min), "epoch"
-    if cfg.schedule == "cosine-step":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, T_max=cfg.epochs * steps_per_epoch, eta_min=cfg.lr_min), "step"
-    return None, None
+        main, per_step = lrs.CosineAnnealingLR(opt, T_max=rest, eta_min=cfg.lr_min), warm
+    elif cfg.schedule == "cosine-step":
+        main = lrs.CosineAnnealingLR(opt, T_max=rest * steps_per_epoch, eta_min=cfg.lr_min)
+    if not warm:
+        return LrClock(main, per_step)
+    linear = lrs.LinearLR(opt, start_factor=1.0 / warm, total_iters=warm - 1)
+    return LrClock(linear if main is None else lrs.SequentialLR(opt, [linear, main], [warm]), per_step)
 
 
 def train_transform(cfg, size):
-    from torchvision import transforms as T
+    """Per-image training transforms (torchvision v2), or None: flip and pad-crop with --augment,
+    then --randaugment N,M as RandAugment(num_ops=N, magnitude=M) on the uint8 image."""
+    from torchvision.transforms import v2
 
     steps = []
     if cfg.augment:
         if cfg.flip:
-            steps.append(T.RandomHorizontalFlip())
+            steps.append(v2.RandomHorizontalFlip())
         if cfg.crop_padding:
-            steps.append(T.RandomCrop(size, padding=cfg.crop_padding))
-    return T.Compose(steps) if steps else None
+            steps.append(v2.RandomCrop(size, padding=cfg.crop_padding))
+    if cfg.randaugment:
+        n, m = randaugment_ops(cfg.randaugment)
+        steps.append(v2.RandAugment(num_ops=n, magnitude=m))
+    return v2.Compose(steps) if steps else None
+
+
+def batch_mix(cfg, num_classes):
+    """The batch transform of --mixup/--cutmix (torchvision v2, soft targets out), or None; with
+    both, RandomChoice: one of the two per batch, with probability 0.5 each."""
+    from torchvision.transforms import v2
+
+    mixes = ([v2.MixUp(alpha=cfg.mixup, num_classes=num_classes)] if cfg.mixup else []) + \
+        ([v2.CutMix(alpha=cfg.cutmix, num_classes=num_classes)] if cfg.cutmix else [])
+    if len(mixes) < 2:
+        return mixes[0] if mixes else None
+    return v2.RandomChoice(mixes)
+
+
+def head_prefix(model):
+    """The state-dict prefix of the classifier: resnet50's fc, or the tiny Sequential's last layer."""
+    return "fc." if hasattr(model, "fc") else f"{len(model) - 1}."
+
+
+def set_backbone_frozen(model, frozen):
+    """Freeze (or thaw) every parameter but the head's; frozen, the backbone's BatchNorm layers
+    run in eval mode, their statistics frozen too (Keras' trainable=False). After model.train()."""
+    import torch
+
+    head = head_prefix(model)
+    for name, p in model.named_parameters():
+        if not name.startswith(head):
+            p.requires_grad_(not frozen)
+    for name, m in model.named_modules():
+        if frozen and isinstance(m, torch.nn.BatchNorm2d) and not name.startswith(head):
+            m.eval()
+
+
+def make_ema(cfg, model):
+    """--ema DECAY: an AveragedModel of `model`'s parameters (not its buffers, as Keras' optimizer
+    EMA averages trainable variables only); its first update copies the weights, as Keras'. None
+    when off."""
+    if not cfg.ema:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=False)
+
+
+def evaluated(model, ema):
+    """The network evaluation, predictions and model.pt use: with --ema the averaged parameters
+    with the live model's buffers (BatchNorm statistics, which Keras does not average either);
+    AveragedModel syncs them at each update, copied again here for any forward pass since."""
+    import torch
+
+    if ema is None:
+        return model
+    with torch.no_grad():
+        for mine, live in zip(ema.module.buffers(), model.buffers()):
+            mine.copy_(live)
+    return ema.module
 
 
 def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, verbose=True,
@@ -250,7 +350,7 @@ def run(cfg, limit_train=None, limit_test=None, device=None, overwrite=False, ve
     import torch
     import torchvision  # noqa: F401  before a Keras source runs JAX: torchvision imported after can crash
 
-    check_supported(cfg)
+    check_supported(cfg, draws)
     out = rundir.RunDir(rundir.default_out(cfg))
     rundir.check_out(out.path, overwrite)
     curves.check(cfg, out.path, curves.PYTORCH, overwrite)
@@ -332,29 +432,24 @@ def _train(cfg, out, model, dev, arrays, class_names, t0, verbose, draws="torch"
     C = len(class_names)
     x_test = _normalized(_to_float(xte))
     opt, decay = make_optimizer(cfg, model.parameters())
-    sched, every = make_scheduler(cfg, opt, len(xtr) // cfg.batch_size)
+    clock = make_scheduler(cfg, opt, len(xtr) // cfg.batch_size)
+    ema = make_ema(cfg, model)
+    if ema is not None and verbose:
+        print(f"tlres.reference.torch: evaluation, predictions.csv and {MODEL_FILE} use the "
+              f"exponential moving average of the weights (decay {cfg.ema})", flush=True)
     loss_of = criterion(cfg, C)
     eval_loss = lambda y, z: loss_of(torch.from_numpy(np.asarray(z, np.float32)),
                                      torch.from_numpy(np.asarray(y, np.int64))).numpy()
-    batches = _batches(cfg, xtr, ytr, draws)
+    batches = _batches(cfg, xtr, ytr, draws, C)
     history, t_fit = [], time.perf_counter()
     for epoch in range(cfg.epochs):
         start, lr = time.perf_counter(), opt.param_groups[0]["lr"]
-        model.train()
-        tot, correct, seen = 0.0, 0, 0
-        for x, y in batches(epoch):
-            x, y = x.to(dev), y.to(dev)
-            loss, logits = train_step(model, opt, decay, loss_of, x, y)
-            if every == "step":
-                sched.step()
-            tot += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            log.step(epoch * (len(xtr) // cfg.batch_size) + seen // cfg.batch_size, lambda: tot / seen)
-        if every == "epoch":
-            sched.step()
+        tot, correct, seen = _train_epoch(cfg, epoch, (model, ema, opt, decay, clock, loss_of),
+                                          batches(epoch), dev, (log, len(xtr) // cfg.batch_size))
+        clock.after_epoch()
         seconds = time.perf_counter() - start
-        logits = _logits(model, x_test, dev)
+        net = evaluated(model, ema)
+        logits = _logits(net, x_test, dev)
         m = evaluate.metrics(logits, yte, C, eval_loss,
                              evaluate.criterion(cfg.label_smoothing, cfg.smoothing_form))
         if not np.isfinite(tot):
@@ -369,14 +464,43 @@ def _train(cfg, out, model, dev, arrays, class_names, t0, verbose, draws="torch"
             print(f"tlres.reference.torch: epoch {epoch + 1}/{cfg.epochs} " + " ".join(
                 f"{k} {v:.4f}" for k, v in history[-1].items() if k != "epoch"), flush=True)
     m.update(epochs=cfg.epochs, class_names=list(class_names))
-    return _finish(cfg, out, model, m, logits, yte, time.perf_counter() - t_fit, t0, verbose)
+    return _finish(cfg, out, net, m, logits, yte, time.perf_counter() - t_fit, t0, verbose)
+
+
+def _train_epoch(cfg, epoch, state, batches, dev, curve):
+    """One epoch's training steps, the backbone frozen in the first --freeze-backbone-epochs, the
+    EMA and the schedule updated after each step; (summed loss, correct, seen). `state`: (model,
+    ema, optimizer, decay, LrClock, loss); `curve`: (the curves, steps per epoch), for the
+    running mean loss per step.
+    A soft target's class is its largest weight."""
+    model, ema, opt, decay, clock, loss_of = state
+    log, steps = curve
+    model.train()
+    set_backbone_frozen(model, epoch < cfg.freeze_backbone_epochs)
+    tot, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        x, y = x.to(dev), y.to(dev)
+        loss, logits = train_step(model, opt, decay, loss_of, x, y)
+        if ema is not None:
+            ema.update_parameters(model)
+        clock.after_step()
+        tot += loss.item() * len(y)
+        correct += int((logits.argmax(1) == (y if y.dim() == 1 else y.argmax(1))).sum())
+        seen += len(y)
+        log.step(epoch * steps + seen // cfg.batch_size, lambda: tot / seen)
+    return tot, correct, seen
+
+
+def _nchw(x):
+    """uint8 NHWC images as a uint8 NCHW tensor (a view)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
 
 
 def _to_float(x):
     """uint8 NHWC images as float32 NCHW in [0, 1]."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+    return _nchw(x).float() / 255.0
 
 
 def _normalized(x):
@@ -393,10 +517,10 @@ def _logits(model, x, dev):
                           for i in range(0, len(x), 256)]).numpy()
 
 
-def _batches(cfg, xtr, ytr, draws):
+def _batches(cfg, xtr, ytr, draws, num_classes):
     """epoch -> that epoch's training batches (normalized, NCHW): tlres' own with --draws tlres
     (one stream over all epochs), else the (seed, epoch) order, sorted within a batch, with
-    torchvision's augmentation."""
+    torchvision's per-image transforms on uint8 and --mixup/--cutmix on the batch (soft targets)."""
     import torch
 
     bs, steps = cfg.batch_size, len(xtr) // cfg.batch_size
@@ -408,9 +532,9 @@ def _batches(cfg, xtr, ytr, draws):
                 yield next(shared)
 
         return shared_batches
-    x_train = _to_float(xtr)
+    x_train = _nchw(xtr)
     y_train = torch.from_numpy(np.asarray(ytr, np.int64))
-    tf = train_transform(cfg, x_train.shape[-1])
+    tf, mix = train_transform(cfg, x_train.shape[-1]), batch_mix(cfg, num_classes)
 
     def epoch_batches(epoch):
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(xtr))
@@ -419,7 +543,8 @@ def _batches(cfg, xtr, ytr, draws):
             x = x_train[idx]
             if tf is not None:
                 x = torch.stack([tf(im) for im in x])
-            yield _normalized(x), y_train[idx]
+            x, y = _normalized(x.float() / 255.0), y_train[idx]
+            yield (x, y) if mix is None else mix(x, y)
 
     return epoch_batches
 
