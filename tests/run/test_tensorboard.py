@@ -189,3 +189,19 @@ def test_tensorflows_own_reader_reads_the_files(tmp_path):
     got = [(e.step, [(v.tag, v.simple_value) for v in e.summary.value])
            for e in tf.compat.v1.train.summary_iterator(log.file)]
     assert got[2:] == [(1, [("epoch/loss", 0.25), ("epoch/seconds", 3.5)]), (4, [("step/loss", 0.125)])]
+
+
+@pytest.mark.slow  # shares the resumed run above
+def test_tensorboards_own_loader_reads_the_resumed_curves_as_history_csv(resumed):
+    """What `tensorboard --logdir` shows: TensorBoard's own EventAccumulator (its purge rules
+    applied) reads each tag's steps once, with history.csv's values at float32."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    run, _, _ = resumed
+    ea = accumulator.EventAccumulator(os.path.join(run, "tb", "keras-jax"))
+    ea.Reload()
+    assert sorted(ea.Tags()["scalars"]) == sorted(curves.TAGS)
+    for tag in curves.EPOCH_TAGS:
+        field = tag.split("/")[1]
+        assert [(e.step, e.value) for e in ea.Scalars(tag)] == [
+            (int(r["epoch"]), f32(r[field])) for r in history(run)], tag
+    assert [e.step for e in ea.Scalars("step/loss")] == list(range(EVERY, 31, EVERY))
