@@ -83,12 +83,14 @@ class Config:
     bn_momentum: float = _f(0.9, "BatchNormalization momentum (Keras convention; PyTorch's 0.1 = 0.9)")
     bn_epsilon: float = _f(1e-5, "BatchNormalization epsilon (PyTorch's default)")
     # -- options beyond the paper (off by default; docs/options.md)
-    warmup_epochs: int = _f(0, "linear warmup over the first N epochs, per step: step s of the W warmup "
-                            "steps trains at lr*(s+1)/W, then --schedule runs over the remaining "
-                            "epochs (torchvision's LinearLR then SequentialLR); 0 = none")
+    warmup_epochs: int = _f(0, "linear warmup over the first N epochs (N < --epochs), per step: step s of "
+                            "the W = N x steps-per-epoch warmup steps trains at lr*(s+1)/W, then "
+                            "--schedule runs over the remaining epochs (torch's LinearLR then "
+                            "SequentialLR); 0 = none")
     ema: float = _f(0.0, "exponential moving average of the weights with this decay per step (Keras' "
-                    "optimizer EMA, e.g. 0.999): evaluation and model.keras use the averaged weights; "
-                    "0 = off")
+                    "optimizer EMA, e.g. 0.999): the per-epoch and final evaluation, predictions.csv "
+                    "and model.keras use the averaged weights, training goes on with the raw ones; "
+                    "BatchNorm's statistics are not averaged; 0 = off")
     randaugment: str | None = _f(None, "N,M: RandAugment on each training image, N random operations at "
                                  "magnitude M of 0..30 (torchvision's scale; Keras' RandAugment factor "
                                  "M/30), after flip and crop, as torchvision's reference recipes order them; default off")
@@ -97,9 +99,10 @@ class Config:
     cutmix: float = _f(0.0, "CutMix with Beta(ALPHA, ALPHA) area weights per batch (Keras' CutMix); "
                        "labels are mixed by the pasted box's area; 0 = off. With --mixup too, each "
                        "batch gets one of the two, with probability 0.5 each")
-    freeze_backbone_epochs: int = _f(0, "train only the new head for the first K epochs (the backbone "
-                                     "frozen, its BatchNorm statistics too), then every layer (fastai's "
-                                     "fine_tune); 0 = every layer from the start")
+    freeze_backbone_epochs: int = _f(0, "train only the new head for the first K epochs (K < --epochs; "
+                                     "the backbone frozen, its BatchNorm statistics too), then every "
+                                     "layer (fastai's fine_tune); the optimizer's state and the schedule "
+                                     "run on across the switch; 0 = every layer from the start")
     # -- optimisation
     optimizer: str = _f("sgd", "optimizer", ("sgd", "adam", "adamw"))
     lr: float = _f(0.01, "peak learning rate (eta_max)")
@@ -180,12 +183,18 @@ class Config:
         a Config from anywhere else (Python, a resumed run's config.json). One line naming the
         first bad field: as a flag, or, with `where` (e.g. "--resume RUN: config.json"), as a field.
         """
+        def name(field_name):
+            return f"{where}: {field_name}" if where else "--" + field_name.replace("_", "-")
+
         for f in dataclasses.fields(self):
             value, bad = getattr(self, f.name), field_problem(f, getattr(self, f.name))
             if bad:
-                name = f"{where}: {f.name}" if where else "--" + f.name.replace("_", "-")
                 shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
-                raise TlresError(f"{name} {bad}, got {shown}")
+                raise TlresError(f"{name(f.name)} {bad}, got {shown}")
+        for f in BELOW_EPOCHS:
+            if getattr(self, f) >= self.epochs:
+                raise TlresError(f"{name(f)} must be less than {name('epochs')} ({self.epochs}), "
+                                 f"got {getattr(self, f)}")
         return self
 
 
@@ -216,6 +225,9 @@ RULES = {
         "warmup_epochs", "mixup", "cutmix", "freeze_backbone_epochs")},
 }
 """(check, rule) per numeric field with a range: the command line's flags and `Config.validate`."""
+
+BELOW_EPOCHS = ("warmup_epochs", "freeze_backbone_epochs")
+"""Fields counting epochs of a phase that must end before the run does (`Config.validate`)."""
 
 
 def randaugment_ops(text):

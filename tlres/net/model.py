@@ -41,6 +41,15 @@ def build(num_classes, cfg):
     return model
 
 
+def backbone(net):
+    """The part of `build`'s classifier that came with the weights: its one nested model (ResNet50,
+    or tiny's three blocks). The rest, global average pooling and the new Dense `head`, is the head."""
+    import keras
+
+    (inner,) = [layer for layer in net.layers if isinstance(layer, keras.Model)]
+    return inner
+
+
 def tiny_backbone(shape):
     """Three conv-BN-ReLU blocks: the same plumbing as ResNet50 in a fraction of the time."""
     import keras

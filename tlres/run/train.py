@@ -21,7 +21,7 @@ import numpy as np
 from tlres.core import memory, plots
 from tlres.data import augment, loaders as data, pipeline
 from tlres.net import backend
-from tlres.run import checkpoint, curves, distributed, evaluate, preempt
+from tlres.run import checkpoint, curves, distributed, evaluate, preempt, recipe
 from tlres.run import records, rundir, writes
 from tlres.net import model as model_lib
 from tlres.net import modelfile
@@ -75,13 +75,16 @@ def make_optimizer(cfg, learning_rate):
     import keras
 
     wd = cfg.weight_decay or None
+    ema = recipe.ema_arguments(cfg)  # --ema: Keras' optimizer EMA
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, weight_decay=wd)
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=wd)
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
-    raise TlresError(f"unknown optimizer {cfg.optimizer!r}")
+        opt = keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, weight_decay=wd, **ema)
+    elif cfg.optimizer == "adam":
+        opt = keras.optimizers.Adam(learning_rate, weight_decay=wd, **ema)
+    elif cfg.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay, **ema)
+    else:
+        raise TlresError(f"unknown optimizer {cfg.optimizer!r}")
+    return recipe.keep_trained_weights(opt)
 
 
 def compile_model(net, cfg, num_classes, steps_per_epoch, steps_per_execution=1):
@@ -171,7 +174,8 @@ def _epoch_callback(cfg, out, x_eval, n_eval, y_eval, num_classes, loss_fn, stat
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.start
-            logits = evaluate.predict_logits(self.model, x_eval, n_eval, cfg.batch_size)
+            with recipe.averaged_weights(self.model):  # --ema: the averaged weights
+                logits = evaluate.predict_logits(self.model, x_eval, n_eval, cfg.batch_size)
             m = evaluate.metrics(logits, y_eval, num_classes, loss_fn)
             logs.update(val_loss=m["loss"], val_accuracy=m["accuracy"],
                         val_mean_class_accuracy=m["mean_class_accuracy"], lr=self.lr)
@@ -355,6 +359,7 @@ def _write_config(cfg, out, ds, net):
             "num_classes": ds.num_classes, "class_names": list(ds.class_names),
             **(ds.record or {})},
         "preprocessing": preprocessing(cfg, ds.class_names),
+        "evaluated_weights": recipe.evaluated_weights(cfg),  # --ema: the averaged weights
         "versions": records.versions(), "device": records.device(),
         "conv_plan": kernel_choice.conv_plan_record(net),  # which kernel each convolution uses
         "pipeline": pipeline.resolve(cfg.pipeline),
@@ -397,10 +402,13 @@ def _resume(cfg, out, ds, net, ckpt, resume, writer):
     schedule = compile_model(net, cfg, ds.num_classes, steps)
     if not net.optimizer.built:  # as fit would: its variables are part of the checkpoint's size
         net.optimizer.build(net.trainable_variables)
+    if writer:  # every layer training: the largest checkpoint
+        check_space(cfg, out.path, net, len(ds.x_test))
+    # --freeze-backbone-epochs: the phase the checkpoint was written in (a new run: the first)
+    recipe.set_phase(net, recipe.frozen_at(cfg, start_epoch, start_step, steps),
+                     lambda: compile_model(net, cfg, ds.num_classes, steps))
     if ckpt:
         checkpoint.restore(net, ckpt)
-    if writer:
-        check_space(cfg, out.path, net, len(ds.x_test))
     resuming = ""
     if meta:
         resuming = (f" (resuming at epoch {start_epoch + 1}, step {start_step} of {steps})" if start_step
@@ -411,6 +419,8 @@ def _resume(cfg, out, ds, net, ckpt, resume, writer):
           f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out.path}" + resuming
           + (f"; process {distributed.index()} of {distributed.processes()}"
              + ("" if writer else ", writing nothing") if distributed.processes() > 1 else ""), flush=True)
+    if recipe.options_line(cfg, steps):
+        print(f"tlres: {recipe.options_line(cfg, steps)}", flush=True)
     state = RunState(history=list(meta["history"]) if meta else [], writer=writer,
                      start_epoch=start_epoch, offset=start_step, saved=meta)
     if writer:
@@ -438,12 +448,15 @@ def _fit(cfg, out, ds, net, state, schedule, guard, verbose):
     start_epoch, start_step = state.start_epoch, state.offset
     phases = [(start_epoch, start_epoch + 1, start_step)] if start_step else []
     phases.append((start_epoch + (1 if start_step else 0), cfg.epochs, 0))
+    phases = recipe.split_phases(phases, cfg.freeze_backbone_epochs)  # head alone, then every layer
     # a signal stops at the end of a step, checkpointed; with several processes at once (they could
     # not agree on the step without a collective per step), keeping the last checkpoint
     guard.deferring = cfg.checkpoint_on_signal and distributed.processes() == 1
     rows = distributed.local_rows(cfg.batch_size) if distributed.processes() > 1 else None
     for first, end, skip in phases:
         if first < end:
+            recipe.set_phase(net, first < cfg.freeze_backbone_epochs,
+                             lambda: compile_model(net, cfg, ds.num_classes, steps))
             net.fit(pipeline.train_data(ds.x_train, ds.y_train, cfg, first, end, start_step=skip, rows=rows),
                     epochs=end, initial_epoch=first, steps_per_epoch=steps - skip,
                     shuffle=False,  # the pipeline shuffles, by (seed, epoch)
@@ -451,7 +464,8 @@ def _fit(cfg, out, ds, net, state, schedule, guard, verbose):
     guard.deferring = True  # trained: writing the results takes seconds, so a signal lets them finish
     fit_seconds = time.perf_counter() - t_fit
     if state.metrics is None:  # resumed after the last epoch's checkpoint: evaluate it again
-        state.logits = evaluate.predict_logits(net, x_eval, n_eval, cfg.batch_size)
+        with recipe.averaged_weights(net):
+            state.logits = evaluate.predict_logits(net, x_eval, n_eval, cfg.batch_size)
         state.metrics = evaluate.metrics(state.logits, ds.y_test, ds.num_classes, eval_loss)
     return fit_seconds
 
@@ -460,7 +474,8 @@ def _finish(cfg, out, ds, net, state, fit_seconds, t0):
     """5: predictions, figures, model.keras, metrics.json and status "finished" (process 0
     alone), then the result in one line; returns the run directory's path."""
     m = state.metrics  # the last epoch's validation is the final evaluation
-    m.update(epochs=cfg.epochs, class_names=list(ds.class_names))
+    m.update(epochs=cfg.epochs, class_names=list(ds.class_names),
+             evaluated_weights=recipe.evaluated_weights(cfg))  # --ema: "ema"
     if not state.writer:
         return out.path
     if distributed.processes() > 1:  # process 0 writes alone: nothing from here on may be collective
@@ -472,8 +487,9 @@ def _finish(cfg, out, ds, net, state, fit_seconds, t0):
         folder, state.history, m, ds.class_names, title=f"{cfg.preset} ({ds.name})"))
     metadata = {"preprocessing": preprocessing(cfg, ds.class_names),
                 "evaluation": {"batch_size": cfg.batch_size, "conv": cfg.conv}}
-    writes.staged(out.model_keras, lambda path: modelfile.save(net, path, metadata),
-                  needed=_weights_bytes(net) + 100_000)
+    with recipe.averaged_weights(net):  # --ema: model.keras holds the averaged weights
+        writes.staged(out.model_keras, lambda path: modelfile.save(net, path, metadata),
+                      needed=_weights_bytes(net) + 100_000)
     out.write_metrics(m)
     if not cfg.keep_checkpoint:  # model.keras is what a finished run is for; ckpt/ only resumes
         out.clear(checkpoint.DIRNAME)
