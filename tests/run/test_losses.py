@@ -99,3 +99,34 @@ def test_zero_epsilon_is_plain_cross_entropy():
         got = np.asarray(SmoothedCrossEntropy(C, 0.0, form, reduction=None)(LABELS, LOGITS), "float64")
         want = [-log_softmax_by_hand(z)[c] for z, c in zip(LOGITS, LABELS)]
         assert np.all(np.abs(got - want) <= bound(form, eps=0.0))
+
+
+def _mixed_targets(n=16, seed=3):
+    """MixUp-like targets w e_a + (1 - w) e_b (float32, exactly the values the loss sees)."""
+    rng = np.random.default_rng(seed)
+    a, b, w = rng.integers(0, C, n), rng.integers(0, C, n), rng.uniform(size=n)
+    t = np.zeros((n, C))
+    t[np.arange(n), a] += w
+    t[np.arange(n), b] += 1 - w
+    return t.astype(np.float32), (rng.normal(size=(n, C)) * 3).astype(np.float32)
+
+
+@pytest.mark.parametrize("form", ["paper", "keras"])
+def test_soft_targets_are_smoothed_by_the_affine_forms(form):
+    """Soft (mixed) targets t: paper q = t(1-eps) + (1-t) eps/(C-1), keras q = t(1-eps) + eps/C,
+    loss -sum q log_softmax(z), against float64 numpy; tolerance twice the float32 bound (the
+    smoothing of t rounds a few more times than eq. 11's constants)."""
+    t, logits = _mixed_targets()
+    t64 = t.astype(np.float64)
+    q = t64 * (1 - EPS) + ((1 - t64) * EPS / (C - 1) if form == "paper" else EPS / C)
+    np.testing.assert_allclose(q.sum(axis=1), 1, atol=1e-12)
+    bound, exact = cross_entropy_error(logits, q)
+    got = np.asarray(SmoothedCrossEntropy(C, EPS, form, reduction=None)(t, logits), "float64")
+    assert np.all(np.abs(got - exact) <= 2 * bound)
+
+
+@pytest.mark.parametrize("form", ["paper", "keras"])
+def test_one_hot_soft_targets_equal_integer_labels(form):
+    loss = SmoothedCrossEntropy(C, EPS, form, reduction=None)
+    one_hot = np.eye(C, dtype=np.float32)[LABELS]
+    np.testing.assert_array_equal(np.asarray(loss(one_hot, LOGITS)), np.asarray(loss(LABELS, LOGITS)))

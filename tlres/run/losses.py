@@ -1,4 +1,4 @@
-"""Label-smoothed cross-entropy in its two named forms, on integer labels and logits.
+"""Label-smoothed cross-entropy in its two named forms, on integer labels or soft targets, and logits.
 
 With C classes, smoothing eps and true class c, the targets q are
 ``paper`` (eq. 11): q_c = 1 - eps, q_i = eps / (C - 1) for i != c; ``keras`` (Keras'
@@ -6,6 +6,8 @@ With C classes, smoothing eps and true class c, the targets q are
 q_i = eps / C. The loss is -sum_i q_i log softmax(z)_i (eq. 16); with eps = 0 both are plain
 cross-entropy. For log-probabilities l,
 loss_paper - loss_keras = (eps / C) * (l_c - mean_{i != c} l_i) (docs/presets.md).
+Both are affine in the one-hot vector t, so a mixed target t (--mixup, --cutmix: (batch, C))
+is smoothed by the same formulas: paper t(1-eps) + (1-t) eps/(C-1), keras t(1-eps) + eps/C.
 """
 
 import keras
@@ -15,17 +17,21 @@ from tlres.run.evaluate import criterion
 
 
 def paper_targets(labels, num_classes, epsilon):
-    one_hot = ops.one_hot(labels, num_classes)
-    return one_hot * (1.0 - epsilon) + (1.0 - one_hot) * (epsilon / (num_classes - 1))
+    return paper_smoothing(ops.one_hot(labels, num_classes), num_classes, epsilon)
 
 
 def keras_targets(labels, num_classes, epsilon):
-    one_hot = ops.one_hot(labels, num_classes)
-    return one_hot * (1.0 - epsilon) + epsilon / num_classes
+    return ops.one_hot(labels, num_classes) * (1.0 - epsilon) + epsilon / num_classes
+
+
+def paper_smoothing(t, num_classes, epsilon):
+    """eq. 11 applied to a target distribution t (one-hot or mixed), (batch, C)."""
+    return t * (1.0 - epsilon) + (1.0 - t) * (epsilon / (num_classes - 1))
 
 
 class SmoothedCrossEntropy(keras.losses.Loss):
-    """Cross-entropy of logits against label-smoothed targets from integer labels."""
+    """Cross-entropy of logits against label-smoothed targets from integer labels (batch,) or
+    soft targets (batch, C) (mixed labels)."""
 
     def __init__(self, num_classes, epsilon=0.1, form="paper", reduction="sum_over_batch_size",
                  name=None):
@@ -43,11 +49,14 @@ class SmoothedCrossEntropy(keras.losses.Loss):
         return criterion(self.epsilon, self.form)
 
     def call(self, y_true, y_pred):
-        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
         logits = ops.cast(y_pred, "float32")  # the loss is always computed in float32
+        if len(y_true.shape) == 2 and y_true.shape[-1] == self.num_classes and self.num_classes > 1:
+            t = ops.cast(y_true, "float32")  # soft targets
+        else:
+            t = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), self.num_classes)
         if self.form == "keras":
-            return self._keras(ops.one_hot(labels, self.num_classes), logits)
-        targets = paper_targets(labels, self.num_classes, self.epsilon)
+            return self._keras(t, logits)
+        targets = paper_smoothing(t, self.num_classes, self.epsilon)
         return -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
 
     def get_config(self):

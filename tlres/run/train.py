@@ -98,8 +98,10 @@ def compile_model(net, cfg, num_classes, steps_per_epoch, steps_per_execution=1)
 
     lr, callbacks = schedules.learning_rate(cfg, steps_per_epoch)
     loss_fn = losses.SmoothedCrossEntropy(num_classes, cfg.label_smoothing, cfg.smoothing_form)
-    net.compile(optimizer=make_optimizer(cfg, lr), loss=loss_fn,
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    # mixed (soft) labels: training accuracy counts the target's argmax as the true class
+    metrics = keras.metrics
+    accuracy = metrics.CategoricalAccuracy if pipeline.mixing(cfg) else metrics.SparseCategoricalAccuracy
+    net.compile(optimizer=make_optimizer(cfg, lr), loss=loss_fn, metrics=[accuracy(name="accuracy")],
                 steps_per_execution=steps_per_execution)
     return callbacks
 
@@ -457,7 +459,8 @@ def _fit(cfg, out, ds, net, state, schedule, guard, verbose):
         if first < end:
             recipe.set_phase(net, first < cfg.freeze_backbone_epochs,
                              lambda: compile_model(net, cfg, ds.num_classes, steps))
-            net.fit(pipeline.train_data(ds.x_train, ds.y_train, cfg, first, end, start_step=skip, rows=rows),
+            net.fit(pipeline.train_data(ds.x_train, ds.y_train, cfg, first, end, start_step=skip, rows=rows,
+                                        num_classes=ds.num_classes),
                     epochs=end, initial_epoch=first, steps_per_epoch=steps - skip,
                     shuffle=False,  # the pipeline shuffles, by (seed, epoch)
                     callbacks=callbacks, verbose=verbose)
