@@ -202,6 +202,9 @@ def test_the_start_line_names_the_options_on():
     line = recipe.options_line(IMPROVED.replace(warmup_epochs=1, ema=0.999, freeze_backbone_epochs=2), 10)
     assert "warmup over 1 epoch (10 steps)" in line and "decay 0.999" in line
     assert "model.keras use the averaged weights" in line and "head alone for 2 epochs" in line
+    line = recipe.options_line(IMPROVED.replace(randaugment="3,7", mixup=0.2, cutmix=1.0), 10)
+    assert "3 operations per image at magnitude 7 of 30" in line
+    assert "MixUp (alpha 0.2) or CutMix (alpha 1), one per batch" in line
 
 
 # -- real runs: --arch tiny, 64 images, batch 16 (4 steps per epoch), 3 epochs: all three options on

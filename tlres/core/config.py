@@ -94,11 +94,13 @@ class Config:
     randaugment: str | None = _f(None, "N,M: RandAugment on each training image, N random operations at "
                                  "magnitude M of 0..30 (torchvision's scale; Keras' RandAugment factor "
                                  "M/30), after flip and crop, as torchvision's reference recipes order them; default off")
-    mixup: float = _f(0.0, "MixUp with Beta(ALPHA, ALPHA) mixing weights per batch (Keras' MixUp); "
-                      "labels are mixed with the same weights; 0 = off")
-    cutmix: float = _f(0.0, "CutMix with Beta(ALPHA, ALPHA) area weights per batch (Keras' CutMix); "
-                       "labels are mixed by the pasted box's area; 0 = off. With --mixup too, each "
-                       "batch gets one of the two, with probability 0.5 each")
+    mixup: float = _f(0.0, "MixUp (Keras' MixUp): each image mixed with another of its batch by a "
+                      "weight drawn from Beta(ALPHA, ALPHA) per image (torchvision's reference: one "
+                      "per batch), its label by the same weight; 0 = off")
+    cutmix: float = _f(0.0, "CutMix (Keras' CutMix): a box of another image of the batch pasted into "
+                       "each image, its area drawn from Beta(ALPHA, ALPHA), the labels mixed by the "
+                       "share of pixels kept; 0 = off. With --mixup too, each batch gets one of the "
+                       "two, with probability 0.5 each")
     freeze_backbone_epochs: int = _f(0, "train only the new head for the first K epochs (K < --epochs; "
                                      "the backbone frozen, its BatchNorm statistics too), then every "
                                      "layer (fastai's fine_tune); the optimizer's state and the schedule "

@@ -13,6 +13,7 @@ weights are evaluated with the raw model's statistics.
 import contextlib
 
 from tlres.core.errors import plural
+from tlres.core.config import randaugment_ops
 from tlres.net import model as model_lib
 
 
@@ -33,6 +34,14 @@ def options_line(cfg, steps):
     if cfg.freeze_backbone_epochs:
         parts.append(f"the head alone for {plural(cfg.freeze_backbone_epochs, 'epoch')} (backbone and "
                      "its BatchNorm statistics frozen), then every layer")
+    if cfg.randaugment:
+        n, m = randaugment_ops(cfg.randaugment)
+        parts.append(f"RandAugment, {plural(n, 'operation')} per image at magnitude {m} of 30")
+    mixing = [f"{name} (alpha {alpha:g})" for name, alpha in (("MixUp", cfg.mixup), ("CutMix", cfg.cutmix))
+              if alpha]
+    if mixing:
+        parts.append(" or ".join(mixing) + (", one per batch" if len(mixing) == 2 else "")
+                     + ": soft labels, training accuracy against their largest weight")
     return "options beyond the paper: " + "; ".join(parts) if parts else None
 
 
