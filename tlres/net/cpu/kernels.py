@@ -5,7 +5,7 @@ float rounding (tests/net/test_conv.py, tests/net/test_pool.py hold them to floa
 layers use them is decided in `tlres.net.model` (`apply_conv`), and the figures are in docs/speed.md.
 
 - `matmul_conv`: a 2-D convolution as im2col + one matmul, with its own gradient
-  (`patch_matmul`).
+  (`patch_matmul`, `im2col_matmul`).
 - `slice_max_pool`: max pooling as a running maximum over strided views.
 """
 
@@ -13,8 +13,9 @@ import functools
 
 # What `--conv auto` timed (tlres.net.cpu.convplan keys its cache on it): raised whenever a kernel here
 # computes differently, so that a plan timed for an older form is timed again.
-# 2: patch_matmul's own gradient (1: JAX's gradient of the matmul).
-VERSION = 2
+# 3: a k x k convolution's gradient rebuilds its patches from x (2: patch_matmul's own gradient;
+# 1: JAX's gradient of the matmul).
+VERSION = 3
 
 
 def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
@@ -22,21 +23,41 @@ def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
 
     Same result as `keras.ops.conv(x, kernel, strides, padding)` up to float
     rounding, with Keras' (TensorFlow's) "same" padding convention: the odd
-    pixel, if any, goes at the bottom/right. The matmul is `patch_matmul`, whose
-    gradient keeps every operand in the layout it was computed in.
+    pixel, if any, goes at the bottom/right. A 1x1 stride-1 convolution is
+    `patch_matmul` on `x` itself; any other is `im2col_matmul`, which keeps `x`, not the
+    k*k times larger patches, for the gradients.
     """
     from keras import ops
 
     kh, kw, cin, cout = kernel.shape
-    sh, sw = strides
+    weights = ops.reshape(kernel, (kh * kw * cin, cout))
+    if (kh, kw) == (1, 1):  # the patches are x or a strided slice of it: no larger than x
+        return patch_matmul(im2col(x, (1, 1), tuple(strides), padding), weights)
+    return im2col_matmul(x, weights, (kh, kw), tuple(strides), padding)
+
+
+def im2col(x, window, strides, padding, fill=0):
+    """The patches of `x` (NHWC) a convolution with `window` and `strides` reads: [N, Ho, Wo,
+    kh*kw*C], each position's window row-major, channels last; "same" pads as TensorFlow does."""
+    import jax.numpy as jnp
+
+    (kh, kw), (sh, sw) = window, strides
     _, h, w, _ = x.shape
     if padding == "same":
         ph = max((-(-h // sh) - 1) * sh + kh - h, 0)
         pw = max((-(-w // sw) - 1) * sw + kw - w, 0)
-        x = ops.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-    views = window_views(x, (kh, kw), (sh, sw))
-    patches = views[0] if len(views) == 1 else ops.concatenate(views, axis=-1)
-    return patch_matmul(patches, ops.reshape(kernel, (kh * kw * cin, cout)))
+        x = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)),
+                    constant_values=fill)
+    views = window_views(x, window, strides)
+    return views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+
+
+def im2col_matmul(x, weights, window, strides, padding):
+    """`im2col(x, ...) @ weights` with the gradients written out from `x`, not the patches: the
+    backward pass builds the patches again (one copy of `x`'s elements per tap) instead of
+    keeping them from the forward pass, so a 3x3 convolution holds its input, not 9 times it,
+    until its gradient; the products are `patch_matmul`'s."""
+    return _im2col_matmul(tuple(window), tuple(strides), padding)(x, weights)
 
 
 def window_views(x, window, strides):
@@ -77,17 +98,56 @@ def _patch_matmul():
         return jnp.matmul(patches, weights), (patches, weights)
 
     def backward(saved, g):
-        patches, weights = saved
-        k, n = weights.shape
-        rows = patches.reshape(-1, k)  # the leading dims are contiguous: a bitcast, no copy
-        d_patches = jax.lax.dot_general(g, weights, (((g.ndim - 1,), (1,)), ((), ())),
-                                        preferred_element_type=patches.dtype)
-        d_weights = jax.lax.dot_general(rows, g.reshape(-1, n), (((0,), (0,)), ((), ())),
-                                        preferred_element_type=weights.dtype)
-        return d_patches, d_weights
+        return _product_grads(*saved, g)
 
     product.defvjp(forward, backward)
     return product
+
+
+def _product_grads(patches, weights, g):
+    """(d patches, d weights) of `patches @ weights` for the output's gradient `g`, each one
+    product that reads its operands as they are (`patch_matmul`)."""
+    import jax
+
+    k, n = weights.shape
+    rows = patches.reshape(-1, k)  # the leading dims are contiguous: a bitcast, no copy
+    d_patches = jax.lax.dot_general(g, weights, (((g.ndim - 1,), (1,)), ((), ())),
+                                    preferred_element_type=patches.dtype)
+    d_weights = jax.lax.dot_general(rows, g.reshape(-1, n), (((0,), (0,)), ((), ())),
+                                    preferred_element_type=weights.dtype)
+    return d_patches, d_weights
+
+
+@functools.cache
+def _im2col_matmul(window, strides, padding):
+    import jax
+    import jax.numpy as jnp
+
+    def patches_of(x, fill=0):
+        return im2col(x, window, strides, padding, fill)
+
+    @jax.custom_vjp
+    def conv(x, weights):
+        return jnp.matmul(patches_of(x), weights)
+
+    def forward(x, weights):
+        return conv(x, weights), (x, weights)
+
+    def backward(saved, g):
+        x, weights = saved
+        # zero computed from g (0 * one element of it): the same patches, which XLA cannot merge
+        # with the forward pass' (that would keep those alive until here, as saving them would);
+        # the padding's value where there is padding, else added to x
+        zero = (g.reshape(-1)[0] * 0).astype(x.dtype)
+        if padding == "same":
+            patches, unfold = jax.vjp(lambda x: patches_of(x, zero), x)
+        else:
+            patches, unfold = jax.vjp(patches_of, x + zero)
+        d_patches, d_weights = _product_grads(patches, weights, g)
+        return unfold(d_patches)[0], d_weights
+
+    conv.defvjp(forward, backward)
+    return conv
 
 
 def slice_max_pool(x, pool_size, strides):
