@@ -515,7 +515,6 @@ LEDGER = {
         "95.74%": (f"{TRANSFER}/runs/baseline/seed*/metrics.json: mean", lambda: _mean("transfer/runs/baseline")),
     },
     "docs/own-data.md": {"20%": ("tlres/core/config.py: the default --test-split", _test_split)},
-    "docs/options.md": {},  # no figures in its prose yet
     "docs/tests.md": {"20 minutes": (SUITE_TIME, _suite_minutes)},
     "docs/options.md": {},  # definitions only, no measured figure
     "docs/reproducibility.md": {

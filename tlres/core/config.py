@@ -384,7 +384,24 @@ with the quick preset's Adam at 1e-3, which learns ResNet50 from scratch where S
 at 0.01 is slow to start. 5 epochs: see experiments/results for the measured curve.
 """
 
-PRESETS = {"improved": IMPROVED, "baseline": BASELINE, "quick": QUICK, "pretrain": PRETRAIN}
+PHOTOS = IMPROVED.replace(
+    preset="photos",
+    data="photos",
+    image_size=224,
+    input_norm="caffe",
+    crop_padding=28,
+)
+"""The recipe tlres recommends for a folder of your own photos (``photos/<class>/``).
+
+The improved recipe, with ImageNet weights fed what they were trained on: ImageNet's own 224 px
+(``--image-size 224``) and Keras' "caffe" normalization (``--input-norm caffe``); the paper's
+pad-4 crop of 32 px scaled to 224 px (``--crop-padding 28``, the same eighth of a side). The
+options beyond the paper that the offline grid showed to help are on; docs/options.md gives
+that grid, and docs/presets.md the time per epoch.
+"""
+
+PRESETS = {"improved": IMPROVED, "baseline": BASELINE, "quick": QUICK, "pretrain": PRETRAIN,
+           "photos": PHOTOS}
 
 
 def preset(name):
