@@ -541,7 +541,6 @@ LEDGER = {
                 lambda: f"{float(_constant('tlres/data/imagefolder.py', 'PROGRESS_AFTER_S')):g} s"),
         "86-126%": (SPEED.format("*") + ": train over jit_step img/s", _fit_over_jit),
     },
-    "docs/options.md": {},  # no figures in its prose
     "docs/precision.md": {
         "the five-seed table": (PRECISION, _precision),
         "4x": ("tests/helpers.py: STEP32_FACTOR",
