@@ -407,6 +407,27 @@ def _fit_over_jit():
     return _range([r["train"]["img_per_s"] / r["jit_step"]["img_per_s"] * 100 for r in _all_speed_results()], "%", 0)
 
 
+SWEEP = "experiments/results/speed/sweep-cpu-avx512.json"
+GPU_BENCH = "experiments/results/gpu/bench-batch64.json"
+
+
+def _sweep_224():
+    """The recorded CPU sweep's 224 px entry."""
+    return next(r for r in _json(SWEEP)["results"] if r["image_size"] == 224)
+
+
+def _photos_cpu():
+    """The photos preset's CPU figures: the 224 px training rate, minutes per thousand images."""
+    rate = _sweep_224()["train"]["img_per_s"]
+    return [f"{rate:.1f} img/s", f"{1000 / rate / 60:.1f} minutes"]
+
+
+def _photos_gpu():
+    """The photos preset's GPU estimate: the H200's 32 px batch-64 rate over 49 (224² / 32²)."""
+    rate = _json(GPU_BENCH)["results"][0]["train"]["img_per_s"] / (224 / 32) ** 2
+    return [f"{rate:.0f} img/s", f"{1000 / rate:.0f} s"]
+
+
 LEDGER = {
     "docs/results.md": {
         "BatchNorm's initial statistics": ("tlres/core/config.py: bn_momentum; tlres/run/train.py: bn_note's threshold",
@@ -457,6 +478,9 @@ LEDGER = {
                  lambda: f"{_constant('tests/run/test_distributed.py', 'LOST_BOUND_S')} s"),
     },
     "docs/presets.md": {
+        "the photos preset's CPU time": (f"{SWEEP}: results[224 px].train.img_per_s",
+                                         _photos_cpu),
+        "the photos preset's GPU estimate": (f"{GPU_BENCH}: results[0].train.img_per_s / 49", _photos_gpu),
         "93.75%": (PAPER, lambda: f"{_json(PAPER)['improved']['accuracy']:.2f}%"),
         "87.50%": (PAPER, lambda: f"{_json(PAPER)['baseline']['accuracy']:.2f}%"),
         "10,000 images": (PAPER, lambda: f"{_json(PAPER)['readings'][0]['n_test']:,} images"),
@@ -516,7 +540,10 @@ LEDGER = {
     },
     "docs/own-data.md": {"20%": ("tlres/core/config.py: the default --test-split", _test_split)},
     "docs/tests.md": {"20 minutes": (SUITE_TIME, _suite_minutes)},
-    "docs/options.md": {},  # definitions only, no measured figure
+    "docs/options.md": {
+        "3 seeds": ("experiments/results/options/runs/*/seed*: the seeds of each group",
+                    lambda: _seeds_per_group("options/runs")),
+    },
     "docs/reproducibility.md": {
         "the page's figures, in order": (f"{KERNELS}; {GPU_RUNS}; {PRECISION}", _reproducibility),
     },

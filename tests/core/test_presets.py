@@ -87,3 +87,21 @@ def test_the_offline_commands_take_the_one_set():
     assert cfg == IMPROVED.replace(**get_config(runlocal=True, use="parity"), epochs=2)
     _, overrides = crosscheck.parse(["--out", "x", "--lr", "0.1"])
     assert overrides == {**get_config(runlocal=True, use="grid"), "arch": "resnet50_v1_5", "lr": 0.1}
+
+
+PHOTOS_OPTIONS = {}  # the options beyond the paper it turns on: none helped on the offline grid
+
+
+def test_the_photos_preset_is_the_improved_recipe_with_its_documented_changes_only():
+    """The photos preset's changes, written out by hand here: ImageNet's 224 px, the weights' own
+    normalization, the paper's pad-4-of-32 crop scaled to 224 px; and docs/presets.md's row says
+    the same flags."""
+    from tlres.core.config import PHOTOS
+
+    assert PHOTOS == IMPROVED.replace(preset="photos", data="photos", image_size=224,
+                                      input_norm="caffe", crop_padding=28, **PHOTOS_OPTIONS)
+    assert PHOTOS.crop_padding / PHOTOS.image_size == 4 / 32 and PRESETS["photos"] is PHOTOS
+    with open(os.path.join(ROOT, "docs", "presets.md")) as f:
+        row = next(line for line in f if line.startswith("| `photos` |"))
+    flags = row.rstrip(" |\n").rsplit("`", 2)[-2].split()
+    assert cli.parse(flags, "improved", "prog")[0] == PHOTOS.replace(preset="improved")

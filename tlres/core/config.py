@@ -395,9 +395,9 @@ PHOTOS = IMPROVED.replace(
 
 The improved recipe, with ImageNet weights fed what they were trained on: ImageNet's own 224 px
 (``--image-size 224``) and Keras' "caffe" normalization (``--input-norm caffe``); the paper's
-pad-4 crop of 32 px scaled to 224 px (``--crop-padding 28``, the same eighth of a side). The
-options beyond the paper that the offline grid showed to help are on; docs/options.md gives
-that grid, and docs/presets.md the time per epoch.
+pad-4 crop of 32 px scaled to 224 px (``--crop-padding 28``, the same eighth of a side). No
+option beyond the paper is on: none helped on the offline transfer grid (docs/options.md);
+docs/presets.md gives the time per epoch.
 """
 
 PRESETS = {"improved": IMPROVED, "baseline": BASELINE, "quick": QUICK, "pretrain": PRETRAIN,
