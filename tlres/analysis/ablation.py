@@ -2,15 +2,13 @@
 
 Cells: baseline, improved, each of the four changes alone added to the baseline
 (`baseline+<change>`) and alone removed from the improved preset (`improved-<change>`), and each
-option beyond the paper asked for (`--option`, `OPTIONS`) alone added to the improved preset
-(`improved+<option>`). Overrides
-(only the flags given, e.g. --data digits --epochs 1) apply to every cell after the switch; an
-override of a switch field (e.g. --weights none) wins, and cells that then equal another are
-dropped, so with `--weights none` the transfer cells collapse into baseline/improved.
-`run_grid` runs `<out>/<cell>/seed<k>/` (seed k = base seed + k) through `tlres.run.train.run`.
-A finished run of the same config is reused (`tlres.run.rundir.finished_with`); any other run dir
-tlres wrote is cleared of the files its marker names and rerun, as `--overwrite` would; anything
-else stops the grid before it trains (`tlres.run.rundir.check_out`). The command then reports it.
+`--option` (`OPTIONS`) alone added to the improved preset (`improved+<option>`). Overrides (only
+the flags given) apply to every cell after the switch; an override of a switch field (e.g.
+--weights none) wins, and cells that then equal another are dropped. `run_grid` runs
+`<out>/<cell>/seed<k>/` (seed k = base seed + k) through `tlres.run.train.run`. A finished run of
+the same config is reused (`tlres.run.rundir.finished_with`); any other run dir tlres wrote is
+cleared of the files its marker names and rerun, as `--overwrite` would; anything else stops the
+grid before it trains (`tlres.run.rundir.check_out`). The command then reports it.
 """
 
 import os

@@ -96,7 +96,7 @@ def run(out, overrides, seeds=3, tlres_grid=None, device=None, no_train_tlres=Fa
     base_seed = overrides.get("seed", 0)
     grid = tlres_grid or os.path.join(out, "keras-jax")
     tcell = torch_cell(cell, torch_weights, init)
-    ref.check_supported(tcell, draws)  # one line before anything is trained or written
+    ref.check_options(tcell, draws)  # one line before anything is trained or written
     if torch_only:
         os.makedirs(out, exist_ok=True)
     else:

@@ -43,6 +43,12 @@ def check_supported(cfg, draws="torch"):
     for name in ("epochs", "batch_size", "lr", "image_size"):
         if not getattr(cfg, name) > 0:
             raise TlresError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    check_options(cfg, draws)
+
+
+def check_options(cfg, draws="torch"):
+    """Refuse the options beyond the paper the reference cannot run as asked (no file is read:
+    the crosscheck checks them before it trains, even when every run is reused)."""
     if cfg.warmup_epochs >= cfg.epochs:
         raise TlresError(f"--warmup-epochs {cfg.warmup_epochs} must be fewer than --epochs {cfg.epochs}: "
                          "--schedule runs over the epochs after the warmup")
