@@ -421,8 +421,9 @@ def _resume(cfg, out, ds, net, ckpt, resume, writer):
           f"pipeline={pipeline.resolve(cfg.pipeline)}, {cfg.precision} -> {out.path}" + resuming
           + (f"; process {distributed.index()} of {distributed.processes()}"
              + ("" if writer else ", writing nothing") if distributed.processes() > 1 else ""), flush=True)
-    if recipe.options_line(cfg, steps):
-        print(f"tlres: {recipe.options_line(cfg, steps)}", flush=True)
+    options = recipe.options_line(cfg, steps)
+    if options:
+        print(f"tlres: {options}", flush=True)
     state = RunState(history=list(meta["history"]) if meta else [], writer=writer,
                      start_epoch=start_epoch, offset=start_step, saved=meta)
     if writer:
