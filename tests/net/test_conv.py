@@ -1,10 +1,13 @@
-"""The im2col + matmul convolution (`--conv matmul`, the CPU default) against two references:
-a direct convolution written from the definition (numpy, float64), and XLA's own (keras.ops.conv).
+"""The im2col + matmul convolution (`--conv matmul`, the CPU default), and convolutions whose parts
+run either kernel (`kernels.conv`), against two references: a direct convolution written from the
+definition (numpy, float64), and XLA's own (keras.ops.conv).
 
 Tolerances come from float32 error bounds against float64 references (tests/fpbounds.py), so they
 hold on any CPU (AVX2, AVX-512) and XLA version, whatever summation order each picks.
 """
 
+import functools
+import itertools
 import types
 
 import numpy as np
@@ -115,8 +118,11 @@ def test_matmul_conv_gradients_equal_xla_ones(case):
     terms = (numpy_conv_grads(x64, np.abs(k64), np.abs(p64), stride, padding)[0],
              numpy_conv_grads(np.abs(x64), k64, np.abs(p64), stride, padding)[1])
     counts = (k * k * cout, 2 * out_shape[1] * out_shape[2])
+    convs = [lambda a, b: kernels.matmul_conv(a, b, (stride, stride), padding), xla_conv]
+    convs += [functools.partial(kernels.conv, strides=(stride, stride), padding=padding, parts=parts)
+              for parts in itertools.product(kernels.FORMS, repeat=3)]  # each part in either form
     with float32_products():
-        for conv in (lambda a, b: kernels.matmul_conv(a, b, (stride, stride), padding), xla_conv):
+        for conv in convs:
             for g, ref, t, n in zip(grads(conv, jnp.asarray(x), jnp.asarray(kern), jnp.asarray(probe)),
                                     exact, terms, counts):
                 bound = (gamma(n) + gamma(n, U64)) * t  # Higham eq. 3.5, as above

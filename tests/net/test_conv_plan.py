@@ -1,5 +1,6 @@
-"""`--conv auto` on a CPU (tlres.net.cpu.convplan, tlres.net.cpu.kernel_choice.apply_conv): each distinct convolution gets
-the kernel with the smaller median time, as timed on the host, once; the plan is cached per host key.
+"""`--conv auto` on a CPU (tlres.net.cpu.convplan, tlres.net.cpu.kernel_choice.apply_conv): each part of each
+distinct convolution (forward, input gradient, weight gradient) gets the kernel with the smaller median
+time, as timed on the host, once; the plan is cached per host key.
 
 The choice and the cache are tested against hand-made timings (`time_fn`), never by timing
 ResNet50; one test times the real kernels on one small shape.
@@ -34,7 +35,7 @@ class Timings:
         self.calls.append((convplan.shape_key(s), kernel, repeats))
         times = self.table.get((convplan.shape_key(s), kernel), self.default)
         assert times is not None, (convplan.shape_key(s), kernel)
-        return times
+        return times if isinstance(times, dict) else {p: times for p in kernels.PARTS}
 
 
 @pytest.mark.parametrize("xla, matmul, expected", [
@@ -53,14 +54,14 @@ def test_each_shape_is_timed_once_then_read_from_the_cache(tmp_path):
                   (convplan.shape_key(b), "xla"): [0.050] * 3, (convplan.shape_key(b), "matmul"): [0.004] * 3})
     notes = []
     p = convplan.plan([a, b, a], fn, str(tmp_path), key=KEY, note=notes.append)  # a twice: timed once
-    assert p["kernels"] == {convplan.shape_key(a): "xla", convplan.shape_key(b): "matmul"}
+    assert p["kernels"] == {convplan.shape_key(a): ("xla",) * 3, convplan.shape_key(b): ("matmul",) * 3}
     assert p["source"] == "measured" and p["measured_now"] == [convplan.shape_key(a), convplan.shape_key(b)]
     assert sorted(fn.calls) == sorted((convplan.shape_key(s), k, convplan.REPEATS)
                                       for s in (a, b) for k in ("xla", "matmul"))
     assert notes == [f"tlres: timing 2 convolution shapes on this CPU (once; cached in {p['cache_file']})"]
     assert p["cache_file"].startswith(str(tmp_path))
     entry = p["shapes"][convplan.shape_key(b)]
-    assert entry["xla_ms"] == 50.0 and entry["matmul_ms"] == 4.0 and entry["kernel"] == "matmul"
+    assert entry["xla_ms"] == 150.0 and entry["matmul_ms"] == 12.0 and entry["kernel"] == "matmul"  # 3 parts
 
     again = Timings({})  # any timing would fail the test
     notes.clear()
@@ -140,7 +141,7 @@ def test_an_unwritable_cache_is_a_note_and_the_plan_still_holds(tmp_path):
     notes = []
     p = convplan.plan([shape()], Timings({}, default=[0.001] * 3), str(blocker / "sub"), key=KEY,
                       note=notes.append)
-    assert p["kernels"] == {convplan.shape_key(shape()): "xla"}
+    assert p["kernels"] == {convplan.shape_key(shape()): ("xla",) * 3}
     assert notes[-1].startswith("tlres: note: could not write the convolution plan cache")
 
 
@@ -172,7 +173,7 @@ def tiny_timings(matmul_faster_on):
     """matmul faster on the convolutions whose input has these channel counts, XLA on the rest."""
     def fn(s, kernel, repeats):
         fast = (s["input"][2] in matmul_faster_on) == (kernel == "matmul")
-        return [0.001 if fast else 0.003] * repeats
+        return {p: [0.001 if fast else 0.003] * repeats for p in kernels.PARTS}
     return fn
 
 
@@ -235,7 +236,8 @@ def test_time_conv_times_forward_and_gradients_of_either_kernel():
     s = shape(batch=2, h=4, c=3, filters=4, stride=2)
     for kernel in ("xla", "matmul"):
         times = kernel_choice.time_conv(s, kernel, 3)
-        assert len(times) == 3 and all(isinstance(t, float) and t > 0 for t in times)
+        assert set(times) == set(kernels.PARTS)
+        assert all(len(t) == 3 and all(isinstance(v, float) and v > 0 for v in t) for t in times.values())
 
 
 def test_a_resumed_run_keeps_the_recorded_plan(measuring):
@@ -252,3 +254,51 @@ def test_a_resumed_run_keeps_the_recorded_plan(measuring):
     for bad in (None, [], {"resolved": "measure", "matmul_layers": ["no_such_layer"]}):
         assert kernel_choice.apply_recorded_plan(forced, bad) is None
     assert kernel_choice.conv_plan(forced) == "matmul 3/3"
+
+
+def test_each_part_gets_its_own_faster_kernel(tmp_path):
+    a = shape(h=16, c=64, filters=64)
+    k = convplan.shape_key(a)
+    fn = Timings({(k, "xla"): {"forward": [1.0] * 3, "input_grad": [2.0] * 3, "weight_grad": [9.0] * 3},
+                  (k, "matmul"): {"forward": [3.0] * 3, "input_grad": [2.0] * 3, "weight_grad": [4.0] * 3}})
+    p = convplan.plan([a], fn, str(tmp_path), key=KEY, note=lambda line: None)
+    assert p["kernels"] == {k: ("xla", "xla", "matmul")}  # a tie keeps XLA's own
+    e = p["shapes"][k]
+    assert e["kernel"] == convplan.MIXED and e["parts"] == {"forward": "xla", "input_grad": "xla",
+                                                            "weight_grad": "matmul"}
+    assert e["xla_ms"] == 12000.0 and e["matmul_forward_ms"] == 3000.0
+    again = convplan.plan([a], Timings({}), str(tmp_path), key=KEY, note=lambda line: None)
+    assert again["source"] == "cache" and again["kernels"] == p["kernels"]
+
+
+def test_a_plan_of_the_former_format_is_timed_again(tmp_path):
+    a = shape()
+    path = convplan.cache_file(str(tmp_path), KEY)
+    with open(path, "w") as f:  # format 1: one kernel for the whole convolution
+        json.dump({"format": 1, "host": KEY, "shapes": {convplan.shape_key(a): {"kernel": "matmul"}}}, f)
+    notes = []
+    p = convplan.plan([a], Timings({}, default=[0.001] * 3), str(tmp_path), key=KEY, note=notes.append)
+    assert p["source"] == "measured" and "ignoring the convolution plan cache" in notes[0]
+
+
+def test_a_mixed_plan_is_applied_recorded_and_resumed(measuring):
+    """Layers whose parts differ run `kernels.conv` with those parts, compute the same function,
+    and a resumed run gets the same parts from config.json's record."""
+    def fn(s, kernel, repeats):  # conv1 (8 input channels): forward in XLA, gradients in matmul
+        mixed = s["input"][2] == 8
+        return {p: [0.001 if (kernel == "xla") == (mixed and p == "forward") else 0.003] * repeats
+                for p in kernels.PARTS}
+
+    net = model_lib.build(10, TINY)
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
+    ref = np.asarray(net(x, training=False))
+    rec = kernel_choice.apply_conv(net, "auto", 8, time_fn=fn)
+    assert rec["summary"] == "matmul 2/3, mixed 1/3" and rec["matmul_layers"] == ["conv0", "conv2"]
+    assert rec["mixed_layers"] == {"conv1": ["xla", "matmul", "matmul"]} and rec["xla_layers"] == []
+    assert kernel_choice.layer_parts(net.get_layer("tiny").get_layer("conv1")) == ("xla", "matmul", "matmul")
+    np.testing.assert_allclose(np.asarray(net(x, training=False)), ref, rtol=1e-4, atol=1e-5)
+    other = model_lib.build(10, TINY)
+    got = kernel_choice.apply_recorded_plan(other, json.loads(json.dumps(rec)))
+    assert got["mixed_layers"] == rec["mixed_layers"] and got["summary"] == rec["summary"]
+    bad = {**json.loads(json.dumps(rec)), "mixed_layers": {"conv1": ["xla", "cudnn", "xla"]}}
+    assert kernel_choice.apply_recorded_plan(other, bad) is None

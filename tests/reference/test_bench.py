@@ -136,14 +136,15 @@ def test_conv_layers_times_each_distinct_convolution_with_both_kernels(tmp_path)
     r = bench("--conv-layers", "--arch", "tiny", "--batch-sizes", "8", "--steps", "2", "--warmup", "1",
               "--json", str(path))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "matmul fwd+grad" in r.stdout and "all (x count)" in r.stdout
+    assert "matmul weight grad" in r.stdout and "all (x count)" in r.stdout
     (res,) = json.loads(path.read_text())["results"]
     rows = res["conv_layers"]
     # the tiny net: three 3x3 stride-2 convolutions on 32x32x3, 16x16x8, 8x8x16 inputs
     assert [(l["input"], l["kernel"], l["stride"], l["count"]) for l in rows] == [
         ([32, 32, 3], [3, 3], 2, 1), ([16, 16, 8], [3, 3], 2, 1), ([8, 8, 16], [3, 3], 2, 1)]
     for l in rows:
-        assert all(_positive(l[f"{k}_{p}_ms"]) for k in ("xla", "matmul") for p in ("fwd", "grad")), l
+        assert all(_positive(l[f"{k}_{p}_ms"]) for k in ("xla", "matmul")
+                   for p in ("forward", "input_grad", "weight_grad")), l
 
 
 @pytest.mark.slow

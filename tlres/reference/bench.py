@@ -13,6 +13,7 @@ means, and the recorded results: docs/speed.md ("The benchmark"). Bad flags prin
 import dataclasses
 import json
 import math
+import statistics
 import os
 import resource
 import sys
@@ -92,9 +93,19 @@ def peak_memory():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (host)"
 
 
+def current_rss():
+    """This process' resident memory now, in bytes (Linux: /proc/self/statm), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def time_train(net, x, y, warmup, steps, k, repeats=1, feed=None):
     """model.fit on one device-resident batch: (compile s, [img/s of each repeat], timed steps
-    per repeat); the repeats are consecutive windows of one fit.
+    per repeat, [resident bytes at the end of each repeat]); the repeats are consecutive windows
+    of one fit. The resident memory shows whether the heap still grows while it is timed.
 
     `feed(n_steps)`: fit takes its batches from that iterator instead (--data-on-device)."""
     import keras
@@ -103,7 +114,7 @@ def time_train(net, x, y, warmup, steps, k, repeats=1, feed=None):
     warm_exec = max(1, math.ceil(warmup / k)) if warmup else 0
     timed_exec = math.ceil(steps / k)
     total = (1 + warm_exec + repeats * timed_exec) * k
-    stamps = []
+    stamps, rss = [], []
 
     class Clock(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -112,6 +123,7 @@ def time_train(net, x, y, warmup, steps, k, repeats=1, feed=None):
         def on_train_batch_end(self, batch, logs=None):
             float(logs["loss"])  # sync: the step has finished on the device
             stamps.append(time.perf_counter())
+            rss.append(current_rss())
 
     def batches():
         while True:
@@ -122,7 +134,7 @@ def time_train(net, x, y, warmup, steps, k, repeats=1, feed=None):
     compile_s = stamps[1] - stamps[0]
     starts = [1 + warm_exec + i * timed_exec for i in range(repeats)]
     rates = [timed_exec * k * bs / (stamps[i + timed_exec] - stamps[i]) for i in starts]
-    return compile_s, rates, timed_exec * k
+    return compile_s, rates, timed_exec * k, [rss[i + timed_exec - 1] for i in starts]
 
 
 def time_jit_step(net, x, y, warmup, steps, repeats=1):
@@ -241,50 +253,41 @@ def time_pipeline(cfg, warmup, steps):
     return pipeline.resolve(c.pipeline), timed * cfg.batch_size / (time.perf_counter() - t0)
 
 
-def conv_layers(cfg, warmup, steps):
-    """Each distinct Conv2D of the runner's model with both kernels: one row per shape, in ms."""
+def conv_layers(cfg, steps):
+    """Each distinct Conv2D of the runner's model with both kernels, each part of its work timed
+    alone as `--conv auto` times it (`kernel_choice.time_conv`, `steps` calls): one row per shape,
+    medians in ms ("xla_forward_ms", ...)."""
     import collections
 
-    import jax
-    import jax.numpy as jnp
-    from keras import ops
-
     net = model.build(NUM_CLASSES, cfg.replace(conv="xla"))
-    shapes = collections.Counter()
-    for layer in kernel_choice.conv2d_layers(net):
-        _, h, w, c = layer.input.shape
-        shapes[(h, w, c, *layer.kernel_size, layer.filters, layer.strides[0], layer.padding)] += 1
-    rng = np.random.default_rng(0)
+    shapes = collections.Counter(json.dumps(kernel_choice.conv_shape(layer, cfg.batch_size))
+                                 for layer in kernel_choice.conv2d_layers(net))
     rows = []
-    for (h, w, c, kh, kw, filters, stride, padding), count in shapes.items():
-        x = jnp.asarray(rng.normal(size=(cfg.batch_size, h, w, c)), "float32")
-        kernel = jnp.asarray(rng.normal(size=(kh, kw, c, filters)) * 0.05, "float32")
-        row = {"input": [h, w, c], "kernel": [kh, kw], "filters": filters, "stride": stride,
-               "padding": padding, "count": count}
-        forms = {"xla": lambda x, k, s=stride, p=padding: ops.conv(x, k, s, p),
-                 "matmul": lambda x, k, s=stride, p=padding: kernels.matmul_conv(x, k, (s, s), p)}
-        for name, conv in forms.items():
-            fns = {"fwd": jax.jit(conv),
-                   "grad": jax.jit(jax.grad(lambda x, k, f=conv: jnp.sum(f(x, k) ** 2), argnums=(0, 1)))}
-            for part, fn in fns.items():
-                row[f"{name}_{part}_ms"] = _seconds_per_call(lambda: fn(x, kernel), warmup, steps)[0] * 1e3
+    for key, count in shapes.items():
+        s = json.loads(key)
+        row = {"input": s["input"], "kernel": s["kernel"], "filters": s["filters"],
+               "stride": s["strides"][0], "padding": s["padding"], "count": count}
+        for name in kernels.FORMS:
+            for part, times in kernel_choice.time_conv(s, name, steps).items():
+                row[f"{name}_{part}_ms"] = statistics.median(times) * 1e3
         rows.append(row)
     return rows
 
 
+CONV_PARTS_COLUMNS = tuple(f"{name}_{part}_ms" for part in kernels.PARTS for name in kernels.FORMS)
+
+
 def conv_table(report):
     lines = [f"tlres.reference.bench --conv-layers: {report['arch']} {report['image_size']}px, float32, "
-             f"ms per call, {report['steps']} timed calls after {report['warmup']} warm-up; device "
+             f"ms per call (median of {report['steps']} timed calls, each part jitted alone); device "
              f"{report['device']['kind']}; {_host(report)}"]
     for r in report["results"]:
-        cols = ["input hxwxc", "kernel", "stride", "count", "xla fwd", "matmul fwd",
-                "xla fwd+grad", "matmul fwd+grad"]
+        cols = ["input hxwxc", "kernel", "stride", "count",
+                *(c[:-3].replace("_", " ") for c in CONV_PARTS_COLUMNS)]
         rows = [[f"{'x'.join(map(str, l['input']))}", f"{l['kernel'][0]}x{l['kernel'][1]}->{l['filters']}",
-                 str(l["stride"]), str(l["count"]), *(_fmt(l[k], 2) for k in (
-                     "xla_fwd_ms", "matmul_fwd_ms", "xla_grad_ms", "matmul_grad_ms"))]
+                 str(l["stride"]), str(l["count"]), *(_fmt(l[k], 2) for k in CONV_PARTS_COLUMNS)]
                 for l in r["conv_layers"]]
-        total = {k: sum(l["count"] * l[k] for l in r["conv_layers"]) for k in (
-            "xla_fwd_ms", "matmul_fwd_ms", "xla_grad_ms", "matmul_grad_ms")}
+        total = {k: sum(l["count"] * l[k] for l in r["conv_layers"]) for k in CONV_PARTS_COLUMNS}
         rows.append(["all (x count)", "", "", str(sum(l["count"] for l in r["conv_layers"])),
                      *(_fmt(v, 1) for v in total.values())])
         widths = [max(len(x[i]) for x in [cols] + rows) for i in range(len(cols))]
@@ -310,8 +313,8 @@ def measure_tlres(cfg, a):
     if cfg.data_on_device:  # a synthetic split of exactly the steps fit takes, held on the device
         def feed(n_steps):
             return pipeline.train_data(*synthetic(n_steps * cfg.batch_size, cfg.image_size, seed=2), cfg)
-    c, ips, n = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution, n_rep, feed)
-    out["train"] = {"compile_s": c, **spread("img_per_s", ips), "timed_steps": n}
+    c, ips, n, rss = time_train(net, x, y, a.warmup, a.steps, a.steps_per_execution, n_rep, feed)
+    out["train"] = {"compile_s": c, **spread("img_per_s", ips), "timed_steps": n, "rss_bytes_repeats": rss}
     if a.profile:
         out["profile"] = profile_steps(net, x, y, os.path.join(a.profile, f"batch{cfg.batch_size}"))
     c, ips = time_infer(net, x, a.warmup, a.steps, n_rep)
@@ -571,7 +574,7 @@ def measure_batch(a, bs, report):
     cfg = _config(a, bs)
     r = {"batch_size": bs}
     if a.conv_layers:
-        r["conv_layers"] = conv_layers(cfg, a.warmup, a.steps)
+        r["conv_layers"] = conv_layers(cfg, a.steps)
         return r
     if not a.pipeline_only:
         r.update(measure_tlres(cfg, a))

@@ -1,8 +1,9 @@
 """`--conv auto` on a CPU: each distinct convolution's kernel chosen by timing both on the host.
 
 For each distinct convolution (kernel, strides, padding, input shape, batch, dtype) `plan`
-times XLA's kernel and the matmul form, forward plus gradients, and keeps the smaller median;
-both compute the same function (tests/net/test_conv.py), so the plan changes float rounding only.
+times XLA's kernel and the matmul form on each part of the work (`kernels.PARTS`: the forward
+pass, the input gradient, the weight gradient) and keeps, per part, the smaller median; all
+forms compute the same function (tests/net/test_conv.py), so the plan changes float rounding only.
 The plan is cached in a JSON file beside the compile cache, one per host key (`host_key`: CPU,
 cores, stack versions, XLA_FLAGS, `kernels.VERSION`); an unreadable or foreign file is ignored
 with a one-line note. `TLRES_CONV_AUTO=matmul` (or `xla`) skips the timing (the test suite sets
@@ -21,8 +22,9 @@ from tlres.core.errors import brief
 from tlres.net import backend
 from tlres.net.cpu import kernels
 
-FORMAT = 1
-KERNELS = ("xla", "matmul")
+FORMAT = 2
+KERNELS = kernels.FORMS
+MIXED = "mixed"  # an entry's "kernel" when its parts differ
 REPEATS = 3
 ENV = "TLRES_CONV_AUTO"
 STACK = ("jax", "jaxlib", "keras")
@@ -95,8 +97,8 @@ def read_cache(path, key, note):
             raise ValueError("made for another host or stack")
         shapes = doc["shapes"]
         if not isinstance(shapes, dict) or not all(
-                isinstance(e, dict) and e.get("kernel") in KERNELS for e in shapes.values()):
-            raise ValueError("entries without a kernel")
+                isinstance(e, dict) and parts_of(e) is not None for e in shapes.values()):
+            raise ValueError("entries without a kernel for each part")
         return shapes
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         note(f"tlres: note: ignoring the convolution plan cache {path} ({brief(e, 120)}); "
@@ -128,12 +130,37 @@ def choose(times):
     return "matmul" if medians["matmul"] < medians["xla"] else "xla"
 
 
+def parts_of(entry):
+    """An entry's kernels as a tuple in `kernels.PARTS` order, or None if it has no valid ones."""
+    parts = entry.get("parts")
+    if not isinstance(parts, dict) or set(parts) != set(kernels.PARTS) \
+            or not all(parts[p] in KERNELS for p in kernels.PARTS):
+        return None
+    return tuple(parts[p] for p in kernels.PARTS)
+
+
+def entry(times):
+    """The cache entry for one shape from {kernel: {part: [seconds, ...]}}: per part the kernel
+    with the smaller median (`choose`), "kernel" the one kernel of all parts or `MIXED`, the
+    medians and ranges in ms ("matmul_forward_ms", ...) and their sum per kernel ("matmul_ms")."""
+    parts = {p: choose({k: times[k][p] for k in KERNELS}) for p in kernels.PARTS}
+    kinds = set(parts.values())
+    out = {"kernel": kinds.pop() if len(kinds) == 1 else MIXED, "parts": parts}
+    for k in KERNELS:
+        for p in kernels.PARTS:
+            t = times[k][p]
+            out[f"{k}_{p}_ms"] = round(statistics.median(t) * 1e3, 4)
+            out[f"{k}_{p}_ms_range"] = [round(min(t) * 1e3, 4), round(max(t) * 1e3, 4)]
+        out[f"{k}_ms"] = round(sum(out[f"{k}_{p}_ms"] for p in kernels.PARTS), 4)
+    return out
+
+
 def plan(shapes, time_fn, cache_dir=None, repeats=REPEATS, key=None, note=None):
     """The kernel for each distinct convolution shape, from the cache or timed now.
 
-    `shapes`: dicts as `shape_key` takes; `time_fn(shape, kernel, repeats)` -> `repeats`
-    timings in seconds of that kernel's forward plus gradients (after its compilation);
-    `note(line)` prints (default: stderr). Returns {"kernels": {shape key: kernel},
+    `shapes`: dicts as `shape_key` takes; `time_fn(shape, kernel, repeats)` -> {part:
+    `repeats` timings in seconds} of that kernel on each of `kernels.PARTS` (after compiling);
+    `note(line)` prints (default: stderr). Returns {"kernels": {shape key: (kernel per part)},
     "shapes": {shape key: entry with kernel and median ms per kernel}, "source": "cache",
     "measured" or "measured+cache", "measured_now": [shape keys], "cache_file": path}.
     """
@@ -155,14 +182,11 @@ def plan(shapes, time_fn, cache_dir=None, repeats=REPEATS, key=None, note=None):
         note(f"tlres: timing {len(todo)} convolution shape{'s' if len(todo) != 1 else ''} on this CPU "
              + (f"(once; cached in {path})" if trusted else "(not cached)"))
         for k in todo:
-            times = {kernel: list(time_fn(wanted[k], kernel, repeats)) for kernel in KERNELS}
-            cached[k] = {"kernel": choose(times), "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                         "repeats": repeats,
-                         **{f"{kernel}_ms": round(statistics.median(t) * 1e3, 4) for kernel, t in times.items()},
-                         **{f"{kernel}_ms_range": [round(min(t) * 1e3, 4), round(max(t) * 1e3, 4)]
-                            for kernel, t in times.items()}}
+            times = {kernel: time_fn(wanted[k], kernel, repeats) for kernel in KERNELS}
+            cached[k] = {**entry(times), "measured": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         "repeats": repeats}
         if trusted:
             write_cache(path, key, cached, note)
     source = "cache" if not todo else "measured" if len(todo) == len(wanted) else "measured+cache"
-    return {"kernels": {k: cached[k]["kernel"] for k in wanted}, "shapes": {k: cached[k] for k in wanted},
+    return {"kernels": {k: parts_of(cached[k]) for k in wanted}, "shapes": {k: cached[k] for k in wanted},
             "source": source, "measured_now": todo, "cache_file": path}

@@ -1,8 +1,9 @@
 """`--conv`: which kernel each Conv2D (and MaxPooling2D) of a model runs, and the record of it.
 
 'xla' is Keras' own layers (cuDNN on a GPU); 'matmul' gives each Conv2D `kernels.matmul_conv`
-and each MaxPooling2D `kernels.slice_max_pool`; 'auto' on a CPU times both per distinct
-convolution (`tlres.net.cpu.convplan`, with `time_conv`) and keeps the faster. Why XLA:CPU
+and each MaxPooling2D `kernels.slice_max_pool`; 'auto' on a CPU times both on each part of each
+distinct convolution (forward, input gradient, weight gradient: `tlres.net.cpu.convplan`, with
+`time_conv`) and keeps the faster per part (`kernels.conv`). Why XLA:CPU
 needs this, with the figures: docs/speed.md#how---conv-auto-chooses-the-kernels-on-a-cpu.
 `apply_conv` returns its record and leaves it on the model (`CHOICE`), where
 `conv_plan_record` reads it back for config.json and the bench.
@@ -62,8 +63,14 @@ def _slice_pool_call(layer, x):
     return kernels.slice_max_pool(x, layer.pool_size, layer.strides)
 
 
-def _matmul_convolution_op(layer, x, kernel):
-    return kernels.matmul_conv(x, kernel, layer.strides, layer.padding)
+def _conv_op(layer, parts, x, kernel):
+    return kernels.conv(x, kernel, layer.strides, layer.padding, parts)
+
+
+def layer_parts(layer):
+    """The kernel of each of `kernels.PARTS` this Conv2D runs: ("xla",) * 3 for Keras' own."""
+    op = vars(layer).get("convolution_op")
+    return op.args[1] if isinstance(op, functools.partial) else ("xla",) * len(kernels.PARTS)
 
 
 def use_slice_pools(model, on=True):
@@ -88,15 +95,23 @@ def use_slice_pools(model, on=True):
 
 def use_matmul_convs(model, layers=None):
     """Give the Conv2D layers of `model` (nested models included; or just `layers`) the
-    `kernels.matmul_conv` kernel, and every other Conv2D of `model` XLA's own.
+    `kernels.matmul_conv` kernel, and every other Conv2D of `model` XLA's own."""
+    chosen = None if layers is None else {id(l) for l in layers}
+    return use_conv_parts(model, {l.name: ("matmul",) * len(kernels.PARTS) for l in conv2d_layers(model)
+                                  if chosen is None or id(l) in chosen})
+
+
+def use_conv_parts(model, parts):
+    """Give each Conv2D of `model` named in `parts` ({layer name: kernel per part of
+    `kernels.PARTS`}) `kernels.conv` with those kernels, and every other Conv2D XLA's own.
 
     Only the computation changes (the instance's `convolution_op`, as `use_slice_pools`):
     layers keep their weights, names, configs and saved format, so every file loads as before.
     """
-    chosen = None if layers is None else {id(l) for l in layers}
     for layer in conv2d_layers(model):
-        if matmul_able(layer) and (chosen is None or id(layer) in chosen):
-            layer.convolution_op = functools.partial(_matmul_convolution_op, layer)
+        chosen = tuple(parts.get(layer.name, ("xla",) * len(kernels.PARTS)))
+        if matmul_able(layer) and chosen != ("xla",) * len(kernels.PARTS):
+            layer.convolution_op = functools.partial(_conv_op, layer, chosen)
         else:
             vars(layer).pop("convolution_op", None)  # back to the class' (XLA's) kernel
     return model
@@ -113,36 +128,40 @@ def conv_shape(layer, batch_size):
 
 
 def time_conv(shape, kernel, repeats):
-    """Seconds per call of one convolution's forward plus gradients (input and kernel), jitted,
-    `repeats` calls after the compiling one and one more: the measurement behind `--conv auto`."""
+    """{part: seconds per call, `repeats` calls} of one convolution in one kernel, for each of
+    `kernels.PARTS` (the forward pass, the gradient of the input, of the weights), each jitted
+    alone and timed after its compiling call and one more: the measurement behind `--conv auto`."""
     import jax
     import jax.numpy as jnp
-    from keras import ops
 
     b, (h, w, c), (kh, kw) = shape["batch"], shape["input"], shape["kernel"]
     strides, padding = tuple(shape["strides"]), shape["padding"]
     rng = np.random.default_rng(0)  # numpy: no compilation per shape for the data
     x = jnp.asarray(rng.standard_normal((b, h, w, c), "float32"), shape["dtype"])
     k = jnp.asarray(rng.standard_normal((kh, kw, c, shape["filters"]), "float32") * 0.05, shape["dtype"])
-    if kernel == "xla":
-        def conv(x, k):
-            return ops.conv(x, k, strides, padding)
-    else:
-        def conv(x, k):
-            return kernels.matmul_conv(x, k, strides, padding)
-    fn = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.square(conv(x, k).astype("float32"))), argnums=(0, 1)))
-    for _ in range(2):  # compiles, then one untimed call
-        jax.block_until_ready(fn(x, k))
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x, k))
-        out.append(time.perf_counter() - t0)
+    form = kernels.matmul_conv if kernel == "matmul" else kernels.xla_conv
+
+    def conv(x, k):
+        return form(x, k, strides, padding)
+
+    g = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, k).shape, "float32"), shape["dtype"])
+    calls = {"forward": (jax.jit(conv), (x, k)),
+             "input_grad": (jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0]), (x, k, g)),
+             "weight_grad": (jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0]), (x, k, g))}
+    out = {}
+    for part, (fn, args) in calls.items():
+        for _ in range(2):  # compiles, then one untimed call
+            jax.block_until_ready(fn(*args))
+        out[part] = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            out[part].append(time.perf_counter() - t0)
     return out
 
 
 def _measured(layers, batch_size, time_fn, cache_dir):
-    """'auto' on a CPU: (the layers the host's timed plan gives the matmul form, the record)."""
+    """'auto' on a CPU: ({layer name: kernel per part} of the host's timed plan, the record)."""
     able = [l for l in layers if matmul_able(l)]
     shapes = [conv_shape(l, batch_size) for l in able]
     keys = [convplan.shape_key(s) for s in shapes]
@@ -150,7 +169,7 @@ def _measured(layers, batch_size, time_fn, cache_dir):
     record = {"source": p["source"], "cache_file": p["cache_file"], "measured_now": p["measured_now"],
               "shapes": {k: {**e, "layers": [l.name for l, lk in zip(able, keys) if lk == k]}
                          for k, e in p["shapes"].items()}}
-    return [l for l, k in zip(able, keys) if p["kernels"][k] == "matmul"], record
+    return {l.name: p["kernels"][k] for l, k in zip(able, keys)}, record
 
 
 def _rule_source(conv, kind):
@@ -184,12 +203,12 @@ def apply_conv(model, conv, batch_size, cache_dir=None, time_fn=None):
     layers = conv2d_layers(model)
     choice = {"conv": conv, "resolved": kind}
     if kind == "measure":
-        matmul, measured = _measured(layers, batch_size, time_fn, cache_dir)
+        parts, measured = _measured(layers, batch_size, time_fn, cache_dir)
         choice.update(measured)
     else:
-        matmul = layers if kind == "matmul" else []
+        parts = {l.name: (kind,) * len(kernels.PARTS) for l in layers}
         choice["source"] = _rule_source(conv, kind)
-    use_matmul_convs(model, matmul)
+    use_conv_parts(model, parts)
     choice["slice_max_pools"] = use_slice_pools(model, kind != "xla")
     return _keep(model, choice)
 
@@ -200,28 +219,37 @@ def apply_recorded_plan(model, record):
     with even if the plan cache changed since; any other record changes nothing (None)."""
     if not isinstance(record, dict) or record.get("resolved") != "measure":
         return None
-    names = record.get("matmul_layers")
-    layers = conv2d_layers(model)
+    names, mixed = record.get("matmul_layers"), record.get("mixed_layers", {})
+    layers = {l.name for l in conv2d_layers(model)}
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names) \
-            or not set(names) <= {l.name for l in layers}:
+            or not set(names) <= layers or not isinstance(mixed, dict) or not set(mixed) <= layers \
+            or not all(isinstance(p, list) and len(p) == len(kernels.PARTS)
+                       and set(p) <= set(kernels.FORMS) for p in mixed.values()):
         return None
-    use_matmul_convs(model, [l for l in layers if l.name in names])
+    use_conv_parts(model, {**{n: ("matmul",) * len(kernels.PARTS) for n in names},
+                           **{n: tuple(p) for n, p in mixed.items()}})
     pools = use_slice_pools(model)
-    kept = {k: v for k, v in record.items() if k not in ("matmul_layers", "xla_layers", "summary")}
+    kept = {k: v for k, v in record.items()
+            if k not in ("matmul_layers", "xla_layers", "mixed_layers", "summary")}
     return _keep(model, {**kept, "source": "recorded (the run's config.json)", "slice_max_pools": pools})
 
 
 def conv_plan_record(model):
-    """Which of `model`'s convolutions use which kernel (as they are now), and how `apply_conv`
-    chose them: --conv, the rule or (auto on a CPU) the timings per distinct shape and whether
-    they were measured now or read from the cache. For config.json and the bench."""
-    layers = conv2d_layers(model)
+    """Which of `model`'s convolutions use which kernel (as they are now: `matmul_layers`,
+    `xla_layers`, and `mixed_layers` {name: kernel per part of `kernels.PARTS`}), and how
+    `apply_conv` chose them: --conv, the rule or (auto on a CPU) the timings per distinct shape
+    and whether they were measured now or read from the cache. For config.json and the bench."""
+    parts = {l.name: layer_parts(l) for l in conv2d_layers(model)}
     return {**getattr(model, CHOICE, {}), "summary": conv_plan(model),
-            "matmul_layers": [l.name for l in layers if "convolution_op" in vars(l)],
-            "xla_layers": [l.name for l in layers if "convolution_op" not in vars(l)]}
+            "matmul_layers": [n for n, p in parts.items() if set(p) == {"matmul"}],
+            "xla_layers": [n for n, p in parts.items() if set(p) == {"xla"}],
+            "mixed_layers": {n: list(p) for n, p in parts.items() if len(set(p)) > 1}}
 
 
 def conv_plan(model):
-    """E.g. 'matmul 53/53': how many of the model's Conv2D layers use `kernels.matmul_conv`."""
-    convs = conv2d_layers(model)
-    return f"matmul {sum('convolution_op' in vars(l) for l in convs)}/{len(convs)}"
+    """E.g. 'matmul 53/53', or 'matmul 41/53, mixed 9/53': how many of the model's Conv2D layers
+    use `kernels.matmul_conv` for every part, and how many for some parts only."""
+    parts = [set(layer_parts(l)) for l in conv2d_layers(model)]
+    mixed = sum(len(p) > 1 for p in parts)
+    return f"matmul {sum(p == {'matmul'} for p in parts)}/{len(parts)}" + (
+        f", mixed {mixed}/{len(parts)}" if mixed else "")

@@ -6,6 +6,8 @@ layers use them is decided in `tlres.net.model` (`apply_conv`), and the figures 
 
 - `matmul_conv`: a 2-D convolution as im2col + one matmul, with its own gradient
   (`patch_matmul`, `im2col_matmul`).
+- `conv`: a 2-D convolution whose forward pass, input gradient and weight gradient each run
+  XLA's kernel or the matmul form, as `--conv auto`'s plan chose per part.
 - `slice_max_pool`: max pooling as a running maximum over strided views.
 """
 
@@ -13,9 +15,62 @@ import functools
 
 # What `--conv auto` timed (tlres.net.cpu.convplan keys its cache on it): raised whenever a kernel here
 # computes differently, so that a plan timed for an older form is timed again.
+# 4: each part of a convolution (forward, input gradient, weight gradient) timed and chosen alone;
 # 3: a k x k convolution's gradient rebuilds its patches from x (2: patch_matmul's own gradient;
 # 1: JAX's gradient of the matmul).
-VERSION = 3
+VERSION = 4
+
+PARTS = ("forward", "input_grad", "weight_grad")
+"""The parts of a convolution's work that `conv` runs each with its own kernel."""
+FORMS = ("xla", "matmul")
+
+
+def conv(x, kernel, strides, padding, parts=("matmul",) * 3):
+    """A 2-D convolution (NHWC, HWIO, Keras' padding) whose forward pass, input gradient and weight
+    gradient (`PARTS`, in order) each run the kernel `parts` names: "xla" (XLA's own) or "matmul"
+    (`matmul_conv`). Every combination computes the same function and gradients up to float
+    rounding; which part is faster in which form differs by shape (docs/speed.md)."""
+    strides, parts = tuple(strides), tuple(parts)
+    if parts == ("matmul",) * 3:
+        return matmul_conv(x, kernel, strides, padding)
+    if parts == ("xla",) * 3:
+        return xla_conv(x, kernel, strides, padding)
+    from keras import ops
+
+    # a Keras variable is not a JAX type: custom_vjp takes arrays
+    return _conv_by_parts(strides, padding, parts)(ops.convert_to_tensor(x), ops.convert_to_tensor(kernel))
+
+
+def xla_conv(x, kernel, strides, padding):
+    """XLA's own convolution, as Keras' Conv2D calls it."""
+    from keras import ops
+
+    return ops.conv(x, kernel, tuple(strides), padding)
+
+
+@functools.cache
+def _conv_by_parts(strides, padding, parts):
+    import jax
+
+    form = {"xla": xla_conv, "matmul": matmul_conv}
+    forward_form, input_form, weight_form = (form[p] for p in parts)
+
+    @jax.custom_vjp
+    def convolve(x, kernel):
+        return forward_form(x, kernel, strides, padding)
+
+    def forward(x, kernel):
+        return forward_form(x, kernel, strides, padding), (x, kernel)
+
+    def backward(saved, g):
+        # each form's own gradient, of one argument: XLA drops the other and the unused forward
+        x, kernel = saved
+        d_x = jax.vjp(lambda x: input_form(x, kernel, strides, padding), x)[1](g)[0]
+        d_kernel = jax.vjp(lambda k: weight_form(x, k, strides, padding), kernel)[1](g)[0]
+        return d_x, d_kernel
+
+    convolve.defvjp(forward, backward)
+    return convolve
 
 
 def matmul_conv(x, kernel, strides=(1, 1), padding="valid"):
@@ -171,3 +226,4 @@ def slice_max_pool(x, pool_size, strides):
     # the value is `best`; the gradient flows to the first maximum of each window only
     return jax.lax.stop_gradient(best) + sum(
         jnp.where(first == n, view - jax.lax.stop_gradient(view), 0) for n, view in enumerate(views))
+
