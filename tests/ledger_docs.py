@@ -407,8 +407,39 @@ def _fit_over_jit():
     return _range([r["train"]["img_per_s"] / r["jit_step"]["img_per_s"] * 100 for r in _all_speed_results()], "%", 0)
 
 
-SWEEP = "experiments/results/speed/sweep-cpu-avx512.json"
+SWEEP = "experiments/results/speed/sweep-cpu-avx512-2026-12-07.json"
 GPU_BENCH = "experiments/results/gpu/bench-batch64.json"
+
+
+SWEEP_0812 = "experiments/results/speed/sweep-cpu-avx512-2026-12-08-{}.json"
+
+
+def _per_part_plan():
+    """docs/speed.md's before and after, in the prose's order: training and inference ratios vs
+    PyTorch eager at 128 and 224 px (before, the rerun at 128, after), PyTorch's own training
+    rates, 32 px after, and the peak RSS ratios (before's range, 128/224 after, 32 px after)."""
+    files = {n: {(r["image_size"], r["batch_size"]): r for r in _json(SWEEP_0812.format(n))["results"]}
+             for n in ("1-before", "2-before-rerun-128", "3-per-part-plan")}
+    before, rerun, after = files.values()
+    big = ((128, 32), (224, 16))
+
+    def x(r, key):
+        return f"{r['ratios'][key]:.2f}x"
+
+    def rows(key):
+        return [x(before[big[0]], key), x(rerun[big[0]], key), x(after[big[0]], key),
+                x(before[big[1]], key), x(after[big[1]], key)]
+
+    torch = [f"{f[p]['torch']['eager']['train_img_per_s']:.1f} img/s" for p, fs in
+             ((big[0], (before, rerun, after)), (big[1], (before, after))) for f in fs]
+    rss = [r["ratios"]["peak_rss_vs_torch_eager"] for f in (before, rerun) for r in f.values()]
+    big_after = {x(after[p], "peak_rss_vs_torch_eager") for p in big}
+    assert len(big_after) == 1, big_after  # the prose gives one figure for both sizes
+    small = [after[(32, b)]["ratios"]["peak_rss_vs_torch_eager"] for b in (64, 256)]
+    return (rows("train_vs_torch_eager") + torch + rows("infer_vs_torch_eager")
+            + [x(after[(32, b)], "train_vs_torch_eager") for b in (64, 256)]
+            + [x(after[(32, b)], "infer_vs_torch_eager") for b in (64, 256)]
+            + [_range(rss, "x"), big_after.pop(), _range(small, "x")])
 
 
 def _sweep_224():
@@ -559,8 +590,12 @@ LEDGER = {
         "8.3 minutes": ledger.LEDGER["README.md"]["8.3 minutes"],
         "the allocator table and its summary": (SPEED.format("{before,after-hugepages,after-tcmalloc}"),
                                                 _allocator_table),
-        "PyTorch with tcmalloc; the 2 MiB pages": (SPEED.format("{before,after-tcmalloc,gradient-after-hugepages}"),
-                                                   _eager_with_tcmalloc),
+        "4%": (SPEED.format("{before,after-tcmalloc}") + ": PyTorch eager with tcmalloc over glibc's",
+               lambda: _eager_with_tcmalloc()[0]),
+        "0.89x": (SPEED.format("gradient-after-hugepages") + ": the 2 MiB pages' training ratio at 256",
+                  lambda: _eager_with_tcmalloc()[1]),
+        "the per-part plan, before and after": (SWEEP_0812.format("{1-before,2-before-rerun-128,3-per-part-plan}"),
+                                                _per_part_plan),
         "the timed plan's shapes": (SPEED.format("conv-plan") + ": results[].conv_kernels.shapes", _conv_plan),
         "the conv-plan table": (SPEED.format("{conv-matmul,conv-plan}"), _conv_table),
         "the input pipeline": (SPEED.format("*") + ": results[].pipeline, pipeline_over_train", _pipeline),

@@ -195,9 +195,9 @@ def apply_conv(model, conv, batch_size, cache_dir=None, time_fn=None):
     """Give each Conv2D of `model` the kernel `conv` ('auto', 'xla', 'matmul') means here, and
     return the record of it (`conv_plan_record`).
 
-    'auto' on a CPU: per distinct convolution shape at `batch_size`, the faster kernel as
-    timed on this host (`tlres.net.cpu.convplan.plan` with `time_fn`, default `time_conv`;
-    cached in `cache_dir`, default beside the compile cache).
+    'auto' on a CPU: per distinct convolution shape at `batch_size` and per part of its work, the
+    faster kernel as timed on this host (`tlres.net.cpu.convplan.plan` with `time_fn`, default
+    `time_conv`; cached in `cache_dir`, default beside the compile cache).
     """
     kind = resolve_conv(conv)
     layers = conv2d_layers(model)
