@@ -13,9 +13,9 @@ means, and the recorded results: docs/speed.md ("The benchmark"). Bad flags prin
 import dataclasses
 import json
 import math
-import statistics
 import os
 import resource
+import statistics
 import sys
 import subprocess
 import tempfile

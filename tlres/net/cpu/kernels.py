@@ -226,4 +226,3 @@ def slice_max_pool(x, pool_size, strides):
     # the value is `best`; the gradient flows to the first maximum of each window only
     return jax.lax.stop_gradient(best) + sum(
         jnp.where(first == n, view - jax.lax.stop_gradient(view), 0) for n, view in enumerate(views))
-
