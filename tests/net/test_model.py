@@ -121,3 +121,32 @@ def test_imagenet_from_keras_cache_is_used_offline(tmp_path, monkeypatch):
 def test_weights_none_is_one_spelling(given, expected):
     """Every command reads --weights through `weights.canonical`: 'none' in any case, else as given."""
     assert weights_lib.canonical(given) == expected
+
+
+SEEDED_BUILD = """
+import sys
+from tlres.net import model
+from tlres.core.config import IMPROVED
+net = model.build(10, IMPROVED.replace(arch="tiny", weights="none", conv="xla", pipeline=sys.argv[1]))
+print("tensorflow" in sys.modules)
+"""
+
+
+def test_the_jax_pipeline_builds_without_importing_tensorflow_and_seeds_as_keras_does():
+    """Keras' set_random_seed imports TensorFlow wherever it is installed; on the jax pipeline
+    `model.build` seeds the same way without it (the same initial weights as Keras' seeding)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorflow")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    loaded = {p: subprocess.run([sys.executable, "-c", SEEDED_BUILD, p], env=env, capture_output=True,
+                                text=True, check=True).stdout.split()[-1] for p in ("jax", "tf")}
+    assert loaded == {"jax": "False", "tf": "True"}
+    cfg = IMPROVED.replace(arch="tiny", weights="none", conv="xla", seed=5)
+    via_keras = model_lib.build(10, cfg.replace(pipeline="tf")).get_weights()
+    without_tf = model_lib.build(10, cfg.replace(pipeline="jax")).get_weights()
+    other_seed = model_lib.build(10, cfg.replace(pipeline="jax", seed=6)).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(via_keras, without_tf))
+    assert not all(np.array_equal(a, b) for a, b in zip(without_tf, other_seed))

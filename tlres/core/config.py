@@ -117,8 +117,8 @@ class Config:
     # -- run
     out: str | None = _x(None, "run directory (default: runs/<preset>-<time>)")
     pipeline: str = _f("auto", "training input pipeline: tf (tf.data, augmentation on the host), "
-                       "jax (numpy batches, augmentation jitted on the device; no tensorflow "
-                       "import), auto (tf if tensorflow is installed, else jax)", ("auto", "tf", "jax"))
+                       "jax (numpy batches, augmentation jitted on the device; trains without "
+                       "importing tensorflow), auto (tf if tensorflow is installed, else jax)", ("auto", "tf", "jax"))
     precision: str = _f("float32", "Keras dtype policy: float32, or mixed_bfloat16 (bf16 compute, "
                         "float32 weights, head and loss)", ("float32", "mixed_bfloat16"))
     data_parallel: bool = _f(False, "train with keras.distribution.DataParallel over all devices "

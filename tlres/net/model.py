@@ -9,8 +9,12 @@ convolution); `--arch resnet50_v1_5` is torchvision's (`tlres.net.resnet_v15`: s
 (`tlres.net.weights`); the kernels each convolution runs: `tlres.net.cpu.kernel_choice`.
 """
 
+import random
 import weakref
 
+import numpy as np
+
+from tlres.data import pipeline
 from tlres.net import resnet_v15, weights
 from tlres.net.cpu import kernel_choice
 
@@ -20,7 +24,7 @@ def build(num_classes, cfg):
     (`kernel_choice.apply_conv`, whose record `kernel_choice.conv_plan_record` reads back)."""
     import keras
 
-    keras.utils.set_random_seed(cfg.seed)
+    set_random_seed(cfg.seed, tensorflow=pipeline.resolve(cfg.pipeline) == "tf")
     source = weights.resolve_weights(cfg.weights, cfg.arch)
     shape = (cfg.image_size, cfg.image_size, 3)
     if cfg.arch == "tiny":
@@ -39,6 +43,27 @@ def build(num_classes, cfg):
     kernel_choice.apply_conv(model, cfg.conv, cfg.batch_size)
     weights.load(model, backbone, source, cfg)
     return model
+
+
+def set_random_seed(seed, tensorflow):
+    """`keras.utils.set_random_seed(seed)` (Python's, NumPy's and Keras' global seeds, and
+    TensorFlow's), with TensorFlow's only when `tensorflow`: Keras' own imports TensorFlow
+    wherever it is installed, hundreds of MB of resident memory that training on the jax
+    pipeline never uses (Keras' model-file writer still imports it when a run saves). Keras'
+    part is its own code's two lines."""
+    import keras
+
+    if tensorflow:
+        keras.utils.set_random_seed(seed)
+        return
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def backbone(net):
