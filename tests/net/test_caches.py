@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tlres.net import backend
-from tlres.net.cpu import convplan
+from tlres.net.cpu import convplan, kernels
 
 KEY = {"host": "test"}
 SHAPE = {"batch": 2, "input": [4, 4, 3], "kernel": [3, 3], "filters": 4, "strides": [1, 1],
@@ -27,7 +27,7 @@ class Timed:
 
     def __call__(self, shape, kernel, repeats):
         self.calls += 1
-        return [0.001 if kernel == "xla" else 0.002] * repeats  # xla the faster
+        return {p: [0.001 if kernel == "xla" else 0.002] * repeats for p in kernels.PARTS}  # xla the faster
 
 
 def test_a_new_plan_cache_folder_is_0700_and_used(tmp_path):
@@ -50,12 +50,13 @@ def test_a_plan_cache_others_can_write_is_not_used(tmp_path, mode):
     planted = convplan.cache_file(str(folder), KEY)
     with open(planted, "w") as f:  # a valid plan choosing matmul, as another user could plant
         json.dump({"format": convplan.FORMAT, "host": KEY,
-                   "shapes": {convplan.shape_key(SHAPE): {"kernel": "matmul"}}}, f)
+                   "shapes": {convplan.shape_key(SHAPE): {"kernel": "matmul",
+                                                          "parts": dict.fromkeys(kernels.PARTS, "matmul")}}}, f)
     before = open(planted).read()
     folder.chmod(mode)
     notes, fn = [], Timed()
     p = convplan.plan([SHAPE], fn, str(folder), key=KEY, note=notes.append)
-    assert fn.calls == 2 and p["source"] == "measured" and p["kernels"] == {convplan.shape_key(SHAPE): "xla"}
+    assert fn.calls == 2 and p["source"] == "measured" and p["kernels"] == {convplan.shape_key(SHAPE): ("xla",) * 3}
     assert open(planted).read() == before  # not rewritten either
     warnings = [n for n in notes if "warning" in n]
     assert warnings == [f"tlres: warning: not using the convolution plan cache in {folder}: {folder} is "
