@@ -442,6 +442,15 @@ def _per_part_plan():
             + [_range(rss, "x"), big_after.pop(), _range(small, "x")])
 
 
+def _jax_pipeline_32():
+    """The 32 px sweep on the jax pipeline: peak RSS, training and inference ratios vs PyTorch
+    eager, each at batch 64 then 256 (the file's processes must have loaded no TensorFlow)."""
+    rs = _json(SWEEP_0812.format("4-jax-pipeline-32"))["results"]
+    assert all("tensorflow" not in r["frameworks_loaded"]["tlres"] for r in rs)
+    return [f"{r['ratios'][k]:.2f}x" for k in ("peak_rss_vs_torch_eager", "train_vs_torch_eager",
+                                                "infer_vs_torch_eager") for r in rs]
+
+
 def _sweep_224():
     """The recorded CPU sweep's 224 px entry."""
     return next(r for r in _json(SWEEP)["results"] if r["image_size"] == 224)
@@ -596,6 +605,8 @@ LEDGER = {
                   lambda: _eager_with_tcmalloc()[1]),
         "the per-part plan, before and after": (SWEEP_0812.format("{1-before,2-before-rerun-128,3-per-part-plan}"),
                                                 _per_part_plan),
+        "the jax pipeline at 32 px": (SWEEP_0812.format("4-jax-pipeline-32") + ": ratios, batch 64 then 256",
+                                      _jax_pipeline_32),
         "the timed plan's shapes": (SPEED.format("conv-plan") + ": results[].conv_kernels.shapes", _conv_plan),
         "the conv-plan table": (SPEED.format("{conv-matmul,conv-plan}"), _conv_table),
         "the input pipeline": (SPEED.format("*") + ": results[].pipeline, pipeline_over_train", _pipeline),
