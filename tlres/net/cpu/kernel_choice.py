@@ -68,9 +68,9 @@ def _conv_op(layer, parts, x, kernel):
 
 
 def layer_parts(layer):
-    """The kernel of each of `kernels.PARTS` this Conv2D runs: ("xla",) * 3 for Keras' own."""
+    """The kernel of each of `kernels.PARTS` this Conv2D runs: `kernels.every_part("xla")` for Keras' own."""
     op = vars(layer).get("convolution_op")
-    return op.args[1] if isinstance(op, functools.partial) else ("xla",) * len(kernels.PARTS)
+    return op.args[1] if isinstance(op, functools.partial) else kernels.every_part("xla")
 
 
 def use_slice_pools(model, on=True):
@@ -97,7 +97,7 @@ def use_matmul_convs(model, layers=None):
     """Give the Conv2D layers of `model` (nested models included; or just `layers`) the
     `kernels.matmul_conv` kernel, and every other Conv2D of `model` XLA's own."""
     chosen = None if layers is None else {id(l) for l in layers}
-    return use_conv_parts(model, {l.name: ("matmul",) * len(kernels.PARTS) for l in conv2d_layers(model)
+    return use_conv_parts(model, {l.name: kernels.every_part("matmul") for l in conv2d_layers(model)
                                   if chosen is None or id(l) in chosen})
 
 
@@ -109,8 +109,8 @@ def use_conv_parts(model, parts):
     layers keep their weights, names, configs and saved format, so every file loads as before.
     """
     for layer in conv2d_layers(model):
-        chosen = tuple(parts.get(layer.name, ("xla",) * len(kernels.PARTS)))
-        if matmul_able(layer) and chosen != ("xla",) * len(kernels.PARTS):
+        chosen = tuple(parts.get(layer.name, kernels.every_part("xla")))
+        if matmul_able(layer) and chosen != kernels.every_part("xla"):
             layer.convolution_op = functools.partial(_conv_op, layer, chosen)
         else:
             vars(layer).pop("convolution_op", None)  # back to the class' (XLA's) kernel
@@ -206,7 +206,7 @@ def apply_conv(model, conv, batch_size, cache_dir=None, time_fn=None):
         parts, measured = _measured(layers, batch_size, time_fn, cache_dir)
         choice.update(measured)
     else:
-        parts = {l.name: (kind,) * len(kernels.PARTS) for l in layers}
+        parts = {l.name: kernels.every_part(kind) for l in layers}
         choice["source"] = _rule_source(conv, kind)
     use_conv_parts(model, parts)
     choice["slice_max_pools"] = use_slice_pools(model, kind != "xla")
@@ -226,7 +226,7 @@ def apply_recorded_plan(model, record):
             or not all(isinstance(p, list) and len(p) == len(kernels.PARTS)
                        and set(p) <= set(kernels.FORMS) for p in mixed.values()):
         return None
-    use_conv_parts(model, {**{n: ("matmul",) * len(kernels.PARTS) for n in names},
+    use_conv_parts(model, {**{n: kernels.every_part("matmul") for n in names},
                            **{n: tuple(p) for n, p in mixed.items()}})
     pools = use_slice_pools(model)
     kept = {k: v for k, v in record.items()

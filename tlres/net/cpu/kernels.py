@@ -25,15 +25,20 @@ PARTS = ("forward", "input_grad", "weight_grad")
 FORMS = ("xla", "matmul")
 
 
-def conv(x, kernel, strides, padding, parts=("matmul",) * 3):
+def every_part(form):
+    """`form` ("xla" or "matmul") for each of `PARTS`: a whole convolution in one kernel."""
+    return (form,) * len(PARTS)
+
+
+def conv(x, kernel, strides, padding, parts=every_part("matmul")):
     """A 2-D convolution (NHWC, HWIO, Keras' padding) whose forward pass, input gradient and weight
     gradient (`PARTS`, in order) each run the kernel `parts` names: "xla" (XLA's own) or "matmul"
     (`matmul_conv`). Every combination computes the same function and gradients up to float
     rounding; which part is faster in which form differs by shape (docs/speed.md)."""
     strides, parts = tuple(strides), tuple(parts)
-    if parts == ("matmul",) * 3:
+    if parts == every_part("matmul"):
         return matmul_conv(x, kernel, strides, padding)
-    if parts == ("xla",) * 3:
+    if parts == every_part("xla"):
         return xla_conv(x, kernel, strides, padding)
     from keras import ops
 
